@@ -1,0 +1,270 @@
+"""Every frame of protocol v1, as msgspec Structs in two tagged unions.
+
+Frames are JSON objects whose ``type`` field selects the Struct. Client commands carry an ``id``
+(request id) that the server echoes in the matching ``result`` or ``error`` frame; mutating
+commands also carry ``op``, a client-generated operation id that makes retries safe (the POS
+makes it before the first send and reuses it on every retry).
+"""
+
+from typing import Literal
+
+import msgspec
+
+from protocol.limits import (
+    HOLD_TTL_DEFAULT_MS,
+    MAX_LINES,
+    Id,
+    MinorUnits,
+    Points,
+    Quantity,
+    RequestId,
+    Text,
+    Token,
+    TtlMs,
+    Version,
+)
+
+
+class _Client(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
+    pass
+
+
+class _Server(msgspec.Struct, kw_only=True, frozen=True, tag_field="type", omit_defaults=True):
+    pass
+
+
+class _Data(msgspec.Struct, kw_only=True, frozen=True, tag_field="kind", omit_defaults=True):
+    pass
+
+
+# --------------------------------------------------------------------------- client -> server
+
+
+class Hello(_Client, tag="hello"):
+    """First frame of every session: protocol versions the client speaks, and its token."""
+
+    id: RequestId
+    versions: list[Version]
+    token: Token
+    client: Text = ""
+
+
+class Ping(_Client, tag="ping"):
+    """Application-level ping for clients that cannot send websocket pings (browsers)."""
+
+    id: RequestId
+
+
+class Subscribe(_Client, tag="subscribe"):
+    """Watch a member's balance. ``since`` is the last version the client saw, if any: the
+    reply then carries the changes missed since, or ``recovered=false`` and the current state."""
+
+    id: RequestId
+    member: Id
+    since: Version | None = None
+
+
+class Unsubscribe(_Client, tag="unsubscribe"):
+    id: RequestId
+    member: Id
+
+
+class GetBalance(_Client, tag="balance"):
+    id: RequestId
+    member: Id
+
+
+class SaleLine(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    sku: Id
+    qty: Quantity
+    price: MinorUnits
+    """Unit price in minor currency units."""
+    category: Id | None = None
+    name: Text = ""
+
+
+class Sale(_Client, tag="sale"):
+    """A completed purchase (POS level 0 and up): the gateway computes and posts the points."""
+
+    id: RequestId
+    op: Id
+    member: Id
+    total: MinorUnits
+    """Amount paid in minor currency units, after discounts."""
+    lines: list[SaleLine] = msgspec.field(default_factory=list)
+
+
+class Reserve(_Client, tag="reserve"):
+    """Place a hold of ``points``; the hold id is the operation id ``op``."""
+
+    id: RequestId
+    op: Id
+    member: Id
+    points: Points
+    ttl_ms: TtlMs = HOLD_TTL_DEFAULT_MS
+
+
+class Commit(_Client, tag="commit"):
+    """Post a hold: all of it, or ``points`` of it (the rest is released)."""
+
+    id: RequestId
+    op: Id
+    member: Id
+    hold: Id
+    points: Points | None = None
+
+
+class Release(_Client, tag="release"):
+    """Void a hold."""
+
+    id: RequestId
+    op: Id
+    member: Id
+    hold: Id
+
+
+class GetOutcome(_Client, tag="outcome"):
+    """Ask what became of operation ``op`` (e.g. after a timeout)."""
+
+    id: RequestId
+    op: Id
+
+
+ClientFrame = Hello | Ping | Subscribe | Unsubscribe | GetBalance | Sale | Reserve | Commit | Release | GetOutcome
+
+# Bounds that msgspec.Meta cannot express on a list type alias inside a Struct:
+SALE_MAX_LINES = MAX_LINES
+
+
+# --------------------------------------------------------------------------- server -> client
+
+
+class Scope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    kind: Literal["pos", "app"]
+    merchant: str
+    store: str | None = None
+    terminal: str | None = None
+    member: str | None = None
+    channel: str = "pos"
+
+
+class Welcome(_Server, tag="welcome"):
+    id: str
+    version: int
+    session: str
+    node: str
+    heartbeat_ms: int
+    scope: Scope
+
+
+class Balance(_Data, tag="balance"):
+    member: str
+    posted: int
+    held: int
+    available: int
+    version: int
+
+
+class Cause(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    kind: str
+    """earn, hold, release, redeem, expire, return, adjustment, ..."""
+    op: str
+    channel: str = ""
+    store: str = ""
+
+
+class BalanceChanged(_Server, tag="balance_changed"):
+    """Pushed to every session watching ``member`` after a change commits. ``version`` grows
+    by exactly one per change: a client that sees a jump knows it missed something."""
+
+    member: str
+    posted: int
+    held: int
+    available: int
+    version: int
+    cause: Cause
+    at: int
+    """Commit time, milliseconds since the Unix epoch."""
+
+
+class Subscribed(_Data, tag="subscribed"):
+    member: str
+    balance: Balance
+    missed: list[BalanceChanged] = msgspec.field(default_factory=list)
+    recovered: bool = True
+    """False when the changes since ``since`` are no longer kept: treat ``balance`` as truth."""
+
+
+class Unsubscribed(_Data, tag="unsubscribed"):
+    member: str
+
+
+class PointsLine(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    rule: str
+    points: int
+    sku: str | None = None
+
+
+class SaleReceipt(_Data, tag="sale"):
+    op: str
+    member: str
+    points: int
+    breakdown: list[PointsLine]
+    balance: Balance
+
+
+class HoldState(_Data, tag="hold"):
+    op: str
+    hold: str
+    member: str
+    status: Literal["active", "committed", "released", "expired"]
+    points: int
+    """Points held when placed."""
+    committed: int = 0
+    expires_at: int = 0
+    """Milliseconds since the Unix epoch."""
+    balance: Balance | None = None
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class Outcome(_Data, tag="outcome"):
+    op: str
+    ok: bool
+    data: "Balance | SaleReceipt | HoldState | None" = None
+    error: ErrorInfo | None = None
+
+
+class Pong(_Data, tag="pong"):
+    pass
+
+
+ResultData = Balance | Subscribed | Unsubscribed | SaleReceipt | HoldState | Outcome | Pong
+
+
+class Result(_Server, tag="result"):
+    id: str
+    data: ResultData
+
+
+class Error(_Server, tag="error"):
+    code: str
+    message: str
+    id: str | None = None
+    retryable: bool = False
+
+
+class Resync(_Server, tag="resync"):
+    """The server could not deliver every change for ``member`` in order (a gap it could not
+    fill): ``balance`` is the current truth; refetch anything derived from history."""
+
+    member: str
+    balance: Balance
+    reason: str
+
+
+ServerFrame = Welcome | Result | Error | BalanceChanged | Resync
