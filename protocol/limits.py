@@ -13,8 +13,9 @@ MAX_POINTS = 10_000_000
 #: Largest sale total, in minor currency units (cents): 100 million = 1,000,000.00.
 MAX_MINOR_UNITS = 100_000_000
 #: Identifiers (members, operations, holds, stores, terminals, merchants): 1-64 characters from
-#: ``A-Z a-z 0-9 _ - . :``.
-ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+#: ``A-Z a-z 0-9 _ - . :``. (The ``(?!\n)`` matters: msgspec matches with Python's ``re.search``,
+#: whose ``$`` also matches before a trailing newline, so ``"m1\n"`` would otherwise pass.)
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$(?!\n)"
 ID_MAX_LEN = 64
 #: Request ids correlate replies; same charset, up to 64 characters.
 REQUEST_ID_PATTERN = ID_PATTERN

@@ -40,7 +40,7 @@ class _Data(msgspec.Struct, kw_only=True, frozen=True, tag_field="kind", omit_de
 # --------------------------------------------------------------------------- client -> server
 
 
-class Hello(_Client, tag="hello"):
+class Hello(_Client, tag="hello", frozen=True):
     """First frame of every session: protocol versions the client speaks, and its token."""
 
     id: RequestId
@@ -49,13 +49,13 @@ class Hello(_Client, tag="hello"):
     client: Text = ""
 
 
-class Ping(_Client, tag="ping"):
+class Ping(_Client, tag="ping", frozen=True):
     """Application-level ping for clients that cannot send websocket pings (browsers)."""
 
     id: RequestId
 
 
-class Subscribe(_Client, tag="subscribe"):
+class Subscribe(_Client, tag="subscribe", frozen=True):
     """Watch a member's balance. ``since`` is the last version the client saw, if any: the
     reply then carries the changes missed since, or ``recovered=false`` and the current state."""
 
@@ -64,12 +64,12 @@ class Subscribe(_Client, tag="subscribe"):
     since: Version | None = None
 
 
-class Unsubscribe(_Client, tag="unsubscribe"):
+class Unsubscribe(_Client, tag="unsubscribe", frozen=True):
     id: RequestId
     member: Id
 
 
-class GetBalance(_Client, tag="balance"):
+class GetBalance(_Client, tag="balance", frozen=True):
     id: RequestId
     member: Id
 
@@ -83,7 +83,7 @@ class SaleLine(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     name: Text = ""
 
 
-class Sale(_Client, tag="sale"):
+class Sale(_Client, tag="sale", frozen=True):
     """A completed purchase (POS level 0 and up): the gateway computes and posts the points."""
 
     id: RequestId
@@ -94,7 +94,7 @@ class Sale(_Client, tag="sale"):
     lines: list[SaleLine] = msgspec.field(default_factory=list)
 
 
-class Reserve(_Client, tag="reserve"):
+class Reserve(_Client, tag="reserve", frozen=True):
     """Place a hold of ``points``; the hold id is the operation id ``op``."""
 
     id: RequestId
@@ -104,7 +104,7 @@ class Reserve(_Client, tag="reserve"):
     ttl_ms: TtlMs = HOLD_TTL_DEFAULT_MS
 
 
-class Commit(_Client, tag="commit"):
+class Commit(_Client, tag="commit", frozen=True):
     """Post a hold: all of it, or ``points`` of it (the rest is released)."""
 
     id: RequestId
@@ -114,7 +114,7 @@ class Commit(_Client, tag="commit"):
     points: Points | None = None
 
 
-class Release(_Client, tag="release"):
+class Release(_Client, tag="release", frozen=True):
     """Void a hold."""
 
     id: RequestId
@@ -123,14 +123,25 @@ class Release(_Client, tag="release"):
     hold: Id
 
 
-class GetOutcome(_Client, tag="outcome"):
+class GetOutcome(_Client, tag="outcome", frozen=True):
     """Ask what became of operation ``op`` (e.g. after a timeout)."""
 
     id: RequestId
     op: Id
 
 
-ClientFrame = Hello | Ping | Subscribe | Unsubscribe | GetBalance | Sale | Reserve | Commit | Release | GetOutcome
+ClientFrame = (
+    Hello
+    | Ping
+    | Subscribe
+    | Unsubscribe
+    | GetBalance
+    | Sale
+    | Reserve
+    | Commit
+    | Release
+    | GetOutcome
+)
 
 # Bounds that msgspec.Meta cannot express on a list type alias inside a Struct:
 SALE_MAX_LINES = MAX_LINES
@@ -148,7 +159,7 @@ class Scope(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     channel: str = "pos"
 
 
-class Welcome(_Server, tag="welcome"):
+class Welcome(_Server, tag="welcome", frozen=True):
     id: str
     version: int
     session: str
@@ -157,7 +168,7 @@ class Welcome(_Server, tag="welcome"):
     scope: Scope
 
 
-class Balance(_Data, tag="balance"):
+class Balance(_Data, tag="balance", frozen=True):
     member: str
     posted: int
     held: int
@@ -173,7 +184,7 @@ class Cause(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     store: str = ""
 
 
-class BalanceChanged(_Server, tag="balance_changed"):
+class BalanceChanged(_Server, tag="balance_changed", frozen=True):
     """Pushed to every session watching ``member`` after a change commits. ``version`` grows
     by exactly one per change: a client that sees a jump knows it missed something."""
 
@@ -187,7 +198,7 @@ class BalanceChanged(_Server, tag="balance_changed"):
     """Commit time, milliseconds since the Unix epoch."""
 
 
-class Subscribed(_Data, tag="subscribed"):
+class Subscribed(_Data, tag="subscribed", frozen=True):
     member: str
     balance: Balance
     missed: list[BalanceChanged] = msgspec.field(default_factory=list)
@@ -195,7 +206,7 @@ class Subscribed(_Data, tag="subscribed"):
     """False when the changes since ``since`` are no longer kept: treat ``balance`` as truth."""
 
 
-class Unsubscribed(_Data, tag="unsubscribed"):
+class Unsubscribed(_Data, tag="unsubscribed", frozen=True):
     member: str
 
 
@@ -205,7 +216,7 @@ class PointsLine(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     sku: str | None = None
 
 
-class SaleReceipt(_Data, tag="sale"):
+class SaleReceipt(_Data, tag="sale", frozen=True):
     op: str
     member: str
     points: int
@@ -213,7 +224,7 @@ class SaleReceipt(_Data, tag="sale"):
     balance: Balance
 
 
-class HoldState(_Data, tag="hold"):
+class HoldState(_Data, tag="hold", frozen=True):
     op: str
     hold: str
     member: str
@@ -232,33 +243,33 @@ class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     retryable: bool = False
 
 
-class Outcome(_Data, tag="outcome"):
+class Outcome(_Data, tag="outcome", frozen=True):
     op: str
     ok: bool
     data: "Balance | SaleReceipt | HoldState | None" = None
     error: ErrorInfo | None = None
 
 
-class Pong(_Data, tag="pong"):
+class Pong(_Data, tag="pong", frozen=True):
     pass
 
 
 ResultData = Balance | Subscribed | Unsubscribed | SaleReceipt | HoldState | Outcome | Pong
 
 
-class Result(_Server, tag="result"):
+class Result(_Server, tag="result", frozen=True):
     id: str
     data: ResultData
 
 
-class Error(_Server, tag="error"):
+class Error(_Server, tag="error", frozen=True):
     code: str
     message: str
     id: str | None = None
     retryable: bool = False
 
 
-class Resync(_Server, tag="resync"):
+class Resync(_Server, tag="resync", frozen=True):
     """The server could not deliver every change for ``member`` in order (a gap it could not
     fill): ``balance`` is the current truth; refetch anything derived from history."""
 
