@@ -1,0 +1,1 @@
+"""The loyalty gateway server: sessions, fan-out, the ledger and the loyalty domain."""

@@ -1,0 +1,1 @@
+"""The points ledger: two-phase holds, group commit, idempotency, outbox, expiry."""

@@ -1,0 +1,275 @@
+"""The ledger's rules as pure functions over a ``BatchState``: no I/O, no clock of its own.
+
+The engine loads the state under row locks, calls ``apply`` for each operation in order, and
+writes back what changed. Every rule of the balance model lives here, where a property test can
+drive it directly and against the real database through the engine.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from gateway.ledger.model import (
+    Account,
+    BatchState,
+    Commit,
+    Earn,
+    Entry,
+    Expire,
+    Hold,
+    Op,
+    Origin,
+    Release,
+    Reserve,
+)
+from protocol.codes import ErrorCode
+from protocol.messages import Balance, ErrorInfo, HoldState, Outcome, SaleReceipt
+
+
+def epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def balance_of(acct: Account) -> Balance:
+    return Balance(
+        member=acct.member,
+        posted=acct.posted,
+        held=acct.held,
+        available=acct.posted - acct.held,
+        version=acct.version,
+    )
+
+
+def refuse(op: str, code: ErrorCode, message: str = "") -> Outcome:
+    return Outcome(
+        op=op,
+        ok=False,
+        error=ErrorInfo(code=code.value, message=message or code.description, retryable=False),
+    )
+
+
+def _post(
+    state: BatchState,
+    acct: Account,
+    *,
+    kind: str,
+    op: str,
+    contra: str,
+    posted: int,
+    held: int,
+    origin: Origin,
+) -> None:
+    acct.posted += posted
+    acct.held += held
+    acct.version += 1
+    acct.dirty = True
+    assert acct.held >= 0 and acct.posted - acct.held >= 0, "ledger invariant broken in apply"
+    state.entries.append(
+        Entry(
+            merchant=acct.merchant,
+            member=acct.member,
+            version=acct.version,
+            kind=kind,
+            op=op,
+            contra=contra,
+            posted_delta=posted,
+            held_delta=held,
+            posted_after=acct.posted,
+            held_after=acct.held,
+            channel=origin.channel,
+            store=origin.store,
+            terminal=origin.terminal,
+            at=state.now,
+        )
+    )
+
+
+def _hold_state(hold: Hold, acct: Account, op: str) -> HoldState:
+    return HoldState(
+        op=op,
+        hold=hold.id,
+        member=hold.member,
+        status=hold.status,  # type: ignore[arg-type]
+        points=hold.amount,
+        committed=hold.committed,
+        expires_at=epoch_ms(hold.expires_at),
+        balance=balance_of(acct),
+    )
+
+
+def expire_overdue(state: BatchState, acct: Account) -> int:
+    """Expire the member's active holds whose expiry has passed (lazy expiry). Returns count."""
+    n = 0
+    overdue = sorted(
+        (
+            h
+            for h in state.holds.values()
+            if h.member == acct.member and h.status == "active" and h.expires_at <= state.now
+        ),
+        key=lambda h: (h.expires_at, h.id),
+    )
+    for hold in overdue:
+        hold.status = "expired"
+        hold.resolved_at = state.now
+        hold.dirty = True
+        _post(
+            state,
+            acct,
+            kind="expire",
+            op=hold.id,
+            contra="holds",
+            posted=0,
+            held=-hold.amount,
+            origin=Origin(merchant=hold.merchant, channel="system"),
+        )
+        n += 1
+    return n
+
+
+def _account(state: BatchState, op: Op) -> Account | Outcome:
+    acct = state.accounts.get(op.member)
+    op_id = getattr(op, "op", "")
+    if acct is None:
+        return refuse(op_id, ErrorCode.MEMBER_NOT_FOUND)
+    if acct.merchant != op.origin.merchant:
+        return refuse(op_id, ErrorCode.FORBIDDEN, "the member belongs to another merchant")
+    return acct
+
+
+def apply(state: BatchState, op: Op) -> Outcome:
+    """Apply one operation to the state; return its outcome (refusals change nothing)."""
+    got = _account(state, op)
+    if isinstance(got, Outcome):
+        return got
+    acct = got
+    expire_overdue(state, acct)
+    if isinstance(op, Expire):
+        return Outcome(op="", ok=True, data=balance_of(acct))
+    if isinstance(op, Earn):
+        return _earn(state, acct, op)
+    if isinstance(op, Reserve):
+        return _reserve(state, acct, op)
+    if isinstance(op, Commit):
+        return _commit(state, acct, op)
+    return _release(state, acct, op)
+
+
+def _earn(state: BatchState, acct: Account, op: Earn) -> Outcome:
+    points = op.points
+    if points < 0 and -points > acct.available:
+        if not op.clamp:
+            return refuse(op.op, ErrorCode.INSUFFICIENT_POINTS)
+        points = -acct.available
+    if points != 0:
+        _post(
+            state,
+            acct,
+            kind=op.kind,
+            op=op.op,
+            contra=op.contra,
+            posted=points,
+            held=0,
+            origin=op.origin,
+        )
+    receipt = SaleReceipt(
+        op=op.op,
+        member=acct.member,
+        points=points,
+        breakdown=list(op.breakdown),
+        balance=balance_of(acct),
+    )
+    return Outcome(op=op.op, ok=True, data=receipt)
+
+
+def _reserve(state: BatchState, acct: Account, op: Reserve) -> Outcome:
+    key = (op.origin.merchant, op.op)
+    if key in state.holds:
+        # The hold id is the reserve's op id, so an existing hold means the op ran already;
+        # the engine replays it before we get here. Reaching this is a bug, refuse safely.
+        return refuse(op.op, ErrorCode.IDEMPOTENCY_CONFLICT, "hold id already in use")
+    if acct.available < op.points:
+        return refuse(
+            op.op,
+            ErrorCode.INSUFFICIENT_POINTS,
+            f"available {acct.available} < requested {op.points}",
+        )
+    hold = Hold(
+        merchant=op.origin.merchant,
+        id=op.op,
+        member=acct.member,
+        amount=op.points,
+        committed=0,
+        status="active",
+        expires_at=state.now + timedelta(milliseconds=op.ttl_ms),
+        created_at=state.now,
+        dirty=True,
+    )
+    state.holds[key] = hold
+    _post(
+        state,
+        acct,
+        kind="hold",
+        op=op.op,
+        contra="holds",
+        posted=0,
+        held=op.points,
+        origin=op.origin,
+    )
+    return Outcome(op=op.op, ok=True, data=_hold_state(hold, acct, op.op))
+
+
+def _find_hold(state: BatchState, op: Commit | Release) -> Hold | Outcome:
+    hold = state.holds.get((op.origin.merchant, op.hold))
+    if hold is None or hold.member != op.member:
+        return refuse(op.op, ErrorCode.HOLD_NOT_FOUND)
+    if hold.status == "expired":
+        return refuse(op.op, ErrorCode.HOLD_EXPIRED)
+    if hold.status != "active":
+        return refuse(op.op, ErrorCode.HOLD_NOT_ACTIVE, f"the hold is {hold.status}")
+    return hold
+
+
+def _commit(state: BatchState, acct: Account, op: Commit) -> Outcome:
+    found = _find_hold(state, op)
+    if isinstance(found, Outcome):
+        return found
+    hold = found
+    amount = hold.amount if op.points is None else op.points
+    if amount > hold.amount:
+        return refuse(op.op, ErrorCode.COMMIT_EXCEEDS_HOLD, f"commit {amount} > held {hold.amount}")
+    hold.status = "committed"
+    hold.committed = amount
+    hold.resolved_at = state.now
+    hold.dirty = True
+    _post(
+        state,
+        acct,
+        kind=op.kind,
+        op=op.op,
+        contra="redemption",
+        posted=-amount,
+        held=-hold.amount,
+        origin=op.origin,
+    )
+    return Outcome(op=op.op, ok=True, data=_hold_state(hold, acct, op.op))
+
+
+def _release(state: BatchState, acct: Account, op: Release) -> Outcome:
+    found = _find_hold(state, op)
+    if isinstance(found, Outcome):
+        return found
+    hold = found
+    hold.status = "released"
+    hold.resolved_at = state.now
+    hold.dirty = True
+    _post(
+        state,
+        acct,
+        kind="release",
+        op=op.op,
+        contra="holds",
+        posted=0,
+        held=-hold.amount,
+        origin=op.origin,
+    )
+    return Outcome(op=op.op, ok=True, data=_hold_state(hold, acct, op.op))

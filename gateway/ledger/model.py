@@ -1,0 +1,151 @@
+"""Ledger operations and the in-memory state a batch works on."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from protocol.messages import PointsLine
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an operation came from; recorded on every entry it makes."""
+
+    merchant: str
+    channel: str = ""
+    store: str = ""
+    terminal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Earn:
+    """Post points to a member (a sale's earning, a return's reversal, an adjustment).
+
+    ``points`` may be negative for reversals; ``clamp`` then caps the debit at what is
+    available instead of refusing (the documented clawback policy for returns).
+    """
+
+    op: str
+    member: str
+    points: int
+    origin: Origin
+    kind: str = "earn"
+    contra: str = "issuance"
+    clamp: bool = False
+    breakdown: tuple[PointsLine, ...] = ()
+    #: Extra content that identifies the request for idempotency (e.g. the sale's lines).
+    detail: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    op: str
+    member: str
+    points: int
+    ttl_ms: int
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    op: str
+    member: str
+    hold: str
+    points: int | None
+    origin: Origin
+    kind: str = "redeem"
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    op: str
+    member: str
+    hold: str
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """Internal: expire a member's overdue holds (from the sweeper); not idempotency-tracked."""
+
+    member: str
+    origin: Origin
+
+
+Op = Earn | Reserve | Commit | Release | Expire
+
+
+def fingerprint(op: Op) -> bytes:
+    """Digest of everything that defines the request (not the request id)."""
+    o = op.origin
+    if isinstance(op, Earn):
+        parts: tuple[object, ...] = ("earn", op.member, op.points, op.kind, op.clamp, op.detail)
+    elif isinstance(op, Reserve):
+        parts = ("reserve", op.member, op.points, op.ttl_ms)
+    elif isinstance(op, Commit):
+        parts = ("commit", op.member, op.hold, op.points, op.kind)
+    elif isinstance(op, Release):
+        parts = ("release", op.member, op.hold)
+    else:
+        parts = ("expire", op.member)
+    return hashlib.blake2b(msgspec.json.encode((o.merchant, *parts)), digest_size=16).digest()
+
+
+@dataclass(slots=True)
+class Account:
+    member: str
+    merchant: str
+    posted: int
+    held: int
+    version: int
+    dirty: bool = False
+
+    @property
+    def available(self) -> int:
+        return self.posted - self.held
+
+
+@dataclass(slots=True)
+class Hold:
+    merchant: str
+    id: str
+    member: str
+    amount: int
+    committed: int
+    status: str
+    expires_at: datetime
+    created_at: datetime
+    resolved_at: datetime | None = None
+    dirty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    merchant: str
+    member: str
+    version: int
+    kind: str
+    op: str
+    contra: str
+    posted_delta: int
+    held_delta: int
+    posted_after: int
+    held_after: int
+    channel: str
+    store: str
+    terminal: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class BatchState:
+    """Everything a batch read under its account locks; mutated by ``apply``."""
+
+    now: datetime
+    accounts: dict[str, Account] = field(default_factory=dict)
+    holds: dict[tuple[str, str], Hold] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)

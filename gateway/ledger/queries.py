@@ -1,0 +1,110 @@
+"""The ledger's SQL, in one place. Each statement is prepared once per connection (asyncpg's
+statement cache) and takes arrays, so one round trip serves a whole batch."""
+
+LOCK_ACCOUNTS = """
+SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, clock_timestamp() AS now,
+       EXISTS (SELECT 1 FROM holds h
+                WHERE h.member_id = a.member_id AND h.status = 'active'
+                  AND h.expires_at <= clock_timestamp()) AS overdue
+  FROM accounts a
+ WHERE a.member_id = ANY($1::text[])
+ ORDER BY a.member_id
+   FOR UPDATE OF a
+"""
+
+NOW = "SELECT clock_timestamp()"
+
+FIND_OPERATIONS = """
+SELECT o.merchant_id, o.op_id, o.fingerprint, o.result
+  FROM operations o
+  JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, op_id)
+    ON o.merchant_id = k.merchant_id AND o.op_id = k.op_id
+"""
+
+# Holds named by commit/release, plus the locked members' overdue active holds.
+FIND_HOLDS = """
+SELECT h.merchant_id, h.id, h.member_id, h.amount, h.committed, h.status, h.expires_at,
+       h.created_at, h.resolved_at
+  FROM holds h
+  JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, id)
+    ON h.merchant_id = k.merchant_id AND h.id = k.id
+UNION
+SELECT h.merchant_id, h.id, h.member_id, h.amount, h.committed, h.status, h.expires_at,
+       h.created_at, h.resolved_at
+  FROM holds h
+ WHERE h.member_id = ANY($3::text[]) AND h.status = 'active' AND h.expires_at <= $4
+"""
+
+# One statement writes the whole batch. The operations insert must claim every id: a
+# concurrent transaction that committed the same id makes the count short, and the engine
+# rolls back and re-runs the batch (which then replays that operation).
+WRITE_BATCH = """
+WITH
+ops AS (
+  INSERT INTO operations (merchant_id, op_id, kind, member_id, fingerprint, ok, result)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                       $6::bool[], $7::bytea[])
+  ON CONFLICT DO NOTHING
+  RETURNING 1
+),
+acc AS (
+  UPDATE accounts a
+     SET posted = u.posted, held = u.held, version = u.version, updated_at = $31
+    FROM unnest($8::text[], $9::int8[], $10::int8[], $11::int8[])
+         AS u(member_id, posted, held, version)
+   WHERE a.member_id = u.member_id
+  RETURNING 1
+),
+ent AS (
+  INSERT INTO ledger_entries (merchant_id, member_id, version, kind, op_id, contra,
+                              posted_delta, held_delta, posted_after, held_after,
+                              channel, store_id, terminal_id, created_at)
+  SELECT m, mb, v, k, o, c, pd, hd, pa, ha, ch, st, te, $31
+    FROM unnest($12::text[], $13::text[], $14::int8[], $15::text[], $16::text[], $17::text[],
+                $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::text[], $23::text[],
+                $24::text[]) AS e(m, mb, v, k, o, c, pd, hd, pa, ha, ch, st, te)
+  RETURNING 1
+),
+hld AS (
+  INSERT INTO holds (merchant_id, id, member_id, amount, committed, status, expires_at,
+                     created_at, resolved_at)
+  SELECT * FROM unnest($25::text[], $26::text[], $27::text[], $28::int8[], $29::int8[],
+                       $30::text[], $32::timestamptz[], $33::timestamptz[], $34::timestamptz[])
+  ON CONFLICT (merchant_id, id) DO UPDATE
+     SET committed = EXCLUDED.committed, status = EXCLUDED.status,
+         resolved_at = EXCLUDED.resolved_at
+  RETURNING 1
+),
+obx AS (
+  INSERT INTO outbox (member_id, version, created_at)
+  SELECT mb, v, $31 FROM unnest($13::text[], $14::int8[]) AS o(mb, v)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM ops) AS ops, (SELECT count(*) FROM acc) AS accounts,
+       (SELECT count(*) FROM ent) AS entries, (SELECT count(*) FROM hld) AS holds,
+       (SELECT count(*) FROM obx) AS outbox
+"""
+
+OPERATION_RESULT = """
+SELECT result FROM operations WHERE merchant_id = $1 AND op_id = $2
+"""
+
+ACCOUNT = """
+SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version FROM accounts a
+ WHERE a.member_id = $1
+"""
+
+HISTORY = """
+SELECT version, kind, op_id, channel, store_id, posted_after, held_after, created_at
+  FROM ledger_entries
+ WHERE member_id = $1 AND version > $2
+ ORDER BY version
+ LIMIT $3
+"""
+
+OVERDUE_MEMBERS = """
+SELECT DISTINCT merchant_id, member_id
+  FROM (SELECT merchant_id, member_id FROM holds
+         WHERE status = 'active' AND expires_at <= clock_timestamp()
+         ORDER BY expires_at LIMIT $1) t
+"""

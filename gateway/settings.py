@@ -1,0 +1,161 @@
+"""Every setting, read from the environment in one place, with documented defaults.
+
+One frozen object per concern; ``Settings.from_env`` builds them all and the rest of the code
+receives them as arguments. Secrets are kept out of ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/loyalty"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEV_JWT_SECRET = "dev-only-secret-change-me"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be within [{lo}, {hi}], got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be within [{lo}, {hi}], got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    #: Connections in the asyncpg pool used for reads and admin work (ledger lanes have their own).
+    db_pool_size: int = 8
+    #: Seconds a single store call may take before the command fails with ``timeout``.
+    command_timeout: float = 5.0
+
+    def __repr__(self) -> str:  # URLs may carry passwords
+        return f"StoreSettings(db_pool_size={self.db_pool_size})"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    #: Parallel group-commit lanes (each one PostgreSQL connection, one batch in flight).
+    lanes: int = 4
+    #: Most operations in one group-commit transaction.
+    max_batch: int = 256
+    #: Seconds between expiry sweeps (holds past expiry already count as expired before this).
+    sweep_interval: float = 1.0
+    #: Seconds between outbox relay passes, and the age after which an unpublished change is
+    #: republished by any node.
+    relay_interval: float = 1.0
+    relay_min_age: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    #: Websocket ping interval; a peer silent for twice this is closed (3003).
+    heartbeat: float = 15.0
+    #: Seconds a new connection has to send ``hello`` (else 3504).
+    auth_timeout: float = 10.0
+    #: Transport hard limit; a frame above it closes the socket with 1009.
+    max_transport_frame: int = 1_048_576
+    #: Outbound bytes queued for one session before it is closed as slow (3008).
+    max_queue_bytes: int = 1_048_576
+    #: Sessions this node holds (new ones are closed with 3002).
+    max_sessions: int = 20_000
+    #: Live sessions per member across this node (3004 above it).
+    max_sessions_per_member: int = 50
+    #: Members one session may watch at once.
+    max_subscriptions: int = 16
+    #: Commands per second per session (token bucket, burst = 2x).
+    rate_per_second: int = 200
+    #: Consecutive malformed frames before 3505.
+    max_bad_frames: int = 20
+    #: Changes kept for resume: a subscriber further behind gets ``recovered=false``.
+    max_recovery: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
+    #: Leeway in seconds when checking token expiry.
+    leeway: float = 5.0
+    admin_token: str = field(default="dev-admin-token", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    node_id: str = field(default_factory=socket.gethostname)
+    #: Seconds between SIGTERM and exit; below Kubernetes' 30 s default grace period.
+    drain_seconds: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings
+    store: StoreSettings
+    ledger: LedgerSettings
+    session: SessionSettings
+    auth: AuthSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        return cls(
+            server=ServerSettings(
+                host=e.get("GATEWAY_HOST", "127.0.0.1"),
+                port=_int(e, "GATEWAY_PORT", 8080, 0, 65535),
+                node_id=e.get("GATEWAY_NODE_ID") or socket.gethostname(),
+                drain_seconds=_float(e, "GATEWAY_DRAIN_SECONDS", 20.0, 0.0, 600.0),
+            ),
+            store=StoreSettings(
+                database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+                redis_url=e.get("REDIS_URL", DEFAULT_REDIS_URL),
+                db_pool_size=_int(e, "GATEWAY_DB_POOL", 8, 1, 200),
+                command_timeout=_float(e, "GATEWAY_COMMAND_TIMEOUT", 5.0, 0.1, 120.0),
+            ),
+            ledger=LedgerSettings(
+                lanes=_int(e, "GATEWAY_LEDGER_LANES", 4, 1, 64),
+                max_batch=_int(e, "GATEWAY_LEDGER_MAX_BATCH", 256, 1, 10_000),
+                sweep_interval=_float(e, "GATEWAY_SWEEP_SECONDS", 1.0, 0.05, 3600.0),
+                relay_interval=_float(e, "GATEWAY_RELAY_SECONDS", 1.0, 0.05, 3600.0),
+                relay_min_age=_float(e, "GATEWAY_RELAY_MIN_AGE", 3.0, 0.0, 3600.0),
+            ),
+            session=SessionSettings(
+                heartbeat=_float(e, "GATEWAY_HEARTBEAT_SECONDS", 15.0, 0.1, 600.0),
+                auth_timeout=_float(e, "GATEWAY_AUTH_TIMEOUT", 10.0, 0.1, 600.0),
+                max_transport_frame=_int(e, "GATEWAY_MAX_FRAME", 1_048_576, 65_536, 16_777_216),
+                max_queue_bytes=_int(e, "GATEWAY_MAX_QUEUE_BYTES", 1_048_576, 4096, 1 << 30),
+                max_sessions=_int(e, "GATEWAY_MAX_SESSIONS", 20_000, 1, 1_000_000),
+                max_sessions_per_member=_int(e, "GATEWAY_MAX_SESSIONS_PER_MEMBER", 50, 1, 10_000),
+                max_subscriptions=_int(e, "GATEWAY_MAX_SUBSCRIPTIONS", 16, 1, 10_000),
+                rate_per_second=_int(e, "GATEWAY_RATE_PER_SECOND", 200, 1, 1_000_000),
+                max_bad_frames=_int(e, "GATEWAY_MAX_BAD_FRAMES", 20, 1, 10_000),
+                max_recovery=_int(e, "GATEWAY_MAX_RECOVERY", 100, 0, 100_000),
+            ),
+            auth=AuthSettings(
+                jwt_secret=e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET),
+                leeway=_float(e, "GATEWAY_TOKEN_LEEWAY", 5.0, 0.0, 3600.0),
+                admin_token=e.get("GATEWAY_ADMIN_TOKEN", "dev-admin-token"),
+            ),
+        )

@@ -1,0 +1,1 @@
+"""Adapters to PostgreSQL and Redis: connections, error translation, keys, migrations."""

@@ -1,0 +1,63 @@
+"""asyncpg adapter: pools, dedicated connections, and translation of driver errors.
+
+``translate_errors`` is the boundary: asyncpg and socket errors become ``StoreUnavailable`` (or
+``OutcomeUnknown`` when a COMMIT may have happened) here and nowhere deeper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import StoreUnavailable
+
+#: Errors after which the server may be fine but this connection or attempt is not.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+#: Errors after which re-running the whole transaction is correct.
+RETRY_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        raise StoreUnavailable(
+            f"PostgreSQL unavailable during {what}: {type(exc).__name__}"
+        ) from exc
+
+
+async def _init(conn: asyncpg.Connection[Any]) -> None:
+    await conn.execute("SET application_name = 'loyalty-gateway'")
+
+
+async def create_pool(dsn: str, size: int, timeout: float = 5.0) -> asyncpg.Pool[Any]:
+    with translate_errors("connect"):
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=size, init=_init, command_timeout=timeout, timeout=timeout
+        )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, timeout: float = 5.0) -> asyncpg.Connection[Any]:
+    with translate_errors("connect"):
+        conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=timeout)
+    await _init(conn)
+    return conn
