@@ -1,0 +1,293 @@
+"""The sans-I/O ClientSession: frames out, events in, versions and resume."""
+
+import msgspec
+import pytest
+
+from protocol import DecodeError, ErrorCode, decode_client, encode
+from protocol.client import (
+    Changed,
+    ClientSession,
+    Failed,
+    Gap,
+    Ignored,
+    Reply,
+    Resync,
+    Stale,
+    Welcomed,
+)
+from protocol.codes import CloseCode
+from protocol.messages import (
+    Balance,
+    BalanceChanged,
+    Cause,
+    Commit,
+    Error,
+    GetBalance,
+    GetOutcome,
+    Hello,
+    HoldState,
+    Outcome,
+    Ping,
+    Pong,
+    Release,
+    Reserve,
+    Result,
+    Sale,
+    SaleLine,
+    SaleReceipt,
+    Scope,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    Welcome,
+)
+from protocol.messages import Resync as ResyncFrame
+
+M = "m-42"
+
+
+def bal(version: int, member: str = M, posted: int = 100) -> Balance:
+    return Balance(member=member, posted=posted, held=0, available=posted, version=version)
+
+
+def changed(version: int, member: str = M) -> BalanceChanged:
+    return BalanceChanged(
+        member=member,
+        posted=version * 10,
+        held=0,
+        available=version * 10,
+        version=version,
+        cause=Cause(kind="earn", op=f"op-{version}"),
+        at=1_700_000_000_000 + version,
+    )
+
+
+def welcome(rid: str) -> bytes:
+    scope = Scope(kind="pos", merchant="acme", store="s-1", terminal="t-1")
+    return encode(
+        Welcome(id=rid, version=1, session="s", node="gw-1", heartbeat_ms=25_000, scope=scope)
+    )
+
+
+def result(rid: str, data: msgspec.Struct) -> bytes:
+    return encode(Result(id=rid, data=data))  # type: ignore[arg-type]
+
+
+def test_request_ids_count_up_with_prefix() -> None:
+    s = ClientSession(prefix="t7-")
+    assert decode_client(s.ping()).id == "t7-1"
+    assert decode_client(s.ping()).id == "t7-2"
+    assert set(s.pending) == {"t7-1", "t7-2"}
+
+
+@pytest.mark.parametrize("prefix", ["bad prefix", "x" * 45, "é"])
+def test_bad_prefix_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError):
+        ClientSession(prefix=prefix)
+
+
+def test_builders_make_valid_frames() -> None:
+    s = ClientSession()
+    line = SaleLine(sku="sku-1", qty=1, price=500)
+    built = [
+        (s.hello("tok"), Hello),
+        (s.ping(), Ping),
+        (s.subscribe(M, since=3), Subscribe),
+        (s.unsubscribe(M), Unsubscribe),
+        (s.balance(M), GetBalance),
+        (s.sale("op-1", M, 500, [line]), Sale),
+        (s.reserve("op-2", M, 50), Reserve),
+        (s.commit("op-3", M, "op-2"), Commit),
+        (s.commit("op-4", M, "op-2", points=20), Commit),
+        (s.release("op-5", M, "op-2"), Release),
+        (s.outcome("op-1"), GetOutcome),
+    ]
+    for data, cls in built:
+        frame = decode_client(data)
+        assert type(frame) is cls
+        assert s.pending[frame.id] == frame
+    hello = decode_client(built[0][0])
+    assert isinstance(hello, Hello) and hello.versions == [1] and hello.token == "tok"
+
+
+def test_builder_refuses_what_the_server_would() -> None:
+    s = ClientSession()
+    with pytest.raises(DecodeError) as info:
+        s.reserve("op-1", M, 0)
+    assert info.value.code is ErrorCode.INVALID_FIELD
+    with pytest.raises(DecodeError):
+        s.balance("bad member")
+    assert not s.pending
+
+
+def test_send_refuses_a_pending_id() -> None:
+    s = ClientSession()
+    s.send(Ping(id="x"))
+    with pytest.raises(ValueError):
+        s.send(Ping(id="x"))
+
+
+def test_welcome_authenticates() -> None:
+    s = ClientSession()
+    rid = decode_client(s.hello("tok")).id
+    [event] = s.receive(welcome(rid))
+    assert isinstance(event, Welcomed) and event.welcome.heartbeat_ms == 25_000
+    assert s.welcome == event.welcome
+    assert not s.pending
+
+
+def test_reply_is_correlated() -> None:
+    s = ClientSession()
+    request = decode_client(s.ping())
+    assert s.receive(result(request.id, Pong())) == [Reply(request, Pong())]
+    assert not s.pending
+    # a reply whose id is not pending still comes through, without its request
+    assert s.receive(result("zz", Pong())) == [Reply(None, Pong())]
+
+
+def test_errors_are_correlated() -> None:
+    s = ClientSession()
+    request = decode_client(s.reserve("op-1", M, 50))
+    err = Error(id=request.id, code="timeout", message="later", retryable=True)
+    [event] = s.receive(encode(err))
+    assert isinstance(event, Failed) and event.request == request and event.retryable
+    anonymous = Error(code="malformed_frame", message="?")
+    [event] = s.receive(encode(anonymous))
+    assert event == Failed(None, anonymous) and not event.retryable
+
+
+def test_pushes_in_order_gaps_and_stale() -> None:
+    s = ClientSession()
+    assert s.receive(encode(changed(5))) == [Changed(changed(5))]  # first one: baseline
+    assert s.receive(encode(changed(6))) == [Changed(changed(6))]
+    assert s.receive(encode(changed(9))) == [Gap(M, 7, 9), Changed(changed(9))]
+    assert s.receive(encode(changed(9))) == [Stale(M, 9, 9)]  # duplicate
+    assert s.receive(encode(changed(8))) == [Stale(M, 8, 9)]  # older
+    assert s.last_versions == {M: 9}
+    other = changed(1, member="m-7")
+    assert s.receive(encode(other)) == [Changed(other)]
+    assert s.last_versions == {M: 9, "m-7": 1}
+
+
+def test_subscribed_replays_missed_changes_after_since() -> None:
+    s = ClientSession()
+    request = decode_client(s.subscribe(M, since=4))
+    reply = Subscribed(member=M, balance=bal(6), missed=[changed(5), changed(6)])
+    events = s.receive(result(request.id, reply))
+    assert events == [Reply(request, reply), Changed(changed(5)), Changed(changed(6))]
+    assert s.last_versions[M] == 6
+    assert s.subscriptions == {M}
+
+
+def test_subscribed_missed_with_a_hole_is_a_gap() -> None:
+    s = ClientSession()
+    request = decode_client(s.subscribe(M, since=4))
+    reply = Subscribed(member=M, balance=bal(7), missed=[changed(5), changed(7)])
+    events = s.receive(result(request.id, reply))
+    assert events[1:] == [Changed(changed(5)), Gap(M, 6, 7), Changed(changed(7))]
+
+
+def test_subscribed_balance_moves_version_forward_only() -> None:
+    s = ClientSession()
+    s.receive(encode(changed(10)))
+    request = decode_client(s.subscribe(M))
+    s.receive(result(request.id, Subscribed(member=M, balance=bal(8))))
+    assert s.last_versions[M] == 10
+
+
+def test_subscribed_not_recovered_is_a_resync() -> None:
+    s = ClientSession()
+    request = decode_client(s.subscribe(M, since=2))
+    reply = Subscribed(member=M, balance=bal(40), recovered=False)
+    events = s.receive(result(request.id, reply))
+    assert events == [Reply(request, reply), Resync(M, bal(40), "not_recovered")]
+    assert s.last_versions[M] == 40
+
+
+def test_resync_frame_sets_the_version() -> None:
+    s = ClientSession()
+    s.receive(encode(changed(10)))
+    frame = ResyncFrame(member=M, balance=bal(7), reason="gap")
+    assert s.receive(encode(frame)) == [Resync(M, bal(7), "gap")]
+    assert s.last_versions[M] == 7  # the server's truth, even if lower
+    assert s.receive(encode(changed(8))) == [Changed(changed(8))]
+
+
+def test_balances_inside_results_advance_versions() -> None:
+    s = ClientSession()
+    rid = decode_client(s.balance(M)).id
+    s.receive(result(rid, bal(3)))
+    assert s.last_versions[M] == 3
+    receipt = SaleReceipt(op="op-1", member=M, points=5, breakdown=[], balance=bal(4))
+    rid = decode_client(s.sale("op-1", M, 500)).id
+    s.receive(result(rid, receipt))
+    assert s.last_versions[M] == 4
+    hold = HoldState(op="h", hold="h", member=M, status="active", points=5, balance=bal(5))
+    rid = decode_client(s.reserve("h", M, 5)).id
+    s.receive(result(rid, hold))
+    assert s.last_versions[M] == 5
+    rid = decode_client(s.outcome("op-1")).id
+    s.receive(result(rid, Outcome(op="op-1", ok=True, data=receipt)))
+    assert s.last_versions[M] == 5  # an old snapshot does not move it back
+    rid = decode_client(s.outcome("op-9")).id
+    s.receive(result(rid, Outcome(op="op-9", ok=True, data=bal(6))))
+    assert s.last_versions[M] == 6
+
+
+def test_unsubscribed_ends_the_subscription() -> None:
+    s = ClientSession()
+    rid = decode_client(s.subscribe(M)).id
+    s.receive(result(rid, Subscribed(member=M, balance=bal(1))))
+    rid = decode_client(s.unsubscribe(M)).id
+    s.receive(result(rid, Unsubscribed(member=M)))
+    assert s.subscriptions == frozenset()
+
+
+def test_reconnect_resume_and_retry() -> None:
+    s = ClientSession()
+    s.receive(welcome(decode_client(s.hello("tok")).id))
+    for member, version in ((M, 12), ("m-7", 3)):
+        rid = decode_client(s.subscribe(member)).id
+        s.receive(result(rid, Subscribed(member=member, balance=bal(version, member=member))))
+    sale = decode_client(s.sale("op-1", M, 500))
+    assert isinstance(sale, Sale)
+    ping = decode_client(s.ping())
+
+    assert s.connection_lost() == [sale, ping]
+    assert s.welcome is None and not s.pending
+
+    frames = [decode_client(f) for f in s.resume()]
+    assert [(f.member, f.since) for f in frames if isinstance(f, Subscribe)] == [
+        (M, 12),
+        ("m-7", 3),
+    ]
+    again = decode_client(s.retry(sale))
+    assert isinstance(again, Sale) and again.op == sale.op and again.id != sale.id
+    assert msgspec.structs.replace(again, id=sale.id) == sale
+    assert s.pending[again.id] == again
+
+
+def test_should_reconnect() -> None:
+    assert ClientSession.should_reconnect(CloseCode.DRAINING)
+    assert ClientSession.should_reconnect(CloseCode.SLOW_CONSUMER)
+    assert ClientSession.should_reconnect(1006)
+    assert not ClientSession.should_reconnect(CloseCode.TOKEN_EXPIRED)
+    assert not ClientSession.should_reconnect(CloseCode.PROTOCOL_VIOLATION)
+
+
+def test_bad_server_frames_are_ignored() -> None:
+    s = ClientSession()
+    [event] = s.receive(b'{"type":"announcement","id":"1","text":"hi"}')
+    assert event == Ignored(ErrorCode.UNKNOWN_TYPE, "unknown type 'announcement'")
+    [event] = s.receive(b"not json")
+    assert isinstance(event, Ignored) and event.code is ErrorCode.MALFORMED_FRAME
+    [event] = s.receive(b'{"type":"result","id":"1"}')
+    assert isinstance(event, Ignored) and event.code is ErrorCode.INVALID_FIELD
+
+
+def test_unknown_fields_are_ignored() -> None:
+    s = ClientSession()
+    rid = decode_client(s.ping()).id
+    data = b'{"type":"result","id":"%s","data":{"kind":"pong","extra":1},"new":true}' % rid.encode()
+    assert s.receive(data) == [Reply(Ping(id=rid), Pong())]
