@@ -29,6 +29,8 @@ TOKEN_MAX_LEN = 4096
 MAX_LINES = 200
 #: Free text (product names, messages) limit.
 TEXT_MAX_LEN = 200
+#: Largest version number (balance versions, protocol versions): a signed 64-bit integer.
+MAX_VERSION = 2**63 - 1
 #: Largest frame, in bytes, that the protocol accepts; larger frames get ``frame_too_large`` and
 #: the session continues. (The transport has its own, larger, hard limit that closes the socket.)
 MAX_FRAME_BYTES = 65_536
@@ -41,4 +43,4 @@ Quantity = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 TtlMs = Annotated[int, msgspec.Meta(ge=HOLD_TTL_MIN_MS, le=HOLD_TTL_MAX_MS)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LEN)]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_LEN)]
-Version = Annotated[int, msgspec.Meta(ge=0)]
+Version = Annotated[int, msgspec.Meta(ge=0, le=MAX_VERSION)]
