@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/loyalty"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEV_JWT_SECRET = "dev-only-secret-change-me"
+DEV_JWT_SECRET = "dev-only-secret-change-me-not-for-production"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -57,6 +57,9 @@ class _Race(Exception):
     """A concurrent transaction committed one of this batch's operation ids first."""
 
 
+_RERUN: tuple[type[BaseException], ...] = (_Race, *RETRY_ERRORS)
+
+
 def decode_outcome(raw: bytes) -> Outcome:
     return _outcome_decoder.decode(raw)
 
@@ -201,7 +204,7 @@ class _Lane:
                     raise
                 committing = True
                 await conn.execute("COMMIT")
-            except (_Race, *RETRY_ERRORS):
+            except _RERUN:
                 ledger.stats.retries += 1
                 await asyncio.sleep(0.001 * (attempt + 1))
                 continue

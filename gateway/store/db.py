@@ -32,6 +32,9 @@ RETRY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
 )
 
+#: What a background pass may meet and retry later.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *CONNECTION_ERRORS)
+
 
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:

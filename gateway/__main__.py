@@ -1,0 +1,125 @@
+"""Command line: ``python -m gateway serve | migrate | token | rebuild-cache``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from gateway.settings import Settings
+
+
+def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from gateway.app import build_app
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        pass
+    app = build_app(settings, os.environ.get("GATEWAY_REDIS_PREFIX", "lg"))
+    logging.getLogger(__name__).info(
+        "node %s listening on %s:%d",
+        settings.server.node_id,
+        settings.server.host,
+        settings.server.port,
+    )
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.drain_seconds,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+        backlog=4096,
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    from gateway.store.db import connect
+    from gateway.store.migrate import ensure_database, migrate
+
+    await ensure_database(settings.store.database_url)
+    conn = await connect(settings.store.database_url)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    print("migrations applied:", ", ".join(applied) if applied else "none (up to date)")
+
+
+async def _rebuild(settings: Settings) -> None:
+    from gateway.ledger.rebuild import rebuild_cache
+    from gateway.store.keys import Keys
+    from gateway.store.redis import create_client
+
+    redis = create_client(settings.store.redis_url, timeout=30)
+    try:
+        n, seconds = await rebuild_cache(
+            settings.store.database_url, redis, Keys(os.environ.get("GATEWAY_REDIS_PREFIX", "lg"))
+        )
+    finally:
+        await redis.aclose()
+    print(f"rebuilt {n} balances in {seconds:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="run a gateway node")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("rebuild-cache", help="rebuild Redis balances from PostgreSQL")
+    tok = sub.add_parser("token", help="mint a session token (uses GATEWAY_JWT_SECRET)")
+    tok.add_argument("kind", choices=["pos", "app"])
+    tok.add_argument("--merchant", required=True)
+    tok.add_argument("--store")
+    tok.add_argument("--terminal")
+    tok.add_argument("--member")
+    tok.add_argument("--channel")
+    tok.add_argument("--ttl", type=float, default=3600.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings.from_env()
+    if args.cmd == "serve":
+        _serve(settings)
+    elif args.cmd == "migrate":
+        asyncio.run(_migrate(settings))
+    elif args.cmd == "rebuild-cache":
+        asyncio.run(_rebuild(settings))
+    elif args.cmd == "token":
+        from gateway import auth
+
+        secret = settings.auth.jwt_secret
+        if args.kind == "pos":
+            if not (args.store and args.terminal):
+                parser.error("pos tokens need --store and --terminal")
+            print(
+                auth.mint_pos(
+                    secret,
+                    args.merchant,
+                    args.store,
+                    args.terminal,
+                    args.ttl,
+                    args.channel or "pos",
+                )
+            )
+        else:
+            if not args.member:
+                parser.error("app tokens need --member")
+            print(
+                auth.mint_app(secret, args.merchant, args.member, args.ttl, args.channel or "app")
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Cross-node fan-out of balance changes through Redis pub/sub, one channel per member."""

@@ -1,0 +1,323 @@
+"""Per-member feeds on this node: one Redis channel subscription per watched member, shared by
+every local session watching it, delivering changes in version order without gaps.
+
+A feed subscribes to the member's channel, waits for Redis to confirm, then reads the cached
+balance: any change not yet in the cache is published after the subscription took effect, so
+it will arrive. Changes are delivered strictly in version order, each encoded once and the same
+bytes queued to every session. A change that arrives ahead of a missing one is held briefly;
+if the missing one does not come (a publisher crashed before publishing, Redis dropped it), the
+feed reads the missing changes from the ledger in PostgreSQL. If even that fails, sessions get
+an explicit ``resync`` frame: never a silent gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import msgspec
+
+from gateway.errors import GatewayError
+from gateway.ledger.reads import Reads
+from gateway.store.keys import Keys
+from gateway.store.redis import REDIS_ERRORS, Redis
+from protocol.codec import encode
+from protocol.messages import Balance, BalanceChanged, Resync
+
+log = logging.getLogger(__name__)
+_change_decoder = msgspec.json.Decoder(BalanceChanged)
+
+#: Seconds a change may wait for a missing predecessor before the feed reads it from the ledger.
+GAP_WAIT = 0.05
+#: Seconds a feed nobody watches lingers before its channel is unsubscribed (absorbs churn).
+LINGER = 5.0
+
+
+class Subscriber(Protocol):
+    def send_raw(self, data: bytes) -> None: ...
+
+
+def _balance(frame: BalanceChanged) -> Balance:
+    return Balance(
+        member=frame.member,
+        posted=frame.posted,
+        held=frame.held,
+        available=frame.available,
+        version=frame.version,
+    )
+
+
+class Feed:
+    __slots__ = (
+        "balance",
+        "confirmed",
+        "filler",
+        "linger",
+        "member",
+        "pending",
+        "ready",
+        "sessions",
+    )
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+        self.balance: Balance | None = None
+        self.sessions: set[Subscriber] = set()
+        self.pending: dict[int, tuple[BalanceChanged, bytes]] = {}
+        self.confirmed = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.filler: asyncio.Task[None] | None = None
+        self.linger: asyncio.TimerHandle | None = None
+
+    @property
+    def version(self) -> int:
+        return -1 if self.balance is None else self.balance.version
+
+    def deliver(self, data: bytes) -> None:
+        for s in tuple(self.sessions):
+            s.send_raw(data)
+
+
+class Feeds:
+    def __init__(self, redis: Redis, keys: Keys, reads: Reads, max_recovery: int = 100) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._reads = reads
+        self._max_recovery = max_recovery
+        self._feeds: dict[str, Feed] = {}
+        self._pubsub = redis.pubsub()
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+        self.gaps_filled = 0
+        self.resyncs = 0
+        self.broadcast_handlers: list[Callable[[str, bytes], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        # An always-on subscription keeps the reader's connection subscribed.
+        await self._pubsub.psubscribe(self._keys.broadcast_channel("*"))
+        self._reader = asyncio.create_task(self._read_loop(), name="fanout-reader")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        for feed in self._feeds.values():
+            if feed.filler is not None:
+                tasks.append(feed.filler)
+            if feed.linger is not None:
+                feed.linger.cancel()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    # ------------------------------------------------------------------ joining
+    async def join(
+        self, member: str, session: Subscriber, since: int | None
+    ) -> tuple[Balance, list[BalanceChanged], bool]:
+        """Add ``session`` to the member's feed. Returns the current balance, the changes after
+        ``since`` (if given and still kept) and whether recovery was complete. The session
+        receives every later change; the caller must queue its reply before yielding."""
+        feed = self._feeds.get(member)
+        if feed is None:
+            feed = Feed(member)
+            self._feeds[member] = feed
+            try:
+                await self._open(feed)
+            except BaseException:
+                self._feeds.pop(member, None)
+                feed.ready.set()
+                raise
+        elif not feed.ready.is_set():
+            await feed.ready.wait()
+            if feed.balance is None:
+                raise GatewayError("member feed could not be opened")
+        if feed.linger is not None:
+            feed.linger.cancel()
+            feed.linger = None
+        missed: list[BalanceChanged] = []
+        recovered = True
+        if since is not None and since < feed.version:
+            while True:
+                want = feed.version
+                if want - since > self._max_recovery:
+                    missed, recovered = [], False
+                    break
+                missed = await self._reads.history(member, since, want - since)
+                if feed.version == want or (missed and missed[-1].version >= feed.version):
+                    break
+            missed = [m for m in missed if m.version <= feed.version]
+        assert feed.balance is not None
+        feed.sessions.add(session)
+        return feed.balance, missed, recovered
+
+    def leave(self, member: str, session: Subscriber) -> None:
+        feed = self._feeds.get(member)
+        if feed is None:
+            return
+        feed.sessions.discard(session)
+        if not feed.sessions and feed.linger is None:
+            loop = asyncio.get_running_loop()
+            feed.linger = loop.call_later(LINGER, self._close_feed, feed)
+
+    def _close_feed(self, feed: Feed) -> None:
+        feed.linger = None
+        if feed.sessions or self._feeds.get(feed.member) is not feed:
+            return
+        del self._feeds[feed.member]
+        if feed.filler is not None:
+            feed.filler.cancel()
+        self._spawn(self._unsubscribe(feed.member))
+
+    async def _unsubscribe(self, member: str) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._pubsub.unsubscribe(self._keys.member_channel(member))
+
+    async def _open(self, feed: Feed) -> None:
+        await self._pubsub.subscribe(self._keys.member_channel(feed.member))
+        async with asyncio.timeout(5):
+            await feed.confirmed.wait()
+        bal = await self._reads.balance(feed.member)
+        if bal is None:
+            raise GatewayError("member has no account")
+        feed.balance = bal
+        feed.ready.set()
+        self._advance(feed)
+
+    # ------------------------------------------------------------------ events
+    async def _read_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                msg = await self._pubsub.get_message(timeout=None)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("fan-out connection lost; resubscribing", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._check_all()
+                continue
+            if msg is None:
+                continue
+            kind = msg["type"]
+            if kind == "message":
+                self._on_change(msg["channel"], msg["data"])
+            elif kind == "pmessage":
+                for handler in self.broadcast_handlers:
+                    handler(msg["channel"].decode(), msg["data"])
+            elif kind == "subscribe":
+                member = self._keys.member_from_channel(msg["channel"].decode())
+                feed = self._feeds.get(member)
+                if feed is not None:
+                    feed.confirmed.set()
+
+    def _on_change(self, channel: bytes, data: bytes) -> None:
+        member = self._keys.member_from_channel(channel.decode())
+        feed = self._feeds.get(member)
+        if feed is None:
+            return
+        try:
+            frame = _change_decoder.decode(data)
+        except msgspec.ValidationError:
+            log.error("undecodable change on %s", channel)
+            return
+        if frame.version <= feed.version:
+            return
+        feed.pending[frame.version] = (frame, data)
+        if feed.ready.is_set():
+            self._advance(feed)
+
+    def _advance(self, feed: Feed) -> None:
+        """Deliver pending changes that are next in order; start a gap filler if stuck."""
+        while feed.pending:
+            nxt = feed.version + 1
+            item = feed.pending.pop(nxt, None)
+            if item is None:
+                for v in [v for v in feed.pending if v <= feed.version]:
+                    del feed.pending[v]
+                break
+            frame, data = item
+            feed.balance = _balance(frame)
+            feed.deliver(data)
+            self.delivered += 1
+        if feed.pending and feed.filler is None:
+            feed.filler = asyncio.create_task(self._fill_gap(feed))
+
+    async def _fill_gap(self, feed: Feed) -> None:
+        try:
+            await asyncio.sleep(GAP_WAIT)
+            delay = 0.05
+            for _ in range(8):
+                if not feed.pending or self._feeds.get(feed.member) is not feed:
+                    return
+                target = max(feed.pending)
+                try:
+                    missing = await self._reads.history(
+                        feed.member, feed.version, target - feed.version
+                    )
+                except GatewayError:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                for frame in missing:
+                    if frame.version > feed.version and frame.version not in feed.pending:
+                        feed.pending[frame.version] = (frame, encode(frame))
+                self.gaps_filled += 1
+                feed.filler = None
+                self._advance(feed)
+                if feed.filler is not None:
+                    return  # a newer gap got its own filler
+                if not feed.pending:
+                    return
+            # The ledger could not be read: say so explicitly rather than leave a gap.
+            frame, _ = feed.pending[max(feed.pending)]
+            feed.pending.clear()
+            feed.balance = _balance(frame)
+            self.resyncs += 1
+            feed.deliver(
+                encode(
+                    Resync(
+                        member=feed.member,
+                        balance=feed.balance,
+                        reason="changes could not be recovered",
+                    )
+                )
+            )
+        finally:
+            if feed.filler is asyncio.current_task():
+                feed.filler = None
+
+    def _check_all(self) -> None:
+        """After a fan-out outage, compare every feed with the cache and fill what was missed."""
+        for feed in list(self._feeds.values()):
+            self._spawn(self._check(feed))
+
+    async def _check(self, feed: Feed) -> None:
+        try:
+            bal = await self._reads.balance_from_db(feed.member)
+        except GatewayError:
+            return
+        if bal is not None and bal.version > feed.version and feed.ready.is_set():
+            missing = await self._reads.history(
+                feed.member, feed.version, bal.version - feed.version
+            )
+            for frame in missing:
+                if frame.version > feed.version:
+                    feed.pending.setdefault(frame.version, (frame, encode(frame)))
+            self._advance(feed)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,111 @@
+"""Read paths: balances through the Redis cache (falling back to PostgreSQL), history for
+resume, operation outcomes, member ownership.
+
+The cache only ever moves forward (version-guarded Lua), so a read-through fill racing a newer
+change can never store an older balance. When Redis is down or empty, reads go to PostgreSQL:
+slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import StoreUnavailable
+from gateway.ledger import queries as q
+from gateway.ledger.apply import epoch_ms
+from gateway.ledger.engine import decode_outcome
+from gateway.store.db import translate_errors as pg_errors
+from gateway.store.keys import FILL_BALANCE, Keys
+from gateway.store.redis import REDIS_ERRORS, Redis
+from protocol.messages import Balance, BalanceChanged, Cause, Outcome
+
+log = logging.getLogger(__name__)
+
+
+class Reads:
+    def __init__(self, pool: asyncpg.Pool[Any], redis: Redis, keys: Keys) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._fill = redis.register_script(FILL_BALANCE)
+        self._owners: OrderedDict[str, str] = OrderedDict()
+
+    async def member_merchant(self, member: str) -> str | None:
+        """The merchant a member belongs to (cached: a member never changes merchant)."""
+        owner = self._owners.get(member)
+        if owner is not None:
+            self._owners.move_to_end(member)
+            return owner
+        with pg_errors("member lookup"):
+            owner = await self._pool.fetchval(
+                "SELECT merchant_id FROM members WHERE id = $1", member
+            )
+        assert owner is None or isinstance(owner, str)
+        if owner is not None:
+            self._owners[member] = owner
+            if len(self._owners) > 100_000:
+                self._owners.popitem(last=False)
+        return owner
+
+    async def balance_from_db(self, member: str) -> Balance | None:
+        with pg_errors("balance read"):
+            row = await self._pool.fetchrow(q.ACCOUNT, member)
+        if row is None:
+            return None
+        return Balance(
+            member=member,
+            posted=row["posted"],
+            held=row["held"],
+            available=row["posted"] - row["held"],
+            version=row["version"],
+        )
+
+    async def balance(self, member: str) -> Balance | None:
+        """Cached balance, read through to PostgreSQL on a miss or when Redis is down."""
+        key = self._keys.balance(member)
+        try:
+            p, h, v = await self._redis.hmget(key, ["p", "h", "v"])
+        except REDIS_ERRORS:
+            return await self.balance_from_db(member)
+        if v is not None and p is not None and h is not None:
+            posted, held = int(p), int(h)
+            return Balance(
+                member=member, posted=posted, held=held, available=posted - held, version=int(v)
+            )
+        bal = await self.balance_from_db(member)
+        if bal is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._fill(keys=[key], args=[bal.version, bal.posted, bal.held])
+        return bal
+
+    async def history(self, member: str, since: int, limit: int) -> list[BalanceChanged]:
+        """Changes with version > ``since``, oldest first, at most ``limit``."""
+        with pg_errors("history read"):
+            rows = await self._pool.fetch(q.HISTORY, member, since, limit)
+        return [
+            BalanceChanged(
+                member=member,
+                posted=r["posted_after"],
+                held=r["held_after"],
+                available=r["posted_after"] - r["held_after"],
+                version=r["version"],
+                cause=Cause(
+                    kind=r["kind"], op=r["op_id"], channel=r["channel"], store=r["store_id"]
+                ),
+                at=epoch_ms(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    async def outcome(self, merchant: str, op_id: str) -> Outcome | None:
+        with pg_errors("outcome read"):
+            raw = await self._pool.fetchval(q.OPERATION_RESULT, merchant, op_id)
+        return None if raw is None else decode_outcome(raw)
+
+
+__all__ = ["Reads", "StoreUnavailable"]

@@ -1,0 +1,1 @@
+"""The loyalty programme: identity, earning rules, tiers, rewards, returns, history."""

@@ -1,0 +1,46 @@
+"""Prometheus metrics for one node (a registry per node, so several nodes can share a process
+in tests). Names are listed in deploy/README.md."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from protocol.messages import Error
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.commands = Histogram(
+            "gateway_command_seconds",
+            "Command handling time",
+            ["command"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "gateway_command_errors_total", "Error replies by code", ["command", "code"], registry=r
+        )
+        self.closes = Counter(
+            "gateway_closes_total", "Server-side session closes by code", ["code"], registry=r
+        )
+        self.sessions = Gauge("gateway_sessions", "Live sessions", registry=r)
+        self.feeds = Gauge("gateway_member_feeds", "Members watched on this node", registry=r)
+        self.outbox = Gauge("gateway_outbox_pending", "Unpublished committed changes", registry=r)
+        self.batches = Gauge("gateway_ledger_batches", "Group-commit transactions", registry=r)
+        self.ledger_ops = Gauge("gateway_ledger_operations", "Ledger operations", registry=r)
+        self.ready = Gauge("gateway_ready", "1 when the node is ready", registry=r)
+
+    def command(self, name: str, seconds: float, reply: object) -> None:
+        self.commands.labels(name).observe(seconds)
+        if isinstance(reply, Error):
+            self.errors.labels(name, reply.code).inc()
+
+    def close(self, code: int) -> None:
+        self.closes.labels(str(code)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

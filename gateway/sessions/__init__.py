@@ -1,0 +1,1 @@
+"""Websocket sessions: authentication, command dispatch, outbound queues, limits."""

@@ -1,0 +1,226 @@
+"""The ``/ws`` endpoint: accept, authenticate with ``hello``, then serve commands.
+
+Commands are read in order and each runs as its own task so a POS can pipeline; replies carry
+the request id. Mutating commands keep per-member order because they enter the ledger's
+member lane in the order they were read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from gateway import auth
+from gateway.errors import AuthError, GatewayError
+from gateway.sessions.commands import error_frame
+from gateway.sessions.session import Session
+from protocol.codec import DecodeError, decode_client
+from protocol.codes import CloseCode, ErrorCode
+from protocol.messages import Error, Hello, Scope, Welcome
+from protocol.version import SUPPORTED_VERSIONS, negotiate
+
+if TYPE_CHECKING:
+    from gateway.app import Node
+
+log = logging.getLogger(__name__)
+
+#: Commands one session may have in flight; past this the session stops reading.
+MAX_INFLIGHT = 64
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    from gateway.app import NODE
+
+    node: Node = request.app[NODE]
+    cfg = node.settings.session
+    ws = web.WebSocketResponse(
+        heartbeat=cfg.heartbeat,
+        max_msg_size=cfg.max_transport_frame,
+        compress=False,
+        autoping=True,
+    )
+    await ws.prepare(request)
+    if node.draining:
+        await ws.close(code=CloseCode.DRAINING, message=b"node draining")
+        return ws
+    if len(node.sessions) >= cfg.max_sessions:
+        node.metrics.close(CloseCode.NODE_FULL)
+        await ws.close(code=CloseCode.NODE_FULL, message=b"node full")
+        return ws
+    session = Session(ws, node.settings.server.node_id, cfg.max_queue_bytes, cfg.rate_per_second)
+    node.sessions.add(session)
+    try:
+        await _serve(node, session)
+    finally:
+        node.sessions.discard(session)
+        for member in session.subscriptions:
+            node.feeds.leave(member, session)
+        node.presence_leave(session)
+        for task in list(session.inflight):
+            task.cancel()
+        code = session.on_close or ws.close_code
+        if code is not None:
+            node.metrics.close(code)
+    return ws
+
+
+async def _close(session: Session, code: CloseCode, reason: str) -> None:
+    session.close_soon(code, reason)
+    await asyncio.gather(*session.inflight, return_exceptions=True)
+
+
+async def _serve(node: Node, session: Session) -> None:
+    ws = session.ws
+    cfg = node.settings.session
+    # --- authentication: the first frame must be a valid hello
+    try:
+        async with asyncio.timeout(cfg.auth_timeout):
+            msg = await ws.receive()
+    except TimeoutError:
+        await _close(session, CloseCode.AUTH_TIMEOUT, "no hello in time")
+        return
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return
+    try:
+        frame = decode_client(msg.data)
+    except DecodeError as exc:
+        session.send(Error(id=exc.request_id, code=exc.code.value, message=exc.message))
+        await _close(session, CloseCode.PROTOCOL_VIOLATION, "first frame must be hello")
+        return
+    if not isinstance(frame, Hello):
+        session.send(
+            Error(
+                id=getattr(frame, "id", None),
+                code=ErrorCode.NOT_AUTHENTICATED.value,
+                message=ErrorCode.NOT_AUTHENTICATED.description,
+            )
+        )
+        await _close(session, CloseCode.TOKEN_INVALID, "not authenticated")
+        return
+    version = negotiate(frame.versions)
+    if version is None:
+        session.send(
+            Error(
+                id=frame.id,
+                code=ErrorCode.UNSUPPORTED_VERSION.value,
+                message=f"server supports versions {list(SUPPORTED_VERSIONS)}",
+            )
+        )
+        await _close(session, CloseCode.UNSUPPORTED_VERSION, "unsupported version")
+        return
+    try:
+        principal = auth.verify(
+            node.settings.auth.jwt_secret, frame.token, node.settings.auth.leeway
+        )
+    except AuthError as exc:
+        session.send(error_frame(frame.id, exc))
+        code = (
+            CloseCode.TOKEN_EXPIRED
+            if exc.code == ErrorCode.TOKEN_EXPIRED
+            else CloseCode.TOKEN_INVALID
+        )
+        await _close(session, code, exc.message)
+        return
+    if (
+        principal.kind == "app"
+        and principal.member is not None
+        and not node.presence_join(session, principal)
+    ):
+        await _close(session, CloseCode.MEMBER_SESSIONS_FULL, "member has too many sessions")
+        return
+    session.principal = principal
+    session.send(
+        Welcome(
+            id=frame.id,
+            version=version,
+            session=session.id,
+            node=node.settings.server.node_id,
+            heartbeat_ms=int(cfg.heartbeat * 1000),
+            scope=Scope(
+                kind=principal.kind,
+                merchant=principal.merchant,
+                store=principal.store,
+                terminal=principal.terminal,
+                member=principal.member,
+                channel=principal.channel,
+            ),
+        )
+    )
+    # --- command loop
+    while not session.closing:
+        msg = await ws.receive()
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            _on_frame(node, session, msg.data)
+            if len(session.inflight) >= MAX_INFLIGHT:
+                await asyncio.wait(session.inflight, return_when=asyncio.FIRST_COMPLETED)
+        elif msg.type == WSMsgType.ERROR:
+            # Transport-level violation (e.g. a frame above the hard limit): aiohttp has
+            # already closed the socket with 1009 or 1002.
+            return
+        else:  # CLOSE, CLOSING, CLOSED
+            break
+    if session.inflight:
+        with contextlib.suppress(Exception):
+            await asyncio.wait(session.inflight, timeout=node.settings.server.drain_seconds)
+
+
+def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
+    cfg = node.settings.session
+    try:
+        frame = decode_client(data)
+    except DecodeError as exc:
+        session.bad_frames += 1
+        session.send(Error(id=exc.request_id, code=exc.code.value, message=exc.message))
+        if session.bad_frames >= cfg.max_bad_frames:
+            session.close_soon(CloseCode.PROTOCOL_VIOLATION, "too many malformed frames")
+        return
+    session.bad_frames = 0
+    rid = getattr(frame, "id", None)
+    if isinstance(frame, Hello):
+        session.send(
+            Error(
+                id=rid,
+                code=ErrorCode.ALREADY_AUTHENTICATED.value,
+                message=ErrorCode.ALREADY_AUTHENTICATED.description,
+            )
+        )
+        return
+    if not session.bucket.take():
+        session.send(
+            Error(
+                id=rid,
+                code=ErrorCode.RATE_LIMITED.value,
+                message=ErrorCode.RATE_LIMITED.description,
+                retryable=True,
+            )
+        )
+        return
+    task = asyncio.create_task(_run(node, session, frame, rid))
+    session.inflight.add(task)
+    task.add_done_callback(session.inflight.discard)
+
+
+async def _run(node: Node, session: Session, frame: object, rid: str | None) -> None:
+    started = time.perf_counter()
+    name = type(frame).__name__.lower()
+    try:
+        reply = await node.dispatcher.handle(session, frame)
+    except GatewayError as exc:
+        reply = error_frame(rid, exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("command %s failed", name)
+        reply = Error(
+            id=rid,
+            code=ErrorCode.INTERNAL.value,
+            message=ErrorCode.INTERNAL.description,
+            retryable=True,
+        )
+    session.send(reply)
+    node.metrics.command(name, time.perf_counter() - started, reply)

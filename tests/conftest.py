@@ -1,0 +1,94 @@
+"""Shared fixtures: a database and a Redis key space of this run's own, and helpers to run
+real gateway nodes and talk to them.
+
+Connection settings come from DATABASE_URL / REDIS_URL (defaults: the local servers). Each
+test run creates a database named ``lg_test_<random>`` and drops it at the end, and uses a
+Redis key prefix of its own, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.store.migrate import migrate
+
+BASE_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+#: Scale every timing-sensitive wait by this factor on slow machines.
+TIME_FACTOR = float(os.environ.get("TEST_TIME_FACTOR", "1"))
+
+
+def _server_dsn(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    name = f"lg_test_{uuid.uuid4().hex[:10]}"
+    admin_dsn = _server_dsn(BASE_DSN, "postgres")
+
+    async def create() -> None:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(_server_dsn(BASE_DSN, name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield _server_dsn(BASE_DSN, name)
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> Iterator[str]:
+    prefix = f"lgt{uuid.uuid4().hex[:8]}"
+    yield prefix
+
+    async def clean() -> None:
+        r = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            keys = [k async for k in r.scan_iter(match=f"{prefix}:*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await r.delete(*keys[i : i + 1000])
+        finally:
+            await r.aclose()
+
+    asyncio.run(clean())
+
+
+@pytest.fixture
+async def db(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(pg_dsn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.Redis.from_url(REDIS_URL)
+    yield r
+    await r.aclose()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"

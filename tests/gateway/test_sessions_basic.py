@@ -1,0 +1,262 @@
+"""The running gateway against the real PostgreSQL and Redis: authentication, bad input,
+scope, and the sale -> push path across two nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from gateway.loyalty.directory import create_members, create_merchant
+from protocol.codes import CloseCode
+from protocol.limits import MAX_FRAME_BYTES
+from protocol.messages import Error, Result, Welcome
+from tests.conftest import REDIS_URL, unique
+from tests.support import SECRET, WsClient, app_token, pos_token, running_node, settings_for
+
+
+@pytest.fixture
+async def world(pg_dsn: str) -> AsyncIterator[dict[str, str]]:
+    conn = await asyncpg.connect(pg_dsn)
+    m1, m2 = unique("mer"), unique("mer")
+    a, b, c = unique("mem"), unique("mem"), unique("mem")
+    await create_merchant(conn, m1)
+    await create_merchant(conn, m2)
+    await create_members(conn, m1, [a, b])
+    await create_members(conn, m2, [c])
+    await conn.close()
+    yield {"merchant": m1, "other_merchant": m2, "member": a, "member2": b, "foreign": c}
+
+
+@pytest.fixture
+async def node(pg_dsn: str, redis_prefix: str) -> AsyncIterator[str]:
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        yield rn.url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def pos(http: aiohttp.ClientSession, url: str, merchant: str) -> WsClient:
+    c = await WsClient.connect(http, url)
+    w = await c.hello(pos_token(merchant))
+    assert isinstance(w, Welcome), w
+    return c
+
+
+async def test_hello_welcome_carries_scope_and_version(http, node, world):
+    c = await WsClient.connect(http, node)
+    w = await c.hello(pos_token(world["merchant"], "store-9", "till-3"), versions=[7, 1])
+    assert isinstance(w, Welcome)
+    assert w.version == 1
+    assert (w.scope.kind, w.scope.merchant, w.scope.store, w.scope.terminal) == (
+        "pos",
+        world["merchant"],
+        "store-9",
+        "till-3",
+    )
+    assert w.heartbeat_ms > 0
+    await c.close()
+
+
+async def test_command_before_hello_is_refused_and_closed(http, node):
+    c = await WsClient.connect(http, node)
+    reply = await c.request({"type": "balance", "member": "x"})
+    assert isinstance(reply, Error) and reply.code == "not_authenticated"
+    assert await c.wait_closed() == CloseCode.TOKEN_INVALID
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "close"),
+    [
+        ("not-a-jwt", "token_invalid", CloseCode.TOKEN_INVALID),
+        ("EXPIRED", "token_expired", CloseCode.TOKEN_EXPIRED),
+        ("WRONGKEY", "token_invalid", CloseCode.TOKEN_INVALID),
+    ],
+)
+async def test_bad_tokens(http, node, world, token, code, close):
+    from gateway import auth
+
+    if token == "EXPIRED":
+        token = auth.mint_pos(SECRET, world["merchant"], "s", "t", ttl=-60)
+    elif token == "WRONGKEY":
+        token = auth.mint_pos(
+            "another-secret-that-is-long-enough-for-hs256", world["merchant"], "s", "t"
+        )
+    c = await WsClient.connect(http, node)
+    reply = await c.hello(token)
+    assert isinstance(reply, Error) and reply.code == code
+    assert await c.wait_closed() == close
+
+
+async def test_unsupported_version(http, node, world):
+    c = await WsClient.connect(http, node)
+    reply = await c.hello(pos_token(world["merchant"]), versions=[99])
+    assert isinstance(reply, Error) and reply.code == "unsupported_version"
+    assert await c.wait_closed() == CloseCode.UNSUPPORTED_VERSION
+
+
+async def test_bad_frames_get_codes_and_session_survives(http, node, world):
+    c = await pos(http, node, world["merchant"])
+    cases = [
+        ("{not json", "malformed_frame"),
+        ("[1,2,3]", "malformed_frame"),
+        ('{"type":"teleport","id":"q1"}', "unknown_type"),
+        ('{"type":"reserve","id":"q2","op":"o","member":"m","points":-5}', "invalid_field"),
+        ('{"type":"reserve","id":"q3","op":"o","member":"m","points":0}', "invalid_field"),
+        ('{"type":"reserve","id":"q4","op":"o","member":"m","points":1.5}', "invalid_field"),
+        (
+            '{"type":"reserve","id":"q5","op":"o","member":"m","points":99999999999}',
+            "invalid_field",
+        ),
+        ('{"type":"balance","id":"q6","member":"bad id!"}', "invalid_field"),
+        ('{"type":"ping","id":"q7","x":"' + "a" * MAX_FRAME_BYTES + '"}', "frame_too_large"),
+    ]
+    for raw, code in cases:
+        before = len(c.frames)
+        await c.send_raw(raw)
+        for _ in range(100):
+            if len(c.frames) > before:
+                break
+            await asyncio.sleep(0.02)
+        err = c.frames[-1]
+        assert isinstance(err, Error), (raw[:40], err)
+        assert err.code == code, (raw[:40], err)
+        assert err.retryable is False
+    # request ids are echoed where they could be read
+    assert [f.id for f in c.frames[-7:-1]] == ["q1", "q2", "q3", "q4", "q5", "q6"]
+    pong = await c.request({"type": "ping"})
+    assert isinstance(pong, Result) and type(pong.data).__name__ == "Pong"
+    await c.close()
+
+
+async def test_frame_above_transport_limit_closes_1009(http, node, world):
+    c = await pos(http, node, world["merchant"])
+    await c.send_raw('{"type":"ping","id":"big","x":"' + "a" * 2_000_000 + '"}')
+    assert await c.wait_closed() == 1009
+
+
+async def test_second_hello_is_refused_session_survives(http, node, world):
+    c = await pos(http, node, world["merchant"])
+    reply = await c.hello(pos_token(world["merchant"]))
+    assert isinstance(reply, Error) and reply.code == "already_authenticated"
+    assert isinstance(await c.request({"type": "ping"}), Result)
+    await c.close()
+
+
+async def test_cross_merchant_access_is_forbidden(http, node, world):
+    c = await pos(http, node, world["other_merchant"])
+    member = world["member"]  # belongs to the first merchant
+    for frame in (
+        {"type": "balance", "member": member},
+        {"type": "subscribe", "member": member},
+        {"type": "sale", "op": unique("op"), "member": member, "total": 1000},
+        {"type": "reserve", "op": unique("op"), "member": member, "points": 1},
+    ):
+        reply = await c.request(frame)
+        assert isinstance(reply, Error) and reply.code == "forbidden", (frame, reply)
+    assert isinstance(await c.request({"type": "ping"}), Result)
+    await c.close()
+
+
+async def test_app_token_reaches_only_its_member(http, node, world):
+    c = await WsClient.connect(http, node)
+    assert isinstance(await c.hello(app_token(world["merchant"], world["member"])), Welcome)
+    ok = await c.request({"type": "subscribe", "member": world["member"]})
+    assert isinstance(ok, Result) and type(ok.data).__name__ == "Subscribed"
+    for frame in (
+        {"type": "subscribe", "member": world["member2"]},
+        {"type": "balance", "member": world["member2"]},
+        {"type": "reserve", "op": unique("op"), "member": world["member"], "points": 1},
+    ):
+        reply = await c.request(frame)
+        assert isinstance(reply, Error) and reply.code == "forbidden", (frame, reply)
+    await c.close()
+
+
+async def test_unknown_member(http, node, world):
+    c = await pos(http, node, world["merchant"])
+    reply = await c.request({"type": "balance", "member": "no-such-member"})
+    assert isinstance(reply, Error) and reply.code == "member_not_found"
+    await c.close()
+
+
+async def test_sale_on_one_node_pushes_to_app_on_another(http, pg_dsn, redis_prefix, world):
+    a_settings = settings_for(pg_dsn, REDIS_URL, "node-a")
+    b_settings = settings_for(pg_dsn, REDIS_URL, "node-b")
+    async with (
+        running_node(a_settings, redis_prefix) as a,
+        running_node(b_settings, redis_prefix) as b,
+    ):
+        app = await WsClient.connect(http, b.url)
+        await app.hello(app_token(world["merchant"], world["member"]))
+        sub = await app.request({"type": "subscribe", "member": world["member"]})
+        assert isinstance(sub, Result)
+        start_version = sub.data.balance.version
+        till = await pos(http, a.url, world["merchant"])
+        op = unique("sale")
+        receipt = await till.request(
+            {"type": "sale", "op": op, "member": world["member"], "total": 12_345}
+        )
+        t_reply = time.perf_counter()
+        assert isinstance(receipt, Result), receipt
+        assert receipt.data.points == 123
+        change = await app.next_change()
+        lag_ms = (time.perf_counter() - t_reply) * 1000
+        assert change.version == start_version + 1
+        assert change.posted == receipt.data.balance.posted
+        assert change.cause.kind == "earn" and change.cause.op == op
+        assert lag_ms < 5000
+        # retry of the same sale returns the same receipt and pushes nothing new
+        again = await till.request(
+            {"type": "sale", "op": op, "member": world["member"], "total": 12_345}
+        )
+        assert again.data == receipt.data
+        changed = await till.request(
+            {"type": "sale", "op": op, "member": world["member"], "total": 999}
+        )
+        assert isinstance(changed, Error) and changed.code == "idempotency_conflict"
+        await till.close()
+        await app.close()
+
+
+async def test_reserve_commit_release_over_the_wire(http, node, world, db):
+    till = await pos(http, node, world["merchant"])
+    member = world["member2"]
+    await till.request({"type": "sale", "op": unique("s"), "member": member, "total": 100_000})
+    bal = (await till.request({"type": "balance", "member": member})).data
+    hold = unique("h")
+    r = await till.request({"type": "reserve", "op": hold, "member": member, "points": 300})
+    assert isinstance(r, Result) and r.data.status == "active"
+    assert r.data.balance.available == bal.available - 300
+    c = await till.request(
+        {"type": "commit", "op": unique("c"), "member": member, "hold": hold, "points": 200}
+    )
+    assert isinstance(c, Result) and c.data.status == "committed" and c.data.committed == 200
+    assert c.data.balance.posted == bal.posted - 200 and c.data.balance.held == bal.held
+    again = await till.request(
+        {"type": "release", "op": unique("rl"), "member": member, "hold": hold}
+    )
+    assert isinstance(again, Error) and again.code == "hold_not_active"
+    out = await till.request({"type": "outcome", "op": hold})
+    assert isinstance(out, Result) and out.data.ok and out.data.data.status == "active"
+    missing = await till.request({"type": "outcome", "op": "never-sent"})
+    assert isinstance(missing, Error) and missing.code == "operation_not_found"
+    await till.close()
+
+
+async def test_health_and_readiness(http, node):
+    async with http.get(node + "/healthz") as r:
+        assert r.status == 200
+    async with http.get(node + "/readyz") as r:
+        body = await r.json()
+        assert r.status == 200 and body["postgres"] == "ok" and body["redis"] == "ok"
+    async with http.get(node + "/metrics") as r:
+        assert r.status == 200 and "gateway_sessions" in await r.text()
