@@ -1,0 +1,1 @@
+"""Chores behind the Makefile targets."""
