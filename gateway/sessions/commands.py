@@ -7,8 +7,9 @@ merchant's members), then call the ledger or the read path. Domain refusals come
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import Forbidden, GatewayError, Refused
 from gateway.ledger import model
@@ -67,9 +68,29 @@ def origin(p: Principal) -> model.Origin:
     )
 
 
+Handler = Callable[["Dispatcher", "Session", "Principal", Any], Awaitable[object]]
+
+
 class Dispatcher:
+    """Routes each client frame type to its handler. Domain modules add their own commands
+    with ``register`` (see ``gateway.loyalty``), so this module stays about sessions."""
+
     def __init__(self, services: Services) -> None:
         self.s = services
+        self._handlers: dict[type, Handler] = {
+            Ping: _ping,
+            Subscribe: _subscribe,
+            Unsubscribe: _unsubscribe,
+            GetBalance: _balance,
+            GetOutcome: _outcome,
+            Sale: _sale,
+            Reserve: _ledger_op,
+            Commit: _ledger_op,
+            Release: _ledger_op,
+        }
+
+    def register(self, frame_type: type, handler: Handler) -> None:
+        self._handlers[frame_type] = handler
 
     async def authorize_member(self, p: Principal, member: str) -> None:
         if p.kind == "app" and member != p.member:
@@ -89,70 +110,84 @@ class Dispatcher:
         """Return the reply frame for ``frame``; raises ``GatewayError`` for refusals."""
         p = session.principal
         assert p is not None
-        if isinstance(frame, Ping):
-            return Result(id=frame.id, data=Pong())
-        if isinstance(frame, Subscribe):
-            return await self._subscribe(session, p, frame)
-        if isinstance(frame, Unsubscribe):
-            if frame.member in session.subscriptions:
-                session.subscriptions.discard(frame.member)
-                self.s.feeds.leave(frame.member, session)
-            return Result(id=frame.id, data=Unsubscribed(member=frame.member))
-        if isinstance(frame, GetBalance):
-            await self.authorize_member(p, frame.member)
-            bal = await self.s.reads.balance(frame.member)
-            if bal is None:
-                raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
-            return Result(id=frame.id, data=bal)
-        if isinstance(frame, GetOutcome):
-            found = await self.s.reads.outcome(p.merchant, frame.op)
-            if found is None:
-                raise Refused("no operation with that id", ErrorCode.OPERATION_NOT_FOUND)
-            if p.kind == "app" and _outcome_member(found) != p.member:
-                raise Refused("no operation with that id", ErrorCode.OPERATION_NOT_FOUND)
-            return Result(id=frame.id, data=found)
-        self.require_pos(p)
-        o = origin(p)
-        if isinstance(frame, Sale):
-            await self.authorize_member(p, frame.member)
-            earn = await self.s.earning.for_sale(p.merchant, frame, o)
-            return outcome_frame(frame.id, await self.s.ledger.execute(earn))
-        if isinstance(frame, Reserve):
-            op: model.Op = model.Reserve(frame.op, frame.member, frame.points, frame.ttl_ms, o)
-        elif isinstance(frame, Commit):
-            op = model.Commit(frame.op, frame.member, frame.hold, frame.points, o)
-        elif isinstance(frame, Release):
-            op = model.Release(frame.op, frame.member, frame.hold, o)
-        else:
+        handler = self._handlers.get(type(frame))
+        if handler is None:
             raise Refused("unsupported command", ErrorCode.UNKNOWN_TYPE)
-        return outcome_frame(frame.id, await self.s.ledger.execute(op))
+        return await handler(self, session, p, frame)
 
-    async def _subscribe(self, session: Session, p: Principal, frame: Subscribe) -> object:
-        await self.authorize_member(p, frame.member)
-        if frame.member not in session.subscriptions:
-            if len(session.subscriptions) >= self.s.max_subscriptions:
-                raise Refused(
-                    f"at most {self.s.max_subscriptions} members per session",
-                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                )
-            session.subscriptions.add(frame.member)
-        else:
-            self.s.feeds.leave(frame.member, session)
-        try:
-            balance, missed, recovered = await self.s.feeds.join(frame.member, session, frame.since)
-        except BaseException:
-            session.subscriptions.discard(frame.member)
-            raise
-        if session.closing:
-            self.s.feeds.leave(frame.member, session)
-        # Queued before any later change can be: join() returned without yielding after
-        # adding the session to the feed.
-        return Result(
-            id=frame.id,
-            data=Subscribed(
-                member=frame.member, balance=balance, missed=missed, recovered=recovered
-            ),
-        )
+
+async def _ping(d: Dispatcher, session: Session, p: Principal, frame: Ping) -> object:
+    return Result(id=frame.id, data=Pong())
+
+
+async def _unsubscribe(d: Dispatcher, session: Session, p: Principal, frame: Unsubscribe) -> object:
+    if frame.member in session.subscriptions:
+        session.subscriptions.discard(frame.member)
+        d.s.feeds.leave(frame.member, session)
+    return Result(id=frame.id, data=Unsubscribed(member=frame.member))
+
+
+async def _balance(d: Dispatcher, session: Session, p: Principal, frame: GetBalance) -> object:
+    await d.authorize_member(p, frame.member)
+    bal = await d.s.reads.balance(frame.member)
+    if bal is None:
+        raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
+    return Result(id=frame.id, data=bal)
+
+
+async def _outcome(d: Dispatcher, session: Session, p: Principal, frame: GetOutcome) -> object:
+    found = await d.s.reads.outcome(p.merchant, frame.op)
+    if found is None or (p.kind == "app" and _outcome_member(found) != p.member):
+        raise Refused("no operation with that id", ErrorCode.OPERATION_NOT_FOUND)
+    return Result(id=frame.id, data=found)
+
+
+async def _sale(d: Dispatcher, session: Session, p: Principal, frame: Sale) -> object:
+    d.require_pos(p)
+    await d.authorize_member(p, frame.member)
+    earn = await d.s.earning.for_sale(p.merchant, frame, origin(p))
+    return outcome_frame(frame.id, await d.s.ledger.execute(earn))
+
+
+async def _ledger_op(
+    d: Dispatcher, session: Session, p: Principal, frame: Reserve | Commit | Release
+) -> object:
+    d.require_pos(p)
+    o = origin(p)
+    op: model.Op
+    if isinstance(frame, Reserve):
+        op = model.Reserve(frame.op, frame.member, frame.points, frame.ttl_ms, o)
+    elif isinstance(frame, Commit):
+        op = model.Commit(frame.op, frame.member, frame.hold, frame.points, o)
+    else:
+        op = model.Release(frame.op, frame.member, frame.hold, o)
+    return outcome_frame(frame.id, await d.s.ledger.execute(op))
+
+
+async def _subscribe(d: Dispatcher, session: Session, p: Principal, frame: Subscribe) -> object:
+    await d.authorize_member(p, frame.member)
+    if frame.member not in session.subscriptions:
+        if len(session.subscriptions) >= d.s.max_subscriptions:
+            raise Refused(
+                f"at most {d.s.max_subscriptions} members per session",
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+            )
+        session.subscriptions.add(frame.member)
+    else:
+        d.s.feeds.leave(frame.member, session)
+    try:
+        balance, missed, recovered = await d.s.feeds.join(frame.member, session, frame.since)
+    except BaseException:
+        session.subscriptions.discard(frame.member)
+        raise
+    if session.closing:
+        d.s.feeds.leave(frame.member, session)
+    # Queued before any later change can be: join() returned without yielding after adding
+    # the session to the feed, and the caller queues this reply at once.
+    return Result(
+        id=frame.id,
+        data=Subscribed(member=frame.member, balance=balance, missed=missed, recovered=recovered),
+    )
 
 
 def _outcome_member(o: Outcome) -> str | None:
