@@ -33,10 +33,13 @@ from protocol.messages import (
     GetOutcome,
     Hello,
     HoldState,
+    Notice,
     Outcome,
+    Peer,
     Ping,
     PointsLine,
     Pong,
+    Presence,
     Release,
     Reserve,
     Result,
@@ -150,6 +153,24 @@ EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
     ],
     "BalanceChanged": [("earn", _CHANGED)],
     "Resync": [("resync", Resync(member="m-42", balance=_B_AFTER, reason="gap"))],
+    "Presence": [
+        (
+            "app online",
+            Presence(member="m-42", online=[Peer(session="gw-2-17", channel="app", node="gw-2")]),
+        )
+    ],
+    "Notice": [
+        (
+            "offer",
+            Notice(
+                notice="n-1f2e",
+                merchant="acme",
+                kind="offer",
+                payload={"title": "Double points on coffee today"},
+                at=1_735_689_600_000,
+            ),
+        )
+    ],
 }
 
 # --------------------------------------------------------------------------- helpers

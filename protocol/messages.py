@@ -6,7 +6,7 @@ commands also carry ``op``, a client-generated operation id that makes retries s
 makes it before the first send and reuses it on every retry).
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -62,6 +62,12 @@ class Subscribe(_Client, tag="subscribe", frozen=True):
     id: RequestId
     member: Id
     since: Version | None = None
+    replace: bool = False
+    """Drop every other subscription of this session first (a POS moving on to the next
+    customer): the session then watches only ``member``."""
+    presence: bool = False
+    """Also report which of the member's own app/web sessions are connected (``presence`` in
+    the reply, then a ``presence`` push whenever that changes)."""
 
 
 class Unsubscribe(_Client, tag="unsubscribe", frozen=True):
@@ -204,6 +210,8 @@ class Subscribed(_Data, tag="subscribed", frozen=True):
     missed: list[BalanceChanged] = msgspec.field(default_factory=list)
     recovered: bool = True
     """False when the changes since ``since`` are no longer kept: treat ``balance`` as truth."""
+    presence: "list[Peer] | None" = None
+    """The member's connected app/web sessions, when the subscribe asked for ``presence``."""
 
 
 class Unsubscribed(_Data, tag="unsubscribed", frozen=True):
@@ -278,4 +286,34 @@ class Resync(_Server, tag="resync", frozen=True):
     reason: str
 
 
-ServerFrame = Welcome | Result | Error | BalanceChanged | Resync
+class Peer(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """One connected app/web session of a member."""
+
+    session: str
+    channel: str
+    """``app`` or ``web``."""
+    node: str
+
+
+class Presence(_Server, tag="presence", frozen=True):
+    """Pushed to sessions that subscribed to ``member`` with ``presence``: the member's connected
+    app/web sessions, in full, after every change (eventually consistent across nodes)."""
+
+    member: str
+    online: list[Peer] = msgspec.field(default_factory=list)
+
+
+class Notice(_Server, tag="notice", frozen=True):
+    """A merchant-wide message (e.g. a new offer) pushed to every session of ``merchant``."""
+
+    notice: str
+    """Notice id (unique per broadcast)."""
+    merchant: str
+    kind: str
+    """What the payload is, e.g. ``offer``."""
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    at: int = 0
+    """Publish time, milliseconds since the Unix epoch."""
+
+
+ServerFrame = Welcome | Result | Error | BalanceChanged | Resync | Presence | Notice

@@ -33,10 +33,13 @@ from protocol.messages import (
     GetOutcome,
     Hello,
     HoldState,
+    Notice,
     Outcome,
+    Peer,
     Ping,
     PointsLine,
     Pong,
+    Presence,
     Release,
     Reserve,
     Result,
@@ -110,6 +113,8 @@ SERVER_FRAMES: list[Any] = [
     Error(id="10", code="timeout", message="m", retryable=True),
     _CHANGE,
     Resync(member="m-1", balance=_B, reason="gap"),
+    Presence(member="m-1", online=[Peer(session="n-1", channel="app", node="n")]),
+    Notice(notice="n1", merchant="m", kind="offer", payload={"title": "2x"}, at=1),
 ]
 
 
