@@ -1,0 +1,181 @@
+"""The ledger engine against the real PostgreSQL: semantics, refusals, idempotency, and the
+database's own guarantees (constraints, append-only entries)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from gateway.ledger.model import Commit, Earn, Expire, Origin, Release, Reserve
+from protocol.codes import ErrorCode
+from tests.conftest import unique
+from tests.ledger.conftest import LedgerWorld, check_invariants
+
+
+async def balance(w: LedgerWorld, member: str) -> tuple[int, int, int]:
+    r = await w.db.fetchrow("SELECT posted, held, version FROM accounts WHERE member_id=$1", member)
+    return r["posted"], r["held"], r["version"]
+
+
+async def fund(w: LedgerWorld, member: str, points: int) -> None:
+    out = await w.ledger.execute(Earn(unique("fund"), member, points, w.origin))
+    assert out.ok
+
+
+async def test_two_phase_flow_and_partial_commit(world: LedgerWorld):
+    w, m = world, world.members[0]
+    await fund(w, m, 1000)
+    r = await w.ledger.execute(Reserve("h-" + m, m, 400, 60_000, w.origin))
+    assert r.ok and r.data.status == "active"
+    assert await balance(w, m) == (1000, 400, 2)
+    c = await w.ledger.execute(Commit(unique("c"), m, "h-" + m, 150, w.origin))
+    assert c.ok and c.data.committed == 150
+    # partial commit releases the rest
+    assert await balance(w, m) == (850, 0, 3)
+    await check_invariants(w.db, [m])
+
+
+async def test_refusals_change_nothing(world: LedgerWorld):
+    w, m, other = world, world.members[1], world.members[2]
+    await fund(w, m, 100)
+    hold = unique("h")
+    assert (await w.ledger.execute(Reserve(hold, m, 60, 60_000, w.origin))).ok
+    before = await balance(w, m)
+    foreign = Origin(unique("mer-other"))
+    cases = [
+        (Reserve(unique("r"), m, 41, 60_000, w.origin), ErrorCode.INSUFFICIENT_POINTS),
+        (Reserve(unique("r"), "no-such-member", 1, 60_000, w.origin), ErrorCode.MEMBER_NOT_FOUND),
+        (Reserve(unique("r"), m, 1, 60_000, foreign), ErrorCode.FORBIDDEN),
+        (Commit(unique("c"), m, "no-such-hold", None, w.origin), ErrorCode.HOLD_NOT_FOUND),
+        (Commit(unique("c"), other, hold, None, w.origin), ErrorCode.HOLD_NOT_FOUND),
+        (Commit(unique("c"), m, hold, 61, w.origin), ErrorCode.COMMIT_EXCEEDS_HOLD),
+        (Release(unique("c"), m, "no-such-hold", w.origin), ErrorCode.HOLD_NOT_FOUND),
+        (Earn(unique("e"), m, -41, w.origin, kind="adjustment"), ErrorCode.INSUFFICIENT_POINTS),
+    ]
+    for op, code in cases:
+        out = await w.ledger.execute(op)
+        assert not out.ok and out.error.code == code.value, (op, out)
+    assert await balance(w, m) == before
+    # a hold of another merchant with the same id is invisible
+    out = await w.ledger.execute(Commit(unique("c"), m, hold, None, Origin(unique("m2"))))
+    assert not out.ok and out.error.code in (
+        ErrorCode.FORBIDDEN.value,
+        ErrorCode.HOLD_NOT_FOUND.value,
+    )
+    # resolve once: release, then commit and release again are refused
+    assert (await w.ledger.execute(Release(unique("rl"), m, hold, w.origin))).ok
+    for op in (
+        Commit(unique("c"), m, hold, None, w.origin),
+        Release(unique("rl"), m, hold, w.origin),
+    ):
+        out = await w.ledger.execute(op)
+        assert out.error.code == ErrorCode.HOLD_NOT_ACTIVE.value
+    await check_invariants(w.db, [m, other])
+
+
+async def test_expired_hold_cannot_be_committed_even_before_the_sweeper(world: LedgerWorld):
+    w, m = world, world.members[3]
+    await fund(w, m, 50)
+    hold = unique("h")
+    assert (await w.ledger.execute(Reserve(hold, m, 50, 1_000, w.origin))).ok
+    # time passes: move the expiry into the past (the sweeper does not run in this fixture)
+    await w.db.execute("UPDATE holds SET expires_at = now() - interval '1 ms' WHERE id=$1", hold)
+    out = await w.ledger.execute(Commit(unique("c"), m, hold, None, w.origin))
+    assert out.error.code == ErrorCode.HOLD_EXPIRED.value
+    posted, held, _ = await balance(w, m)
+    assert (posted, held) == (50, 0)
+    kinds = [
+        r["kind"]
+        for r in await w.db.fetch(
+            "SELECT kind FROM ledger_entries WHERE member_id=$1 ORDER BY version", m
+        )
+    ]
+    assert kinds[-1] == "expire"
+    await check_invariants(w.db, [m])
+
+
+async def test_sweeper_never_releases_early(world: LedgerWorld):
+    w, m = world, world.members[0]
+    await fund(w, m, 10)
+    hold = unique("h")
+    assert (await w.ledger.execute(Reserve(hold, m, 10, 3_600_000, w.origin))).ok
+    out = await w.ledger.execute(Expire(m, w.origin))
+    assert out.ok
+    status = await w.db.fetchval("SELECT status FROM holds WHERE id=$1", hold)
+    assert status == "active"
+
+
+async def test_idempotency_replays_results_and_refusals(world: LedgerWorld):
+    w, m = world, world.members[1]
+    await fund(w, m, 10)
+    op = Reserve(unique("h"), m, 20, 60_000, w.origin)
+    first = await w.ledger.execute(op)
+    assert first.error.code == ErrorCode.INSUFFICIENT_POINTS.value
+    await fund(w, m, 100)
+    # the same id and content returns the original refusal, even though it would now succeed
+    assert await w.ledger.execute(op) == first
+    changed = Reserve(op.op, m, 5, 60_000, w.origin)
+    assert (await w.ledger.execute(changed)).error.code == ErrorCode.IDEMPOTENCY_CONFLICT.value
+    ok = Earn(unique("e"), m, 7, w.origin)
+    a, b = await asyncio.gather(w.ledger.execute(ok), w.ledger.execute(ok))
+    assert a == b and a.ok
+    n = await w.db.fetchval("SELECT count(*) FROM ledger_entries WHERE op_id=$1", ok.op)
+    assert n == 1
+    await check_invariants(w.db, [m])
+
+
+async def test_database_refuses_negative_available_and_edits_to_entries(world: LedgerWorld):
+    w, m = world, world.members[2]
+    await fund(w, m, 5)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await w.db.execute("UPDATE accounts SET held = 6 WHERE member_id=$1", m)
+    with pytest.raises(asyncpg.RaiseError):
+        await w.db.execute("UPDATE ledger_entries SET posted_delta = 0 WHERE member_id=$1", m)
+    with pytest.raises(asyncpg.RaiseError):
+        await w.db.execute("DELETE FROM ledger_entries WHERE member_id=$1", m)
+
+
+async def test_every_change_is_in_the_outbox_until_published(world: LedgerWorld, redis_prefix):
+    w, m = world, world.members[3]
+    pubsub = w.redis.pubsub()
+    await pubsub.subscribe(w.keys.member_channel(m))
+    await pubsub.get_message(timeout=1)
+    out = await w.ledger.execute(Earn(unique("e"), m, 3, w.origin))
+    msg = None
+    for _ in range(20):
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if msg:
+            break
+    assert msg is not None and b'"version":%d' % out.data.balance.version in msg["data"]
+    # the outbox row is written in the same transaction (deleted later by the relay)
+    assert (
+        await w.db.fetchval(
+            "SELECT count(*) FROM outbox WHERE member_id=$1 AND version=$2",
+            m,
+            out.data.balance.version,
+        )
+        == 1
+    )
+    await pubsub.aclose()
+
+
+async def test_many_concurrent_operations_on_few_members(world: LedgerWorld):
+    w = world
+    for m in w.members:
+        await fund(w, m, 1000)
+    ops = []
+    for i in range(400):
+        m = w.members[i % len(w.members)]
+        ops.append(Reserve(f"h{i}-{m}", m, 7, 60_000, w.origin))
+    outs = await asyncio.gather(*(w.ledger.execute(o) for o in ops))
+    accepted = sum(o.ok for o in outs)
+    refused = [o for o in outs if not o.ok]
+    assert all(o.error.code == ErrorCode.INSUFFICIENT_POINTS.value for o in refused)
+    # 1000 // 7 = 142 holds fit per member
+    assert accepted == len(w.members) * min(100, 142)
+    commits = [Commit(f"c{i}", op.member, op.op, None, w.origin) for i, op in enumerate(ops)]
+    outs = await asyncio.gather(*(w.ledger.execute(c) for c in commits))
+    assert sum(o.ok for o in outs) == accepted
+    await check_invariants(w.db, w.members)
