@@ -8,14 +8,19 @@ outbox so their rows can be deleted.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
+from gateway.errors import StoreUnavailable
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.model import Entry
 from gateway.store.keys import APPLY_EVENT, Keys
-from gateway.store.redis import Redis, translate_errors
+from gateway.store.redis import Breaker, Redis, translate_errors
 from protocol.codec import encode
 from protocol.messages import BalanceChanged, Cause
+
+#: Seconds a publish may take before the reply goes out without it (the relay republishes).
+PUBLISH_TIMEOUT = 0.5
 
 
 def change_frame(e: Entry) -> BalanceChanged:
@@ -41,23 +46,43 @@ class Publisher:
         self._keys = keys
         self._script = redis.register_script(APPLY_EVENT)
         self.on_published = on_published
+        self.breaker = Breaker()
+        # Members whose latest change could not be published: their cached balance may be
+        # behind PostgreSQL, so it is deleted (reads fall through) at the next Redis contact.
+        self._stale: set[str] = set()
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
         await self.publish(entries)
 
     async def publish(self, entries: Sequence[Entry]) -> None:
-        if not entries:
+        if not entries and not self._stale:
             return
+        if self.breaker.is_open:
+            self._stale.update(e.member for e in entries)
+            raise StoreUnavailable("Redis marked down; the outbox relay will publish")
         keys = self._keys
-        with translate_errors("publish"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for e in entries:
-                    payload = encode(change_frame(e))
-                    await self._script(
-                        keys=[keys.balance(e.member), keys.member_channel(e.member)],
-                        args=[e.version, e.posted_after, e.held_after, payload],
-                        client=pipe,
-                    )
-                await pipe.execute()
+        stale = list(self._stale)
+        try:
+            with translate_errors("publish"):
+                async with (
+                    asyncio.timeout(PUBLISH_TIMEOUT),
+                    self._redis.pipeline(transaction=False) as pipe,
+                ):
+                    if stale:
+                        pipe.delete(*(keys.balance(m) for m in stale))
+                    for e in entries:
+                        payload = encode(change_frame(e))
+                        await self._script(
+                            keys=[keys.balance(e.member), keys.member_channel(e.member)],
+                            args=[e.version, e.posted_after, e.held_after, payload],
+                            client=pipe,
+                        )
+                    await pipe.execute()
+        except (StoreUnavailable, TimeoutError):
+            self.breaker.trip()
+            self._stale.update(e.member for e in entries)
+            raise
+        self.breaker.reset()
+        self._stale.difference_update(stale)
         if self.on_published is not None:
             self.on_published([(e.member, e.version) for e in entries])

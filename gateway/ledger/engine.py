@@ -24,6 +24,7 @@ import asyncpg
 import msgspec
 
 from gateway.errors import GatewayError, OutcomeUnknown, StoreUnavailable
+from gateway.ledger import faults
 from gateway.ledger import queries as q
 from gateway.ledger.apply import apply, refuse
 from gateway.ledger.model import (
@@ -230,6 +231,7 @@ class _Lane:
                         ),
                     )
                 return
+            faults.after_commit(getattr(i.op, "op", "") for i in batch)
             ledger.stats.batches += 1
             ledger.stats.ops += len(batch)
             if entries and ledger._sink is not None:

@@ -120,6 +120,7 @@ class OutboxRelay:
         while True:
             await asyncio.sleep(self._interval)
             try:
+                await self._publisher.publish(())  # clears stale cache entries after an outage
                 await self.flush()
                 while await self.relay_once() == self._batch:
                     pass

@@ -21,7 +21,7 @@ from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import decode_outcome
 from gateway.store.db import translate_errors as pg_errors
 from gateway.store.keys import FILL_BALANCE, Keys
-from gateway.store.redis import REDIS_ERRORS, Redis
+from gateway.store.redis import REDIS_ERRORS, Breaker, Redis
 from protocol.messages import Balance, BalanceChanged, Cause, Outcome
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class Reads:
         self._keys = keys
         self._fill = redis.register_script(FILL_BALANCE)
         self._owners: OrderedDict[str, str] = OrderedDict()
+        self.breaker = Breaker()
 
     async def member_merchant(self, member: str) -> str | None:
         """The merchant a member belongs to (cached: a member never changes merchant)."""
@@ -68,9 +69,12 @@ class Reads:
     async def balance(self, member: str) -> Balance | None:
         """Cached balance, read through to PostgreSQL on a miss or when Redis is down."""
         key = self._keys.balance(member)
+        if self.breaker.is_open:
+            return await self.balance_from_db(member)
         try:
             p, h, v = await self._redis.hmget(key, ["p", "h", "v"])
         except REDIS_ERRORS:
+            self.breaker.trip()
             return await self.balance_from_db(member)
         if v is not None and p is not None and h is not None:
             posted, held = int(p), int(h)

@@ -1,58 +1,179 @@
-"""Points for a sale: the merchant's base rate applied to the amount paid.
+"""Points for a sale, from the merchant's programme rules, evaluated on the line items.
 
-``points = floor(total_minor / 100 * points_per_unit)``: earning rounds down, so a shopper is
-never credited a fraction the programme did not grant. The breakdown is returned to the POS
-for the receipt.
+For each line the amount paid is its ``qty * price`` share of the sale's ``total`` (so discounts
+on the total spread over the lines in proportion); a sale without lines is one line of
+``total``. Then, per line::
+
+    base     = paid / 100 * points_per_unit
+    rule     = the product rule for the SKU, else the category rule (most specific wins;
+               the highest multiplier among several), else none
+    factors  = rule multiplier, tier multiplier, each active promotion multiplier (by id)
+    points   = base * product(factors)
+
+Multipliers stack by multiplication. The breakdown shows each factor's extra points
+(``base * factors so far * (factor - 1)``) under its rule name: ``base``, ``product:<sku>``,
+``category:<category>``, ``tier:<tier>``, ``promo:<id>``. Fixed promotion bonuses (``promo:<id>``,
+once per sale, not multiplied) follow, then ``cap`` (negative) if the programme caps a sale.
+
+Rounding (per programme): ``line`` floors each rule's points on each line, then adds them up;
+``sale`` adds each rule's exact points over the sale's lines, then floors once per rule. Either
+way the breakdown adds up exactly to the points, and the shopper is never credited a fraction
+the programme did not grant.
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from gateway.errors import Refused
 from gateway.ledger.model import Earn, Origin
-from gateway.store.db import translate_errors
-from protocol.codes import ErrorCode
+from gateway.loyalty.programme import Programme, Programmes, Rule
 from protocol.limits import MAX_POINTS
-from protocol.messages import PointsLine, Sale
+from protocol.messages import PointsLine, Sale, SaleLine
 
-_CACHE_SECONDS = 30.0
+_HUNDRED = Decimal(100)
+_ONE = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    points: int
+    breakdown: tuple[PointsLine, ...]
+
+
+def _floor(x: Decimal) -> int:
+    return int(x.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _best(rules: Sequence[Rule]) -> Rule | None:
+    return max(rules, key=lambda r: (r.multiplier, r.id)) if rules else None
+
+
+def compute(
+    programme: Programme,
+    total: int,
+    lines: Sequence[SaleLine],
+    tier: str = "",
+    at: datetime | None = None,
+) -> Computed:
+    """The points and breakdown of a sale under ``programme`` (pure; see the module doc)."""
+    at = at or datetime.now(UTC)
+    active = [r for r in programme.rules if r.active(at)]
+    promos = sorted(
+        (
+            r
+            for r in active
+            if r.kind == "promotion" and (r.tier is None or r.tier == tier) and total >= r.min_total
+        ),
+        key=lambda r: r.id,
+    )
+    tier_def = programme.tier(tier) if tier else None
+    items: list[tuple[str, str | None, Decimal]] = []
+    if lines:
+        values = [Decimal(ln.qty * ln.price) for ln in lines]
+        whole = sum(values, Decimal(0))
+        for ln, value in zip(lines, values, strict=True):
+            paid = value * total / whole if whole else Decimal(0)
+            items.append((ln.sku, ln.category, paid))
+    else:
+        items.append(("", None, Decimal(total)))
+
+    exact: dict[tuple[str, str | None], Decimal] = {("base", None): Decimal(0)}
+    floored: dict[tuple[str, str | None], int] = {("base", None): 0}
+
+    def add(name: str, sku: str | None, value: Decimal) -> None:
+        key = (name, sku)
+        exact[key] = exact.get(key, Decimal(0)) + value
+        floored[key] = floored.get(key, 0) + _floor(value)
+
+    for sku, category, paid in items:
+        base = paid / _HUNDRED * programme.points_per_unit
+        add("base", None, base)
+        factors: list[tuple[str, str | None, Decimal]] = []
+        rule = _best([r for r in active if r.kind == "product" and r.sku == sku and sku])
+        if rule is not None:
+            factors.append((f"product:{sku}", sku, rule.multiplier))
+        else:
+            rule = _best(
+                [r for r in active if r.kind == "category" and category and r.category == category]
+            )
+            if rule is not None:
+                factors.append((f"category:{category}", None, rule.multiplier))
+        if tier_def is not None:
+            factors.append((f"tier:{tier_def.id}", None, tier_def.multiplier))
+        for p in promos:
+            if p.multiplier != _ONE and p.matches(sku, category):
+                factors.append((f"promo:{p.id}", None, p.multiplier))
+        m = _ONE
+        for name, rule_sku, f in factors:
+            if f != _ONE:
+                add(name, rule_sku, base * m * (f - _ONE))
+            m *= f
+
+    if programme.rounding == "sale":
+        parts = {k: _floor(v) for k, v in exact.items()}
+    else:
+        parts = dict(floored)
+    for p in promos:
+        if p.bonus and any(p.matches(sku, cat) for sku, cat, _ in items):
+            key = (f"promo:{p.id}", None)
+            parts[key] = parts.get(key, 0) + p.bonus
+    breakdown = [
+        PointsLine(rule=name, points=pts, sku=sku)
+        for (name, sku), pts in parts.items()
+        if pts or name == "base"
+    ]
+    points = sum(parts.values())
+    cap = programme.max_points_per_sale
+    limit = MAX_POINTS if cap is None else min(cap, MAX_POINTS)
+    if points > limit:
+        breakdown.append(PointsLine(rule="cap", points=limit - points))
+        points = limit
+    if points < 0:  # only with multipliers below 1 and per-line flooring
+        breakdown.append(PointsLine(rule="rounding", points=-points))
+        points = 0
+    return Computed(points, tuple(breakdown))
+
+
+def sale_detail(sale: Sale) -> bytes:
+    """The content that identifies a sale request (for idempotency)."""
+    return msgspec.json.encode((sale.total, sale.lines))
+
+
+def detail_fingerprint(detail: bytes) -> bytes:
+    return hashlib.blake2b(detail, digest_size=16).digest()
 
 
 class Earning:
-    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+    def __init__(self, pool: asyncpg.Pool[Any], programmes: Programmes | None = None) -> None:
         self._pool = pool
-        self._rates: dict[str, tuple[float, Decimal]] = {}
+        self.programmes = programmes or Programmes(pool)
 
     async def rate(self, merchant: str) -> Decimal:
-        hit = self._rates.get(merchant)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        with translate_errors("merchant lookup"):
-            rate = await self._pool.fetchval(
-                "SELECT points_per_unit FROM merchants WHERE id = $1", merchant
-            )
-        if rate is None:
-            raise Refused("unknown merchant", ErrorCode.FORBIDDEN)
-        self._rates[merchant] = (now + _CACHE_SECONDS, Decimal(rate))
-        return Decimal(rate)
+        return (await self.programmes.get(merchant)).points_per_unit
+
+    async def compute(
+        self, merchant: str, sale: Sale, tier: str = "", at: datetime | None = None
+    ) -> Computed:
+        programme = await self.programmes.get(merchant)
+        return compute(programme, sale.total, sale.lines, tier, at)
 
     async def for_sale(self, merchant: str, sale: Sale, origin: Origin) -> Earn:
-        rate = await self.rate(merchant)
-        base = int((Decimal(sale.total) * rate / 100).to_integral_value(rounding=ROUND_FLOOR))
-        points = min(base, MAX_POINTS)
+        """The ledger operation of a sale (base rate and rules; no tier: see ``sales.py``)."""
+        got = await self.compute(merchant, sale)
         return Earn(
             op=sale.op,
             member=sale.member,
-            points=points,
+            points=got.points,
             origin=origin,
             kind="earn",
-            breakdown=(PointsLine(rule="base", points=points),),
-            detail=msgspec.json.encode((sale.total, sale.lines)),
+            breakdown=got.breakdown,
+            detail=sale_detail(sale),
         )

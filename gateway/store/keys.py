@@ -36,6 +36,10 @@ class Keys:
         """Hash session-id -> "channel|node|expiry-ms" of the member's live sessions."""
         return f"{self.prefix}:pr:{{m:{member}}}"
 
+    def merchant_from_broadcast(self, channel: str) -> str:
+        # "<prefix>:bc:<merchant>"
+        return channel[len(self.prefix) + 4 :]
+
     def member_from_channel(self, channel: str) -> str:
         # "<prefix>:ch:{m:<member>}"
         return channel[len(self.prefix) + 7 : -1]
@@ -65,3 +69,83 @@ if v > cur then
 end
 return 0
 """
+
+# Presence: KEYS[1]=presence hash of the member, KEYS[2]=the member's channel. Each field is a
+# session id, its value "channel|node|expiry-ms". Every change announces the full list of live
+# entries on the member's channel as a ``presence`` frame, from inside Redis, so the order of
+# announcements is the order of changes. The frame is built here (cjson quotes each string).
+_PRESENCE_ANNOUNCE = """
+local function announce(member, now)
+  local all = redis.call('HGETALL', KEYS[1])
+  local items = {}
+  for i = 1, #all, 2 do
+    local ch, node, exp = string.match(all[i + 1], '^([^|]*)|(.*)|(%d+)$')
+    if ch and tonumber(exp) >= now then
+      items[#items + 1] = '{"session":' .. cjson.encode(all[i]) .. ',"channel":' ..
+        cjson.encode(ch) .. ',"node":' .. cjson.encode(node) .. '}'
+    end
+  end
+  table.sort(items)
+  redis.call('PUBLISH', KEYS[2], '{"type":"presence","member":' .. cjson.encode(member) ..
+    ',"online":[' .. table.concat(items, ',') .. ']}')
+end
+local function sweep(now, keep)
+  local all = redis.call('HGETALL', KEYS[1])
+  local live, removed = 0, 0
+  for i = 1, #all, 2 do
+    local exp = tonumber(string.match(all[i + 1], '|(%d+)$') or '0')
+    if exp < now then
+      redis.call('HDEL', KEYS[1], all[i])
+      removed = removed + 1
+    elseif all[i] ~= keep then
+      live = live + 1
+    end
+  end
+  return live, removed
+end
+"""
+
+# Join (and refresh): ARGV session, value, now-ms, limit (0 = none), member, key-ttl-ms,
+# announce-if-new (1/0). Returns 0 when the member already has ``limit`` other live sessions
+# (nothing written), 1 when added, 2 when the entry existed and was refreshed.
+PRESENCE_JOIN = (
+    _PRESENCE_ANNOUNCE
+    + """
+local now = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local live, removed = sweep(now, ARGV[1])
+local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
+if existed == 0 and limit > 0 and live >= limit then
+  if removed > 0 then announce(ARGV[5], now) end
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if existed == 0 or removed > 0 then announce(ARGV[5], now) end
+if existed == 1 then return 2 end
+return 1
+"""
+)
+
+# Leave: ARGV session, now-ms, member. Announces when the entry was there.
+PRESENCE_LEAVE = (
+    _PRESENCE_ANNOUNCE
+    + """
+local now = tonumber(ARGV[2])
+local _, removed = sweep(now, '')
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 or removed > 0 then announce(ARGV[3], now) end
+return 1
+"""
+)
+
+# Sweep: drop expired entries (sessions of a node that died); announce if any went.
+# ARGV now-ms, member. Returns how many were removed.
+PRESENCE_SWEEP = (
+    _PRESENCE_ANNOUNCE
+    + """
+local now = tonumber(ARGV[1])
+local _, removed = sweep(now, '')
+if removed > 0 then announce(ARGV[2], now) end
+return removed
+"""
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import redis.asyncio as aioredis
@@ -20,6 +21,27 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+
+
+class Breaker:
+    """Stops calling Redis for a while after a failure, so an outage costs one timeout, not
+    one per request. Callers fall back (PostgreSQL reads, outbox relay) while it is open."""
+
+    __slots__ = ("cooldown", "open_until")
+
+    def __init__(self, cooldown: float = 1.0) -> None:
+        self.cooldown = cooldown
+        self.open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self.open_until
+
+    def trip(self) -> None:
+        self.open_until = time.monotonic() + self.cooldown
+
+    def reset(self) -> None:
+        self.open_until = 0.0
 
 
 def create_client(url: str, timeout: float = 2.0) -> Redis:

@@ -1,0 +1,189 @@
+"""Which of a member's app/web sessions are connected, across every node, kept in Redis.
+
+One hash per member (``Keys.presence``): field = session id, value = ``channel|node|expiry-ms``.
+A node writes an entry when an app/web session is welcomed and deletes it when the session
+ends; it refreshes the expiry of its own entries every ``interval`` seconds, so entries of a
+node that died (kill -9, lost network) expire after ``ttl`` seconds. Every node that has
+presence watchers for a member sweeps that member's expired entries on the same beat.
+
+Every change (join, leave, sweep) publishes the member's full list as a ``presence`` frame on
+the member's channel, from inside the same Lua call, so announcements follow the order of
+changes; the feed of each node hands them to its sessions that asked for presence. A full
+list (not a delta) makes the view converge: the last announcement is the current state.
+
+The same hash enforces the per-member session limit across nodes: joining counts the other
+live entries first, atomically. If Redis is unavailable the node falls back to counting its
+own sessions only (fail open on the limit, no presence announced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from gateway.store.keys import PRESENCE_JOIN, PRESENCE_LEAVE, PRESENCE_SWEEP, Keys
+from gateway.store.redis import REDIS_ERRORS, Redis
+from protocol.messages import Peer
+
+if TYPE_CHECKING:
+    from gateway.auth import Principal
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PresenceBook:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        node_id: str,
+        limit: int,
+        interval: float,
+        ttl: float,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._node = node_id
+        self.limit = limit
+        self.interval = interval
+        self.ttl_ms = int(ttl * 1000)
+        self._join = redis.register_script(PRESENCE_JOIN)
+        self._leave = redis.register_script(PRESENCE_LEAVE)
+        self._sweep = redis.register_script(PRESENCE_SWEEP)
+        #: Local fallback counts (used only while Redis is unavailable).
+        self._local: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refreshes = 0
+
+    # ------------------------------------------------------------------ sessions
+    def _value(self, channel: str) -> str:
+        return f"{channel}|{self._node}|{_now_ms() + self.ttl_ms}"
+
+    async def join(self, session_id: str, principal: Principal) -> bool:
+        """Record a member-scoped session; False when the member is at the limit."""
+        member = principal.member
+        assert member is not None
+        try:
+            res = await self._join(
+                keys=[self._keys.presence(member), self._keys.member_channel(member)],
+                args=[
+                    session_id,
+                    self._value(principal.channel),
+                    _now_ms(),
+                    self.limit,
+                    member,
+                    self.ttl_ms * 2,
+                ],
+            )
+            ok = int(res) != 0
+        except REDIS_ERRORS:
+            log.warning("presence unavailable; per-member limit counted on this node only")
+            ok = self._local[member] < self.limit
+        if ok:
+            self._local[member] += 1
+        return ok
+
+    def leave(self, session_id: str, principal: Principal) -> None:
+        """Forget a session (in the background: the handler must not wait on Redis)."""
+        member = principal.member
+        assert member is not None
+        self._local[member] -= 1
+        if self._local[member] <= 0:
+            del self._local[member]
+        self._spawn(self._remove(session_id, member))
+
+    async def _remove(self, session_id: str, member: str) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._leave(
+                keys=[self._keys.presence(member), self._keys.member_channel(member)],
+                args=[session_id, _now_ms(), member],
+            )
+
+    async def online(self, member: str) -> list[Peer]:
+        """The member's live app/web sessions (empty if Redis is unavailable)."""
+        try:
+            raw = await self._redis.hgetall(self._keys.presence(member))  # type: ignore[misc]
+        except REDIS_ERRORS:
+            return []
+        now = _now_ms()
+        peers = []
+        for field, value in sorted(raw.items()):
+            channel, _, rest = value.decode().partition("|")
+            node, _, expiry = rest.rpartition("|")
+            if expiry.isdigit() and int(expiry) >= now:
+                peers.append(Peer(session=field.decode(), channel=channel, node=node))
+        return peers
+
+    # ------------------------------------------------------------------ upkeep
+    def start(
+        self,
+        local_sessions: Callable[[], Iterable[tuple[str, Principal]]],
+        watched: Callable[[], Iterable[str]],
+    ) -> None:
+        """Refresh this node's entries and sweep watched members every ``interval``."""
+        self._task = asyncio.create_task(self._upkeep(local_sessions, watched), name="presence")
+
+    async def _upkeep(
+        self,
+        local_sessions: Callable[[], Iterable[tuple[str, Principal]]],
+        watched: Callable[[], Iterable[str]],
+    ) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.refresh(list(local_sessions()), list(watched()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("presence refresh failed", exc_info=True)
+
+    async def refresh(self, sessions: list[tuple[str, Principal]], watched: list[str]) -> None:
+        now = _now_ms()
+        k = self._keys
+        for i in range(0, max(len(sessions), len(watched)), 1000):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for sid, p in sessions[i : i + 1000]:
+                    member = p.member
+                    assert member is not None
+                    await self._join(
+                        keys=[k.presence(member), k.member_channel(member)],
+                        args=[sid, self._value(p.channel), now, 0, member, self.ttl_ms * 2],
+                        client=pipe,
+                    )
+                for member in watched[i : i + 1000]:
+                    await self._sweep(
+                        keys=[k.presence(member), k.member_channel(member)],
+                        args=[now, member],
+                        client=pipe,
+                    )
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await pipe.execute()
+        self.refreshes += 1
+
+    def _spawn(self, coro: asyncio.Future[None] | object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+
+
+__all__ = ["PresenceBook", "msgspec"]

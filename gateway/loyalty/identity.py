@@ -1,0 +1,78 @@
+"""One identity across channels: normalisation of phone numbers, emails and card numbers, and
+signed short-lived member passes (the QR code the app shows at the register).
+
+Pure functions; the directory (``directory.py``) stores and finds identities.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import jwt
+import phonenumbers
+
+from gateway.errors import Refused
+from protocol.codes import ErrorCode
+from protocol.limits import ID_PATTERN
+
+#: Seconds a member pass (QR) stays valid.
+PASS_TTL_SECONDS = 300
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ID = re.compile(ID_PATTERN)
+
+
+def invalid(message: str) -> Refused:
+    return Refused(message, ErrorCode.IDENTITY_INVALID)
+
+
+def normalise_phone(raw: str, region: str) -> str:
+    """E.164 (``+14155550123``); numbers without a country code are read in ``region``."""
+    try:
+        number = phonenumbers.parse(raw.strip(), region or None)
+    except phonenumbers.NumberParseException:
+        raise invalid("the phone number cannot be read") from None
+    if not phonenumbers.is_valid_number(number):
+        raise invalid("the phone number is not a valid number")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalise_email(raw: str) -> str:
+    """Trimmed and lower-cased; must look like ``local@domain.tld``."""
+    email = raw.strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise invalid("the email address is not valid")
+    return email
+
+
+def normalise_card(raw: str) -> str:
+    card = raw.strip().upper()
+    if not _ID.match(card):
+        raise invalid("the card number is not valid")
+    return card
+
+
+def mint_pass(
+    secret: str, merchant: str, member: str, ttl: float = PASS_TTL_SECONDS, now: float | None = None
+) -> tuple[str, int]:
+    """A signed pass for ``member``; returns the token and its expiry (ms since the epoch)."""
+    exp = int((time.time() if now is None else now) + ttl)
+    token = jwt.encode({"typ": "pass", "mer": merchant, "sub": member, "exp": exp}, secret)
+    return token, exp * 1000
+
+
+def verify_pass(secret: str, merchant: str, token: str) -> str:
+    """The member a pass names, if it is genuine, unexpired and of this merchant."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+    except jwt.ExpiredSignatureError:
+        raise invalid("the pass has expired; show a fresh one") from None
+    except jwt.PyJWTError:
+        raise invalid("the pass is not genuine") from None
+    member = claims.get("sub")
+    if claims.get("typ") != "pass" or not isinstance(member, str):
+        raise invalid("the pass is not genuine")
+    if claims.get("mer") != merchant:
+        # Another merchant's member: indistinguishable from an unknown member.
+        raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
+    return member
