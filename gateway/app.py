@@ -1,9 +1,10 @@
 """A gateway node: builds every component from ``Settings``, owns their lifecycle, and serves
 ``/ws``, ``/healthz``, ``/readyz`` and ``/metrics``.
 
-Shutdown (SIGTERM) drains: readiness fails at once, new sessions are refused, live sessions are
-told to reconnect elsewhere with close code 3000 after their in-flight commands finish, and the
-process exits within ``drain_seconds``.
+Shutdown (SIGTERM) drains: readiness fails at once (``/readyz`` answers 503 while the listener
+stays open), new sessions are closed with 3000 and new commands refused with ``draining``,
+in-flight commands finish, live sessions are told to reconnect elsewhere with close code 3000,
+and only then does aiohttp's own shutdown run; the process exits within ``drain_seconds``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
-from collections import Counter
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from gateway.auth import Principal
+from gateway.fanout.broadcast import LocalBroadcast, handle_admin_broadcast
 from gateway.fanout.feeds import Feeds
+from gateway.fanout.presence import PresenceBook
 from gateway.fanout.publisher import Publisher
 from gateway.ledger.engine import Ledger
 from gateway.ledger.outbox import OutboxRelay
@@ -47,14 +51,18 @@ class Node:
         self.keys = Keys(redis_prefix)
         self.metrics = Metrics()
         self.sessions: set[Session] = set()
-        self.member_sessions: Counter[str] = Counter()
+        #: Welcomed sessions per merchant (broadcast targets).
+        self.by_merchant: dict[str, set[Session]] = {}
         self.draining = False
+        self.drained = asyncio.Event()
         self.started_at = time.time()
         self.pool: asyncpg.Pool[Any]
         self.redis: Redis
         self.ledger: Ledger
         self.reads: Reads
         self.feeds: Feeds
+        self.presence: PresenceBook
+        self.broadcast: LocalBroadcast
         self.publisher: Publisher
         self.relay: OutboxRelay
         self.sweeper: Sweeper
@@ -75,7 +83,19 @@ class Node:
         self.ledger = Ledger(s.store.database_url, s.ledger, self.publisher)
         await self.ledger.start()
         self.feeds = Feeds(self.redis, self.keys, self.reads, s.session.max_recovery)
+        self.presence = PresenceBook(
+            self.redis,
+            self.keys,
+            s.server.node_id,
+            limit=s.session.max_sessions_per_member,
+            interval=s.session.heartbeat,
+            ttl=3 * s.session.heartbeat,
+        )
+        self.feeds.presence_reader = self.presence.online
+        self.broadcast = LocalBroadcast(self.keys, self._merchant_sessions)
+        self.feeds.broadcast_handlers.append(self.broadcast.deliver)
         await self.feeds.start()
+        self.presence.start(self._member_sessions, self.feeds.presence_watched)
         self.sweeper = Sweeper(self.pool, self.ledger, s.ledger.sweep_interval)
         self.dispatcher = Dispatcher(
             Services(
@@ -90,22 +110,59 @@ class Node:
         self.sweeper.start()
 
     async def drain(self) -> None:
-        """Fail readiness, finish in-flight commands, close sessions with 3000."""
+        """Fail readiness, finish in-flight commands, close sessions with 3000.
+
+        Budget: half of ``drain_seconds`` for in-flight commands (new ones are refused with
+        ``draining`` meanwhile), then the close handshakes, all within 80% of it so the rest
+        of the shutdown fits too."""
         if self.draining:
+            await self.drained.wait()
             return
         self.draining = True
-        deadline = self.settings.server.drain_seconds
+        self.metrics.ready.set(0)
+        budget = self.settings.server.drain_seconds
+        start = time.monotonic()
         sessions = list(self.sessions)
         inflight = [t for s in sessions for t in s.inflight]
         if inflight:
-            await asyncio.wait(inflight, timeout=max(0.1, deadline * 0.5))
+            await asyncio.wait(inflight, timeout=max(0.05, budget * 0.5))
+        sessions = list(self.sessions)
         for s in sessions:
             s.close_soon(CloseCode.DRAINING, "node draining: reconnect to another node")
         closing = [t for s in sessions for t in s.inflight]
+        left = budget * 0.8 - (time.monotonic() - start)
         if closing:
-            await asyncio.wait(closing, timeout=max(0.1, deadline * 0.4))
+            await asyncio.wait(closing, timeout=max(0.05, left))
+        log.info("drained %d sessions in %.2f s", len(sessions), time.monotonic() - start)
+        self.drained.set()
+
+    def install_sigterm(self) -> None:
+        """Take over SIGTERM from aiohttp's runner (if it installed one): drain first, while
+        the listener stays open to answer ``/readyz`` with 503, then let aiohttp shut down."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            return  # not run by web.run_app (e.g. embedded in tests): leave signals alone
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm() -> None:
+            if not self.draining:
+                task = loop.create_task(self._drain_then_exit())
+                self._background = task
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+
+    async def _drain_then_exit(self) -> None:
+        log.warning("SIGTERM: draining %d sessions", len(self.sessions))
+        try:
+            await self.drain()
+        finally:
+            asyncio.get_running_loop().call_soon(_graceful_exit)
 
     async def close(self) -> None:
+        if hasattr(self, "presence"):
+            with contextlib.suppress(Exception):
+                await self.presence.close()
         for component in ("sweeper", "relay", "feeds", "ledger"):
             obj = getattr(self, component, None)
             if obj is not None:
@@ -118,21 +175,38 @@ class Node:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pool.close(), 5)
 
-    # ---------------------------------------------------------------- presence (local)
-    def presence_join(self, session: Session, principal: Principal) -> bool:
-        member = principal.member
-        assert member is not None
-        if self.member_sessions[member] >= self.settings.session.max_sessions_per_member:
-            return False
-        self.member_sessions[member] += 1
-        return True
-
-    def presence_leave(self, session: Session) -> None:
+    # ---------------------------------------------------------------- session indexes
+    def admit(self, session: Session) -> None:
+        """A welcomed session: index it by merchant (broadcast)."""
         p = session.principal
-        if p is not None and p.kind == "app" and p.member is not None:
-            self.member_sessions[p.member] -= 1
-            if self.member_sessions[p.member] <= 0:
-                del self.member_sessions[p.member]
+        assert p is not None
+        self.by_merchant.setdefault(p.merchant, set()).add(session)
+
+    def forget(self, session: Session) -> None:
+        self.sessions.discard(session)
+        p = session.principal
+        if p is None:
+            return
+        group = self.by_merchant.get(p.merchant)
+        if group is not None:
+            group.discard(session)
+            if not group:
+                del self.by_merchant[p.merchant]
+        if p.kind == "app" and p.member is not None:
+            self.presence.leave(session.id, p)
+
+    def _merchant_sessions(self, merchant: str) -> set[Session]:
+        return self.by_merchant.get(merchant) or set()
+
+    def _member_sessions(self) -> list[tuple[str, Principal]]:
+        return [
+            (s.id, s.principal)
+            for s in self.sessions
+            if s.principal is not None
+            and s.principal.kind == "app"
+            and s.principal.member is not None
+            and not s.closing
+        ]
 
     # ---------------------------------------------------------------- ops endpoints
     async def ready(self) -> tuple[bool, dict[str, str]]:
@@ -156,6 +230,10 @@ class Node:
 
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
+
+
+def _graceful_exit() -> None:
+    raise web.GracefulExit()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -183,6 +261,16 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=m.render(), content_type="text/plain")
 
 
+async def admin_broadcast(request: web.Request) -> web.Response:
+    """``POST /admin/broadcast`` (``Authorization: Bearer <GATEWAY_ADMIN_TOKEN>``), body
+    ``{"merchant": ..., "kind": "offer", "payload": {...}}``: a ``notice`` to every session of
+    the merchant on every node."""
+    node: Node = request.app[NODE]
+    return await handle_admin_broadcast(
+        request, node.redis, node.keys, node.settings.auth.admin_token
+    )
+
+
 def build_app(settings: Settings, redis_prefix: str = "lg") -> web.Application:
     app = web.Application()
     node = Node(settings, redis_prefix)
@@ -191,9 +279,11 @@ def build_app(settings: Settings, redis_prefix: str = "lg") -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/admin/broadcast", admin_broadcast)
 
     async def lifecycle(app: web.Application) -> Any:
         await node.start()
+        node.install_sigterm()
         yield
         await node.drain()
         await node.close()

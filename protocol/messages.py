@@ -301,6 +301,9 @@ class Presence(_Server, tag="presence", frozen=True):
 
     member: str
     online: list[Peer] = msgspec.field(default_factory=list)
+    seq: int = 0
+    """Grows with every change of the member's presence; a lower one than already seen is
+    stale and may be ignored."""
 
 
 class Notice(_Server, tag="notice", frozen=True):

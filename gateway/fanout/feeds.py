@@ -8,6 +8,13 @@ bytes queued to every session. A change that arrives ahead of a missing one is h
 if the missing one does not come (a publisher crashed before publishing, Redis dropped it), the
 feed reads the missing changes from the ledger in PostgreSQL. If even that fails, sessions get
 an explicit ``resync`` frame: never a silent gap.
+
+The member's channel also carries ``presence`` frames (see ``presence.py``); they go only to the
+sessions that asked for presence and are not ordered by version (each is the full list).
+
+When the fan-out connection to Redis is lost, redis-py reconnects and resubscribes; on every
+reconnect the feeds compare their version with PostgreSQL and fill what they missed
+(``_check_all``), since nothing published while the connection was down reaches this node.
 """
 
 from __future__ import annotations
@@ -15,20 +22,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import msgspec
 
 from gateway.errors import GatewayError
 from gateway.ledger.reads import Reads
+from gateway.sessions.session import text_frame
 from gateway.store.keys import Keys
 from gateway.store.redis import REDIS_ERRORS, Redis
 from protocol.codec import encode
-from protocol.messages import Balance, BalanceChanged, Resync
+from protocol.messages import Balance, BalanceChanged, Peer, Presence, Resync
 
 log = logging.getLogger(__name__)
-_change_decoder = msgspec.json.Decoder(BalanceChanged)
+_change_decoder = msgspec.json.Decoder(BalanceChanged | Presence)
 
 #: Seconds a change may wait for a missing predecessor before the feed reads it from the ledger.
 GAP_WAIT = 0.05
@@ -37,7 +45,7 @@ LINGER = 5.0
 
 
 class Subscriber(Protocol):
-    def send_raw(self, data: bytes) -> None: ...
+    def send_framed(self, framed: bytes) -> None: ...
 
 
 def _balance(frame: BalanceChanged) -> Balance:
@@ -57,7 +65,10 @@ class Feed:
         "filler",
         "linger",
         "member",
+        "peers",
         "pending",
+        "presence",
+        "presence_seq",
         "ready",
         "sessions",
     )
@@ -66,6 +77,11 @@ class Feed:
         self.member = member
         self.balance: Balance | None = None
         self.sessions: set[Subscriber] = set()
+        #: Sessions that also want ``presence`` pushes (a subset of ``sessions``).
+        self.presence: set[Subscriber] | None = None
+        #: Latest known presence of the member (None until read or announced) and its seq.
+        self.peers: list[Peer] | None = None
+        self.presence_seq = -1
         self.pending: dict[int, tuple[BalanceChanged, bytes]] = {}
         self.confirmed = asyncio.Event()
         self.ready = asyncio.Event()
@@ -77,8 +93,10 @@ class Feed:
         return -1 if self.balance is None else self.balance.version
 
     def deliver(self, data: bytes) -> None:
+        """Frame once, then the same bytes to every local session (never awaits one)."""
+        framed = text_frame(data)
         for s in tuple(self.sessions):
-            s.send_raw(data)
+            s.send_framed(framed)
 
 
 class Feeds:
@@ -89,12 +107,20 @@ class Feeds:
         self._max_recovery = max_recovery
         self._feeds: dict[str, Feed] = {}
         self._pubsub = redis.pubsub()
+        # Called by redis-py on every (re)connect of the fan-out connection, after it
+        # resubscribed: the first connect is the start, later ones follow an outage.
+        self._connects = 0
+        self._resubscribe = self._pubsub.on_connect
+        self._pubsub.on_connect = self._on_connect  # type: ignore[method-assign]
+        self.reconnects = 0
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
         self.gaps_filled = 0
         self.resyncs = 0
         self.broadcast_handlers: list[Callable[[str, bytes], None]] = []
+        #: Reads a member's presence (peers, seq) from the store; set by the node.
+        self.presence_reader: Callable[[str], Awaitable[tuple[list[Peer], int]]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -120,13 +146,26 @@ class Feeds:
     def __len__(self) -> int:
         return len(self._feeds)
 
+    async def _on_connect(self, connection: Any) -> None:
+        await self._resubscribe(connection)
+        self._connects += 1
+        if self._connects > 1:
+            self.reconnects += 1
+            log.warning("fan-out connection re-established; checking %d feeds", len(self._feeds))
+            self._check_all()
+
+    def presence_watched(self) -> list[str]:
+        """Members some local session watches with presence."""
+        return [m for m, f in self._feeds.items() if f.presence]
+
     # ------------------------------------------------------------------ joining
     async def join(
-        self, member: str, session: Subscriber, since: int | None
-    ) -> tuple[Balance, list[BalanceChanged], bool]:
+        self, member: str, session: Subscriber, since: int | None, presence: bool = False
+    ) -> tuple[Balance, list[BalanceChanged], bool, list[Peer] | None]:
         """Add ``session`` to the member's feed. Returns the current balance, the changes after
-        ``since`` (if given and still kept) and whether recovery was complete. The session
-        receives every later change; the caller must queue its reply before yielding."""
+        ``since`` (if given and still kept), whether recovery was complete, and with
+        ``presence`` the member's connected app/web sessions. The session receives every later
+        change (and presence change); the caller must queue its reply before yielding."""
         feed = self._feeds.get(member)
         if feed is None:
             feed = Feed(member)
@@ -156,15 +195,34 @@ class Feeds:
                 if feed.version == want or (missed and missed[-1].version >= feed.version):
                     break
             missed = [m for m in missed if m.version <= feed.version]
+        if presence and feed.peers is None and self.presence_reader is not None:
+            # The channel is subscribed: any announcement after this read updates feed.peers.
+            peers, seq = await self.presence_reader(member)
+            if seq > feed.presence_seq:
+                feed.peers, feed.presence_seq = peers, seq
         assert feed.balance is not None
         feed.sessions.add(session)
-        return feed.balance, missed, recovered
+        peers_now: list[Peer] | None = None
+        if presence:
+            if feed.presence is None:
+                feed.presence = set()
+            feed.presence.add(session)
+            peers_now = feed.peers or []
+        elif feed.presence is not None:
+            feed.presence.discard(session)
+            if not feed.presence:
+                feed.presence = None
+        return feed.balance, missed, recovered, peers_now
 
     def leave(self, member: str, session: Subscriber) -> None:
         feed = self._feeds.get(member)
         if feed is None:
             return
         feed.sessions.discard(session)
+        if feed.presence is not None:
+            feed.presence.discard(session)
+            if not feed.presence:
+                feed.presence = None
         if not feed.sessions and feed.linger is None:
             loop = asyncio.get_running_loop()
             feed.linger = loop.call_later(LINGER, self._close_feed, feed)
@@ -229,8 +287,17 @@ class Feeds:
             return
         try:
             frame = _change_decoder.decode(data)
-        except msgspec.ValidationError:
+        except msgspec.DecodeError:
             log.error("undecodable change on %s", channel)
+            return
+        if isinstance(frame, Presence):
+            if frame.seq <= feed.presence_seq:
+                return  # older than what this feed already knows
+            feed.peers, feed.presence_seq = frame.online, frame.seq
+            if feed.presence:
+                framed = text_frame(data)
+                for s in tuple(feed.presence):
+                    s.send_framed(framed)
             return
         if frame.version <= feed.version:
             return
@@ -304,14 +371,24 @@ class Feeds:
             self._spawn(self._check(feed))
 
     async def _check(self, feed: Feed) -> None:
+        if feed.presence and self.presence_reader is not None:
+            peers, seq = await self.presence_reader(feed.member)
+            if seq > feed.presence_seq:
+                feed.peers, feed.presence_seq = peers, seq
+                framed = text_frame(encode(Presence(member=feed.member, online=peers, seq=seq)))
+                for s in tuple(feed.presence or ()):
+                    s.send_framed(framed)
         try:
             bal = await self._reads.balance_from_db(feed.member)
         except GatewayError:
             return
         if bal is not None and bal.version > feed.version and feed.ready.is_set():
-            missing = await self._reads.history(
-                feed.member, feed.version, bal.version - feed.version
-            )
+            try:
+                missing = await self._reads.history(
+                    feed.member, feed.version, bal.version - feed.version
+                )
+            except GatewayError:
+                return
             for frame in missing:
                 if frame.version > feed.version:
                     feed.pending.setdefault(frame.version, (frame, encode(frame)))

@@ -23,10 +23,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
-
-import msgspec
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from gateway.store.keys import PRESENCE_JOIN, PRESENCE_LEAVE, PRESENCE_SWEEP, Keys
 from gateway.store.redis import REDIS_ERRORS, Redis
@@ -111,20 +109,29 @@ class PresenceBook:
                 args=[session_id, _now_ms(), member],
             )
 
-    async def online(self, member: str) -> list[Peer]:
-        """The member's live app/web sessions (empty if Redis is unavailable)."""
+    async def online(self, member: str) -> tuple[list[Peer], int]:
+        """The member's live app/web sessions and the presence ``seq`` they correspond to
+        (nothing, seq 0, if Redis is unavailable)."""
         try:
-            raw = await self._redis.hgetall(self._keys.presence(member))  # type: ignore[misc]
+            raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(
+                self._keys.presence(member)
+            )
         except REDIS_ERRORS:
-            return []
+            return [], 0
         now = _now_ms()
         peers = []
+        seq = 0
         for field, value in sorted(raw.items()):
-            channel, _, rest = value.decode().partition("|")
+            name = field.decode() if isinstance(field, bytes) else field
+            text = value.decode() if isinstance(value, bytes) else value
+            if name == "~seq":
+                seq = int(text)
+                continue
+            channel, _, rest = text.partition("|")
             node, _, expiry = rest.rpartition("|")
             if expiry.isdigit() and int(expiry) >= now:
-                peers.append(Peer(session=field.decode(), channel=channel, node=node))
-        return peers
+                peers.append(Peer(session=name, channel=channel, node=node))
+        return peers, seq
 
     # ------------------------------------------------------------------ upkeep
     def start(
@@ -172,8 +179,8 @@ class PresenceBook:
                     await pipe.execute()
         self.refreshes += 1
 
-    def _spawn(self, coro: asyncio.Future[None] | object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -184,6 +191,3 @@ class PresenceBook:
                 await self._task
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)
-
-
-__all__ = ["PresenceBook", "msgspec"]

@@ -166,6 +166,11 @@ async def _ledger_op(
 
 async def _subscribe(d: Dispatcher, session: Session, p: Principal, frame: Subscribe) -> object:
     await d.authorize_member(p, frame.member)
+    if frame.replace:
+        # A POS moving on to the next customer: stop watching everyone else first.
+        for other in [m for m in session.subscriptions if m != frame.member]:
+            session.subscriptions.discard(other)
+            d.s.feeds.leave(other, session)
     if frame.member not in session.subscriptions:
         if len(session.subscriptions) >= d.s.max_subscriptions:
             raise Refused(
@@ -176,7 +181,9 @@ async def _subscribe(d: Dispatcher, session: Session, p: Principal, frame: Subsc
     else:
         d.s.feeds.leave(frame.member, session)
     try:
-        balance, missed, recovered = await d.s.feeds.join(frame.member, session, frame.since)
+        balance, missed, recovered, presence = await d.s.feeds.join(
+            frame.member, session, frame.since, frame.presence
+        )
     except BaseException:
         session.subscriptions.discard(frame.member)
         raise
@@ -186,7 +193,13 @@ async def _subscribe(d: Dispatcher, session: Session, p: Principal, frame: Subsc
     # the session to the feed, and the caller queues this reply at once.
     return Result(
         id=frame.id,
-        data=Subscribed(member=frame.member, balance=balance, missed=missed, recovered=recovered),
+        data=Subscribed(
+            member=frame.member,
+            balance=balance,
+            missed=missed,
+            recovered=recovered,
+            presence=presence,
+        ),
     )
 
 

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Commands one session may have in flight; past this the session stops reading.
 MAX_INFLIGHT = 64
+#: Seconds a server-initiated close waits for the client's close frame before dropping the TCP
+#: connection (aiohttp's default is 10 s; a drain must fit in GATEWAY_DRAIN_SECONDS).
+CLOSE_TIMEOUT = 2.0
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -43,6 +46,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         max_msg_size=cfg.max_transport_frame,
         compress=False,
         autoping=True,
+        timeout=CLOSE_TIMEOUT,
     )
     await ws.prepare(request)
     if node.draining:
@@ -52,15 +56,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         node.metrics.close(CloseCode.NODE_FULL)
         await ws.close(code=CloseCode.NODE_FULL, message=b"node full")
         return ws
-    session = Session(ws, node.settings.server.node_id, cfg.max_queue_bytes, cfg.rate_per_second)
+    session = Session(
+        ws,
+        request.transport,
+        node.settings.server.node_id,
+        cfg.max_queue_bytes,
+        cfg.rate_per_second,
+    )
     node.sessions.add(session)
     try:
         await _serve(node, session)
     finally:
-        node.sessions.discard(session)
+        node.forget(session)
         for member in session.subscriptions:
             node.feeds.leave(member, session)
-        node.presence_leave(session)
         for task in list(session.inflight):
             task.cancel()
         code = session.on_close or ws.close_code
@@ -126,14 +135,15 @@ async def _serve(node: Node, session: Session) -> None:
         )
         await _close(session, code, exc.message)
         return
-    if (
-        principal.kind == "app"
-        and principal.member is not None
-        and not node.presence_join(session, principal)
-    ):
+    member_scoped = principal.kind == "app" and principal.member is not None
+    if member_scoped and not await node.presence.join(session.id, principal):
         await _close(session, CloseCode.MEMBER_SESSIONS_FULL, "member has too many sessions")
         return
     session.principal = principal
+    node.admit(session)
+    if node.draining:
+        await _close(session, CloseCode.DRAINING, "node draining: reconnect to another node")
+        return
     session.send(
         Welcome(
             id=frame.id,
@@ -160,7 +170,10 @@ async def _serve(node: Node, session: Session) -> None:
                 await asyncio.wait(session.inflight, return_when=asyncio.FIRST_COMPLETED)
         elif msg.type == WSMsgType.ERROR:
             # Transport-level violation (e.g. a frame above the hard limit): aiohttp has
-            # already closed the socket with 1009 or 1002.
+            # already closed the socket with 1009 or 1002. A missing pong (heartbeat timeout)
+            # also lands here: the peer is gone, the transport is already dropped.
+            if isinstance(ws.exception(), TimeoutError):
+                session.on_close = CloseCode.HEARTBEAT_TIMEOUT
             return
         else:  # CLOSE, CLOSING, CLOSED
             break
@@ -187,6 +200,16 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
                 id=rid,
                 code=ErrorCode.ALREADY_AUTHENTICATED.value,
                 message=ErrorCode.ALREADY_AUTHENTICATED.description,
+            )
+        )
+        return
+    if node.draining:
+        session.send(
+            Error(
+                id=rid,
+                code=ErrorCode.DRAINING.value,
+                message=ErrorCode.DRAINING.description,
+                retryable=True,
             )
         )
         return

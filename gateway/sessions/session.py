@@ -1,8 +1,12 @@
-"""One live websocket session and its bounded outbound queue.
+"""One live websocket session and its bounded outbound path.
 
-Fan-out never awaits a session: ``send_raw`` appends bytes to the session's queue and a writer
-task (started only while there is something to write, so idle sessions cost no task) drains it
-to the socket. A session whose queue passes ``max_queue_bytes`` is closed with 3008 ("slow").
+Fan-out never awaits a session. A server frame is framed once (``text_frame``: an unmasked
+websocket text frame, the same bytes for every receiver) and written straight into the
+session's transport while the transport's own buffer is below ``WRITE_HIGH``; that costs no
+task and no copy per session. Above it, frames wait in a per-session queue drained by a writer
+task that exists only while there is a backlog, so idle sessions own no task and no queue.
+When transport buffer + queue would pass ``max_queue_bytes`` the session is closed with 3008
+(slow consumer) and its backlog dropped; the other sessions are not affected.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from protocol.codec import encode
 from protocol.codes import CloseCode
@@ -23,6 +28,25 @@ if TYPE_CHECKING:
     from gateway.auth import Principal
 
 _ids = itertools.count(1)
+
+#: Transport buffer (bytes) up to which frames are written directly; above it they queue.
+WRITE_HIGH = 64 * 1024
+#: The writer task resumes writing once the transport buffer is back below this.
+WRITE_LOW = 16 * 1024
+
+_LEN1 = struct.Struct("!BB").pack
+_LEN2 = struct.Struct("!BBH").pack
+_LEN3 = struct.Struct("!BBQ").pack
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked (server-to-client) websocket text frame holding ``payload``."""
+    n = len(payload)
+    if n < 126:
+        return _LEN1(0x81, n) + payload
+    if n < 65536:
+        return _LEN2(0x81, 126, n) + payload
+    return _LEN3(0x81, 127, n) + payload
 
 
 class TokenBucket:
@@ -54,66 +78,104 @@ class Session:
         "inflight",
         "max_queue_bytes",
         "on_close",
+        "presence",
         "principal",
         "queue",
         "queued_bytes",
         "subscriptions",
+        "transport",
         "writer",
         "ws",
     )
 
     def __init__(
-        self, ws: web.WebSocketResponse, node: str, max_queue_bytes: int, rate: int
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        node: str,
+        max_queue_bytes: int,
+        rate: int,
     ) -> None:
         self.ws = ws
+        self.transport = transport
         self.id = f"{node}-{next(_ids)}"
         self.principal: Principal | None = None
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[bytes] | None = None
         self.queued_bytes = 0
         self.max_queue_bytes = max_queue_bytes
         self.writer: asyncio.Task[None] | None = None
         self.closing = False
         self.subscriptions: set[str] = set()
+        #: Members whose presence this session watches (None until it asks).
+        self.presence: set[str] | None = None
         self.bucket = TokenBucket(rate, 2 * rate)
         self.bad_frames = 0
         self.inflight: set[asyncio.Task[Any]] = set()
         self.on_close: int | None = None
 
+    # ------------------------------------------------------------------ sending
     def send(self, frame: object) -> None:
-        self.send_raw(encode(frame))
+        self.send_framed(text_frame(encode(frame)))
 
     def send_raw(self, data: bytes) -> None:
+        """Send an already encoded JSON frame."""
+        self.send_framed(text_frame(data))
+
+    def send_framed(self, framed: bytes) -> None:
+        """Send a websocket frame made by ``text_frame`` (shared by every receiver)."""
         if self.closing:
             return
-        size = len(data)
-        if self.queued_bytes + size > self.max_queue_bytes:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if not self.queue and t.get_write_buffer_size() <= WRITE_HIGH:
+            t.write(framed)
+            return
+        size = len(framed)
+        if self.queued_bytes + size + t.get_write_buffer_size() > self.max_queue_bytes:
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbound queue full")
             return
-        self.queue.append(data)
+        if self.queue is None:
+            self.queue = deque()
+        self.queue.append(framed)
         self.queued_bytes += size
         if self.writer is None:
             self.writer = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
-        ws = self.ws
+        t = self.transport
+        q = self.queue
+        assert t is not None and q is not None
+        delay = 0.002
         try:
-            while self.queue:
-                data = self.queue.popleft()
-                self.queued_bytes -= len(data)
-                await ws.send_frame(data, WSMsgType.TEXT)
-        except (ConnectionError, RuntimeError):
-            self.queue.clear()
-            self.queued_bytes = 0
+            while q:
+                if t.is_closing():
+                    q.clear()
+                    self.queued_bytes = 0
+                    return
+                if t.get_write_buffer_size() > WRITE_LOW:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                delay = 0.002
+                while q and t.get_write_buffer_size() <= WRITE_HIGH:
+                    data = q.popleft()
+                    self.queued_bytes -= len(data)
+                    t.write(data)
         finally:
-            self.writer = None
+            if self.writer is asyncio.current_task():
+                self.writer = None
+            if not q and self.queue is q:
+                self.queue = None
 
-    async def flush(self, timeout: float = 1.0) -> None:
-        """Wait (bounded) until queued frames are written."""
-        writer = self.writer
-        if writer is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(writer), timeout)
+    @property
+    def backlog(self) -> int:
+        """Bytes waiting to reach this client (queue + transport buffer)."""
+        t = self.transport
+        buffered = 0 if t is None or t.is_closing() else t.get_write_buffer_size()
+        return self.queued_bytes + buffered
 
+    # ------------------------------------------------------------------ closing
     def close_soon(self, code: int, reason: str) -> None:
         if self.closing:
             return
@@ -121,19 +183,22 @@ class Session:
         self.on_close = code
         writer = self.writer
         if code == CloseCode.SLOW_CONSUMER:
-            # Drop what the client would not read; the close frame goes out at once.
+            # Drop what the client would not read; the close frame follows what the transport
+            # already holds.
             self.writer = None
             if writer is not None:
                 writer.cancel()
-            self.queue.clear()
+            if self.queue is not None:
+                self.queue.clear()
             self.queued_bytes = 0
+            writer = None
         task = asyncio.create_task(self._close(code, reason, writer))
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
     async def _close(self, code: int, reason: str, writer: asyncio.Task[None] | None) -> None:
-        if writer is not None and not writer.cancelled():
+        if writer is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(writer, 1.0)
+                await asyncio.wait_for(asyncio.shield(writer), 1.0)
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=reason.encode()[:120])

@@ -71,9 +71,11 @@ return 0
 """
 
 # Presence: KEYS[1]=presence hash of the member, KEYS[2]=the member's channel. Each field is a
-# session id, its value "channel|node|expiry-ms". Every change announces the full list of live
-# entries on the member's channel as a ``presence`` frame, from inside Redis, so the order of
-# announcements is the order of changes. The frame is built here (cjson quotes each string).
+# session id, its value "channel|node|expiry-ms"; the field "~seq" holds the sequence of the last
+# announcement. Every change announces the full list of live entries on the member's channel as
+# a ``presence`` frame, from inside Redis, with a growing ``seq`` (max(last + 1, Redis time in
+# microseconds), so it keeps growing after the hash expired). The frame is built here (cjson
+# quotes each string).
 _PRESENCE_ANNOUNCE = """
 local function announce(member, now)
   local all = redis.call('HGETALL', KEYS[1])
@@ -86,19 +88,25 @@ local function announce(member, now)
     end
   end
   table.sort(items)
+  local t = redis.call('TIME')
+  local seq = math.max(tonumber(redis.call('HGET', KEYS[1], '~seq') or '0') + 1,
+    tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('HSET', KEYS[1], '~seq', string.format('%d', seq))
   redis.call('PUBLISH', KEYS[2], '{"type":"presence","member":' .. cjson.encode(member) ..
-    ',"online":[' .. table.concat(items, ',') .. ']}')
+    ',"online":[' .. table.concat(items, ',') .. '],"seq":' .. string.format('%d', seq) .. '}')
 end
 local function sweep(now, keep)
   local all = redis.call('HGETALL', KEYS[1])
   local live, removed = 0, 0
   for i = 1, #all, 2 do
-    local exp = tonumber(string.match(all[i + 1], '|(%d+)$') or '0')
-    if exp < now then
-      redis.call('HDEL', KEYS[1], all[i])
-      removed = removed + 1
-    elseif all[i] ~= keep then
-      live = live + 1
+    if string.sub(all[i], 1, 1) ~= '~' then
+      local exp = tonumber(string.match(all[i + 1], '|(%d+)$') or '0')
+      if exp < now then
+        redis.call('HDEL', KEYS[1], all[i])
+        removed = removed + 1
+      elseif all[i] ~= keep then
+        live = live + 1
+      end
     end
   end
   return live, removed

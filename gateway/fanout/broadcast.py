@@ -1,0 +1,114 @@
+"""Merchant-wide broadcast: one ``notice`` frame to every live session of one merchant, on every
+node.
+
+``publish_notice`` encodes the frame once and publishes it on the merchant's broadcast channel
+(``Keys.broadcast_channel``); every node pattern-subscribes to those channels (``Feeds``) and
+``LocalBroadcast.deliver`` frames the received bytes once and writes the same bytes to each
+local session of that merchant, without awaiting any of them. The admin endpoint
+``POST /admin/broadcast`` (``handle_admin_broadcast``) calls ``publish_notice``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from gateway.sessions.session import text_frame
+from gateway.store.keys import Keys
+from gateway.store.redis import Redis, translate_errors
+from protocol.codec import encode
+from protocol.limits import Id
+from protocol.messages import Notice
+
+if TYPE_CHECKING:
+    from gateway.fanout.feeds import Subscriber
+
+#: Largest accepted notice payload (encoded JSON); the frame must stay under the protocol limit.
+MAX_NOTICE_BYTES = 32 * 1024
+
+
+class BroadcastRequest(msgspec.Struct, kw_only=True, frozen=True):
+    merchant: Id
+    kind: Id = "notice"
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    notice: Id | None = None
+    """Optional id chosen by the caller (e.g. the offer id); one is generated otherwise."""
+
+
+_request_decoder = msgspec.json.Decoder(BroadcastRequest)
+
+
+async def publish_notice(
+    redis: Redis,
+    keys: Keys,
+    merchant: str,
+    kind: str,
+    payload: dict[str, Any],
+    notice_id: str | None = None,
+) -> tuple[Notice, int]:
+    """Publish a notice to every session of ``merchant``; returns it and how many nodes
+    received it (Redis PUBLISH count)."""
+    notice = Notice(
+        notice=notice_id or f"n-{uuid.uuid4().hex[:16]}",
+        merchant=merchant,
+        kind=kind,
+        payload=payload,
+        at=int(time.time() * 1000),
+    )
+    with translate_errors("broadcast"):
+        nodes = await redis.publish(keys.broadcast_channel(merchant), encode(notice))
+    return notice, int(nodes)
+
+
+class LocalBroadcast:
+    """Delivers broadcast messages received on this node to this node's sessions."""
+
+    def __init__(self, keys: Keys, sessions_of: Callable[[str], Iterable[Subscriber]]) -> None:
+        self._keys = keys
+        self._sessions_of = sessions_of
+        self.delivered = 0
+
+    def deliver(self, channel: str, data: bytes) -> None:
+        merchant = self._keys.merchant_from_broadcast(channel)
+        framed = text_frame(data)
+        n = 0
+        for s in tuple(self._sessions_of(merchant)):
+            s.send_framed(framed)
+            n += 1
+        self.delivered += n
+
+
+def authorized(request: web.Request, admin_token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and bool(admin_token)
+        and hmac.compare_digest(token.strip().encode(), admin_token.encode())
+    )
+
+
+async def handle_admin_broadcast(
+    request: web.Request, redis: Redis, keys: Keys, admin_token: str
+) -> web.Response:
+    if not authorized(request, admin_token):
+        return web.json_response({"error": "unauthorized"}, status=401)
+    body = await request.read()
+    try:
+        req = _request_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        return web.json_response({"error": "invalid", "message": str(exc)}, status=400)
+    if len(encode(req.payload)) > MAX_NOTICE_BYTES:
+        return web.json_response(
+            {"error": "invalid", "message": f"payload above {MAX_NOTICE_BYTES} bytes"}, status=400
+        )
+    notice, nodes = await publish_notice(
+        redis, keys, req.merchant, req.kind, req.payload, req.notice
+    )
+    return web.json_response({"notice": notice.notice, "at": notice.at, "nodes": nodes})
