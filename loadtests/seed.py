@@ -1,0 +1,106 @@
+"""Seeding: a merchant and N members created directly in PostgreSQL, each credited a starting
+balance, and tokens minted with the gateway's secret.
+
+The starting balance is written as the members' first ledger entry (kind ``adjustment``,
+contra ``loadtest-seed``) in the same transaction as the account update, so the ledger's
+invariants hold from the first moment. Only members created by this call are credited, so a
+repeated seed never credits twice. Ledger rows are append-only by design; seeded data is not
+deleted afterwards: use a scratch database (``bench`` creates and drops its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway import auth
+from gateway.settings import DEV_JWT_SECRET
+
+SEED_CONTRA = "loadtest-seed"
+
+_CREDIT = """
+WITH credited AS (
+    UPDATE accounts SET posted = posted + $2, version = version + 1, updated_at = now()
+    WHERE member_id = ANY($1::text[]) AND version = 0
+    RETURNING member_id, merchant_id, posted, held, version)
+INSERT INTO ledger_entries (merchant_id, member_id, version, kind, op_id, contra, posted_delta,
+                            held_delta, posted_after, held_after, channel, created_at)
+SELECT merchant_id, member_id, version, 'adjustment', 'seed-' || member_id, $3, $2, 0,
+       posted, held, 'loadtest', now()
+FROM credited
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    merchant: str
+    members: list[str]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"merchant": self.merchant, "members": self.members}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Seeded:
+        data = json.loads(Path(path).read_text())
+        return cls(str(data["merchant"]), [str(m) for m in data["members"]])
+
+
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def member_ids(run: str, n: int) -> list[str]:
+    return [f"lt{run}-m{i:06d}" for i in range(n)]
+
+
+async def seed(
+    dsn: str,
+    members: int,
+    points: int = 1_000_000,
+    merchant: str | None = None,
+    run: str | None = None,
+    migrate: bool = True,
+) -> Seeded:
+    """Create (idempotently) the merchant and ``members`` members, credit new ones ``points``."""
+    import asyncpg
+
+    from gateway.loyalty.directory import create_members, create_merchant
+    from gateway.store.migrate import migrate as apply_migrations
+
+    run = run or run_id()
+    merchant = merchant or f"lt{run}"
+    ids = member_ids(run, members)
+    conn = await asyncpg.connect(dsn)
+    try:
+        if migrate:
+            await apply_migrations(conn)
+        await create_merchant(conn, merchant, f"load test {run}", points_per_unit=1)
+        for i in range(0, len(ids), 10_000):
+            chunk = ids[i : i + 10_000]
+            async with conn.transaction():
+                await create_members(conn, merchant, chunk)
+                if points > 0:
+                    await conn.execute(_CREDIT, chunk, points, SEED_CONTRA)
+    finally:
+        await conn.close()
+    return Seeded(merchant, ids)
+
+
+def secret(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("GATEWAY_JWT_SECRET") or DEV_JWT_SECRET
+
+
+def pos_token(secret_: str, merchant: str, store: str, terminal: str, ttl: float = 86_400) -> str:
+    return auth.mint_pos(secret_, merchant, store, terminal, ttl)
+
+
+def app_token(secret_: str, merchant: str, member: str, ttl: float = 86_400) -> str:
+    return auth.mint_app(secret_, merchant, member, ttl)
+
+
+def describe(seeded: Seeded) -> dict[str, Any]:
+    return {"merchant": seeded.merchant, "members": len(seeded.members)}

@@ -1,0 +1,586 @@
+"""One load-generator process: its share of terminals, watching sessions and members.
+
+The parent (``loadtests.runner``) splits the members between workers; each worker runs the POS
+flows for its own members and holds the app sessions watching them, so a push can be matched
+to the reply that caused it inside one process, by ``(member, version)``.
+
+Conversation with the parent over a pipe (tuples, first item the kind):
+
+* worker -> parent: ``ready`` (connections made), ``progress`` (once a second), ``result``
+  (histograms and observations), ``error`` (setup failed), ``closed``;
+* parent -> worker: ``start`` (monotonic start time), ``finish`` (stop sending, settle,
+  report), ``stop`` (close every session and exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import re
+import resource
+import time
+import traceback
+from collections import Counter, deque
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+
+from loadtests.arrival import Stage, schedule
+from loadtests.client import Link, LinkClosed, connectors
+from loadtests.hist import Histograms
+from loadtests.seed import app_token, pos_token
+from protocol.client import Changed, Event, Failed, Gap, Reply, Resync
+from protocol.messages import (
+    Balance,
+    Commit,
+    GetBalance,
+    HoldState,
+    Release,
+    Reserve,
+    Sale,
+    SaleLine,
+    SaleReceipt,
+    Subscribe,
+    Subscribed,
+)
+
+_MARK = re.compile(rb"lt-bc-[0-9a-z]+-\d+")
+CHANGING = ("reserve", "commit", "release", "sale")
+#: Pushes not matched to a reply within this many seconds are forgotten (other writers).
+MATCH_WINDOW_NS = 30 * 1_000_000_000
+
+
+def raise_nofile() -> tuple[int, int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+class Watcher:
+    __slots__ = ("busy", "idx", "last", "link", "member", "since_gap")
+
+    def __init__(self, idx: int, member: str, link: Link) -> None:
+        self.idx = idx
+        self.member = member
+        self.link = link
+        self.last: tuple[int, int, int, int] = (0, 0, 0, -1)
+        self.busy = False
+        self.since_gap: int | None = None
+
+
+class Worker:
+    def __init__(self, spec: dict[str, Any], conn: Connection) -> None:
+        self.spec = spec
+        self.cfg: dict[str, Any] = spec["config"]
+        self.conn = conn
+        self.idx: int = spec["index"]
+        self.count: int = spec["count"]
+        self.run: str = spec["run"]
+        self.merchant: str = spec["merchant"]
+        self.members: list[str] = spec["members"]
+        self.secret: str = spec["secret"]
+        self.urls: list[str] = self.cfg["url"]
+        self.hist = Histograms()
+        self.counters: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.watchers: list[Watcher] = []
+        self.terminals: list[Link] = []
+        self.https: list[aiohttp.ClientSession] = []
+        self.inflight = 0
+        self.reply_at: dict[tuple[str, int], int] = {}
+        self.reply_order: deque[tuple[int, tuple[str, int]]] = deque()
+        self.early: dict[tuple[str, int], list[int]] = {}
+        self.last_replies: dict[str, tuple[int, int, int, int]] = {}
+        self.bc_receipts: dict[str, list[int]] = {}
+        self.recent: dict[str, list[int]] = {"flow": [], "push": []}
+        self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.ops = itertools.count(1)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.member_terminal: dict[str, Link] = {}
+        self.rng = random.Random(self.idx)
+
+    # ------------------------------------------------------------------ plumbing
+    def send(self, *msg: Any) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.conn.send(msg)
+
+    def _on_pipe(self) -> None:
+        try:
+            while self.conn.poll():
+                self.inbox.put_nowait(self.conn.recv())
+        except (EOFError, OSError):
+            self.inbox.put_nowait(("stop",))
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.conn.fileno())
+
+    async def expect(self, *kinds: str) -> tuple[Any, ...]:
+        while True:
+            msg = await self.inbox.get()
+            if msg[0] in kinds or msg[0] == "stop":
+                return msg
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def http_for(self, n: int) -> aiohttp.ClientSession:
+        return self.https[n % len(self.https)]
+
+    # ------------------------------------------------------------------ main
+    async def main(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._on_pipe)
+        self.https = connectors(self.cfg.get("source_ips"))
+        try:
+            try:
+                await self.setup()
+            except Exception as exc:
+                self.send("error", self.idx, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                return
+            self.send("ready", self.idx, self.ready_info())
+            msg = await self.expect("start")
+            if msg[0] == "start":
+                await self.load(msg[1])
+                self.send("result", self.idx, self.result())
+                await self.expect("stop")
+        finally:
+            await self.teardown()
+            loop.remove_reader(self.conn.fileno())
+            self.send("closed", self.idx)
+
+    def ready_info(self) -> dict[str, Any]:
+        return {
+            "watchers": sum(1 for w in self.watchers if w.link.open),
+            "terminals": sum(1 for t in self.terminals if t.open),
+            "connect_errors": dict(self.errors),
+            "pid": os.getpid(),
+        }
+
+    # ------------------------------------------------------------------ setup
+    async def setup(self) -> None:
+        cfg = self.cfg
+        n_urls = len(self.urls)
+        # terminals: spread over nodes; member i's flows go through terminal i % T
+        for t in range(self.spec["terminals"]):
+            name = f"w{self.idx}t{t}"
+            link = Link(self.http_for(t), self.urls[(self.idx + t) % n_urls], name, self.on_events)
+            token = pos_token(self.secret, self.merchant, f"store{self.idx}", name)
+            await link.connect(token, cfg["timeout"])
+            self.terminals.append(link)
+        node_of_terminal = {id(t): self.urls.index(t.url[:-3]) for t in self.terminals}
+        for i, m in enumerate(self.members):
+            if self.terminals:
+                self.member_terminal[m] = self.terminals[i % len(self.terminals)]
+        # watchers: session k watches member k % M of this worker, on a node other than the
+        # one its member's terminal is on whenever there is more than one node
+        sem = asyncio.Semaphore(max(1, cfg["connect_concurrency"]))
+        tokens: dict[str, str] = {}
+        plan = []
+        for k in range(self.spec["sessions"]):
+            member = self.members[k % len(self.members)]
+            rank = k // len(self.members)
+            home = node_of_terminal.get(id(self.member_terminal.get(member)), 0)
+            node = (home + 1 + rank % max(1, n_urls - 1)) % n_urls if n_urls > 1 else 0
+            plan.append((k, member, node))
+
+        async def open_one(k: int, member: str, node: int) -> None:
+            async with sem:
+                token = tokens.get(member) or tokens.setdefault(
+                    member, app_token(self.secret, self.merchant, member)
+                )
+                link = Link(
+                    self.http_for(k),
+                    self.urls[node],
+                    f"w{self.idx}s{k}",
+                    self.on_events,
+                    self.on_raw,
+                    self.on_close,
+                )
+                w = Watcher(k, member, link)
+                started = time.monotonic_ns()
+                try:
+                    await link.connect(token, cfg["timeout"])
+                    await self.subscribe(w, None, started, "connect")
+                except (LinkClosed, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    self.errors[f"connect:{_reason(exc)}"] += 1
+                    await link.close()
+                    return
+                self.watchers.append(w)
+
+        await asyncio.gather(*(open_one(*p) for p in plan))
+        self.by_link = {id(w.link): w for w in self.watchers}
+
+    async def subscribe(self, w: Watcher, since: int | None, started: int, metric: str) -> None:
+        frame = Subscribe(id=w.link.proto.next_id(), member=w.member, since=since)
+        ev, t = await w.link.request(frame, self.cfg["timeout"])
+        if isinstance(ev, Failed):
+            raise LinkClosed(f"subscribe refused: {ev.error.code}")
+        self.hist.record_ns(metric, t - started)
+
+    # ------------------------------------------------------------------ events
+    def on_events(self, link: Link, events: list[Event], now: int) -> None:
+        w = getattr(self, "by_link", {}).get(id(link))
+        replayed = False
+        for ev in events:
+            if isinstance(ev, Reply):
+                if isinstance(ev.data, Subscribed):
+                    replayed = True
+                    if w is not None:
+                        self._on_subscribed(w, ev)
+            elif isinstance(ev, Changed):
+                c = ev.change
+                if w is None:
+                    continue
+                if c.version > w.last[3]:
+                    w.last = (c.posted, c.held, c.available, c.version)
+                if replayed:
+                    self.counters["pushes_replayed"] += 1
+                    continue
+                self.counters["pushes"] += 1
+                self._match_push((c.member, c.version), now)
+            elif isinstance(ev, Gap):
+                self.counters["gaps"] += 1
+                if w is not None and not w.busy:
+                    self.spawn(self._fill_gap(w, ev.expected - 1))
+            elif isinstance(ev, Resync):
+                self.counters["resyncs"] += 1
+                if w is not None and ev.balance.version >= w.last[3]:
+                    b = ev.balance
+                    w.last = (b.posted, b.held, b.available, b.version)
+            elif isinstance(ev, Failed):
+                self.errors[f"unmatched:{ev.error.code}"] += 1
+
+    def _on_subscribed(self, w: Watcher, ev: Reply) -> None:
+        data = ev.data
+        assert isinstance(data, Subscribed)
+        b = data.balance
+        if b.version >= w.last[3]:
+            w.last = (b.posted, b.held, b.available, b.version)
+        request = ev.request
+        since = request.since if isinstance(request, Subscribe) else None
+        if since is None:
+            return
+        if w.since_gap is not None:  # a gap fill: were the missing versions returned?
+            self.counters["gaps_recovered" if data.recovered else "gaps_resynced"] += 1
+            w.since_gap = None
+            return
+        self.counters["resumes"] += 1
+        if not data.recovered:
+            self.counters["resumes_not_recovered"] += 1
+            return
+        got = [c.version for c in data.missed]
+        if got != list(range(since + 1, b.version + 1)):
+            self.counters["resumes_broken"] += 1
+        else:
+            self.counters["resumes_recovered"] += 1
+            self.counters["resume_missed_changes"] += len(got)
+
+    async def _fill_gap(self, w: Watcher, since: int) -> None:
+        w.busy = True
+        w.since_gap = since
+        try:
+            await self.subscribe(w, since, time.monotonic_ns(), "resubscribe")
+        except (LinkClosed, TimeoutError):
+            self.errors["gap_fill_failed"] += 1
+        finally:
+            w.busy = False
+
+    def _match_push(self, key: tuple[str, int], now: int) -> None:
+        t = self.reply_at.get(key)
+        if t is not None:
+            self._push_lag(now - t)
+        else:
+            self.early.setdefault(key, []).append(now)
+
+    def _push_lag(self, ns: int) -> None:
+        self.hist.record_ns("push", ns)
+        rec = self.recent["push"]
+        if len(rec) < 100_000:
+            rec.append(ns)
+
+    def _note_reply(self, member: str, balance: Balance | None, t_reply: int) -> None:
+        if balance is None:
+            return
+        seen = (balance.posted, balance.held, balance.available, balance.version)
+        prev = self.last_replies.get(member)
+        if prev is None or balance.version > prev[3]:
+            self.last_replies[member] = seen
+        key = (member, balance.version)
+        self.reply_at[key] = t_reply
+        self.reply_order.append((t_reply, key))
+        for t in self.early.pop(key, ()):
+            self.counters["push_before_reply"] += 1
+            self._push_lag(max(0, t - t_reply))
+        cutoff = t_reply - MATCH_WINDOW_NS
+        while self.reply_order and self.reply_order[0][0] < cutoff:
+            _, old = self.reply_order.popleft()
+            self.reply_at.pop(old, None)
+
+    def on_raw(self, link: Link, raw: bytes, now: int) -> None:
+        for m in _MARK.findall(raw):
+            self.bc_receipts.setdefault(m.decode(), []).append(now)
+
+    def on_close(self, link: Link, code: int | None) -> None:
+        w = getattr(self, "by_link", {}).get(id(link))
+        if w is not None and not w.busy and not getattr(self, "closing", False):
+            self.counters["server_closed"] += 1
+            self.errors[f"close:{code}"] += 1
+
+    # ------------------------------------------------------------------ load
+    async def load(self, t0: int) -> None:
+        cfg = self.cfg
+        stages = [Stage(*s) for s in self.spec["stages"]]
+        pacers = []
+        if cfg["steps"] and self.terminals and any(s.start or s.end for s in stages):
+            pacers.append(self.spawn(self.pace_flows(t0, stages)))
+        if cfg["churn_rate"] > 0 and self.watchers:
+            dur = sum(s.duration for s in stages)
+            churn = [Stage(dur, cfg["churn_rate"], cfg["churn_rate"])]
+            pacers.append(self.spawn(self.pace_churn(t0, churn)))
+        reporter = self.spawn(self.report_progress(t0))
+        await self.expect("finish")
+        for p in pacers:
+            p.cancel()
+        await asyncio.gather(*pacers, return_exceptions=True)
+        # let flows in flight end (each is bounded by the command timeout)
+        deadline = time.monotonic() + cfg["timeout"] + 2
+        while self.inflight and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
+            await asyncio.sleep(0.05)
+        self.counters["abandoned"] += self.inflight
+        await self.settle(time.monotonic() + cfg["quiesce"])
+        reporter.cancel()
+        with contextlib.suppress(BaseException):
+            await reporter
+
+    async def settle(self, deadline: float) -> None:
+        """Wait (bounded) until every watcher saw the last version a reply reported."""
+        while time.monotonic() < deadline:
+            behind = [
+                w
+                for w in self.watchers
+                if w.link.open
+                and w.member in self.last_replies
+                and w.last[3] < self.last_replies[w.member][3]
+            ]
+            if not behind and not any(w.busy for w in self.watchers):
+                return
+            await asyncio.sleep(0.05)
+        self.counters["settle_timeout"] += 1
+
+    async def pace_flows(self, t0: int, stages: list[Stage]) -> None:
+        late_ns = int(self.cfg["late_ms"] * 1e6)
+        cap = self.cfg["max_inflight"]
+        members = self.members
+        n = 0
+        for offset in schedule(stages, 1 / self.count, self.idx / self.count):
+            due = t0 + int(offset * 1e9)
+            now = time.monotonic_ns()
+            if due > now:
+                await asyncio.sleep((due - now) / 1e9)
+                now = time.monotonic_ns()
+            elif n % 32 == 0:
+                await asyncio.sleep(0)
+            n += 1
+            if now - due > late_ns:
+                self.counters["late"] += 1
+            if self.inflight >= cap:
+                self.counters["dropped"] += 1
+                continue
+            self.counters["scheduled"] += 1
+            member = members[n % len(members)]
+            self.inflight += 1
+            self.spawn(self.flow(due, member))
+
+    async def flow(self, due: int, member: str) -> None:
+        cfg = self.cfg
+        link = self.member_terminal[member]
+        proto = link.proto
+        prev = due
+        hold = ""
+        try:
+            for step in cfg["steps"]:
+                op = f"{self.run}-{self.idx}-{next(self.ops)}"
+                name = step
+                if step == "lookup":
+                    name = "balance"
+                    frame: Any = GetBalance(id=proto.next_id(), member=member)
+                elif step == "reserve":
+                    hold = op
+                    frame = Reserve(id=proto.next_id(), op=op, member=member, points=cfg["points"])
+                elif step == "commit":
+                    if not hold:
+                        continue
+                    if self.rng.random() < cfg["release_fraction"]:
+                        name = "release"
+                        frame = Release(id=proto.next_id(), op=op, member=member, hold=hold)
+                    else:
+                        frame = Commit(id=proto.next_id(), op=op, member=member, hold=hold)
+                else:
+                    lines = [SaleLine(sku="sku-1", qty=1, price=cfg["sale_total"])]
+                    frame = Sale(
+                        id=proto.next_id(),
+                        op=op,
+                        member=member,
+                        total=cfg["sale_total"],
+                        lines=lines,
+                    )
+                self.counters["commands_sent"] += 1
+                try:
+                    ev, t = await link.request(frame, cfg["timeout"])
+                except TimeoutError:
+                    self.hist.record_ns(name, time.monotonic_ns() - prev)
+                    self._error(name, "timeout")
+                    return
+                except LinkClosed:
+                    self._error(name, "connection_lost")
+                    return
+                self.hist.record_ns(name, t - prev)
+                if isinstance(ev, Failed):
+                    self._error(name, ev.error.code)
+                    return
+                self.counters["commands_ok"] += 1
+                data = ev.data if isinstance(ev, Reply) else None
+                if isinstance(data, HoldState | SaleReceipt):
+                    self._note_reply(member, data.balance, t)
+                elif isinstance(data, Balance):
+                    prev_seen = self.last_replies.get(member)
+                    if prev_seen is None or data.version > prev_seen[3]:
+                        self.last_replies[member] = (
+                            data.posted,
+                            data.held,
+                            data.available,
+                            data.version,
+                        )
+                prev = t
+            done = time.monotonic_ns()
+            self.hist.record_ns("flow", done - due)
+            rec = self.recent["flow"]
+            if len(rec) < 100_000:
+                rec.append(done - due)
+            self.counters["flows_ok"] += 1
+        finally:
+            self.inflight -= 1
+
+    def _error(self, step: str, code: str) -> None:
+        self.errors[f"{step}:{code}"] += 1
+        self.counters["errors_total"] += 1
+
+    async def pace_churn(self, t0: int, stages: list[Stage]) -> None:
+        for offset in schedule(stages, 1 / self.count, self.idx / self.count):
+            due = t0 + int(offset * 1e9)
+            now = time.monotonic_ns()
+            if due > now:
+                await asyncio.sleep((due - now) / 1e9)
+            idle = [
+                w for w in self.rng.sample(self.watchers, min(8, len(self.watchers))) if not w.busy
+            ]
+            if not idle:
+                self.counters["churn_skipped"] += 1
+                continue
+            self.spawn(self.churn(idle[0]))
+
+    async def churn(self, w: Watcher) -> None:
+        w.busy = True
+        link = w.link
+        try:
+            await link.close()
+            link.proto.connection_lost()
+            self.counters["disconnects"] += 1
+            await asyncio.sleep(self.cfg["churn_down"])
+            started = time.monotonic_ns()
+            token = app_token(self.secret, self.merchant, w.member)
+            try:
+                await link.connect(token, self.cfg["timeout"])
+                before = set(link.proto.pending)
+                frames = link.proto.resume()  # subscribe again from the last version seen
+                rids = [rid for rid in link.proto.pending if rid not in before]
+                futs = [
+                    link.request_sent(rid, data, self.cfg["timeout"])
+                    for rid, data in zip(rids, frames, strict=True)
+                ]
+                results = await asyncio.gather(*futs)
+                t = max(t for _, t in results)
+                self.hist.record_ns("reconnect", t - started)
+                self.counters["reconnects"] += 1
+            except (LinkClosed, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                self._error("reconnect", _reason(exc))
+        finally:
+            w.busy = False
+
+    async def report_progress(self, t0: int) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            snap: dict[str, Any] = dict(self.counters)
+            snap["errors_total"] = self.counters["errors_total"]
+            snap["inflight"] = self.inflight
+            snap["connected"] = sum(1 for w in self.watchers if w.link.open)
+            for name, rec in self.recent.items():
+                if rec:
+                    rec.sort()
+                    snap[f"{name}_p99_ms"] = rec[int(len(rec) * 0.99)] / 1e6
+                    rec.clear()
+            self.send("progress", self.idx, snap)
+
+    def result(self) -> dict[str, Any]:
+        bc = {k: v for k, v in self.bc_receipts.items()}
+        return {
+            "histograms": self.hist.encode(),
+            "clamped": self.hist.clamped,
+            "counters": dict(self.counters),
+            "errors": dict(self.errors),
+            "seen": [(w.link.name, w.member, w.last) for w in self.watchers if w.last[3] >= 0],
+            "last_replies": self.last_replies,
+            "broadcast": bc,
+            "watchers_open": sum(1 for w in self.watchers if w.link.open),
+            "unmatched_pushes": sum(len(v) for v in self.early.values()),
+        }
+
+    async def teardown(self) -> None:
+        self.closing = True
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        links = [w.link for w in self.watchers] + self.terminals
+        for i in range(0, len(links), 500):
+            await asyncio.gather(
+                *(link.close(1.0) for link in links[i : i + 500]), return_exceptions=True
+            )
+        for http in self.https:
+            await http.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, LinkClosed):
+        return str(exc).split(":")[-1].strip() or "closed"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"http_{exc.status}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno).lower().replace(" ", "_")
+    return type(exc).__name__
+
+
+def entry(conn: Connection, spec: dict[str, Any]) -> None:
+    """Process entry point (multiprocessing, spawn)."""
+    raise_nofile()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        asyncio.run(Worker(spec, conn).main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        conn.close()
