@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -103,11 +104,13 @@ class NodeProcess:
             }
         )
         env.update(extra_env or {})
+        # A file, not a pipe: a pipe nobody reads can fill and stall the node.
+        self.log = tempfile.NamedTemporaryFile(prefix=f"lg-{node_id}-", suffix=".log")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
@@ -115,14 +118,17 @@ class NodeProcess:
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"node exited with {self.proc.returncode}: {err}")
+                    raise RuntimeError(f"node exited with {self.proc.returncode}: {self.output()}")
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with http.get(self.url + "/readyz") as resp:
                         if resp.status == 200:
                             return
                 await asyncio.sleep(0.1)
         raise TimeoutError("node did not become ready")
+
+    def output(self) -> str:
+        with open(self.log.name, errors="replace") as f:
+            return f.read()[-4000:]
 
     def kill(self) -> None:
         self.proc.kill()
