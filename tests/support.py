@@ -105,7 +105,7 @@ class NodeProcess:
         )
         env.update(extra_env or {})
         # A file, not a pipe: a pipe nobody reads can fill and stall the node.
-        self.log = tempfile.NamedTemporaryFile(prefix=f"lg-{node_id}-", suffix=".log")
+        self.log = tempfile.NamedTemporaryFile(prefix=f"lg-{node_id}-", suffix=".log")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
             env=env,
@@ -139,7 +139,9 @@ class NodeProcess:
             self.proc.terminate()
 
     def wait(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        self.log.close()
+        return code
 
 
 class WsClient:
