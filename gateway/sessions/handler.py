@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 from gateway import auth
 from gateway.errors import AuthError, GatewayError
 from gateway.sessions.commands import error_frame
-from gateway.sessions.session import Session
+from gateway.sessions.session import CLOSE_TIMEOUT, Session
 from protocol.codec import DecodeError, decode_client
 from protocol.codes import CloseCode, ErrorCode
 from protocol.messages import Error, Hello, Scope, Welcome
@@ -31,9 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Commands one session may have in flight; past this the session stops reading.
 MAX_INFLIGHT = 64
-#: Seconds a server-initiated close waits for the client's close frame before dropping the TCP
-#: connection (aiohttp's default is 10 s; a drain must fit in GATEWAY_DRAIN_SECONDS).
-CLOSE_TIMEOUT = 2.0
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

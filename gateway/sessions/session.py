@@ -33,6 +33,9 @@ _ids = itertools.count(1)
 WRITE_HIGH = 64 * 1024
 #: The writer task resumes writing once the transport buffer is back below this.
 WRITE_LOW = 16 * 1024
+#: Seconds a server-initiated close waits for the client's close frame before dropping the TCP
+#: connection (aiohttp's default is 10 s; a drain must fit in GATEWAY_DRAIN_SECONDS).
+CLOSE_TIMEOUT = 2.0
 
 _LEN1 = struct.Struct("!BB").pack
 _LEN2 = struct.Struct("!BBH").pack
@@ -200,5 +203,13 @@ class Session:
         if writer is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(writer), 1.0)
+        # aiohttp's close() first waits for the transport to drain, without a bound: a client
+        # that stopped reading would hold it forever. Bound it, then drop the connection.
+        clean = False
         with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=reason.encode()[:120])
+            async with asyncio.timeout(CLOSE_TIMEOUT + 1.0):
+                await self.ws.close(code=code, message=reason.encode()[:120])
+                clean = True
+        t = self.transport
+        if not clean and t is not None:
+            t.abort()  # also when closing: close() would wait for the buffer to drain
