@@ -42,6 +42,7 @@ class Link:
 
     __slots__ = (
         "close_code",
+        "failure",
         "futures",
         "http",
         "name",
@@ -50,6 +51,7 @@ class Link:
         "on_raw",
         "proto",
         "reader",
+        "undigested",
         "url",
         "ws",
     )
@@ -74,6 +76,8 @@ class Link:
         self.on_raw = on_raw
         self.on_close = on_close
         self.close_code: int | None = None
+        self.failure: str | None = None
+        self.undigested = 0
 
     @property
     def open(self) -> bool:
@@ -137,7 +141,12 @@ class Link:
                 raw = data.encode()
                 if self.on_raw is not None and BROADCAST_MARK in raw:
                     self.on_raw(self, raw, now)
-                events = self.proto.receive(raw)
+                try:
+                    events = self.proto.receive(raw)
+                except Exception as exc:  # a frame the helper cannot digest: count, read on
+                    self.undigested += 1
+                    self.failure = f"{type(exc).__name__}: {exc}"
+                    continue
                 rest: list[Event] = []
                 for ev in events:
                     if isinstance(ev, Reply | Failed | Welcomed):
@@ -152,8 +161,8 @@ class Link:
                     self.on_events(self, rest, now)
         except (asyncio.CancelledError, GeneratorExit):
             raise
-        except Exception:  # a broken socket ends the session like a close
-            pass
+        except Exception as exc:  # a broken socket ends the session like a close
+            self.failure = f"{type(exc).__name__}: {exc}"
         finally:
             self.close_code = ws.close_code
             for fut in self.futures.values():

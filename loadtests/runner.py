@@ -237,7 +237,12 @@ class Run:
         assert self.seeded is not None
         marker = f"lt-bc-{self.run_id}-{n}"
         url = self.cfg.url[0].rstrip("/") + "/admin/broadcast"
-        body = {"merchant": self.seeded.merchant, "message": marker, "data": {"marker": marker}}
+        body = {
+            "merchant": self.seeded.merchant,
+            "kind": "loadtest",
+            "notice": marker,
+            "payload": {"marker": marker},
+        }
         headers = {"Authorization": f"Bearer {self.cfg.resolved_admin_token()}"}
         sent = time.monotonic_ns()
         try:
@@ -317,12 +322,15 @@ class Run:
         seen: list[tuple[str, str, tuple[int, int, int, int]]] = []
         last_replies: dict[str, tuple[int, int, int, int]] = {}
         receipts: dict[str, list[int]] = {}
+        notes: set[str] = set()
         for w in self.workers:
             r = w.result or {}
             hist.merge(r.get("histograms", {}))
             counters.update(r.get("counters", {}))
             counters["clamped"] += r.get("clamped", 0)
             counters["unmatched_pushes"] += r.get("unmatched_pushes", 0)
+            counters["undigested_frames"] += r.get("undigested_frames", 0)
+            notes.update(r.get("link_failures", []))
             errors.update(r.get("errors", {}))
             seen.extend((s, m, tuple(v)) for s, m, v in r.get("seen", []))  # type: ignore[misc]
             last_replies.update(r.get("last_replies", {}))
@@ -375,6 +383,7 @@ class Run:
                 "terminals": sum((w.ready or {}).get("terminals", 0) for w in self.workers),
             },
             "broadcast": bc,
+            "client_notes": sorted(notes)[:10],
             "preflight": self.preflight.as_dict() if self.preflight else None,
             "verdict": vd.verdict(checks),
         }

@@ -1,5 +1,6 @@
 """Seeding: a merchant and N members created directly in PostgreSQL, each credited a starting
-balance, and tokens minted with the gateway's secret.
+balance and given a loyalty card (``card_for``, when the schema has identities), and tokens
+minted with the gateway's secret.
 
 The starting balance is written as the members' first ledger entry (kind ``adjustment``,
 contra ``loadtest-seed``) in the same transaction as the account update, so the ledger's
@@ -49,6 +50,18 @@ class Seeded:
         return cls(str(data["merchant"]), [str(m) for m in data["members"]])
 
 
+_CARDS = """
+INSERT INTO member_identities (merchant_id, kind, value, member_id)
+SELECT $1, 'card', 'CARD-' || upper(id), id FROM unnest($2::text[]) AS t(id)
+ON CONFLICT DO NOTHING
+"""
+
+
+def card_for(member: str) -> str:
+    """The loyalty card number seeded for ``member`` (looked up by the checkout flow)."""
+    return "CARD-" + member.upper()
+
+
 def run_id() -> str:
     return uuid.uuid4().hex[:8]
 
@@ -79,12 +92,15 @@ async def seed(
         if migrate:
             await apply_migrations(conn)
         await create_merchant(conn, merchant, f"load test {run}", points_per_unit=1)
+        has_cards = await conn.fetchval("SELECT to_regclass('member_identities') IS NOT NULL")
         for i in range(0, len(ids), 10_000):
             chunk = ids[i : i + 10_000]
             async with conn.transaction():
                 await create_members(conn, merchant, chunk)
                 if points > 0:
                     await conn.execute(_CREDIT, chunk, points, SEED_CONTRA)
+                if has_cards:
+                    await conn.execute(_CARDS, merchant, chunk)
     finally:
         await conn.close()
     return Seeded(merchant, ids)

@@ -32,7 +32,7 @@ import aiohttp
 from loadtests.arrival import Stage, schedule
 from loadtests.client import Link, LinkClosed, connectors
 from loadtests.hist import Histograms
-from loadtests.seed import app_token, pos_token
+from loadtests.seed import app_token, card_for, pos_token
 from protocol.client import Changed, Event, Failed, Gap, Reply, Resync
 from protocol.messages import (
     Balance,
@@ -47,6 +47,11 @@ from protocol.messages import (
     Subscribe,
     Subscribed,
 )
+
+try:  # member lookup by card, where the protocol has it; else the flow reads the balance
+    from protocol.loyalty import Lookup, Member
+except ImportError:  # pragma: no cover - protocol without the loyalty commands
+    Lookup = Member = None  # type: ignore[assignment,misc]
 
 _MARK = re.compile(rb"lt-bc-[0-9a-z]+-\d+")
 CHANGING = ("reserve", "commit", "release", "sale")
@@ -162,6 +167,7 @@ class Worker:
             "terminals": sum(1 for t in self.terminals if t.open),
             "connect_errors": dict(self.errors),
             "pid": os.getpid(),
+            "lookup": "lookup" if getattr(self, "use_lookup", False) else "balance",
         }
 
     # ------------------------------------------------------------------ setup
@@ -175,6 +181,11 @@ class Worker:
             token = pos_token(self.secret, self.merchant, f"store{self.idx}", name)
             await link.connect(token, cfg["timeout"])
             self.terminals.append(link)
+        self.use_lookup = Lookup is not None and bool(self.terminals) and "lookup" in cfg["steps"]
+        if self.use_lookup:  # does this deployment know `lookup`? (else the flow reads the balance)
+            probe = Lookup(id=self.terminals[0].proto.next_id(), card=card_for(self.members[0]))
+            ev, _ = await self.terminals[0].request(probe, cfg["timeout"])
+            self.use_lookup = not (isinstance(ev, Failed) and ev.error.code == "unknown_type")
         node_of_terminal = {id(t): self.urls.index(t.url[:-3]) for t in self.terminals}
         for i, m in enumerate(self.members):
             if self.terminals:
@@ -325,7 +336,7 @@ class Worker:
             self.reply_at.pop(old, None)
 
     def on_raw(self, link: Link, raw: bytes, now: int) -> None:
-        for m in _MARK.findall(raw):
+        for m in set(_MARK.findall(raw)):
             self.bc_receipts.setdefault(m.decode(), []).append(now)
 
     def on_close(self, link: Link, code: int | None) -> None:
@@ -409,9 +420,11 @@ class Worker:
             for step in cfg["steps"]:
                 op = f"{self.run}-{self.idx}-{next(self.ops)}"
                 name = step
-                if step == "lookup":
+                if step == "lookup" and self.use_lookup:
+                    frame: Any = Lookup(id=proto.next_id(), card=card_for(member))
+                elif step == "lookup":
                     name = "balance"
-                    frame: Any = GetBalance(id=proto.next_id(), member=member)
+                    frame = GetBalance(id=proto.next_id(), member=member)
                 elif step == "reserve":
                     hold = op
                     frame = Reserve(id=proto.next_id(), op=op, member=member, points=cfg["points"])
@@ -541,7 +554,12 @@ class Worker:
             "broadcast": bc,
             "watchers_open": sum(1 for w in self.watchers if w.link.open),
             "unmatched_pushes": sum(len(v) for v in self.early.values()),
+            "undigested_frames": sum(link.undigested for link in self._links()),
+            "link_failures": sorted({link.failure for link in self._links() if link.failure})[:5],
         }
+
+    def _links(self) -> list[Link]:
+        return [w.link for w in self.watchers] + self.terminals
 
     async def teardown(self) -> None:
         self.closing = True
