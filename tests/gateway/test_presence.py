@@ -1,0 +1,125 @@
+"""Presence across nodes: a POS sees the member's app/web sessions come and go, and the
+per-member session limit holds across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import auth
+from gateway.store.keys import Keys
+from protocol.codes import CloseCode
+from protocol.messages import Presence, Result, Welcome
+from tests.conftest import REDIS_URL
+from tests.gateway.live_support import app, make_world, next_of, pos
+from tests.support import SECRET, WsClient, app_token, running_node, settings_for
+
+
+@pytest.fixture
+async def world(pg_dsn: str) -> dict[str, Any]:
+    return await make_world(pg_dsn)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def test_pos_sees_app_and_web_come_and_go_across_nodes(http, pg_dsn, redis_prefix, world):
+    member = world["members"][0]
+    async with (
+        running_node(settings_for(pg_dsn, REDIS_URL, "pa"), redis_prefix) as na,
+        running_node(settings_for(pg_dsn, REDIS_URL, "pb"), redis_prefix) as nb,
+    ):
+        till = await pos(http, na.url, world["merchant"])
+        r = await till.request({"type": "subscribe", "member": member, "presence": True})
+        assert isinstance(r, Result) and r.data.presence == []
+        phone = await app(http, nb.url, world["merchant"], member)
+        p = await next_of(till, Presence)
+        assert p.member == member
+        assert [(x.channel, x.node) for x in p.online] == [("app", "pb")]
+        seq = p.seq
+        web = await WsClient.connect(http, na.url)
+        token = auth.mint_app(SECRET, world["merchant"], member, channel="web")
+        assert isinstance(await web.hello(token), Welcome)
+        p = await next_of(till, Presence)
+        assert sorted(x.channel for x in p.online) == ["app", "web"] and p.seq > seq
+        # a second POS subscribing later gets the current list in its reply
+        other = await pos(http, nb.url, world["merchant"], "t2")
+        r = await other.request({"type": "subscribe", "member": member, "presence": True})
+        assert sorted(x.channel for x in r.data.presence) == ["app", "web"]
+        # sessions without presence get no presence pushes
+        plain = await pos(http, na.url, world["merchant"], "t3")
+        r = await plain.request({"type": "subscribe", "member": member})
+        assert r.data.presence is None
+        await phone.close()
+        p = await next_of(till, Presence)
+        assert [x.channel for x in p.online] == ["web"]
+        await web.close()
+        p = await next_of(till, Presence)
+        assert p.online == []
+        assert not any(isinstance(f, Presence) for f in plain.frames)
+        for c in (till, other, plain):
+            await c.close()
+
+
+async def test_entries_of_a_dead_node_expire_and_are_announced(http, pg_dsn, redis_prefix, world):
+    member = world["members"][1]
+    settings = settings_for(pg_dsn, REDIS_URL, "pc", heartbeat=0.2)
+    r = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        async with running_node(settings, redis_prefix) as node:
+            till = await pos(http, node.url, world["merchant"])
+            phone = await app(http, node.url, world["merchant"], member)
+            # an entry left by a node that died (kill -9): nobody removes it but expiry
+            gone = int(time.time() * 1000) + 300
+            await r.hset(Keys(redis_prefix).presence(member), "dead-1", f"app|dead|{gone}")
+            reply = await till.request({"type": "subscribe", "member": member, "presence": True})
+            assert sorted(x.node for x in reply.data.presence) == ["dead", "pc"]
+            p = await next_of(till, Presence)  # the sweep drops it and announces
+            assert [x.node for x in p.online] == ["pc"]
+            # the live session's own entry is refreshed, not expired
+            time_left = 1.0
+            start = time.monotonic()
+            while time.monotonic() - start < time_left:
+                peers, _ = await node.node.presence.online(member)
+                assert [x.node for x in peers] == ["pc"]
+                await asyncio.sleep(0.1)
+            await phone.close()
+            await till.close()
+    finally:
+        await r.aclose()
+
+
+async def test_member_session_limit_holds_across_nodes(http, pg_dsn, redis_prefix, world):
+    member = world["members"][2]
+    a = settings_for(pg_dsn, REDIS_URL, "la", max_sessions_per_member=2)
+    b = settings_for(pg_dsn, REDIS_URL, "lb", max_sessions_per_member=2)
+    async with running_node(a, redis_prefix) as na, running_node(b, redis_prefix) as nb:
+        first = await app(http, na.url, world["merchant"], member)
+        second = await app(http, nb.url, world["merchant"], member)
+        third = await WsClient.connect(http, na.url)
+        with pytest.raises(ConnectionError):  # closed instead of welcomed
+            await third.hello(app_token(world["merchant"], member))
+        assert await third.wait_closed() == CloseCode.MEMBER_SESSIONS_FULL
+        # POS sessions do not count against the member's limit
+        till = await pos(http, nb.url, world["merchant"])
+        assert isinstance(await till.request({"type": "ping"}), Result)
+        # one leaves: a new one fits again (on either node)
+        await first.close()
+        for _ in range(50):
+            peers, _ = await nb.node.presence.online(member)
+            if len(peers) == 1:
+                break
+            await asyncio.sleep(0.05)
+        again = await app(http, nb.url, world["merchant"], member)
+        await again.close()
+        await second.close()
+        await till.close()
