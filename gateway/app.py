@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from gateway.api import setup_api
 from gateway.auth import Principal
 from gateway.fanout.broadcast import LocalBroadcast, handle_admin_broadcast
 from gateway.fanout.feeds import Feeds
@@ -124,8 +125,10 @@ class Node:
         start = time.monotonic()
         sessions = list(self.sessions)
         inflight = [t for s in sessions for t in s.inflight]
-        if inflight:
-            await asyncio.wait(inflight, timeout=max(0.05, budget * 0.5))
+        # Let load balancers see the failed readiness before sessions reconnect elsewhere.
+        grace = asyncio.create_task(asyncio.sleep(min(1.0, budget * 0.1)))
+        await asyncio.wait([grace, *inflight], timeout=max(0.05, budget * 0.5))
+        grace.cancel()
         sessions = list(self.sessions)
         for s in sessions:
             s.close_soon(CloseCode.DRAINING, "node draining: reconnect to another node")
@@ -289,6 +292,7 @@ def build_app(settings: Settings, redis_prefix: str = "lg") -> web.Application:
         await node.close()
 
     app.cleanup_ctx.append(lifecycle)
+    setup_api(app, node)
 
     async def on_shutdown(app: web.Application) -> None:
         await node.drain()
