@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from protocol import codes, limits, messages, version
+from protocol import codes, limits, loyalty, messages, version
 from protocol.codes import CloseCode, ErrorCode, close_should_reconnect
 from protocol.messages import (
     Balance,
@@ -172,6 +172,8 @@ EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
         )
     ],
 }
+for _name, _examples in loyalty.EXAMPLES.items():  # the loyalty programme's frames
+    EXAMPLES.setdefault(_name, []).extend(_examples)
 
 # --------------------------------------------------------------------------- helpers
 

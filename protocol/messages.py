@@ -23,6 +23,7 @@ from protocol.limits import (
     TtlMs,
     Version,
 )
+from protocol.loyalty import LoyaltyCommand, LoyaltyPush, LoyaltyResult
 
 
 class _Client(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
@@ -147,6 +148,7 @@ ClientFrame = (
     | Commit
     | Release
     | GetOutcome
+    | LoyaltyCommand
 )
 
 # Bounds that msgspec.Meta cannot express on a list type alias inside a Struct:
@@ -262,7 +264,9 @@ class Pong(_Data, tag="pong", frozen=True):
     pass
 
 
-ResultData = Balance | Subscribed | Unsubscribed | SaleReceipt | HoldState | Outcome | Pong
+ResultData = (
+    Balance | Subscribed | Unsubscribed | SaleReceipt | HoldState | Outcome | Pong | LoyaltyResult
+)
 
 
 class Result(_Server, tag="result", frozen=True):
@@ -319,4 +323,4 @@ class Notice(_Server, tag="notice", frozen=True):
     """Publish time, milliseconds since the Unix epoch."""
 
 
-ServerFrame = Welcome | Result | Error | BalanceChanged | Resync | Presence | Notice
+ServerFrame = Welcome | Result | Error | BalanceChanged | Resync | Presence | Notice | LoyaltyPush

@@ -32,6 +32,14 @@ class Keys:
         """Pub/sub channel for merchant-wide messages (e.g. a new offer to every session)."""
         return f"{self.prefix}:bc:{merchant}"
 
+    def member_events_channel(self, merchant: str) -> str:
+        """Pub/sub channel for member events other than balance changes (``tier_changed``),
+        each wrapped in an envelope naming the member (see ``gateway.loyalty.live``)."""
+        return f"{self.prefix}:me:{merchant}"
+
+    def member_events_pattern(self) -> str:
+        return f"{self.prefix}:me:*"
+
     def presence(self, member: str) -> str:
         """Hash session-id -> "channel|node|expiry-ms" of the member's live sessions."""
         return f"{self.prefix}:pr:{{m:{member}}}"

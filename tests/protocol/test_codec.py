@@ -17,6 +17,7 @@ from protocol import (
     decode_client,
     decode_server,
     encode,
+    loyalty,
     negotiate,
 )
 from protocol import limits as L
@@ -116,6 +117,11 @@ SERVER_FRAMES: list[Any] = [
     Presence(member="m-1", online=[Peer(session="n-1", channel="app", node="n")]),
     Notice(notice="n1", merchant="m", kind="offer", payload={"title": "2x"}, at=1),
 ]
+# The loyalty programme's frames (protocol/loyalty.py) and their examples.
+CLIENT_FRAMES += [
+    f for name, ex in loyalty.EXAMPLES.items() if name != "TierChanged" for _, f in ex
+]
+SERVER_FRAMES += [f for _, f in loyalty.EXAMPLES["TierChanged"]]
 
 
 @pytest.mark.parametrize("frame", CLIENT_FRAMES, ids=lambda f: type(f).__name__)

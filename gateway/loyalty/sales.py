@@ -1,0 +1,345 @@
+"""Sales and returns: the unified purchase history and the points they move.
+
+A sale is recorded in ``sales`` keyed by its operation id *before* its ledger operation, with
+the points computed then; a retry (same ``op``) reuses that row, so it posts exactly the same
+points even if rules or the member's tier changed meanwhile, and the ledger applies the
+operation once. The history shows a sale once its ledger operation committed.
+
+A return is recorded in ``sale_returns`` under the sale's row lock (so concurrent returns of
+one sale never return more than was bought), then posted to the ledger as one ``return`` entry:
+``restored - clawback``, with ``clamp`` (the clawback is capped at what is available; the rest
+is reported as ``uncollected``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from gateway.errors import Refused
+from gateway.ledger.apply import epoch_ms, refuse
+from gateway.ledger.engine import decode_outcome
+from gateway.store.db import translate_errors
+from protocol.codes import ErrorCode
+from protocol.loyalty import Purchase, PurchaseLine, Return
+from protocol.messages import HoldState, Outcome, PointsLine, Sale
+
+_lines_decoder = msgspec.json.Decoder(list[PurchaseLine])
+_breakdown_decoder = msgspec.json.Decoder(list[PointsLine])
+_counts_decoder = msgspec.json.Decoder(dict[str, int])
+
+# --------------------------------------------------------------------------- sales
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    member: str
+    points: int
+    breakdown: tuple[PointsLine, ...]
+    fingerprint: bytes
+
+
+_FIND_SALE = """
+SELECT member_id, points, breakdown, fingerprint FROM sales WHERE merchant_id = $1 AND op_id = $2
+"""
+
+
+async def find_sale(pool: asyncpg.Pool[Any], merchant: str, op: str) -> Recorded | None:
+    with translate_errors("sale read"):
+        r = await pool.fetchrow(_FIND_SALE, merchant, op)
+    if r is None:
+        return None
+    return Recorded(
+        r["member_id"],
+        r["points"],
+        tuple(_breakdown_decoder.decode(r["breakdown"])),
+        r["fingerprint"],
+    )
+
+
+async def record_sale(
+    pool: asyncpg.Pool[Any],
+    merchant: str,
+    sale: Sale,
+    channel: str,
+    store: str,
+    terminal: str,
+    points: int,
+    breakdown: tuple[PointsLine, ...],
+    fingerprint: bytes,
+) -> Recorded:
+    """Insert the sale (first writer wins) and return the row that holds."""
+    lines = [
+        PurchaseLine(sku=ln.sku, qty=ln.qty, price=ln.price, category=ln.category, name=ln.name)
+        for ln in sale.lines
+    ]
+    with translate_errors("sale record"):
+        await pool.execute(
+            """INSERT INTO sales (merchant_id, op_id, member_id, channel, store_id, terminal_id,
+                                  total, points, breakdown, lines, fingerprint)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11)
+               ON CONFLICT (merchant_id, op_id) DO NOTHING""",
+            merchant,
+            sale.op,
+            sale.member,
+            channel,
+            store,
+            terminal,
+            sale.total,
+            points,
+            msgspec.json.encode(list(breakdown)).decode(),
+            msgspec.json.encode(lines).decode(),
+            fingerprint,
+        )
+    found = await find_sale(pool, merchant, sale.op)
+    assert found is not None
+    return found
+
+
+_HISTORY = """
+SELECT s.seq, s.op_id, s.total, s.points, s.lines, s.channel, s.store_id, s.created_at
+  FROM sales s
+  JOIN operations o ON o.merchant_id = s.merchant_id AND o.op_id = s.op_id
+                   AND o.ok AND o.kind = 'earn'
+ WHERE s.member_id = $1 AND s.merchant_id = $2 AND ($3::bigint IS NULL OR s.seq < $3)
+ ORDER BY s.seq DESC
+ LIMIT $4
+"""
+
+_RETURNS_OF = """
+SELECT r.sale_op, r.lines, r.clawback
+  FROM sale_returns r
+  JOIN operations o ON o.merchant_id = r.merchant_id AND o.op_id = r.op_id AND o.ok
+ WHERE r.merchant_id = $1 AND r.sale_op = ANY($2::text[])
+"""
+
+
+async def history(
+    conn: asyncpg.Pool[Any] | asyncpg.Connection[Any],
+    merchant: str,
+    member: str,
+    before: int | None,
+    limit: int,
+) -> tuple[list[Purchase], str | None]:
+    """Newest first; keyset pagination on the sale sequence (stable under concurrent sales)."""
+    with translate_errors("history read"):
+        rows = await conn.fetch(_HISTORY, member, merchant, before, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        rets = await conn.fetch(_RETURNS_OF, merchant, [r["op_id"] for r in rows])
+    returned: dict[str, Counter[str]] = {}
+    clawed: Counter[str] = Counter()
+    for r in rets:
+        returned.setdefault(r["sale_op"], Counter()).update(_counts_decoder.decode(r["lines"]))
+        clawed[r["sale_op"]] += r["clawback"]
+    out = []
+    for r in rows:
+        left = Counter(returned.get(r["op_id"], Counter()))
+        lines = []
+        for ln in _lines_decoder.decode(r["lines"]):
+            n = min(ln.qty, left[ln.sku])
+            left[ln.sku] -= n
+            lines.append(msgspec.structs.replace(ln, returned=n) if n else ln)
+        out.append(
+            Purchase(
+                op=r["op_id"],
+                at=epoch_ms(r["created_at"]),
+                channel=r["channel"],
+                store=r["store_id"],
+                total=r["total"],
+                points=r["points"],
+                returned_points=clawed[r["op_id"]],
+                lines=lines,
+            )
+        )
+    return out, (str(rows[-1]["seq"]) if more and rows else None)
+
+
+# --------------------------------------------------------------------------- returns
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedReturn:
+    member: str
+    sale: str
+    clawback: int
+    restored: int
+    fingerprint: bytes
+
+
+def return_fingerprint(frame: Return) -> bytes:
+    lines = sorted((ln.sku, ln.qty) for ln in frame.lines)
+    raw = msgspec.json.encode(
+        ("return", frame.member, frame.sale, lines, frame.amount, frame.redemption)
+    )
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def _floor(x: Decimal) -> int:
+    return int(x.to_integral_value(rounding=ROUND_FLOOR))
+
+
+class _Refusal(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+async def plan_return(
+    pool: asyncpg.Pool[Any], merchant: str, frame: Return
+) -> PlannedReturn | Outcome:
+    """Record the return (or find it, for a retry) and say what it moves. See the module doc
+    and gateway/loyalty/README.md for the proportional rules."""
+    fp = return_fingerprint(frame)
+    try:
+        with translate_errors("return"):
+            async with pool.acquire() as conn, conn.transaction():
+                return await _plan(conn, merchant, frame, fp)
+    except _Refusal as r:
+        return r.outcome
+
+
+async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedReturn:
+    def fail(code: ErrorCode, message: str = "") -> _Refusal:
+        return _Refusal(refuse(frame.op, code, message))
+
+    sale = await conn.fetchrow(
+        """SELECT s.member_id, s.total, s.points, s.lines FROM sales s
+             JOIN operations o ON o.merchant_id = s.merchant_id AND o.op_id = s.op_id
+                              AND o.ok AND o.kind = 'earn'
+            WHERE s.merchant_id = $1 AND s.op_id = $2
+              FOR UPDATE OF s""",
+        merchant,
+        frame.sale,
+    )
+    if sale is None or sale["member_id"] != frame.member:
+        raise fail(ErrorCode.SALE_NOT_FOUND)
+    mine = await conn.fetchrow(
+        "SELECT fingerprint, clawback, restored FROM sale_returns WHERE merchant_id = $1 AND op_id = $2",
+        merchant,
+        frame.op,
+    )
+    if mine is not None:
+        if mine["fingerprint"] != fp:
+            raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
+        return PlannedReturn(frame.member, frame.sale, mine["clawback"], mine["restored"], fp)
+
+    prior = await conn.fetch(
+        "SELECT lines, value, clawback, restored FROM sale_returns WHERE merchant_id = $1 AND sale_op = $2",
+        merchant,
+        frame.sale,
+    )
+    total: int = sale["total"]
+    points: int = sale["points"]
+    sold_lines = _lines_decoder.decode(sale["lines"])
+    sold_qty: Counter[str] = Counter()
+    sold_value: Counter[str] = Counter()
+    for ln in sold_lines:
+        sold_qty[ln.sku] += ln.qty
+        sold_value[ln.sku] += ln.qty * ln.price
+    whole = sum(sold_value.values())
+    done_qty: Counter[str] = Counter()
+    done_value = 0
+    for p in prior:
+        done_qty.update(_counts_decoder.decode(p["lines"]))
+        done_value += p["value"]
+    left_value = total - done_value
+
+    counts: dict[str, int] = {}
+    if frame.lines:
+        if frame.amount is not None:
+            raise fail(ErrorCode.INVALID_FIELD, "give lines or amount, not both")
+        want: Counter[str] = Counter()
+        for rl in frame.lines:
+            want[rl.sku] += rl.qty
+        for sku, qty in want.items():
+            if qty > sold_qty[sku] - done_qty[sku]:
+                raise fail(
+                    ErrorCode.RETURN_EXCEEDS_SALE,
+                    f"{sku}: returning {qty}, {sold_qty[sku] - done_qty[sku]} left of the sale",
+                )
+        counts = dict(want)
+        completes = all(done_qty[s] + want[s] == q for s, q in sold_qty.items())
+        gross = sum((Decimal(sold_value[s]) * q / sold_qty[s] for s, q in want.items()), Decimal(0))
+        value = left_value if completes else min(left_value, _floor(gross * total / whole))
+    elif frame.amount is not None:
+        if frame.amount > left_value or frame.amount == 0:
+            raise fail(ErrorCode.RETURN_EXCEEDS_SALE, f"{left_value} left of the sale")
+        value = frame.amount
+        completes = value == left_value
+    else:  # the whole remainder
+        counts = {s: q - done_qty[s] for s, q in sold_qty.items() if q > done_qty[s]}
+        value = left_value
+        completes = True
+    if value <= 0 and not counts:
+        raise fail(ErrorCode.RETURN_EXCEEDS_SALE, "nothing of the sale is left to return")
+
+    clawed = sum(p["clawback"] for p in prior)
+    if completes:
+        clawback = points - clawed
+    else:
+        clawback = min(points - clawed, _floor(Decimal(points) * value / total)) if total else 0
+
+    restored = 0
+    if frame.redemption is not None:
+        raw = await conn.fetchval(
+            """SELECT result FROM operations
+                WHERE merchant_id = $1 AND op_id = $2 AND kind = 'commit' AND ok""",
+            merchant,
+            frame.redemption,
+        )
+        data = decode_outcome(raw).data if raw is not None else None
+        if not isinstance(data, HoldState) or data.member != frame.member:
+            raise fail(ErrorCode.OPERATION_NOT_FOUND, "no committed redemption with that op")
+        spent = data.committed
+        given = sum(p["restored"] for p in prior)
+        if completes:
+            restored = spent - given
+        else:
+            restored = min(spent - given, _floor(Decimal(spent) * value / total)) if total else 0
+        restored = max(restored, 0)
+
+    await conn.execute(
+        """INSERT INTO sale_returns (merchant_id, op_id, sale_op, member_id, lines, value,
+                                     clawback, restored, redemption, fingerprint)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)""",
+        merchant,
+        frame.op,
+        frame.sale,
+        frame.member,
+        msgspec.json.encode(counts).decode(),
+        value,
+        clawback,
+        restored,
+        frame.redemption,
+        fp,
+    )
+    return PlannedReturn(frame.member, frame.sale, clawback, restored, fp)
+
+
+async def qualifying_points(
+    conn: asyncpg.Pool[Any] | asyncpg.Connection[Any], member: str, since: datetime
+) -> int:
+    """Points earned by sales since ``since``, less what returns clawed back since then."""
+    with translate_errors("qualifying points"):
+        value = await conn.fetchval(
+            """SELECT COALESCE((SELECT sum(s.points) FROM sales s
+                                  JOIN operations o ON o.merchant_id = s.merchant_id
+                                   AND o.op_id = s.op_id AND o.ok AND o.kind = 'earn'
+                                 WHERE s.member_id = $1 AND s.created_at > $2), 0)
+                    - COALESCE((SELECT sum(r.clawback) FROM sale_returns r
+                                 WHERE r.member_id = $1 AND r.created_at > $2), 0)""",
+            member,
+            since,
+        )
+    return max(0, int(value))
+
+
+def not_found(what: str) -> Refused:
+    return Refused(f"no such {what}", ErrorCode.SALE_NOT_FOUND)

@@ -1,0 +1,701 @@
+"""The loyalty programme's operations, shared by the websocket commands (``commands.py``) and
+the admin API (``gateway/api``). Every points change goes through the ledger; refusals raise
+``Refused`` with their stable error code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from gateway.errors import GatewayError, Refused
+from gateway.ledger.apply import epoch_ms
+from gateway.ledger.engine import Ledger
+from gateway.ledger.model import Earn, Origin
+from gateway.ledger.reads import Reads
+from gateway.loyalty import directory, sales
+from gateway.loyalty.earning import Earning, detail_fingerprint, sale_detail
+from gateway.loyalty.identity import (
+    invalid,
+    mint_pass,
+    normalise_card,
+    normalise_email,
+    normalise_phone,
+    verify_pass,
+)
+from gateway.loyalty.live import MemberEvents
+from gateway.loyalty.programme import Programme, Programmes
+from gateway.store.db import translate_errors
+from protocol.codes import ErrorCode
+from protocol.loyalty import (
+    History,
+    Member,
+    MemberBalance,
+    Offer,
+    Pass,
+    PointsItem,
+    Return,
+    ReturnReceipt,
+    RewardCode,
+    RewardOption,
+    TierChanged,
+    TierInfo,
+)
+from protocol.messages import Balance, Outcome, PointsLine, Sale, SaleReceipt
+
+log = logging.getLogger(__name__)
+
+#: Advisory lock key of the points-expiry job (one runner at a time across nodes).
+EXPIRY_LOCK = 0x6C6F79616C7478  # "loyaltx"
+#: Members one expiry pass handles (the next pass continues).
+EXPIRY_BATCH = 5000
+_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
+
+
+def member_balance(b: Balance) -> MemberBalance:
+    return MemberBalance(posted=b.posted, held=b.held, available=b.available, version=b.version)
+
+
+def refused(outcome: Outcome) -> Refused:
+    err = outcome.error
+    assert err is not None
+    return Refused(err.message, ErrorCode(err.code))
+
+
+def new_code() -> str:
+    return "RW-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
+
+
+def _dt(v: datetime | None) -> int:
+    return 0 if v is None else epoch_ms(v)
+
+
+class Loyalty:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        ledger: Ledger,
+        reads: Reads,
+        events: MemberEvents,
+        secret: str,
+    ) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.reads = reads
+        self.events = events
+        self.secret = secret
+        self.programmes = Programmes(pool)
+        self.earning = Earning(pool, self.programmes)
+
+    # ------------------------------------------------------------------ identity
+    def identities(
+        self,
+        programme: Programme,
+        phone: str | None = None,
+        email: str | None = None,
+        card: str | None = None,
+    ) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if phone is not None:
+            out["phone"] = normalise_phone(phone, programme.region)
+        if email is not None:
+            out["email"] = normalise_email(email)
+        if card is not None:
+            out["card"] = normalise_card(card)
+        return out
+
+    async def enrol(
+        self,
+        merchant: str,
+        *,
+        phone: str | None = None,
+        email: str | None = None,
+        card: str | None = None,
+        name: str = "",
+        channel: str = "",
+        store: str = "",
+    ) -> Member:
+        programme = await self.programmes.get(merchant)
+        ids = self.identities(programme, phone, email, card)
+        if "phone" not in ids and "email" not in ids:
+            raise invalid("enrolment needs a phone number or an email address")
+        member, created = await directory.enrol(self.pool, merchant, ids, name, channel, store)
+        return await self.member(merchant, member, created=created)
+
+    async def lookup(
+        self,
+        merchant: str,
+        *,
+        phone: str | None = None,
+        email: str | None = None,
+        card: str | None = None,
+        qr: str | None = None,
+    ) -> Member:
+        given = [x for x in (phone, email, card, qr) if x is not None]
+        if len(given) != 1:
+            raise invalid("look up by exactly one of phone, email, card or qr")
+        if qr is not None:
+            found: str | None = verify_pass(self.secret, merchant, qr)
+        else:
+            programme = await self.programmes.get(merchant)
+            ((kind, value),) = self.identities(programme, phone, email, card).items()
+            found = await directory.find_member(self.pool, merchant, kind, value)
+        if found is None:
+            raise Refused("no member with that identity", ErrorCode.MEMBER_NOT_FOUND)
+        return await self.member(merchant, found)
+
+    async def member(self, merchant: str, member: str, created: bool = False) -> Member:
+        prof = await directory.profile(self.pool, merchant, member)
+        if prof is None:
+            raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
+        bal = await self.reads.balance(member)
+        return Member(
+            member=member,
+            created=created,
+            name=prof.name,
+            phone=prof.phone,
+            email=prof.email,
+            card=prof.card,
+            tier=prof.tier,
+            balance=None if bal is None else member_balance(bal),
+        )
+
+    def issue_pass(self, merchant: str, member: str) -> Pass:
+        token, expires = mint_pass(self.secret, merchant, member)
+        return Pass(member=member, token=token, expires_at=expires)
+
+    # ------------------------------------------------------------------ sales and history
+    async def sale(self, origin: Origin, frame: Sale) -> Outcome:
+        merchant = origin.merchant
+        detail = sale_detail(frame)
+        fp = detail_fingerprint(detail)
+        rec = await sales.find_sale(self.pool, merchant, frame.op)
+        if rec is None:
+            prof = await directory.profile(self.pool, merchant, frame.member)
+            computed = await self.earning.compute(merchant, frame, prof.tier if prof else "")
+            rec = await sales.record_sale(
+                self.pool,
+                merchant,
+                frame,
+                origin.channel,
+                origin.store,
+                origin.terminal,
+                computed.points,
+                computed.breakdown,
+                fp,
+            )
+        if rec.fingerprint != fp or rec.member != frame.member:
+            raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
+        outcome = await self.ledger.execute(
+            Earn(
+                op=frame.op,
+                member=frame.member,
+                points=rec.points,
+                origin=origin,
+                kind="earn",
+                breakdown=rec.breakdown,
+                detail=detail,
+            )
+        )
+        if outcome.ok:
+            try:
+                await self.check_upgrade(merchant, frame.member)
+            except GatewayError:
+                log.warning("tier check after sale %s failed", frame.op, exc_info=True)
+        return outcome
+
+    async def history(
+        self, merchant: str, member: str, before: str | None = None, limit: int = 20
+    ) -> History:
+        purchases, nxt = await sales.history(
+            self.pool, merchant, member, None if before is None else int(before), limit
+        )
+        return History(member=member, purchases=purchases, next=nxt)
+
+    # ------------------------------------------------------------------ returns
+    async def return_sale(self, origin: Origin, frame: Return) -> ReturnReceipt:
+        plan = await sales.plan_return(self.pool, origin.merchant, frame)
+        if isinstance(plan, Outcome):
+            raise refused(plan)
+        net = plan.restored - plan.clawback
+        outcome = await self.ledger.execute(
+            Earn(
+                op=frame.op,
+                member=frame.member,
+                points=net,
+                origin=origin,
+                kind="return",
+                contra="issuance",
+                clamp=True,
+                breakdown=(
+                    PointsLine(rule="return", points=-plan.clawback),
+                    PointsLine(rule="refund", points=plan.restored),
+                ),
+                detail=plan.fingerprint,
+            )
+        )
+        if not outcome.ok:
+            raise refused(outcome)
+        receipt = outcome.data
+        assert isinstance(receipt, SaleReceipt)
+        return ReturnReceipt(
+            op=frame.op,
+            sale=frame.sale,
+            member=frame.member,
+            clawback=plan.clawback,
+            restored=plan.restored,
+            applied=receipt.points,
+            uncollected=receipt.points - net,
+            breakdown=[PointsItem(rule=b.rule, points=b.points) for b in receipt.breakdown],
+            balance=member_balance(receipt.balance),
+        )
+
+    # ------------------------------------------------------------------ tiers
+    async def tier_info(self, programme: Programme, member: str, tier: str) -> TierInfo:
+        now = datetime.now(UTC)
+        since = now - timedelta(days=programme.tier_window_days)
+        q = await sales.qualifying_points(self.pool, member, since)
+        cur = programme.tier(tier)
+        rank = programme.tier_rank(tier)
+        nxt = programme.tiers[rank] if rank < len(programme.tiers) else None
+        return TierInfo(
+            tier=tier,
+            name=cur.name if cur else "",
+            multiplier=str(cur.multiplier.normalize()) if cur else "1",
+            qualifying=q,
+            window_days=programme.tier_window_days,
+            next=nxt.id if nxt else None,
+            next_threshold=nxt.threshold if nxt else 0,
+            to_next=max(0, nxt.threshold - q) if nxt else 0,
+        )
+
+    async def _set_tier(
+        self, merchant: str, member: str, old: str, new: str, direction: str
+    ) -> bool:
+        with translate_errors("tier update"):
+            changed = await self.pool.fetchval(
+                """INSERT INTO member_profiles (member_id, merchant_id, tier, tier_since)
+                   VALUES ($1, $2, $4, now())
+                   ON CONFLICT (member_id) DO UPDATE SET tier = $4, tier_since = now()
+                    WHERE member_profiles.tier = $3
+                   RETURNING 1""",
+                member,
+                merchant,
+                old,
+                new,
+            )
+        if changed:
+            await self.events.publish(
+                merchant,
+                member,
+                TierChanged(
+                    member=member,
+                    tier=new,
+                    previous=old,
+                    direction="up" if direction == "up" else "down",
+                    at=epoch_ms(datetime.now(UTC)),
+                ),
+            )
+        return bool(changed)
+
+    async def check_upgrade(self, merchant: str, member: str) -> str | None:
+        """Upgrade as soon as the qualifying points cross a higher tier's threshold."""
+        programme = await self.programmes.get(merchant)
+        if not programme.tiers:
+            return None
+        prof = await directory.profile(self.pool, merchant, member)
+        current = prof.tier if prof else ""
+        since = datetime.now(UTC) - timedelta(days=programme.tier_window_days)
+        target = programme.tier_for(await sales.qualifying_points(self.pool, member, since))
+        if (
+            target is not None
+            and programme.tier_rank(target.id) > programme.tier_rank(current)
+            and await self._set_tier(merchant, member, current, target.id, "up")
+        ):
+            return target.id
+        return None
+
+    async def evaluate_tiers(self, merchant: str, at: datetime | None = None) -> dict[str, int]:
+        """The evaluation date: every member gets the tier its window earns (down or up)."""
+        programme = await self.programmes.get(merchant)
+        at = at or datetime.now(UTC)
+        since = at - timedelta(days=programme.tier_window_days)
+        with translate_errors("tier evaluation"):
+            rows = await self.pool.fetch(
+                """SELECT m.id, COALESCE(p.tier, '') AS tier,
+                          COALESCE((SELECT sum(s.points) FROM sales s
+                                      JOIN operations o ON o.merchant_id = s.merchant_id
+                                       AND o.op_id = s.op_id AND o.ok AND o.kind = 'earn'
+                                     WHERE s.member_id = m.id AND s.created_at > $2
+                                       AND s.created_at <= $3), 0)
+                        - COALESCE((SELECT sum(r.clawback) FROM sale_returns r
+                                     WHERE r.member_id = m.id AND r.created_at > $2
+                                       AND r.created_at <= $3), 0) AS q
+                     FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
+                    WHERE m.merchant_id = $1""",
+                merchant,
+                since,
+                at,
+            )
+        counts = {"up": 0, "down": 0, "same": 0}
+        for r in rows:
+            target = programme.tier_for(max(0, int(r["q"])))
+            new = target.id if target else ""
+            if new == r["tier"]:
+                counts["same"] += 1
+                continue
+            up = programme.tier_rank(new) > programme.tier_rank(r["tier"])
+            if await self._set_tier(merchant, r["id"], r["tier"], new, "up" if up else "down"):
+                counts["up" if up else "down"] += 1
+        return counts
+
+    # ------------------------------------------------------------------ rewards and codes
+    async def rewards(self, merchant: str) -> list[asyncpg.Record]:
+        with translate_errors("rewards read"):
+            return list(
+                await self.pool.fetch(
+                    """SELECT id, name, cost, kind, value, sku, min_tier, valid_days, active
+                         FROM rewards WHERE merchant_id = $1 ORDER BY cost, id""",
+                    merchant,
+                )
+            )
+
+    def reward_options(
+        self, programme: Programme, tier: str, available: int, catalogue: list[asyncpg.Record]
+    ) -> list[RewardOption]:
+        rank = programme.tier_rank(tier)
+        return [
+            RewardOption(
+                reward=r["id"],
+                name=r["name"],
+                cost=r["cost"],
+                reward_kind=r["kind"],
+                value=r["value"],
+                sku=r["sku"],
+                min_tier=r["min_tier"],
+                affordable=r["cost"] <= available,
+            )
+            for r in catalogue
+            if r["active"] and (not r["min_tier"] or rank >= programme.tier_rank(r["min_tier"]))
+        ]
+
+    def _code(self, r: asyncpg.Record, balance: Balance | None = None) -> RewardCode:
+        status = r["status"]
+        if status == "issued" and r["expires_at"] <= datetime.now(UTC):
+            status = "expired"
+        return RewardCode(
+            code=r["code"],
+            reward=r["reward_id"],
+            member=r["member_id"],
+            status=status,
+            points=r["points"],
+            expires_at=epoch_ms(r["expires_at"]),
+            name=r["name"] or "",
+            reward_kind=r["kind"] or "",
+            value=r["value"] or 0,
+            sku=r["sku"],
+            balance=None if balance is None else member_balance(balance),
+        )
+
+    _CODE_SELECT = """
+        SELECT c.code, c.reward_id, c.member_id, c.status, c.points, c.expires_at, c.issue_op,
+               c.redeemed_op, c.void_op, r.name, r.kind, r.value, r.sku
+          FROM reward_codes c
+          LEFT JOIN rewards r ON r.merchant_id = c.merchant_id AND r.id = c.reward_id
+    """
+
+    async def _find_code(self, merchant: str, code: str) -> asyncpg.Record | None:
+        with translate_errors("code read"):
+            return await self.pool.fetchrow(
+                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.code = $2",
+                merchant,
+                code.upper(),
+            )
+
+    async def codes(self, merchant: str, member: str, limit: int = 20) -> list[RewardCode]:
+        with translate_errors("codes read"):
+            rows = await self.pool.fetch(
+                self._CODE_SELECT
+                + """ WHERE c.merchant_id = $1 AND c.member_id = $2
+                   AND c.status = 'issued' AND c.expires_at > now()
+                 ORDER BY c.created_at DESC LIMIT $3""",
+                merchant,
+                member,
+                limit,
+            )
+        return [self._code(r) for r in rows]
+
+    async def redeem_reward(self, origin: Origin, member: str, reward: str, op: str) -> RewardCode:
+        merchant = origin.merchant
+        programme = await self.programmes.get(merchant)
+        with translate_errors("reward read"):
+            r = await self.pool.fetchrow(
+                """SELECT id, cost, min_tier, valid_days, active FROM rewards
+                    WHERE merchant_id = $1 AND id = $2""",
+                merchant,
+                reward,
+            )
+            prior = await self.pool.fetchrow(
+                "SELECT member_id, reward_id FROM reward_codes WHERE merchant_id = $1 AND issue_op = $2",
+                merchant,
+                op,
+            )
+        if prior is not None and (prior["member_id"], prior["reward_id"]) != (member, reward):
+            raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
+        if r is None or (not r["active"] and prior is None):
+            raise Refused("", ErrorCode.REWARD_NOT_FOUND)
+        if r["min_tier"] and prior is None:
+            prof = await directory.profile(self.pool, merchant, member)
+            have = programme.tier_rank(prof.tier if prof else "")
+            if have < programme.tier_rank(r["min_tier"]):
+                raise Refused(
+                    f"reward for tier {r['min_tier']} and above", ErrorCode.REWARD_NOT_ELIGIBLE
+                )
+        outcome = await self.ledger.execute(
+            Earn(
+                op=op,
+                member=member,
+                points=-r["cost"],
+                origin=origin,
+                kind="reward",
+                contra="redemption",
+                clamp=False,
+                breakdown=(PointsLine(rule=f"reward:{reward}", points=-r["cost"]),),
+                detail=msgspec.json.encode(("reward", reward)),
+            )
+        )
+        if not outcome.ok:
+            raise refused(outcome)
+        receipt = outcome.data
+        assert isinstance(receipt, SaleReceipt)
+        days = r["valid_days"] or programme.code_valid_days
+        with translate_errors("code issue"):
+            await self.pool.execute(
+                """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
+                                             status, issue_op, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, 'issued', $6, now() + make_interval(days => $7))
+                   ON CONFLICT (merchant_id, issue_op) DO NOTHING""",
+                merchant,
+                new_code(),
+                member,
+                reward,
+                r["cost"],
+                op,
+                days,
+            )
+            row = await self.pool.fetchrow(
+                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.issue_op = $2", merchant, op
+            )
+        assert row is not None
+        return self._code(row, receipt.balance)
+
+    async def use_code(self, origin: Origin, code: str, op: str) -> RewardCode:
+        """Redeem a code: one conditional UPDATE, so of two registers presenting it at the same
+        instant exactly one succeeds; the other gets ``code_already_redeemed``."""
+        merchant = origin.merchant
+        with translate_errors("code redemption"):
+            won = await self.pool.fetchval(
+                """UPDATE reward_codes
+                      SET status = 'redeemed', redeemed_at = now(), redeemed_op = $3,
+                          redeemed_channel = $4, redeemed_store = $5, redeemed_terminal = $6
+                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'
+                      AND expires_at > now()
+                   RETURNING 1""",
+                merchant,
+                code.upper(),
+                op,
+                origin.channel,
+                origin.store,
+                origin.terminal,
+            )
+        row = await self._find_code(merchant, code)
+        if row is None:
+            raise Refused("", ErrorCode.CODE_NOT_FOUND)
+        if not won:
+            if row["status"] == "redeemed" and row["redeemed_op"] == op:
+                pass  # a retry of the redemption that won
+            elif row["status"] == "redeemed":
+                raise Refused("", ErrorCode.CODE_ALREADY_REDEEMED)
+            elif row["status"] == "voided":
+                raise Refused("", ErrorCode.CODE_VOIDED)
+            else:
+                raise Refused("", ErrorCode.CODE_EXPIRED)
+        return self._code(row)
+
+    async def void_code(self, origin: Origin, code: str, op: str) -> RewardCode:
+        """Void an unredeemed (even expired) code and give its points back."""
+        merchant = origin.merchant
+        with translate_errors("code void"):
+            await self.pool.execute(
+                """UPDATE reward_codes SET status = 'voided', voided_at = now(), void_op = $3
+                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'""",
+                merchant,
+                code.upper(),
+                op,
+            )
+        row = await self._find_code(merchant, code)
+        if row is None:
+            raise Refused("", ErrorCode.CODE_NOT_FOUND)
+        if row["status"] == "redeemed":
+            raise Refused("", ErrorCode.CODE_ALREADY_REDEEMED)
+        if row["void_op"] != op:
+            raise Refused("", ErrorCode.CODE_VOIDED)
+        outcome = await self.ledger.execute(
+            Earn(
+                op=op,
+                member=row["member_id"],
+                points=row["points"],
+                origin=origin,
+                kind="refund",
+                contra="redemption",
+                breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
+                detail=msgspec.json.encode(("void", row["code"])),
+            )
+        )
+        if not outcome.ok:
+            raise refused(outcome)
+        receipt = outcome.data
+        assert isinstance(receipt, SaleReceipt)
+        return self._code(row, receipt.balance)
+
+    # ------------------------------------------------------------------ offers
+    def offers(self, programme: Programme, tier: str) -> list[Offer]:
+        now = datetime.now(UTC)
+        return [
+            Offer(
+                offer=r.id,
+                name=r.name,
+                multiplier=str(r.multiplier.normalize()),
+                bonus=r.bonus,
+                min_total=r.min_total,
+                sku=r.sku,
+                category=r.category,
+                ends_at=_dt(r.ends_at),
+            )
+            for r in programme.rules
+            if r.kind == "promotion" and r.active(now) and (r.tier is None or r.tier == tier)
+        ]
+
+    # ------------------------------------------------------------------ points expiry
+    async def run_expiry(self, now: datetime | None = None) -> int:
+        """Expire the available points of members inactive for the programme's
+        ``expiry_days``. One runner at a time across nodes (advisory lock); each expiry is a
+        ledger operation with an id derived from the account version it saw, so even two
+        overlapping runs expire a balance once. Returns the number of members expired."""
+        with translate_errors("points expiry"):
+            async with self.pool.acquire() as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", EXPIRY_LOCK):
+                    return 0
+                try:
+                    rows = await conn.fetch(
+                        """SELECT a.member_id, a.merchant_id, a.version, a.posted - a.held AS av
+                             FROM accounts a
+                             JOIN programmes p ON p.merchant_id = a.merchant_id
+                            WHERE p.expiry_days IS NOT NULL AND a.posted - a.held > 0
+                              AND a.updated_at < COALESCE($1, now())
+                                                 - make_interval(days => p.expiry_days)
+                            LIMIT $2""",
+                        now,
+                        EXPIRY_BATCH,
+                    )
+                    outcomes = await asyncio.gather(
+                        *(
+                            self.ledger.submit(
+                                Earn(
+                                    op=f"expiry:{r['member_id']}:{r['version']}",
+                                    member=r["member_id"],
+                                    points=-r["av"],
+                                    origin=Origin(merchant=r["merchant_id"], channel="system"),
+                                    kind="points_expiry",
+                                    contra="expiry",
+                                    clamp=True,
+                                    breakdown=(PointsLine(rule="expiry", points=-r["av"]),),
+                                )
+                            )
+                            for r in rows
+                        ),
+                        return_exceptions=True,
+                    )
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK)
+        return sum(1 for o in outcomes if isinstance(o, Outcome) and o.ok)
+
+    # ------------------------------------------------------------------ GDPR
+    async def export(self, merchant: str, member: str) -> dict[str, Any]:
+        """Everything the programme holds about the member (right of access)."""
+        m = await self.member(merchant, member)
+        purchases = []
+        before = None
+        while True:
+            page = await self.history(merchant, member, before, 100)
+            purchases.extend(page.purchases)
+            if page.next is None:
+                break
+            before = page.next
+        with translate_errors("export"):
+            entries = await self.pool.fetch(
+                """SELECT version, kind, op_id, posted_delta, held_delta, posted_after,
+                          held_after, channel, store_id, created_at
+                     FROM ledger_entries WHERE member_id = $1 AND merchant_id = $2
+                    ORDER BY version""",
+                member,
+                merchant,
+            )
+            codes = await self.pool.fetch(
+                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.member_id = $2",
+                merchant,
+                member,
+            )
+        return {
+            "member": msgspec.to_builtins(m),
+            "purchases": msgspec.to_builtins(purchases),
+            "codes": [msgspec.to_builtins(self._code(r)) for r in codes],
+            "ledger": [
+                {
+                    "version": e["version"],
+                    "kind": e["kind"],
+                    "op": e["op_id"],
+                    "posted_delta": e["posted_delta"],
+                    "held_delta": e["held_delta"],
+                    "posted_after": e["posted_after"],
+                    "held_after": e["held_after"],
+                    "channel": e["channel"],
+                    "store": e["store_id"],
+                    "at": epoch_ms(e["created_at"]),
+                }
+                for e in entries
+            ],
+        }
+
+    async def erase(self, merchant: str, member: str) -> bool:
+        """Right to erasure: identities and profile data are deleted; the opaque member id,
+        its ledger entries and its sales amounts stay, so balances and audits still add up."""
+        with translate_errors("erase"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                owner = await conn.fetchval(
+                    "SELECT merchant_id FROM members WHERE id = $1 FOR UPDATE", member
+                )
+                if owner != merchant:
+                    return False
+                await conn.execute("DELETE FROM member_identities WHERE member_id = $1", member)
+                await conn.execute(
+                    """INSERT INTO member_profiles (member_id, merchant_id, erased_at)
+                       VALUES ($1, $2, now())
+                       ON CONFLICT (member_id) DO UPDATE
+                          SET name = '', enrolled_store = '', erased_at = now()""",
+                    member,
+                    merchant,
+                )
+                await conn.execute(
+                    """UPDATE sales SET lines = (
+                           SELECT COALESCE(jsonb_agg(l - 'name'), '[]'::jsonb)
+                             FROM jsonb_array_elements(lines) AS l)
+                        WHERE member_id = $1""",
+                    member,
+                )
+        return True

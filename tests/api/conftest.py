@@ -1,0 +1,3 @@
+from tests.loyalty.world import clients, http, merchant, rn
+
+__all__ = ["clients", "http", "merchant", "rn"]

@@ -1,0 +1,82 @@
+"""Slice 2: every sale (register or web shop) recorded with its lines, channel, store and points,
+keyed by the sale's op (retries never duplicate), queryable per member with keyset pages."""
+
+from __future__ import annotations
+
+from tests.loyalty.world import enrol, err, ok, phone
+
+
+def sale(op: str, member: str, total: int, lines: list[dict] | None = None) -> dict:
+    frame = {"type": "sale", "op": op, "member": member, "total": total}
+    if lines is not None:
+        frame["lines"] = lines
+    return frame
+
+
+async def test_sales_from_every_channel_in_one_history(clients, merchant):
+    till = await clients.pos(merchant, store="store-9", terminal="till-2")
+    web = await clients.pos(merchant, store="web", terminal="shop", channel="web")
+    m = (await enrol(till, phone=phone())).member
+    lines = [
+        {"sku": "latte", "qty": 2, "price": 450, "category": "coffee", "name": "Latte"},
+        {"sku": "bagel", "qty": 1, "price": 300, "category": "bakery"},
+    ]
+    r1 = await ok(till, sale("h-1-" + m, m, 1200, lines))
+    r2 = await ok(web, sale("h-2-" + m, m, 5000))
+    assert (r1.points, r2.points) == (12, 50)
+    page = await ok(till, {"type": "history", "member": m})
+    assert [p.op for p in page.purchases] == ["h-2-" + m, "h-1-" + m]
+    newest, oldest = page.purchases
+    assert (newest.channel, newest.store, newest.total, newest.points) == ("web", "web", 5000, 50)
+    assert (oldest.channel, oldest.store, oldest.points) == ("pos", "store-9", 12)
+    assert [(ln.sku, ln.qty, ln.price, ln.category) for ln in oldest.lines] == [
+        ("latte", 2, 450, "coffee"),
+        ("bagel", 1, 300, "bakery"),
+    ]
+    assert oldest.lines[0].name == "Latte"
+    assert page.next is None
+
+
+async def test_retries_never_duplicate_and_conflicts_are_refused(clients, merchant):
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    frame = sale("dup-" + m, m, 999, [{"sku": "a", "qty": 1, "price": 999}])
+    first = await ok(till, frame)
+    again = await ok(till, frame)
+    assert again == first
+    assert (await err(till, sale("dup-" + m, m, 1000))).code == "idempotency_conflict"
+    page = await ok(till, {"type": "history", "member": m})
+    assert len(page.purchases) == 1
+    bal = await ok(till, {"type": "balance", "member": m})
+    assert bal.posted == 9 and bal.version == 1
+
+
+async def test_keyset_pagination_walks_every_sale_once(clients, merchant):
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    for i in range(7):
+        await ok(till, sale(f"p{i}-{m}", m, 100 * (i + 1)))
+    seen: list[str] = []
+    before = None
+    while True:
+        frame = {"type": "history", "member": m, "limit": 3}
+        if before:
+            frame["before"] = before
+        page = await ok(till, frame)
+        seen += [p.op for p in page.purchases]
+        if page.next is None:
+            break
+        before = page.next
+    assert seen == [f"p{i}-{m}" for i in reversed(range(7))]
+
+
+async def test_history_scope(clients, merchant):
+    till = await clients.pos(merchant)
+    a = (await enrol(till, phone=phone())).member
+    b = (await enrol(till, phone=phone())).member
+    await ok(till, sale("sc-" + a, a, 500))
+    app = await clients.app(merchant, a)
+    mine = await ok(app, {"type": "history", "member": a})
+    assert [p.op for p in mine.purchases] == ["sc-" + a]
+    assert (await err(app, {"type": "history", "member": b})).code == "forbidden"
+    assert (await err(till, {"type": "history", "member": "nobody"})).code == "member_not_found"

@@ -1,0 +1,110 @@
+"""Shared fixtures and helpers of the loyalty and admin API tests: a running node per test,
+websocket helpers for POS and app sessions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from gateway.loyalty.directory import create_merchant
+from protocol.messages import Error, Result, Welcome
+from tests.conftest import REDIS_URL, unique
+from tests.support import RunningNode, WsClient, app_token, pos_token, running_node, settings_for
+
+ADMIN = {"Authorization": "Bearer dev-admin-token"}
+
+
+@pytest.fixture
+async def rn(pg_dsn: str, redis_prefix: str) -> AsyncIterator[RunningNode]:
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "ly"), redis_prefix) as node:
+        yield node
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def merchant(pg_dsn: str) -> str:
+    m = unique("mer")
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await create_merchant(conn, m)
+        await conn.execute(
+            "INSERT INTO programmes (merchant_id, region) VALUES ($1, 'US')", m
+        )
+    finally:
+        await conn.close()
+    return m
+
+
+class Clients:
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http = http
+        self.url = url
+        self.opened: list[WsClient] = []
+
+    async def pos(
+        self, merchant: str, store: str = "s1", terminal: str = "t1", channel: str = "pos"
+    ) -> WsClient:
+        from gateway import auth
+        from tests.support import SECRET
+
+        c = await WsClient.connect(self.http, self.url)
+        token = (
+            pos_token(merchant, store, terminal)
+            if channel == "pos"
+            else auth.mint_pos(SECRET, merchant, store, terminal, channel=channel)
+        )
+        w = await c.hello(token)
+        assert isinstance(w, Welcome), w
+        self.opened.append(c)
+        return c
+
+    async def app(self, merchant: str, member: str) -> WsClient:
+        c = await WsClient.connect(self.http, self.url)
+        w = await c.hello(app_token(merchant, member))
+        assert isinstance(w, Welcome), w
+        self.opened.append(c)
+        return c
+
+    async def close(self) -> None:
+        for c in self.opened:
+            await c.close()
+
+
+@pytest.fixture
+async def clients(http: aiohttp.ClientSession, rn: RunningNode) -> AsyncIterator[Clients]:
+    c = Clients(http, rn.url)
+    yield c
+    await c.close()
+
+
+async def ok(client: WsClient, frame: dict[str, Any]) -> Any:
+    reply = await client.request(frame)
+    assert isinstance(reply, Result), (frame, reply)
+    return reply.data
+
+
+async def err(client: WsClient, frame: dict[str, Any]) -> Error:
+    reply = await client.request(frame)
+    assert isinstance(reply, Error), (frame, reply)
+    return reply
+
+
+async def enrol(client: WsClient, **ids: Any) -> Any:
+    return await ok(client, {"type": "enrol", **ids})
+
+
+def phone() -> str:
+    """A fresh valid US number (555-01xx are fictional; use random exchange digits)."""
+    import random
+
+    exchange = f"{random.randint(2, 8)}{random.randint(2, 9)}{random.randint(0, 9)}"
+    return f"+1 415 {exchange} {random.randint(1000, 9999)}"
