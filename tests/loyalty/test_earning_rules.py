@@ -1,0 +1,116 @@
+"""Slice 3: earning rules as worked examples (pure: no I/O). Rate 1 point per currency unit
+unless said; prices in cents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from gateway.loyalty.earning import compute
+from gateway.loyalty.programme import Programme, Rule, Tier
+from protocol.messages import SaleLine
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LATTE = SaleLine(sku="latte", qty=2, price=450, category="coffee")  # 9.00
+BAGEL = SaleLine(sku="bagel", qty=1, price=300, category="bakery")  # 3.00
+
+
+def prog(**kw: object) -> Programme:
+    return Programme(merchant="m", **kw)  # type: ignore[arg-type]
+
+
+def rules(points: object) -> dict[str, int]:
+    return {b.rule: b.points for b in points.breakdown}  # type: ignore[attr-defined]
+
+
+def test_base_rate_floors() -> None:
+    got = compute(prog(), 12_345, [], at=NOW)
+    assert (got.points, rules(got)) == (123, {"base": 123})
+    got = compute(prog(points_per_unit=Decimal("2.5")), 1_999, [], at=NOW)
+    assert got.points == 49  # 19.99 * 2.5 = 49.975
+
+
+def test_category_multiplier() -> None:
+    p = prog(rules=(Rule(id="c2", kind="category", category="coffee", multiplier=Decimal(2)),))
+    got = compute(p, 1_200, [LATTE, BAGEL], at=NOW)
+    # base 9 + 3, coffee doubles the latte's 9
+    assert (got.points, rules(got)) == (21, {"base": 12, "category:coffee": 9})
+
+
+def test_product_rule_beats_category_rule() -> None:
+    p = prog(
+        rules=(
+            Rule(id="c2", kind="category", category="coffee", multiplier=Decimal(2)),
+            Rule(id="p3", kind="product", sku="latte", multiplier=Decimal(3)),
+        )
+    )
+    got = compute(p, 1_200, [LATTE, BAGEL], at=NOW)
+    assert (got.points, rules(got)) == (30, {"base": 12, "product:latte": 18})
+    assert next(b for b in got.breakdown if b.rule == "product:latte").sku == "latte"
+
+
+def test_multipliers_stack_by_multiplication_category_tier_promotion() -> None:
+    p = prog(
+        rules=(
+            Rule(id="c2", kind="category", category="coffee", multiplier=Decimal(2)),
+            Rule(id="double", kind="promotion", multiplier=Decimal(2)),
+        ),
+        tiers=(Tier("gold", "Gold", 500, Decimal("1.5")),),
+    )
+    got = compute(p, 1_200, [LATTE, BAGEL], tier="gold", at=NOW)
+    # latte: 9 * 2 * 1.5 * 2 = 54 -> base 9, category +9, tier +9, promo +27
+    # bagel: 3 * 1.5 * 2 = 9      -> base 3, tier +1.5 (floor 1), promo +4.5 (floor 4)
+    assert rules(got) == {"base": 12, "category:coffee": 9, "tier:gold": 10, "promo:double": 31}
+    assert got.points == 62  # exact 63, two half points floored per line
+
+
+def test_rounding_per_line_versus_per_sale() -> None:
+    lines = [SaleLine(sku=s, qty=1, price=150) for s in "abc"]  # 1.5 points each
+    assert compute(prog(rounding="line"), 450, lines, at=NOW).points == 3
+    assert compute(prog(rounding="sale"), 450, lines, at=NOW).points == 4
+    p = prog(
+        rounding="sale",
+        rules=(Rule(id="x", kind="promotion", multiplier=Decimal("1.5")),),
+    )
+    got = compute(p, 450, lines, at=NOW)
+    assert rules(got) == {"base": 4, "promo:x": 2}  # 4.5 -> 4, 2.25 -> 2
+
+
+def test_time_boxed_bonus_today_only_and_min_total() -> None:
+    today = Rule(
+        id="today",
+        kind="promotion",
+        bonus=100,
+        min_total=1_000,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+    )
+    p = prog(rules=(today,))
+    assert rules(compute(p, 1_200, [], at=NOW)) == {"base": 12, "promo:today": 100}
+    assert compute(p, 1_200, [], at=NOW + timedelta(hours=2)).points == 12
+    assert compute(p, 999, [], at=NOW).points == 9
+
+
+def test_promotion_filtered_by_category_and_tier() -> None:
+    p = prog(
+        rules=(
+            Rule(id="bake", kind="promotion", category="bakery", multiplier=Decimal(3)),
+            Rule(id="gold-bonus", kind="promotion", bonus=50, tier="gold"),
+        ),
+        tiers=(Tier("gold", "Gold", 500, Decimal(1)),),
+    )
+    assert rules(compute(p, 1_200, [LATTE, BAGEL], at=NOW)) == {"base": 12, "promo:bake": 6}
+    got = compute(p, 1_200, [LATTE, BAGEL], tier="gold", at=NOW)
+    assert got.points == 68
+
+
+def test_cap_per_sale() -> None:
+    got = compute(prog(max_points_per_sale=50), 10_000, [], at=NOW)
+    assert (got.points, rules(got)) == (50, {"base": 100, "cap": -50})
+
+
+def test_discount_on_total_spreads_over_lines() -> None:
+    p = prog(rules=(Rule(id="c2", kind="category", category="coffee", multiplier=Decimal(2)),))
+    got = compute(p, 600, [LATTE, BAGEL], at=NOW)  # half price overall
+    # latte paid 4.50 (base 4, +4), bagel 1.50 (base 1)
+    assert (got.points, rules(got)) == (9, {"base": 5, "category:coffee": 4})
