@@ -107,9 +107,7 @@ class Feeds:
         self._max_recovery = max_recovery
         self._feeds: dict[str, Feed] = {}
         self._pubsub = redis.pubsub()
-        # Called by redis-py on every (re)connect of the fan-out connection, after it
-        # resubscribed: the first connect is the start, later ones follow an outage.
-        self._connects = 0
+        # Called by redis-py on every reconnect of the fan-out connection.
         self._resubscribe = self._pubsub.on_connect
         self._pubsub.on_connect = self._on_connect  # type: ignore[method-assign]
         self.reconnects = 0
@@ -147,12 +145,12 @@ class Feeds:
         return len(self._feeds)
 
     async def _on_connect(self, connection: Any) -> None:
+        # redis-py registers this callback after the first connect, so every call is a
+        # reconnect: resubscribe first, then fill what was published while disconnected.
         await self._resubscribe(connection)
-        self._connects += 1
-        if self._connects > 1:
-            self.reconnects += 1
-            log.warning("fan-out connection re-established; checking %d feeds", len(self._feeds))
-            self._check_all()
+        self.reconnects += 1
+        log.warning("fan-out connection re-established; checking %d feeds", len(self._feeds))
+        self._check_all()
 
     def presence_watched(self) -> list[str]:
         """Members some local session watches with presence."""
