@@ -11,8 +11,8 @@ import pytest
 
 from gateway.errors import Refused
 from gateway.loyalty import directory
-from gateway.loyalty.identity import mint_pass, normalise_email, normalise_phone, verify_pass
 from gateway.loyalty.directory import create_merchant
+from gateway.loyalty.identity import mint_pass, normalise_email, normalise_phone, verify_pass
 from tests.conftest import unique
 from tests.loyalty.world import enrol, err, ok, phone
 from tests.support import SECRET
@@ -93,9 +93,7 @@ async def test_concurrent_enrolments_at_the_database(pg_dsn, merchant):
     pool = await asyncpg.create_pool(pg_dsn, min_size=8, max_size=8)
     try:
         ids = {"phone": "+14155550" + unique("")[:3].translate(str.maketrans("abcdef", "123456"))}
-        results = await asyncio.gather(
-            *(directory.enrol(pool, merchant, ids) for _ in range(8))
-        )
+        results = await asyncio.gather(*(directory.enrol(pool, merchant, ids) for _ in range(8)))
         assert len({m for m, _ in results}) == 1
         assert sum(created for _, created in results) == 1
         count = await pool.fetchval(

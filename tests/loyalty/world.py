@@ -36,9 +36,7 @@ async def merchant(pg_dsn: str) -> str:
     conn = await asyncpg.connect(pg_dsn)
     try:
         await create_merchant(conn, m)
-        await conn.execute(
-            "INSERT INTO programmes (merchant_id, region) VALUES ($1, 'US')", m
-        )
+        await conn.execute("INSERT INTO programmes (merchant_id, region) VALUES ($1, 'US')", m)
     finally:
         await conn.close()
     return m
@@ -108,3 +106,28 @@ def phone() -> str:
 
     exchange = f"{random.randint(2, 8)}{random.randint(2, 9)}{random.randint(0, 9)}"
     return f"+1 415 {exchange} {random.randint(1000, 9999)}"
+
+
+async def setup_db(pg_dsn: str, sql: str, *args: Any) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def member_with_points(till: WsClient, total: int) -> str:
+    """Enrol a fresh member and post one sale of ``total`` cents (base rate 1 per unit)."""
+    m = (await enrol(till, phone=phone())).member
+    if total:
+        await ok(till, {"type": "sale", "op": f"seed-{m}", "member": m, "total": total})
+    return str(m)
+
+
+async def next_push(client: WsClient, kind: type, timeout: float = 5.0) -> Any:
+    import asyncio
+
+    while True:
+        frame = await asyncio.wait_for(client.pushes.get(), timeout)
+        if isinstance(frame, kind):
+            return frame

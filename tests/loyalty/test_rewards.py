@@ -1,0 +1,148 @@
+"""Slice 5: reward catalogue, points turned into single-use codes (ledger `reward` entry,
+refused without enough points), redeemed exactly once at any register, expiry, void."""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocol.messages import Error, Result
+from tests.conftest import unique
+from tests.loyalty.world import err, member_with_points, ok, setup_db
+
+
+async def catalogue(pg_dsn: str, merchant: str) -> None:
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value, sku) VALUES
+           ($1, 'ten-off', '$10 off', 500, 'amount_off', 1000, NULL),
+           ($1, 'coffee', 'Free coffee', 150, 'free_item', 0, 'latte')""",
+        merchant,
+    )
+
+
+def redeem(member: str, reward: str = "ten-off", op: str | None = None) -> dict:
+    return {
+        "type": "redeem_reward",
+        "op": op or unique("rr"),
+        "member": member,
+        "reward": reward,
+    }
+
+
+async def test_redeem_turns_points_into_a_code(clients, merchant, pg_dsn):
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 60_000)  # 600
+    frame = redeem(m)
+    code = await ok(till, frame)
+    assert code.code.startswith("RW-") and code.status == "issued"
+    assert (code.points, code.reward_kind, code.value) == (500, "amount_off", 1000)
+    assert code.balance.available == 100
+    assert await ok(till, frame) == code  # retry: same code, spent once
+    refused = await err(till, redeem(m))
+    assert refused.code == "insufficient_points"
+    assert (await err(till, redeem(m, "nope"))).code == "reward_not_found"
+    history = await ok(till, {"type": "outcome", "op": frame["op"]})
+    assert history.ok and history.data.points == -500
+
+
+async def test_app_member_redeems_own_points(clients, merchant, pg_dsn):
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 20_000)
+    other = await member_with_points(till, 20_000)
+    app = await clients.app(merchant, m)
+    code = await ok(app, redeem(m, "coffee"))
+    assert code.sku == "latte" and code.balance.available == 50
+    assert (await err(app, redeem(other, "coffee"))).code == "forbidden"
+    assert (await err(app, {"type": "use_code", "op": "u1", "code": code.code})).code == (
+        "forbidden"
+    )
+
+
+async def test_code_redeemed_exactly_once_by_two_registers_at_once(clients, merchant, pg_dsn):
+    await catalogue(pg_dsn, merchant)
+    t1 = await clients.pos(merchant, store="s1", terminal="a")
+    t2 = await clients.pos(merchant, store="s2", terminal="b")
+    web = await clients.pos(merchant, store="web", terminal="shop", channel="web")
+    m = await member_with_points(t1, 60_000)
+    code = (await ok(t1, redeem(m))).code
+    for _ in range(3):  # and again, with a fresh code, to exercise the race repeatedly
+        ops = [unique("use"), unique("use")]
+        replies = await asyncio.gather(
+            t1.request({"type": "use_code", "op": ops[0], "code": code}),
+            t2.request({"type": "use_code", "op": ops[1], "code": code.lower()}),
+        )
+        won = [r for r in replies if isinstance(r, Result)]
+        lost = [r for r in replies if isinstance(r, Error)]
+        assert len(won) == 1 and len(lost) == 1, replies
+        assert lost[0].code == "code_already_redeemed"
+        winner = 0 if isinstance(replies[0], Result) else 1
+        again = await (t1, t2)[winner].request(
+            {"type": "use_code", "op": ops[winner], "code": code}
+        )
+        assert isinstance(again, Result) and again.data.status == "redeemed"
+        assert (await err(web, {"type": "use_code", "op": unique("u"), "code": code})).code == (
+            "code_already_redeemed"
+        )
+        await ok(t1, {"type": "sale", "op": unique("s"), "member": m, "total": 50_000})
+        code = (await ok(t1, redeem(m))).code
+
+
+async def test_void_returns_points_and_blocks_use(clients, merchant, pg_dsn):
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 60_000)
+    code = (await ok(till, redeem(m))).code
+    op = unique("void")
+    voided = await ok(till, {"type": "void_code", "op": op, "code": code})
+    assert voided.status == "voided" and voided.balance.available == 600
+    again = await ok(till, {"type": "void_code", "op": op, "code": code})
+    assert again.balance == voided.balance  # retry: refunded once
+    use = await err(till, {"type": "use_code", "op": unique("u"), "code": code})
+    assert use.code == "code_voided"
+    assert (await err(till, {"type": "void_code", "op": unique("v"), "code": code})).code == (
+        "code_voided"
+    )
+    used = (await ok(till, redeem(m))).code
+    await ok(till, {"type": "use_code", "op": unique("u"), "code": used})
+    refused = await err(till, {"type": "void_code", "op": unique("v"), "code": used})
+    assert refused.code == "code_already_redeemed"
+
+
+async def test_expired_code_refused_but_voidable(clients, merchant, pg_dsn):
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 60_000)
+    code = (await ok(till, redeem(m))).code
+    await setup_db(
+        pg_dsn,
+        "UPDATE reward_codes SET expires_at = now() - interval '1 minute' WHERE code = $1",
+        code,
+    )
+    assert (await err(till, {"type": "use_code", "op": unique("u"), "code": code})).code == (
+        "code_expired"
+    )
+    back = await ok(till, {"type": "void_code", "op": unique("v"), "code": code})
+    assert back.balance.available == 600
+
+
+async def test_codes_are_merchant_scoped(clients, merchant, pg_dsn):
+    from gateway.loyalty.directory import create_merchant
+
+    await catalogue(pg_dsn, merchant)
+    other = unique("mer")
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_dsn)
+    await create_merchant(conn, other)
+    await conn.close()
+    till = await clients.pos(merchant)
+    foreign = await clients.pos(other)
+    m = await member_with_points(till, 60_000)
+    code = (await ok(till, redeem(m))).code
+    for kind in ("use_code", "void_code"):
+        reply = await err(foreign, {"type": kind, "op": unique("x"), "code": code})
+        assert reply.code == "code_not_found"
+    assert (await err(foreign, redeem(m))).code == "forbidden"
+    await ok(till, {"type": "use_code", "op": unique("u"), "code": code})

@@ -1,0 +1,100 @@
+"""Slice 4: tiers on qualifying points over a rolling window; upgrade pushed live at once,
+downgrade only at the evaluation date; tier multiplier and tier-only rewards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from protocol.loyalty import TierChanged
+from tests.loyalty.world import err, member_with_points, next_push, ok, setup_db
+
+
+async def tiers(pg_dsn: str, merchant: str) -> None:
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO tiers (merchant_id, id, name, threshold, multiplier) VALUES
+           ($1, 'silver', 'Silver', 100, 1), ($1, 'gold', 'Gold', 500, 2)""",
+        merchant,
+    )
+
+
+async def test_upgrade_pushed_live_to_every_session_then_multiplier_applies(
+    clients, merchant, pg_dsn
+):
+    await tiers(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 5_000)  # 50 points: no tier yet
+    app = await clients.app(merchant, m)
+    await ok(app, {"type": "subscribe", "member": m})
+    cashier = await clients.pos(merchant, terminal="t9")
+    view = await ok(cashier, {"type": "cashier_view", "member": m})
+    assert view.tier.tier == "" and view.tier.next == "silver" and view.tier.to_next == 50
+    await ok(till, {"type": "sale", "op": f"up-{m}", "member": m, "total": 50_000})  # +500
+    for session in (app, cashier):
+        push = await next_push(session, TierChanged)
+        assert (push.member, push.tier, push.previous, push.direction) == (m, "gold", "", "up")
+    receipt = await ok(till, {"type": "sale", "op": f"x2-{m}", "member": m, "total": 1_000})
+    assert receipt.points == 20
+    assert {b.rule: b.points for b in receipt.breakdown} == {"base": 10, "tier:gold": 10}
+    found = await ok(
+        till,
+        {
+            "type": "lookup",
+            "phone": (await ok(till, {"type": "cashier_view", "member": m})).member.phone,
+        },
+    )
+    assert found.tier == "gold"
+
+
+async def test_downgrade_only_at_evaluation(clients, merchant, pg_dsn, http, rn):
+    from tests.loyalty.world import ADMIN
+
+    await tiers(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 60_000)  # 600 -> gold
+    await ok(till, {"type": "return", "op": f"ret-{m}", "member": m, "sale": f"seed-{m}"})
+    # qualifying points fell to 0, but the tier holds until the evaluation date
+    view = await ok(till, {"type": "cashier_view", "member": m})
+    assert view.member.tier == "gold" and view.tier.qualifying == 0
+    url = f"{rn.url}/admin/v1/merchants/{merchant}/tiers/evaluate"
+    async with http.post(url, json={}, headers=ADMIN) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["down"] >= 1
+    view = await ok(till, {"type": "cashier_view", "member": m})
+    assert view.member.tier == ""
+
+
+async def test_rolling_window_at_evaluation(clients, merchant, pg_dsn, http, rn):
+    from tests.loyalty.world import ADMIN
+
+    await tiers(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 20_000)  # 200 -> silver
+    assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == "silver"
+    later = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    url = f"{rn.url}/admin/v1/merchants/{merchant}/tiers/evaluate"
+    async with http.post(url, json={"at": later}, headers=ADMIN) as resp:
+        assert resp.status == 200
+    assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == ""
+
+
+async def test_tier_only_reward(clients, merchant, pg_dsn):
+    await tiers(pg_dsn, merchant)
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value, min_tier)
+           VALUES ($1, 'lounge', 'Gold lounge', 10, 'free_item', 0, 'gold')""",
+        merchant,
+    )
+    await setup_db(pg_dsn, "UPDATE rewards SET sku = 'lounge' WHERE merchant_id = $1", merchant)
+    till = await clients.pos(merchant)
+    silver = await member_with_points(till, 20_000)
+    refused = await err(
+        till, {"type": "redeem_reward", "op": f"l-{silver}", "member": silver, "reward": "lounge"}
+    )
+    assert refused.code == "reward_not_eligible"
+    gold = await member_with_points(till, 60_000)
+    code = await ok(
+        till, {"type": "redeem_reward", "op": f"l-{gold}", "member": gold, "reward": "lounge"}
+    )
+    assert code.status == "issued" and code.balance.available == 590
