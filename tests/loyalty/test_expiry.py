@@ -1,0 +1,44 @@
+"""Slice 9: points expire after the programme's days without activity; the job is safe to run
+on several nodes at once and each expiry is pushed like any other change."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from gateway.api.admin import SERVICE
+from protocol.messages import BalanceChanged
+from tests.loyalty.world import member_with_points, next_push, ok, setup_db
+
+
+async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_dsn, rn):
+    await setup_db(
+        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+    )
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 12_300)
+    active = await member_with_points(till, 5_000)
+    await setup_db(
+        pg_dsn,
+        "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
+        m,
+    )
+    hold = f"h-{m}"
+    app = await clients.app(merchant, m)
+    await ok(app, {"type": "subscribe", "member": m})
+    svc = rn.runner.app[SERVICE]["svc"]
+    # two runners at once (two nodes): the balance expires once
+    runs = await asyncio.gather(svc.run_expiry(), svc.run_expiry())
+    assert sum(runs) == 1
+    push = await next_push(app, BalanceChanged)
+    assert push.cause.kind == "points_expiry" and push.available == 0
+    bal = await ok(till, {"type": "balance", "member": m})
+    assert bal.posted == 0
+    assert (await ok(till, {"type": "balance", "member": active})).posted == 50
+    assert await svc.run_expiry() == 0
+    # a later "now" expires the active member too; held points are not touched
+    await ok(till, {"type": "reserve", "op": hold, "member": active, "points": 20})
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert await svc.run_expiry(later) >= 1
+    after = await ok(till, {"type": "balance", "member": active})
+    assert (after.posted, after.held, after.available) == (20, 20, 0)
