@@ -53,6 +53,8 @@ class Config:
     ramp: float = 0.0
     #: Overrides rate/duration/ramp: e.g. "10s:0->2000,60s:2000".
     stages: str | None = None
+    #: Seconds from the start whose arrivals are sent but not recorded (e.g. the ramp).
+    warmup: float = 0.0
     steps: list[str] = field(default_factory=lambda: ["lookup", "reserve", "commit", "sale"])
     release_fraction: float = 0.1
     points: int = 10

@@ -109,6 +109,7 @@ class Worker:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.member_terminal: dict[str, Link] = {}
         self.rng = random.Random(self.idx)
+        self.record_from = 0
 
     # ------------------------------------------------------------------ plumbing
     def send(self, *msg: Any) -> None:
@@ -198,8 +199,11 @@ class Worker:
         for k in range(self.spec["sessions"]):
             member = self.members[k % len(self.members)]
             rank = k // len(self.members)
-            home = node_of_terminal.get(id(self.member_terminal.get(member)), 0)
-            node = (home + 1 + rank % max(1, n_urls - 1)) % n_urls if n_urls > 1 else 0
+            if self.terminals and n_urls > 1:  # watch from another node than the POS's
+                home = node_of_terminal.get(id(self.member_terminal.get(member)), 0)
+                node = (home + 1 + rank % (n_urls - 1)) % n_urls
+            else:
+                node = k % n_urls
             plan.append((k, member, node))
 
         async def open_one(k: int, member: str, node: int) -> None:
@@ -312,6 +316,8 @@ class Worker:
             self.early.setdefault(key, []).append(now)
 
     def _push_lag(self, ns: int) -> None:
+        if time.monotonic_ns() < self.record_from:
+            return
         self.hist.record_ns("push", ns)
         rec = self.recent["push"]
         if len(rec) < 100_000:
@@ -348,6 +354,7 @@ class Worker:
     # ------------------------------------------------------------------ load
     async def load(self, t0: int) -> None:
         cfg = self.cfg
+        self.record_from = t0 + int(cfg.get("warmup", 0.0) * 1e9)
         stages = [Stage(*s) for s in self.spec["stages"]]
         pacers = []
         if cfg["steps"] and self.terminals and any(s.start or s.end for s in stages):
@@ -410,6 +417,10 @@ class Worker:
             self.inflight += 1
             self.spawn(self.flow(due, member))
 
+    def record(self, name: str, ns: int, due: int) -> None:
+        if due >= self.record_from:
+            self.hist.record_ns(name, ns)
+
     async def flow(self, due: int, member: str) -> None:
         cfg = self.cfg
         link = self.member_terminal[member]
@@ -449,13 +460,13 @@ class Worker:
                 try:
                     ev, t = await link.request(frame, cfg["timeout"])
                 except TimeoutError:
-                    self.hist.record_ns(name, time.monotonic_ns() - prev)
+                    self.record(name, time.monotonic_ns() - prev, due)
                     self._error(name, "timeout")
                     return
                 except LinkClosed:
                     self._error(name, "connection_lost")
                     return
-                self.hist.record_ns(name, t - prev)
+                self.record(name, t - prev, due)
                 if isinstance(ev, Failed):
                     self._error(name, ev.error.code)
                     return
@@ -474,7 +485,7 @@ class Worker:
                         )
                 prev = t
             done = time.monotonic_ns()
-            self.hist.record_ns("flow", done - due)
+            self.record("flow", done - due, due)
             rec = self.recent["flow"]
             if len(rec) < 100_000:
                 rec.append(done - due)

@@ -1,0 +1,181 @@
+"""Local gateway nodes for ``bench``: a scratch database, a Redis prefix, ``python -m gateway
+serve`` subprocesses, and what the OS says about them (RSS, CPU, descriptors)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def nofile_soft(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return 0
+
+
+def _dsn_for(base: str, database: str) -> str:
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{database}"
+
+
+@dataclass
+class Scratch:
+    """A database created for this bench and dropped at the end, and a Redis key prefix."""
+
+    admin_dsn: str
+    redis_url: str
+    name: str = field(default_factory=lambda: f"lt_bench_{uuid.uuid4().hex[:8]}")
+    prefix: str = field(default_factory=lambda: f"ltb{uuid.uuid4().hex[:8]}")
+
+    @property
+    def dsn(self) -> str:
+        return _dsn_for(self.admin_dsn, self.name)
+
+    async def create(self) -> None:
+        import asyncpg
+
+        from gateway.store.migrate import migrate
+
+        admin = await asyncpg.connect(_dsn_for(self.admin_dsn, "postgres"))
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop(self) -> None:
+        import asyncpg
+        import redis.asyncio as aioredis
+
+        with contextlib.suppress(Exception):
+            admin = await asyncpg.connect(_dsn_for(self.admin_dsn, "postgres"))
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+        with contextlib.suppress(Exception):
+            r = aioredis.Redis.from_url(self.redis_url)
+            try:
+                keys = [k async for k in r.scan_iter(match=f"{self.prefix}:*", count=1000)]
+                for i in range(0, len(keys), 1000):
+                    await r.delete(*keys[i : i + 1000])
+            finally:
+                await r.aclose()
+
+
+class Node:
+    def __init__(
+        self, scratch: Scratch, node_id: str, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.node_id = node_id
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": scratch.dsn,
+                "REDIS_URL": scratch.redis_url,
+                "GATEWAY_REDIS_PREFIX": scratch.prefix,
+                "GATEWAY_PORT": str(self.port),
+                "GATEWAY_NODE_ID": node_id,
+                "GATEWAY_LOG_LEVEL": "WARNING",
+                "GATEWAY_DRAIN_SECONDS": "3",
+            }
+        )
+        env.update(extra_env or {})
+        self.log = tempfile.NamedTemporaryFile(prefix=f"lt-{node_id}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"node {self.node_id} exited: {self.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"node {self.node_id} not ready: {self.log_tail()}")
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return Path(self.log.name).read_text()[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log.name)
+
+
+@contextlib.asynccontextmanager
+async def cluster(scratch: Scratch, n: int, extra_env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    nodes = [Node(scratch, f"bench-{chr(97 + i)}", extra_env) for i in range(n)]
+    try:
+        await asyncio.gather(*(node.wait_ready() for node in nodes))
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
