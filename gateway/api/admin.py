@@ -148,10 +148,11 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
     try:
         return msgspec.json.decode(raw or b"{}", type=typ)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise web.HTTPBadRequest(
-            body=msgspec.json.encode({"error": "invalid_field", "message": str(exc)}),
-            content_type="application/json",
-        ) from None
+        raise BadRequest(str(exc)) from None
+
+
+class BadRequest(Exception):
+    """A request body that does not validate (answered 400)."""
 
 
 def _svc(request: web.Request) -> Loyalty:
@@ -180,6 +181,8 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except GatewayError as exc:
         return _error(_STATUS.get(exc.code, 500), exc.code.value, exc.message)
+    except BadRequest as exc:
+        return _error(400, "invalid_field", str(exc))
 
 
 TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)

@@ -1,0 +1,205 @@
+"""Slice 7 (and 10): the admin HTTP API, its OpenAPI description, GDPR export/erase, and
+merchant isolation on every endpoint."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.api import admin, openapi
+from tests.conftest import unique
+from tests.loyalty.world import ADMIN, ok, phone
+
+
+class Api:
+    def __init__(self, http: Any, url: str, merchant: str) -> None:
+        self.http = http
+        self.base = f"{url}/admin/v1/merchants/{merchant}"
+
+    async def call(
+        self, method: str, path: str = "", body: Any = None, **kw: Any
+    ) -> tuple[int, Any]:
+        async with self.http.request(
+            method, self.base + path, json=body, headers=kw.pop("headers", ADMIN), **kw
+        ) as resp:
+            text = await resp.text()
+            return resp.status, (json.loads(text) if text else None)
+
+
+@pytest.fixture
+async def api(http, rn) -> Api:
+    a = Api(http, rn.url, unique("mer"))
+    status, prog = await a.call(
+        "PUT",
+        body={"currency": "EUR", "points_per_unit": "2", "region": "FR", "rounding": "sale"},
+    )
+    assert status == 200, prog
+    return a
+
+
+def test_openapi_is_fresh_and_describes_every_route() -> None:
+    text = openapi.OPENAPI_PATH.read_text() if hasattr(openapi, "OPENAPI_PATH") else ""
+    text = admin.OPENAPI_PATH.read_text()
+    assert text == openapi.render(), "run python -m gateway.api.openapi > gateway/api/openapi.json"
+    doc = json.loads(text)
+    for method, suffix, _ in admin.ROUTES:
+        path = admin.PREFIX + suffix
+        assert method.lower() in doc["paths"].get(path, {}), (method, path)
+        assert doc["paths"][path][method.lower()]["summary"]
+
+
+async def test_every_admin_route_is_described_in_the_running_app(rn) -> None:
+    doc = json.loads(admin.OPENAPI_PATH.read_text())
+    for route in rn.runner.app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("formatter") or info.get("path") or ""
+        if path.startswith("/admin/v1/") and route.method != "HEAD":
+            assert route.method.lower() in doc["paths"].get(path, {}), (route.method, path)
+
+
+async def test_bearer_token_required(api: Api) -> None:
+    assert (await api.call("GET", headers={}))[0] == 401
+    assert (await api.call("GET", headers={"Authorization": "Bearer wrong"}))[0] == 401
+    assert (await api.call("GET"))[0] == 200
+
+
+async def test_programme_rules_tiers_rewards(api: Api, clients) -> None:
+    status, prog = await api.call("GET")
+    assert (prog["currency"], prog["points_per_unit"], prog["region"], prog["rounding"]) == (
+        "EUR",
+        "2",
+        "FR",
+        "sale",
+    )
+    assert (await api.call("PUT", body={"rounding": "nope"}))[0] == 400
+    status, rule = await api.call(
+        "PUT", "/rules/coffee2", {"kind": "category", "category": "coffee", "multiplier": "2"}
+    )
+    assert status == 200 and rule["multiplier"] == "2"
+    assert (await api.call("PUT", "/rules/bad", {"kind": "product"}))[0] == 400
+    status, body = await api.call(
+        "PUT",
+        "/tiers",
+        {
+            "tiers": [
+                {"id": "silver", "threshold": 100},
+                {"id": "gold", "threshold": 1000, "multiplier": "1.5"},
+            ]
+        },
+    )
+    assert status == 200 and [t["id"] for t in body["tiers"]] == ["silver", "gold"]
+    status, reward = await api.call(
+        "PUT",
+        "/rewards/ten",
+        {"name": "10 EUR off", "cost": 30, "kind": "amount_off", "value": 1000},
+    )
+    assert status == 200 and reward["cost"] == 30
+    merchant = api.base.rsplit("/", 1)[1]
+    till = await clients.pos(merchant)
+    status, member = await api.call("POST", "/members", {"phone": "06 12 34 56 78", "name": "Zoé"})
+    assert status == 201 and member["phone"] == "+33612345678"
+    status, again = await api.call("POST", "/members", {"phone": "+33612345678"})
+    assert status == 200 and again["member"] == member["member"]
+    m = member["member"]
+    receipt = await ok(
+        till,
+        {
+            "type": "sale",
+            "op": unique("s"),
+            "member": m,
+            "total": 1_000,
+            "lines": [{"sku": "latte", "qty": 2, "price": 500, "category": "coffee"}],
+        },
+    )
+    assert {b.rule: b.points for b in receipt.breakdown} == {"base": 20, "category:coffee": 20}
+    status, found = await api.call("GET", "/members", params={"phone": "0612345678"})
+    assert status == 200 and found["member"] == m and "tier" not in found  # 40 < 100
+    status, page = await api.call("GET", f"/members/{m}/history", params={"limit": "10"})
+    assert status == 200 and page["purchases"][0]["points"] == 40
+    code = await ok(
+        till, {"type": "redeem_reward", "op": unique("r"), "member": m, "reward": "ten"}
+    )
+    status, voided = await api.call("POST", f"/codes/{code.code}/void", {"op": unique("v")})
+    assert status == 200 and voided["status"] == "voided" and voided["balance"]["available"] == 40
+    assert (await api.call("DELETE", "/rules/coffee2"))[0] == 200
+    assert (await api.call("DELETE", "/rules/coffee2"))[0] == 404
+    assert (await api.call("DELETE", "/rewards/ten"))[0] == 200
+    status, rewards = await api.call("GET", "/rewards")
+    assert rewards["rewards"][0]["active"] is False
+
+
+async def test_export_and_erase_keep_the_ledger_whole(api: Api, clients) -> None:
+    merchant = api.base.rsplit("/", 1)[1]
+    till = await clients.pos(merchant)
+    status, member = await api.call(
+        "POST",
+        "/members",
+        {"email": "erase.me@example.com", "phone": "+33 6 98 76 54 32", "name": "Eve"},
+    )
+    m = member["member"]
+    for i in range(3):
+        await ok(till, {"type": "sale", "op": f"g{i}-{m}", "member": m, "total": 1_000})
+    status, data = await api.call("GET", f"/members/{m}/export")
+    assert status == 200
+    assert data["member"]["email"] == "erase.me@example.com" and data["member"]["name"] == "Eve"
+    assert len(data["purchases"]) == 3 and len(data["ledger"]) == 3
+    assert sum(e["posted_delta"] for e in data["ledger"]) == data["member"]["balance"]["posted"]
+    status, body = await api.call("DELETE", f"/members/{m}")
+    assert status == 200 and body["erased"] is True
+    assert (await api.call("GET", "/members", params={"email": "erase.me@example.com"}))[0] == 404
+    status, after = await api.call("GET", f"/members/{m}/export")
+    assert after["member"].get("name", "") == "" and after["member"].get("email") is None
+    assert after["member"]["balance"]["posted"] == 60
+    assert sum(e["posted_delta"] for e in after["ledger"]) == 60
+    # the same phone can enrol again, as a new member
+    status, fresh = await api.call("POST", "/members", {"phone": "+33 6 98 76 54 32"})
+    assert status == 201 and fresh["member"] != m
+
+
+async def test_merchant_isolation_on_every_endpoint(api: Api, http, rn, clients) -> None:
+    merchant = api.base.rsplit("/", 1)[1]
+    till = await clients.pos(merchant)
+    await api.call("PUT", "/rules/r1", {"kind": "promotion", "bonus": 5})
+    await api.call("PUT", "/rewards/w1", {"cost": 1, "kind": "amount_off", "value": 1})
+    await api.call("PUT", "/tiers", {"tiers": [{"id": "t1", "threshold": 1}]})
+    number = phone()
+    m = (await api.call("POST", "/members", {"phone": number, "card": "ISO-1"}))[1]["member"]
+    await ok(till, {"type": "sale", "op": unique("s"), "member": m, "total": 1_000})
+    code = (
+        await ok(till, {"type": "redeem_reward", "op": unique("r"), "member": m, "reward": "w1"})
+    ).code
+    other = Api(http, rn.url, unique("mer"))
+    assert (await other.call("PUT", body={"region": "US"}))[0] == 200
+    assert (await other.call("GET", "/rules"))[1] == {"rules": []}
+    assert (await other.call("GET", "/tiers"))[1] == {"tiers": []}
+    assert (await other.call("GET", "/rewards"))[1] == {"rewards": []}
+    probes = [
+        ("GET", f"/members/{m}", None, None),
+        ("GET", f"/members/{m}/history", None, None),
+        ("GET", f"/members/{m}/export", None, None),
+        ("DELETE", f"/members/{m}", None, None),
+        ("GET", "/members", None, {"phone": number}),
+        ("GET", "/members", None, {"card": "ISO-1"}),
+        ("DELETE", "/rules/r1", None, None),
+        ("DELETE", "/rewards/w1", None, None),
+        ("POST", f"/codes/{code}/void", {"op": unique("v")}, None),
+    ]
+    for method, path, body, params in probes:
+        status, reply = await other.call(method, path, body, params=params)
+        assert status == 404, (method, path, status, reply)
+    # an unknown merchant is a 404 everywhere but the programme PUT that creates it
+    ghost = Api(http, rn.url, unique("mer"))
+    for method, suffix, _ in admin.ROUTES:
+        if (method, suffix) == ("PUT", ""):
+            continue
+        path = suffix.replace("{member}", m).replace("{rule}", "r1").replace("{reward}", "w1")
+        path = path.replace("{code}", code)
+        body = {"op": "x"} if "void" in path else ({"tiers": []} if suffix == "/tiers" else None)
+        if method == "PUT" and body is None:
+            body = {"kind": "promotion"} if "rules" in path else {"cost": 1, "kind": "amount_off"}
+        status, _ = await ghost.call(method, path, body or {})
+        assert status == 404, (method, path, status)
+    # and merchant A's data is untouched
+    assert (await api.call("GET", f"/members/{m}"))[1]["card"] == "ISO-1"
