@@ -110,6 +110,7 @@ class Worker:
         self.member_terminal: dict[str, Link] = {}
         self.rng = random.Random(self.idx)
         self.record_from = 0
+        self.by_link: dict[int, Watcher] = {}
 
     # ------------------------------------------------------------------ plumbing
     def send(self, *msg: Any) -> None:
@@ -220,18 +221,19 @@ class Worker:
                     self.on_close,
                 )
                 w = Watcher(k, member, link)
+                self.by_link[id(link)] = w
                 started = time.monotonic_ns()
                 try:
                     await link.connect(token, cfg["timeout"])
                     await self.subscribe(w, None, started, "connect")
                 except (LinkClosed, TimeoutError, aiohttp.ClientError, OSError) as exc:
                     self.errors[f"connect:{_reason(exc)}"] += 1
+                    self.by_link.pop(id(link), None)
                     await link.close()
                     return
                 self.watchers.append(w)
 
         await asyncio.gather(*(open_one(*p) for p in plan))
-        self.by_link = {id(w.link): w for w in self.watchers}
 
     async def subscribe(self, w: Watcher, since: int | None, started: int, metric: str) -> None:
         frame = Subscribe(id=w.link.proto.next_id(), member=w.member, since=since)
@@ -242,7 +244,7 @@ class Worker:
 
     # ------------------------------------------------------------------ events
     def on_events(self, link: Link, events: list[Event], now: int) -> None:
-        w = getattr(self, "by_link", {}).get(id(link))
+        w = self.by_link.get(id(link))
         replayed = False
         for ev in events:
             if isinstance(ev, Reply):
@@ -346,7 +348,7 @@ class Worker:
             self.bc_receipts.setdefault(m.decode(), []).append(now)
 
     def on_close(self, link: Link, code: int | None) -> None:
-        w = getattr(self, "by_link", {}).get(id(link))
+        w = self.by_link.get(id(link))
         if w is not None and not w.busy and not getattr(self, "closing", False):
             self.counters["server_closed"] += 1
             self.errors[f"close:{code}"] += 1

@@ -1,0 +1,250 @@
+"""Unit tests of the load-test tool's pure parts: arrival schedules, histogram merging, SLO
+parsing and evaluation, the correctness verdict, configuration precedence, pre-flight."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from loadtests import preflight, verdict
+from loadtests.arrival import Stage, parse_duration, parse_stages, schedule, simple_stages
+from loadtests.config import PRESETS, build
+from loadtests.hist import Histograms
+from loadtests.slo import evaluate, parse_slo
+
+# --------------------------------------------------------------------------- arrivals
+
+
+def test_constant_rate_is_evenly_spaced_and_exact() -> None:
+    times = list(schedule([Stage(2.0, 100.0, 100.0)]))
+    assert len(times) == 200
+    assert times[0] == pytest.approx(0.01)
+    assert times[-1] == pytest.approx(2.0)
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(times)}
+    assert gaps == {0.01}
+
+
+def test_ramp_accelerates_and_hits_the_expected_count() -> None:
+    times = list(schedule([Stage(10.0, 0.0, 100.0)]))
+    assert len(times) == 500  # (0 + 100) / 2 * 10
+    assert times == sorted(times)
+    first_half = sum(1 for t in times if t < 5.0)
+    assert first_half == pytest.approx(125, abs=1)  # a quarter of the arrivals in the first half
+    early = times[1] - times[0]
+    late = times[-1] - times[-2]
+    assert early > 5 * late
+
+
+def test_stages_chain_and_scale() -> None:
+    stages = parse_stages("1s:0->10,2s:10,1s:10->0")
+    assert stages == [Stage(1, 0, 10), Stage(2, 10, 10), Stage(1, 10, 0)]
+    times = list(schedule(stages))
+    assert len(times) == 5 + 20 + 5
+    assert times == sorted(times) and times[-1] <= 4.0
+    half = list(schedule(stages, scale=0.5))
+    assert len(half) == pytest.approx(15, abs=1)
+
+
+def test_workers_with_phases_interleave_to_the_total_rate() -> None:
+    stages = [Stage(1.0, 100.0, 100.0)]
+    a = list(schedule(stages, 0.5, 0.0))
+    b = list(schedule(stages, 0.5, 0.5))
+    merged = sorted(a + b)
+    assert len(merged) == 100
+    gaps = [y - x for x, y in itertools.pairwise(merged)]
+    assert max(gaps) == pytest.approx(0.01) and min(gaps) == pytest.approx(0.01)
+
+
+def test_durations_and_bad_stages() -> None:
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("2m") == 120.0
+    assert parse_duration(3) == 3.0
+    assert simple_stages(10, 5, 2) == [Stage(2, 0, 10), Stage(5, 10, 10)]
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration("soon")
+    with pytest.raises(ValueError, match="bad stage"):
+        parse_stages("10s")
+    with pytest.raises(ValueError):
+        Stage(-1, 1, 1)
+
+
+# --------------------------------------------------------------------------- histograms
+
+
+def test_merged_histograms_equal_one_histogram_of_everything() -> None:
+    parts = [Histograms() for _ in range(3)]
+    whole = Histograms()
+    for i in range(30_000):
+        us = (i * 7919) % 50_000 + 1
+        parts[i % 3].record_us("reserve", us)
+        whole.record_us("reserve", us)
+    parts[0].record_us("push", 1234)
+    merged = Histograms()
+    for p in parts:
+        merged.merge(json.loads(json.dumps(p.encode())))  # through the wire format
+    assert merged.summary("reserve") == whole.summary("reserve")
+    assert merged.count("reserve") == 30_000
+    assert merged.count("push") == 1
+    s = merged.summary("reserve", seconds=10)
+    assert s["rate_per_s"] == 3000.0
+    assert s["p50_ms"] == pytest.approx(25.0, rel=0.01)
+    assert s["p99_ms"] <= s["p99.9_ms"] <= s["max_ms"]
+
+
+def test_histogram_clamps_out_of_range_values() -> None:
+    h = Histograms()
+    h.record_ns("x", 0)
+    h.record_us("x", 10**12)
+    assert h.count("x") == 2 and h.clamped == 1
+
+
+# --------------------------------------------------------------------------- SLOs
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "stat", "op", "value"),
+    [
+        ("reserve.p99<10ms", "reserve", "p99", "<", 10.0),
+        ("push.p99.9 <= 15ms", "push", "p99.9", "<=", 15.0),
+        ("commit.max<1s", "commit", "max", "<", 1000.0),
+        ("flow.p50<500us", "flow", "p50", "<", 0.5),
+        ("errors.rate<0.1%", "errors", "rate", "<", 0.001),
+        ("errors.count<=0", "errors", "count", "<=", 0.0),
+        ("reserve.rate>=1900", "reserve", "rate", ">=", 1900.0),
+        ("broadcast.last<1s", "broadcast", "last", "<", 1000.0),
+    ],
+)
+def test_slo_parsing(text: str, metric: str, stat: str, op: str, value: float) -> None:
+    slo = parse_slo(text)
+    assert (slo.metric, slo.stat, slo.op) == (metric, stat, op)
+    assert slo.value == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    "bad", ["reserve<10ms", "reserve.p99", "reserve.p99<10%", "reserve.p101<1ms", "x.rate<1ms"]
+)
+def test_slo_rejects_nonsense(bad: str) -> None:
+    with pytest.raises(ValueError, match="bad SLO"):
+        parse_slo(bad)
+
+
+def test_slo_evaluation_pass_breach_missing() -> None:
+    report = {
+        "latency": {"reserve": {"count": 10, "p99_ms": 8.0, "max_ms": 30.0, "rate_per_s": 5.0}},
+        "counters": {"errors_total": 2, "commands_sent": 1000},
+        "broadcast": {"last_receipt_ms": 400.0},
+    }
+    slos = [
+        "reserve.p99<10ms",
+        "reserve.max<20ms",
+        "push.p99<15ms",
+        "errors.rate<0.1%",
+        "broadcast.last<1s",
+    ]
+    got = {r["slo"]: r["status"] for r in evaluate([parse_slo(s) for s in slos], report)}
+    assert got == {
+        "reserve.p99<10ms": "pass",
+        "reserve.max<20ms": "breach",
+        "push.p99<15ms": "missing",
+        "errors.rate<0.1%": "breach",
+        "broadcast.last<1s": "pass",
+    }
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def test_session_balances_must_equal_the_ledger() -> None:
+    ledger = {"m1": (100, 10, 5), "m2": (50, 0, 2)}
+    ok = verdict.check_sessions(
+        [("s1", "m1", (100, 10, 90, 5)), ("s2", "m2", (50, 0, 50, 2))], ledger
+    )
+    assert ok.ok
+    stale = verdict.check_sessions(
+        [("s1", "m1", (100, 0, 100, 4)), ("s2", "m2", (50, 0, 50, 2))], ledger
+    )
+    assert not stale.ok and "1 of 2" in stale.detail
+    assert stale.samples[0]["session"] == "s1"
+    unknown = verdict.check_sessions([("s3", "m9", (0, 0, 0, 0))], ledger)
+    assert not unknown.ok
+    assert verdict.check_sessions([], ledger).ok
+
+
+def test_reply_balances_may_trail_but_never_disagree() -> None:
+    ledger = {"m1": (100, 0, 5)}
+    assert verdict.check_replies({"m1": (100, 0, 100, 5)}, ledger).ok
+    trailing = verdict.check_replies({"m1": (90, 0, 90, 4)}, ledger)
+    assert trailing.ok and "changed after" in trailing.detail
+    assert not verdict.check_replies({"m1": (99, 0, 99, 5)}, ledger).ok
+    assert not verdict.check_replies({"m1": (100, 0, 100, 6)}, ledger).ok  # ahead of the ledger
+
+
+def test_gaps_resumes_ledger_and_overall_verdict() -> None:
+    assert verdict.check_gaps(0, 0, 0).ok
+    assert verdict.check_gaps(3, 2, 1).ok
+    assert not verdict.check_gaps(3, 1, 1).ok
+    assert verdict.check_resume(10, 9, 1, 0).ok
+    assert not verdict.check_resume(10, 9, 0, 1).ok
+    assert not verdict.check_ledger([{"member_id": "m1"}], 5).ok
+    v = verdict.verdict(
+        [verdict.check_gaps(0, 0, 0), verdict.check_ledger([{"member_id": "m1"}], 5)]
+    )
+    assert v["ok"] is False and [c["ok"] for c in v["checks"]] == [True, False]
+
+
+# --------------------------------------------------------------------------- config, pre-flight
+
+
+def test_precedence_defaults_preset_file_flags(tmp_path: pytest.TempPathFactory) -> None:
+    cfg = build("sessions", None, {})
+    assert cfg.sessions == PRESETS["sessions"]["sessions"] and cfg.steps == ["sale"]
+    toml = tmp_path / "s.toml"  # type: ignore[operator]
+    toml.write_text('scenario = "churn"\nrate = 7\nduration = "1m"\nslo = ["reserve.p99<10ms"]\n')
+    from loadtests.config import load_file
+
+    cfg = build("checkout", load_file(toml), {"rate": 9.0})
+    assert cfg.scenario == "churn" and cfg.rate == 9.0 and cfg.duration == 60.0
+    assert cfg.churn_rate == PRESETS["churn"]["churn_rate"] and cfg.slo == ["reserve.p99<10ms"]
+    js = tmp_path / "s.json"  # type: ignore[operator]
+    js.write_text(
+        json.dumps({"url": "http://127.0.0.1:1,http://127.0.0.1:2", "steps": "reserve,commit"})
+    )
+    cfg = build("checkout", load_file(js), {})
+    assert cfg.url == ["http://127.0.0.1:1", "http://127.0.0.1:2"] and cfg.steps == [
+        "reserve",
+        "commit",
+    ]
+    for bad in ({"nonsense": 1}, {"steps": ["fly"]}, {"slo": ["p99<1"]}, {"url": ["ftp://x"]}):
+        with pytest.raises(ValueError):
+            build("checkout", bad, {})
+
+
+def test_cli_usage_errors_exit_64(capsys: pytest.CaptureFixture[str]) -> None:
+    from loadtests.__main__ import main
+
+    assert main(["checkout", "--slo", "reserve<1"]) == 64
+    with pytest.raises(SystemExit) as exc:
+        main(["checkout", "--rate", "fast"])
+    assert exc.value.code == 64
+    capsys.readouterr()
+
+
+def test_preflight_says_what_to_change() -> None:
+    ok = preflight.check(1000, 2, ["127.0.0.1"], nofile=(20_000, 20_000))
+    assert ok.ok and not ok.advice
+    few_fds = preflight.check(50_000, 1, None, nofile=(1024, 4096))
+    assert not few_fds.ok
+    assert any("ulimit -n" in a for a in few_fds.advice)
+    assert any("--workers" in a for a in few_fds.advice)
+    rng = preflight.port_range()
+    if rng is not None:
+        many = preflight.check(10 * (rng[1] - rng[0]), 1000, ["127.0.0.1"], nofile=(10**6, 10**6))
+        assert not many.ok and any("ip_local_port_range" in a for a in many.advice)
+    assert preflight.auto_source_ips(["http://127.0.0.1:1"], 50_000) == [
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.3",
+    ]
+    assert preflight.auto_source_ips(["http://10.0.0.5:1"], 50_000) is None
