@@ -58,7 +58,7 @@ class StoreSettings:
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
     #: Parallel group-commit lanes (each one PostgreSQL connection, one batch in flight).
-    lanes: int = 4
+    lanes: int = 2
     #: Most operations in one group-commit transaction.
     max_batch: int = 256
     #: Seconds between expiry sweeps (holds past expiry already count as expired before this).
@@ -135,7 +135,7 @@ class Settings:
                 command_timeout=_float(e, "GATEWAY_COMMAND_TIMEOUT", 5.0, 0.1, 120.0),
             ),
             ledger=LedgerSettings(
-                lanes=_int(e, "GATEWAY_LEDGER_LANES", 4, 1, 64),
+                lanes=_int(e, "GATEWAY_LEDGER_LANES", 2, 1, 64),
                 max_batch=_int(e, "GATEWAY_LEDGER_MAX_BATCH", 256, 1, 10_000),
                 sweep_interval=_float(e, "GATEWAY_SWEEP_SECONDS", 1.0, 0.05, 3600.0),
                 relay_interval=_float(e, "GATEWAY_RELAY_SECONDS", 1.0, 0.05, 3600.0),

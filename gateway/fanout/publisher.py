@@ -1,7 +1,7 @@
 """Turns committed ledger entries into ``balance_changed`` frames and publishes them.
 
-One pipeline per batch: for each change, one Lua call updates the cached balance (only if
-newer) and publishes the encoded frame on the member's channel, so the cache and the stream
+One round trip per batch: one Lua call per chunk of changes updates each cached balance (only
+if newer) and publishes each encoded frame on its member's channel, so the cache and the stream
 of events never disagree about order. Successfully published changes are reported to the
 outbox so their rows can be deleted.
 """
@@ -14,13 +14,15 @@ from collections.abc import Callable, Sequence
 from gateway.errors import StoreUnavailable
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.model import Entry
-from gateway.store.keys import APPLY_EVENT, Keys
+from gateway.store.keys import APPLY_EVENTS, Keys
 from gateway.store.redis import Breaker, Redis, translate_errors
 from protocol.codec import encode
 from protocol.messages import BalanceChanged, Cause
 
 #: Seconds a publish may take before the reply goes out without it (the relay republishes).
 PUBLISH_TIMEOUT = 0.5
+#: Changes per Lua call (one call per chunk keeps the per-command overhead off each change).
+CHUNK = 128
 
 
 def change_frame(e: Entry) -> BalanceChanged:
@@ -44,7 +46,7 @@ class Publisher:
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._script = redis.register_script(APPLY_EVENT)
+        self._script = redis.register_script(APPLY_EVENTS)
         self.on_published = on_published
         self.breaker = Breaker()
         # Members whose latest change could not be published: their cached balance may be
@@ -70,13 +72,19 @@ class Publisher:
                 ):
                     if stale:
                         pipe.delete(*(keys.balance(m) for m in stale))
-                    for e in entries:
-                        payload = encode(change_frame(e))
-                        await self._script(
-                            keys=[keys.balance(e.member), keys.member_channel(e.member)],
-                            args=[e.version, e.posted_after, e.held_after, payload],
-                            client=pipe,
-                        )
+                    for i in range(0, len(entries), CHUNK):
+                        chunk = entries[i : i + CHUNK]
+                        names: list[str] = []
+                        args: list[bytes | int] = []
+                        for e in chunk:
+                            names += (keys.balance(e.member), keys.member_channel(e.member))
+                            args += (
+                                e.version,
+                                e.posted_after,
+                                e.held_after,
+                                encode(change_frame(e)),
+                            )
+                        await self._script(keys=names, args=args, client=pipe)
                     await pipe.execute()
         except (StoreUnavailable, TimeoutError):
             self.breaker.trip()

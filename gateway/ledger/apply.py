@@ -98,7 +98,13 @@ def _hold_state(hold: Hold, acct: Account, op: str) -> HoldState:
 
 
 def expire_overdue(state: BatchState, acct: Account) -> int:
-    """Expire the member's active holds whose expiry has passed (lazy expiry). Returns count."""
+    """Expire the member's active holds whose expiry has passed (lazy expiry). Returns count.
+
+    Only members flagged in ``state.overdue`` can have such holds; each is handled once per
+    batch (the batch has one clock reading)."""
+    if acct.member not in state.overdue:
+        return 0
+    state.overdue.discard(acct.member)
     n = 0
     overdue = sorted(
         (
@@ -222,6 +228,11 @@ def _find_hold(state: BatchState, op: Commit | Release) -> Hold | Outcome:
     hold = state.holds.get((op.origin.merchant, op.hold))
     if hold is None or hold.member != op.member:
         return refuse(op.op, ErrorCode.HOLD_NOT_FOUND)
+    if hold.status == "active" and hold.expires_at <= state.now:
+        # Past expiry counts as expired whatever else happened: release it now.
+        acct = state.accounts[hold.member]
+        state.overdue.add(hold.member)
+        expire_overdue(state, acct)
     if hold.status == "expired":
         return refuse(op.op, ErrorCode.HOLD_EXPIRED)
     if hold.status != "active":

@@ -149,3 +149,5 @@ class BatchState:
     accounts: dict[str, Account] = field(default_factory=dict)
     holds: dict[tuple[str, str], Hold] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
+    #: Members that may have active holds past expiry (all of them are loaded in ``holds``).
+    overdue: set[str] = field(default_factory=set)

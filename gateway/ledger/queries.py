@@ -1,12 +1,14 @@
 """The ledger's SQL, in one place. Each statement is prepared once per connection (asyncpg's
 statement cache) and takes arrays, so one round trip serves a whole batch."""
 
+# One clock reading per batch (the CTE runs once), so "overdue" and "now" agree.
 LOCK_ACCOUNTS = """
-SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, clock_timestamp() AS now,
+WITH t AS (SELECT clock_timestamp() AS now)
+SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, t.now,
        EXISTS (SELECT 1 FROM holds h
                 WHERE h.member_id = a.member_id AND h.status = 'active'
-                  AND h.expires_at <= clock_timestamp()) AS overdue
-  FROM accounts a
+                  AND h.expires_at <= t.now) AS overdue
+  FROM accounts a CROSS JOIN t
  WHERE a.member_id = ANY($1::text[])
  ORDER BY a.member_id
    FOR UPDATE OF a
@@ -14,25 +16,28 @@ SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, clock_timestamp(
 
 NOW = "SELECT clock_timestamp()"
 
-FIND_OPERATIONS = """
-SELECT o.merchant_id, o.op_id, o.fingerprint, o.result
+# Everything a batch reads after its locks, in one round trip: the operations it names that
+# already exist (src 'o'), the holds its commits/releases name and the locked members' overdue
+# active holds (src 'h').
+FIND_OPS_AND_HOLDS = """
+SELECT 'o' AS src, o.merchant_id, o.op_id AS id, o.fingerprint, o.result,
+       NULL::text AS member_id, NULL::int8 AS amount, NULL::int8 AS committed,
+       NULL::text AS status, NULL::timestamptz AS expires_at, NULL::timestamptz AS created_at,
+       NULL::timestamptz AS resolved_at
   FROM operations o
   JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, op_id)
     ON o.merchant_id = k.merchant_id AND o.op_id = k.op_id
-"""
-
-# Holds named by commit/release, plus the locked members' overdue active holds.
-FIND_HOLDS = """
-SELECT h.merchant_id, h.id, h.member_id, h.amount, h.committed, h.status, h.expires_at,
-       h.created_at, h.resolved_at
+UNION ALL
+SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
+       h.expires_at, h.created_at, h.resolved_at
   FROM holds h
-  JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, id)
+  JOIN unnest($3::text[], $4::text[]) AS k(merchant_id, id)
     ON h.merchant_id = k.merchant_id AND h.id = k.id
-UNION
-SELECT h.merchant_id, h.id, h.member_id, h.amount, h.committed, h.status, h.expires_at,
-       h.created_at, h.resolved_at
+UNION ALL
+SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
+       h.expires_at, h.created_at, h.resolved_at
   FROM holds h
- WHERE h.member_id = ANY($3::text[]) AND h.status = 'active' AND h.expires_at <= $4
+ WHERE h.member_id = ANY($5::text[]) AND h.status = 'active' AND h.expires_at <= $6
 """
 
 # One statement writes the whole batch. The operations insert must claim every id: a

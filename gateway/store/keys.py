@@ -53,17 +53,21 @@ class Keys:
         return channel[len(self.prefix) + 7 : -1]
 
 
-# Set the cached balance only if the event is newer than what is cached, then publish the
-# frame (always: a cache filled by a read-through may already hold this version, but the
-# subscribers still need the event). KEYS[1]=balance key, KEYS[2]=channel.
-# ARGV: version, posted, held, payload.
-APPLY_EVENT = """
-local v = tonumber(ARGV[1])
-local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
-if v > cur then
-  redis.call('HSET', KEYS[1], 'p', ARGV[2], 'h', ARGV[3], 'v', ARGV[1])
+# For each change: set the cached balance only if the change is newer than what is cached,
+# then publish the frame (always: a cache filled by a read-through may already hold this
+# version, but the subscribers still need the event). One call carries a whole batch: KEYS
+# are (balance, channel) pairs, ARGV (version, posted, held, payload) quadruples, in order.
+APPLY_EVENTS = """
+for i = 1, #KEYS, 2 do
+  local a = (i - 1) * 2
+  local v = tonumber(ARGV[a + 1])
+  local cur = tonumber(redis.call('HGET', KEYS[i], 'v') or '-1')
+  if v > cur then
+    redis.call('HSET', KEYS[i], 'p', ARGV[a + 2], 'h', ARGV[a + 3], 'v', ARGV[a + 1])
+  end
+  redis.call('PUBLISH', KEYS[i + 1], ARGV[a + 4])
 end
-return redis.call('PUBLISH', KEYS[2], ARGV[4])
+return #KEYS / 2
 """
 
 # Read-through fill and rebuild: same version guard, no publish. KEYS[1]=balance key.

@@ -67,9 +67,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         async def down() -> None:
             await self.ledger.close()
-            keys = [k async for k in self.redis.scan_iter(match=f"{self.prefix}:*")]
-            if keys:
-                await self.redis.delete(*keys)
+            await self.redis.delete(*(self.keys.balance(m) for m in self.members))
             await self.redis.aclose()
             await self.pool.close()
             await self.db.close()
@@ -215,9 +213,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(rebuild=st.booleans())
     def lose_redis(self, rebuild: bool) -> None:
         async def flush() -> None:
-            keys = [k async for k in self.redis.scan_iter(match=f"{self.prefix}:*")]
-            if keys:
-                await self.redis.delete(*keys)
+            # Everything this machine keeps in Redis under its prefix is its members' balances.
+            await self.redis.delete(*(self.keys.balance(m) for m in self.members))
             if rebuild:
                 await rebuild_cache(PG_DSN, self.redis, self.keys)
 
@@ -227,6 +224,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def database_matches_model_and_invariants_hold(self) -> None:
         async def check() -> None:
+            await self.ledger.published()
             for m in self.members:
                 row = await self.db.fetchrow(
                     "SELECT posted, held FROM accounts WHERE member_id=$1", m
