@@ -339,6 +339,14 @@ async def rebuild_figures(dsn: str, redis_url: str, members: int) -> dict[str, A
     }
 
 
+async def _checkpoint(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def run_async(
     database_url: str | None = None, redis_url: str | None = None, quick: bool = False
 ) -> dict[str, Any]:
@@ -356,8 +364,13 @@ async def run_async(
     }
     try:
         await _seed(dsn, 10_000)
-        figures["pgbench"] = await pgbench_figures(dsn, quick)
+        # The ledger first: pgbench leaves a lot of WAL behind, and the checkpoint it triggers
+        # would land on whatever runs next. A checkpoint before each phase starts them equal.
+        await _checkpoint(dsn)
         figures["ledger"] = await ledger_figures(dsn, redis_url, quick, 10_000)
+        await _checkpoint(dsn)
+        figures["pgbench"] = await pgbench_figures(dsn, quick)
+        await _checkpoint(dsn)
         figures["rebuild"] = await rebuild_figures(dsn, redis_url, 100_000 if quick else 1_000_000)
         single = figures["pgbench"].get("single", {}).get("ops_per_s")
         best = figures["ledger"]["max_ops_per_s_p99_50ms"]
