@@ -142,7 +142,14 @@ class Ignored:
     message: str
 
 
-Event = Welcomed | Reply | Failed | Changed | Gap | Stale | Resync | Ignored
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """Any other server push (presence, notices, tier changes): for the application."""
+
+    frame: object
+
+
+Event = Welcomed | Reply | Failed | Changed | Gap | Stale | Resync | Ignored | Pushed
 
 # --------------------------------------------------------------------------- session
 
@@ -302,8 +309,10 @@ class ClientSession:
         elif isinstance(frame, Error):
             request = self._pending.pop(frame.id, None) if frame.id is not None else None
             events.append(Failed(request, frame))
-        else:
+        elif isinstance(frame, Result):
             self._on_result(frame, events)
+        else:
+            events.append(Pushed(frame))
         return events
 
     def _on_result(self, frame: Result, events: list[Event]) -> None:

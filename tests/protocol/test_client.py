@@ -291,3 +291,15 @@ def test_unknown_fields_are_ignored() -> None:
     rid = decode_client(s.ping()).id
     data = b'{"type":"result","id":"%s","data":{"kind":"pong","extra":1},"new":true}' % rid.encode()
     assert s.receive(data) == [Reply(Ping(id=rid), Pong())]
+
+
+def test_other_pushes_are_handed_to_the_application() -> None:
+    from protocol.client import ClientSession, Pushed
+    from protocol.codec import encode
+    from protocol.messages import Notice
+
+    session = ClientSession()
+    frame = Notice(notice="n1", merchant="m", kind="offer", payload={"sku": "beans"})
+    events = session.receive(encode(frame))
+    assert len(events) == 1 and isinstance(events[0], Pushed)
+    assert events[0].frame == frame
