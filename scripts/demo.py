@@ -75,45 +75,85 @@ async def demo(env: dict[str, str], urls: list[str]) -> None:
 
     async with aiohttp.ClientSession() as http:
         app = Client(await http.ws_connect(urls[1] + "/ws"), "app")
-        w = await app.call({"type": "hello", "versions": [1],
-                            "token": auth.mint_app(secret, merchant, member)})
+        w = await app.call(
+            {"type": "hello", "versions": [1], "token": auth.mint_app(secret, merchant, member)}
+        )
         sub = await app.call({"type": "subscribe", "member": member})
-        step(f"app session on node {w['node']}: subscribed, balance "
-             f"{sub['data']['balance']['available']} (version {sub['data']['balance']['version']})")
+        step(
+            f"app session on node {w['node']}: subscribed, balance "
+            f"{sub['data']['balance']['available']} (version {sub['data']['balance']['version']})"
+        )
 
         pos = Client(await http.ws_connect(urls[0] + "/ws"), "pos")
-        w = await pos.call({"type": "hello", "versions": [1],
-                            "token": auth.mint_pos(secret, merchant, "store-1", "till-4")})
+        w = await pos.call(
+            {
+                "type": "hello",
+                "versions": [1],
+                "token": auth.mint_pos(secret, merchant, "store-1", "till-4"),
+            }
+        )
         step(f"POS session on node {w['node']} (store-1 / till-4)")
 
         t0 = time.perf_counter()
-        sale = await pos.call({"type": "sale", "op": f"sale-{member}", "member": member,
-                               "total": 4250, "lines": [
-                                   {"sku": "latte", "qty": 2, "price": 475},
-                                   {"sku": "beans-1kg", "qty": 1, "price": 3300}]})
+        sale = await pos.call(
+            {
+                "type": "sale",
+                "op": f"sale-{member}",
+                "member": member,
+                "total": 4250,
+                "lines": [
+                    {"sku": "latte", "qty": 2, "price": 475},
+                    {"sku": "beans-1kg", "qty": 1, "price": 3300},
+                ],
+            }
+        )
         t_reply = time.perf_counter()
         change = await app.push()
         t_push = time.perf_counter()
-        step(f"POS sale $42.50 -> {sale['data']['points']} points, reply in "
-             f"{(t_reply - t0) * 1000:.1f} ms")
-        step(f"app on the other node got {change['type']}: available {change['available']} "
-             f"(version {change['version']}, cause {change['cause']['kind']}) "
-             f"{(t_push - t_reply) * 1000:.1f} ms after the POS reply")
+        step(
+            f"POS sale $42.50 -> {sale['data']['points']} points, reply in "
+            f"{(t_reply - t0) * 1000:.1f} ms"
+        )
+        step(
+            f"app on the other node got {change['type']}: available {change['available']} "
+            f"(version {change['version']}, cause {change['cause']['kind']}) "
+            f"{(t_push - t_reply) * 1000:.1f} ms after the POS reply"
+        )
 
         hold = f"hold-{member}"
         r = await pos.call({"type": "reserve", "op": hold, "member": member, "points": 30})
         held = await app.push()
-        step(f"POS reserved 30 points: hold {r['data']['status']}; app sees available "
-             f"{held['available']} (held {held['held']})")
-        c = await pos.call({"type": "commit", "op": f"commit-{member}", "member": member,
-                            "hold": hold, "points": 25})
+        step(
+            f"POS reserved 30 points: hold {r['data']['status']}; app sees available "
+            f"{held['available']} (held {held['held']})"
+        )
+        c = await pos.call(
+            {
+                "type": "commit",
+                "op": f"commit-{member}",
+                "member": member,
+                "hold": hold,
+                "points": 25,
+            }
+        )
         done = await app.push()
-        step(f"POS committed 25 of 30 (rest released): {c['data']['status']}; app sees "
-             f"posted {done['posted']}, available {done['available']} (version {done['version']})")
-        again = await pos.call({"type": "commit", "op": f"commit-{member}", "member": member,
-                                "hold": hold, "points": 25})
-        step(f"POS retried the same commit: same answer ({again['data']['status']}, "
-             f"version {again['data']['balance']['version']}), nothing applied twice")
+        step(
+            f"POS committed 25 of 30 (rest released): {c['data']['status']}; app sees "
+            f"posted {done['posted']}, available {done['available']} (version {done['version']})"
+        )
+        again = await pos.call(
+            {
+                "type": "commit",
+                "op": f"commit-{member}",
+                "member": member,
+                "hold": hold,
+                "points": 25,
+            }
+        )
+        step(
+            f"POS retried the same commit: same answer ({again['data']['status']}, "
+            f"version {again['data']['balance']['version']}), nothing applied twice"
+        )
         await pos.ws.close()
         await app.ws.close()
     step("demo finished: one balance, every point of interaction, in real time")
@@ -129,10 +169,14 @@ def main() -> int:
     urls = []
     try:
         for name, port in (("node-a", 8081), ("node-b", 8082)):
-            node_env = {**env, "GATEWAY_PORT": str(port), "GATEWAY_NODE_ID": name,
-                        "GATEWAY_LOG_LEVEL": "WARNING", "GATEWAY_DRAIN_SECONDS": "3"}
-            procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve"],
-                                          env=node_env))
+            node_env = {
+                **env,
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_NODE_ID": name,
+                "GATEWAY_LOG_LEVEL": "WARNING",
+                "GATEWAY_DRAIN_SECONDS": "3",
+            }
+            procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=node_env))
             urls.append(f"http://127.0.0.1:{port}")
         for url, proc in zip(urls, procs, strict=True):
             asyncio.run(wait_ready(url, proc))

@@ -84,8 +84,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise SystemExit("PostgreSQL refuses to run as root and there is no 'postgres' user") \
-            from None
+        raise SystemExit(
+            "PostgreSQL refuses to run as root and there is no 'postgres' user"
+        ) from None
     if runuser is None:
         raise SystemExit("need 'runuser' to start PostgreSQL as the postgres user")
     return [runuser, "-u", "postgres", "--", *cmd]
@@ -105,14 +106,30 @@ def start_private_postgres() -> str:
         shutil.chown(LOCAL, "postgres")
     if not (data / "PG_VERSION").exists():
         _say(f"initialising a private PostgreSQL in {data}")
-        subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "postgres",
-                                     "--auth=trust", "-E", "UTF8"]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     if not _answers("127.0.0.1", PRIVATE_PG_PORT):
         _say(f"starting a private PostgreSQL on 127.0.0.1:{PRIVATE_PG_PORT} (data in {data})")
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-l", str(LOCAL / "pg.log"),
-                                     "-o", f"-p {PRIVATE_PG_PORT} -k /tmp -c listen_addresses=127.0.0.1",
-                                     "-w", "start"]), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres(
+                [
+                    pg_ctl,
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(LOCAL / "pg.log"),
+                    "-o",
+                    f"-p {PRIVATE_PG_PORT} -k /tmp -c listen_addresses=127.0.0.1",
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return f"postgresql://postgres@127.0.0.1:{PRIVATE_PG_PORT}/loyalty"
 
 
@@ -127,10 +144,26 @@ def start_private_redis() -> str:
     LOCAL.mkdir(exist_ok=True)
     if not _answers("127.0.0.1", PRIVATE_REDIS_PORT):
         _say(f"starting a private Redis on 127.0.0.1:{PRIVATE_REDIS_PORT}")
-        subprocess.run([server, "--port", str(PRIVATE_REDIS_PORT), "--bind", "127.0.0.1",
-                        "--daemonize", "yes", "--save", "", "--appendonly", "no",
-                        "--dir", str(LOCAL), "--logfile", str(LOCAL / "redis.log")],
-                       check=True)
+        subprocess.run(
+            [
+                server,
+                "--port",
+                str(PRIVATE_REDIS_PORT),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "yes",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(LOCAL),
+                "--logfile",
+                str(LOCAL / "redis.log"),
+            ],
+            check=True,
+        )
         for _ in range(50):
             if _answers("127.0.0.1", PRIVATE_REDIS_PORT):
                 break
@@ -161,12 +194,18 @@ def stop_private() -> None:
     pg_ctl = _pg_bin("pg_ctl")
     data = LOCAL / "pgdata"
     if pg_ctl and (data / "postmaster.pid").exists():
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "fast", "stop"]),
-                       check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres([pg_ctl, "-D", str(data), "-m", "fast", "stop"]),
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
         _say("stopped the private PostgreSQL")
     if _answers("127.0.0.1", PRIVATE_REDIS_PORT) and shutil.which("redis-cli"):
-        subprocess.run(["redis-cli", "-p", str(PRIVATE_REDIS_PORT), "shutdown", "nosave"],
-                       check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["redis-cli", "-p", str(PRIVATE_REDIS_PORT), "shutdown", "nosave"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
         _say("stopped the private Redis")
 
 
