@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -100,6 +101,11 @@ def main(args: argparse.Namespace) -> int:
         if v is not None:
             sizes[k] = v
     started = time.monotonic()
+
+    def on_term(signum: int, frame: Any) -> None:  # clean up nodes and the database on SIGTERM
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     results = asyncio.run(Bench(args, sizes).run())
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     md = markdown(results)

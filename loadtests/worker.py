@@ -21,6 +21,7 @@ import os
 import random
 import re
 import resource
+import threading
 import time
 import traceback
 from collections import Counter, deque
@@ -110,21 +111,28 @@ class Worker:
         self.member_terminal: dict[str, Link] = {}
         self.rng = random.Random(self.idx)
         self.record_from = 0
+        self.send_lock = threading.Lock()
         self.by_link: dict[int, Watcher] = {}
 
     # ------------------------------------------------------------------ plumbing
     def send(self, *msg: Any) -> None:
-        with contextlib.suppress(BrokenPipeError, OSError):
+        with self.send_lock, contextlib.suppress(BrokenPipeError, OSError):
             self.conn.send(msg)
 
-    def _on_pipe(self) -> None:
-        try:
-            while self.conn.poll():
-                self.inbox.put_nowait(self.conn.recv())
-        except (EOFError, OSError):
-            self.inbox.put_nowait(("stop",))
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self.conn.fileno())
+    def _read_pipe(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread: blocking reads of the parent's messages into the inbox. The pipe stays in
+        blocking mode so that large ``send``s (the result) are written whole."""
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                msg = ("stop",)
+            try:
+                loop.call_soon_threadsafe(self.inbox.put_nowait, msg)
+            except RuntimeError:  # the loop is closed
+                return
+            if msg[0] == "stop":
+                return
 
     async def expect(self, *kinds: str) -> tuple[Any, ...]:
         while True:
@@ -144,7 +152,7 @@ class Worker:
     # ------------------------------------------------------------------ main
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._on_pipe)
+        threading.Thread(target=self._read_pipe, args=(loop,), daemon=True, name="pipe").start()
         self.https = connectors(self.cfg.get("source_ips"))
         try:
             try:
@@ -160,7 +168,6 @@ class Worker:
                 await self.expect("stop")
         finally:
             await self.teardown()
-            loop.remove_reader(self.conn.fileno())
             self.send("closed", self.idx)
 
     def ready_info(self) -> dict[str, Any]:
