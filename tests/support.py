@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,9 +29,21 @@ SECRET = DEV_JWT_SECRET
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port to listen on, chosen below the ephemeral range: a port that the kernel hands out
+    for ``bind(0)`` can be taken again at once by any outgoing connection's local end, which a
+    test with hundreds of client sockets makes likely."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    start, stop = max(1024, low - 12000), max(2048, low - 1000)
+    for _ in range(200):
+        port = random.randrange(start, stop)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def settings_for(pg_dsn: str, redis_url: str, node_id: str = "t", **session: Any) -> Settings:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -52,6 +52,7 @@ EventSink = Callable[[Sequence[Entry]], Awaitable[None]]
 _outcome_encoder = msgspec.json.Encoder()
 _outcome_decoder = msgspec.json.Decoder(Outcome)
 _MAX_ATTEMPTS = 5
+_LATEST_MAX = 200_000
 
 
 class _Race(Exception):
@@ -99,6 +100,9 @@ class Ledger:
         self._lanes = [_Lane(self, i) for i in range(settings.lanes)]
         self.stats = BatchStats()
         self._closed = False
+        # Latest version committed through this node per member (bounded): reads on this node
+        # never show a cached balance older than a change this node already replied to.
+        self._latest: OrderedDict[str, int] = OrderedDict()
 
     async def start(self) -> None:
         for lane in self._lanes:
@@ -107,6 +111,19 @@ class Ledger:
     async def close(self) -> None:
         self._closed = True
         await asyncio.gather(*(lane.close() for lane in self._lanes))
+
+    def known_version(self, member: str) -> int:
+        """The newest version of ``member`` committed through this node, or -1."""
+        return self._latest.get(member, -1)
+
+    def _committed(self, entries: Sequence[Entry]) -> None:
+        latest = self._latest
+        for e in entries:
+            if e.version > latest.get(e.member, -1):
+                latest[e.member] = e.version
+                latest.move_to_end(e.member)
+        while len(latest) > _LATEST_MAX:
+            latest.popitem(last=False)
 
     async def published(self) -> None:
         """Wait until every change committed so far was handed to the sink (or failed)."""
@@ -270,6 +287,7 @@ class _Lane:
             faults.after_commit(getattr(i.op, "op", "") for i in batch)
             ledger.stats.batches += 1
             ledger.stats.ops += len(batch)
+            ledger._committed(entries)
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -35,6 +36,9 @@ class Reads:
         self._fill = redis.register_script(FILL_BALANCE)
         self._owners: OrderedDict[str, str] = OrderedDict()
         self.breaker = Breaker()
+        #: Newest version this node committed for a member (set by the node from its ledger):
+        #: a cached balance older than that is not served.
+        self.version_floor: Callable[[str], int] = lambda member: -1
 
     async def member_merchant(self, member: str) -> str | None:
         """The merchant a member belongs to (cached: a member never changes merchant)."""
@@ -76,7 +80,12 @@ class Reads:
         except REDIS_ERRORS:
             self.breaker.trip()
             return await self.balance_from_db(member)
-        if v is not None and p is not None and h is not None:
+        if (
+            v is not None
+            and p is not None
+            and h is not None
+            and int(v) >= self.version_floor(member)
+        ):
             posted, held = int(p), int(h)
             return Balance(
                 member=member, posted=posted, held=held, available=posted - held, version=int(v)

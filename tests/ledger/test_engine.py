@@ -179,3 +179,26 @@ async def test_many_concurrent_operations_on_few_members(world: LedgerWorld):
     outs = await asyncio.gather(*(w.ledger.execute(c) for c in commits))
     assert sum(o.ok for o in outs) == accepted
     await check_invariants(w.db, w.members)
+
+
+async def test_reads_on_this_node_never_lag_its_own_replies(world: LedgerWorld, pg_dsn: str):
+    """Publishing happens after the reply; a balance read on the node that replied must still
+    show that change even if the cache has not caught up (here: never, no publisher)."""
+    from gateway.ledger.engine import Ledger
+    from gateway.ledger.reads import Reads
+    from gateway.settings import LedgerSettings
+
+    w, m = world, world.members[0]
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    reads = Reads(pool, w.redis, w.keys)
+    await fund(w, m, 10)
+    await w.ledger.published()
+    assert (await reads.balance(m)).posted >= 10  # fills the cache
+    silent = Ledger(pg_dsn, LedgerSettings(lanes=1), sink=None)
+    await silent.start()
+    reads.version_floor = silent.known_version
+    out = await silent.execute(Earn(unique("e"), m, 5, w.origin))
+    bal = await reads.balance(m)
+    assert bal.version == out.data.balance.version and bal.posted == out.data.balance.posted
+    await silent.close()
+    await pool.close()
