@@ -47,7 +47,9 @@ class WorkerHandle:
     index: int
     proc: Any
     conn: Connection
+    members: list[str] = field(default_factory=list)
     ready: dict[str, Any] | None = None
+    drained: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -144,7 +146,7 @@ class Run:
             proc = ctx.Process(target=entry, args=(child, spec), daemon=True, name=f"loadtest-w{i}")
             proc.start()
             child.close()
-            self.workers.append(WorkerHandle(i, proc, parent))
+            self.workers.append(WorkerHandle(i, proc, parent, members[lo:hi]))
 
     def poll(self) -> None:
         for w in self.workers:
@@ -154,6 +156,8 @@ class Run:
                     kind = msg[0]
                     if kind == "ready":
                         w.ready = msg[2]
+                    elif kind == "drained":
+                        w.drained = msg[2]
                     elif kind == "progress":
                         w.progress = msg[2]
                     elif kind == "result":
@@ -294,9 +298,29 @@ class Run:
             parts.append(f"reconnects {tot['reconnects']}")
         return " | ".join(parts)
 
-    async def finish(self) -> None:
+    async def finish(self, rounds: int = 3) -> None:
+        """Stop the load, then settle: send each worker the ledger's versions of its members,
+        let its sessions catch up (bounded by --quiesce), collect results. If the ledger moved
+        meanwhile (commands that timed out on the client still applying), go again."""
         self.broadcast(-1, "finish")
-        await self.wait_for("result", self.cfg.timeout + self.cfg.quiesce + 30)
+        await self.wait_for("drained", self.cfg.timeout + 30)
+        assert self.seeded is not None
+        for attempt in range(rounds):
+            versions = await self.ledger_versions(self.seeded.members)
+            for w in self.workers:
+                w.result = None
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    w.conn.send(("targets", {m: versions[m] for m in w.members if m in versions}))
+            await self.wait_for("result", self.cfg.quiesce + 30)
+            if attempt == rounds - 1 or await self.ledger_versions(self.seeded.members) == versions:
+                return
+
+    async def ledger_versions(self, members: list[str]) -> dict[str, int]:
+        if self.cfg.database_url:
+            ledger, _ = await vd.ledger_from_db(self.cfg.database_url, members, invariants=False)
+        else:
+            ledger = await self.ledger_via_gateway(members)
+        return {m: row[2] for m, row in ledger.items()}
 
     async def stop(self) -> None:
         self.broadcast(-1, "stop")

@@ -164,8 +164,15 @@ class Worker:
             msg = await self.expect("start")
             if msg[0] == "start":
                 await self.load(msg[1])
-                self.send("result", self.idx, self.result())
-                await self.expect("stop")
+                self.send("drained", self.idx, {"abandoned": self.counters["abandoned"]})
+                # settle rounds: the parent sends the ledger's versions; wait (bounded) until
+                # every session saw them, report; the parent may ask again if the ledger moved
+                while True:
+                    msg = await self.expect("targets")
+                    if msg[0] != "targets":
+                        break
+                    await self.settle(msg[1], time.monotonic() + self.cfg["quiesce"])
+                    self.send("result", self.idx, self.result())
         finally:
             await self.teardown()
             self.send("closed", self.idx)
@@ -382,20 +389,20 @@ class Worker:
         while self.inflight and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
             await asyncio.sleep(0.05)
         self.counters["abandoned"] += self.inflight
-        await self.settle(time.monotonic() + cfg["quiesce"])
         reporter.cancel()
         with contextlib.suppress(BaseException):
             await reporter
 
-    async def settle(self, deadline: float) -> None:
-        """Wait (bounded) until every watcher saw the last version a reply reported."""
+    async def settle(self, targets: dict[str, int], deadline: float) -> None:
+        """Wait (bounded) until every open watcher saw its member's version in ``targets`` (the
+        ledger's, read after the load stopped) or, failing that, the last one a reply reported."""
         while time.monotonic() < deadline:
             behind = [
                 w
                 for w in self.watchers
                 if w.link.open
-                and w.member in self.last_replies
-                and w.last[3] < self.last_replies[w.member][3]
+                and w.last[3]
+                < targets.get(w.member, self.last_replies.get(w.member, (0, 0, 0, -1))[3])
             ]
             if not behind and not any(w.busy for w in self.watchers):
                 return
