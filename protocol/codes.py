@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     COMMIT_EXCEEDS_HOLD = "commit_exceeds_hold"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     OPERATION_NOT_FOUND = "operation_not_found"
+    MEMBER_MERGED = "member_merged"
     # -- loyalty domain --
     IDENTITY_INVALID = "identity_invalid"
     SALE_NOT_FOUND = "sale_not_found"
@@ -102,6 +103,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.COMMIT_EXCEEDS_HOLD: "The commit amount is larger than the held amount.",
     ErrorCode.IDEMPOTENCY_CONFLICT: "The operation id was used before with different content.",
     ErrorCode.OPERATION_NOT_FOUND: "No operation with that id is known.",
+    ErrorCode.MEMBER_MERGED: (
+        "The member was merged into another one (named in the message); use that member."
+    ),
     ErrorCode.IDENTITY_INVALID: "The phone number, email or card is not valid.",
     ErrorCode.SALE_NOT_FOUND: "No sale with that id for this member.",
     ErrorCode.RETURN_EXCEEDS_SALE: "The return is larger than what remains of the sale.",

@@ -17,6 +17,7 @@ from gateway.ledger.model import (
     Entry,
     Expire,
     Hold,
+    Merge,
     Op,
     Origin,
     Release,
@@ -132,8 +133,8 @@ def expire_overdue(state: BatchState, acct: Account) -> int:
     return n
 
 
-def _account(state: BatchState, op: Op) -> Account | Outcome:
-    acct = state.accounts.get(op.member)
+def _account(state: BatchState, op: Op, member: str) -> Account | Outcome:
+    acct = state.accounts.get(member)
     op_id = getattr(op, "op", "")
     if acct is None:
         return refuse(op_id, ErrorCode.MEMBER_NOT_FOUND)
@@ -142,15 +143,27 @@ def _account(state: BatchState, op: Op) -> Account | Outcome:
     return acct
 
 
+def merged_refusal(op: str, acct: Account) -> Outcome:
+    return refuse(
+        op,
+        ErrorCode.MEMBER_MERGED,
+        f"member {acct.member} was merged into {acct.merged_into}; use {acct.merged_into}",
+    )
+
+
 def apply(state: BatchState, op: Op) -> Outcome:
     """Apply one operation to the state; return its outcome (refusals change nothing)."""
-    got = _account(state, op)
+    got = _account(state, op, op.member)
     if isinstance(got, Outcome):
         return got
     acct = got
     expire_overdue(state, acct)
     if isinstance(op, Expire):
         return Outcome(op="", ok=True, data=balance_of(acct))
+    if acct.merged_into is not None:
+        return merged_refusal(op.op, acct)
+    if isinstance(op, Merge):
+        return _merge(state, acct, op)
     if isinstance(op, Earn):
         return _earn(state, acct, op)
     if isinstance(op, Reserve):
@@ -284,3 +297,53 @@ def _release(state: BatchState, acct: Account, op: Release) -> Outcome:
         origin=op.origin,
     )
     return Outcome(op=op.op, ok=True, data=_hold_state(hold, acct, op.op))
+
+
+def _merge(state: BatchState, survivor: Account, op: Merge) -> Outcome:
+    """Move everything of ``op.source`` to the survivor: posted points and active holds (the
+    hold rows are re-pointed, so a commit or release naming the survivor finds them). One
+    ``merge_out`` entry on the source and one ``merge_in`` on the survivor (none when the
+    source has nothing); the source is marked merged either way."""
+    if op.source == survivor.member:
+        return refuse(op.op, ErrorCode.INVALID_FIELD, "a member cannot be merged into itself")
+    got = _account(state, op, op.source)
+    if isinstance(got, Outcome):
+        return got
+    source = got
+    if source.merged_into is not None:
+        return merged_refusal(op.op, source)
+    expire_overdue(state, source)
+    moved = sorted(
+        (h for h in state.holds.values() if h.member == source.member and h.status == "active"),
+        key=lambda h: h.id,
+    )
+    held = sum(h.amount for h in moved)
+    assert held == source.held, "a merge's source must have all its active holds loaded"
+    posted = source.posted
+    for hold in moved:
+        hold.member = survivor.member
+        hold.dirty = True
+    if posted or held:
+        _post(
+            state,
+            source,
+            kind="merge_out",
+            op=op.op,
+            contra="merge",
+            posted=-posted,
+            held=-held,
+            origin=op.origin,
+        )
+        _post(
+            state,
+            survivor,
+            kind="merge_in",
+            op=op.op,
+            contra="merge",
+            posted=posted,
+            held=held,
+            origin=op.origin,
+        )
+    source.merged_into = survivor.member
+    source.dirty = True
+    return Outcome(op=op.op, ok=True, data=balance_of(survivor))

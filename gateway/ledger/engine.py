@@ -35,6 +35,7 @@ from gateway.ledger.model import (
     Entry,
     Expire,
     Hold,
+    Merge,
     Op,
     Release,
     Reserve,
@@ -306,14 +307,21 @@ def _fail(batch: Sequence[_Item], exc: BaseException) -> None:
 async def _transact(
     conn: asyncpg.Connection[Any], batch: list[_Item]
 ) -> tuple[list[Outcome], list[Entry]]:
-    members = sorted({item.op.member for item in batch})
+    # A merge touches two members: its source is locked (in the same sorted order) too.
+    sources = [item.op.source for item in batch if isinstance(item.op, Merge)]
+    members = sorted({item.op.member for item in batch}.union(sources))
     rows = await conn.fetch(q.LOCK_ACCOUNTS, members)
     now: datetime = rows[0]["now"] if rows else await conn.fetchval(q.NOW)
     state = BatchState(now=now)
     overdue: list[str] = []
     for r in rows:
         state.accounts[r["member_id"]] = Account(
-            r["member_id"], r["merchant_id"], r["posted"], r["held"], r["version"]
+            r["member_id"],
+            r["merchant_id"],
+            r["posted"],
+            r["held"],
+            r["version"],
+            r["merged_into"],
         )
         if r["overdue"]:
             overdue.append(r["member_id"])
@@ -322,7 +330,7 @@ async def _transact(
     tracked = [item.op for item in batch if not isinstance(item.op, Expire)]
     refs = [i.op for i in batch if isinstance(i.op, Commit | Release)]
     existing: dict[tuple[str, str], tuple[bytes, bytes]] = {}
-    if tracked or refs or overdue:
+    if tracked or refs or overdue or sources:
         for r in await conn.fetch(
             q.FIND_OPS_AND_HOLDS,
             [o.origin.merchant for o in tracked],
@@ -331,6 +339,7 @@ async def _transact(
             [o.hold for o in refs],
             overdue,
             now,
+            sources,
         ):
             if r["src"] == "o":
                 existing[(r["merchant_id"], r["id"])] = (r["fingerprint"], r["result"])
@@ -432,6 +441,8 @@ def _write_args(
         [h.expires_at for h in holds],
         [h.created_at for h in holds],
         [h.resolved_at for h in holds],
+        # accounts $35
+        [a.merged_into for a in accounts],
     ]
 
 

@@ -69,6 +69,19 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Merge:
+    """Merge the duplicate member ``source`` into ``member`` (the survivor), both of the
+    origin's merchant: the source's posted points and active holds move to the survivor
+    (``merge_out`` / ``merge_in`` entries) and the source is marked merged, so every later
+    operation naming it is refused with ``member_merged``."""
+
+    op: str
+    member: str
+    source: str
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
 class Expire:
     """Internal: expire a member's overdue holds (from the sweeper); not idempotency-tracked."""
 
@@ -76,7 +89,7 @@ class Expire:
     origin: Origin
 
 
-Op = Earn | Reserve | Commit | Release | Expire
+Op = Earn | Reserve | Commit | Release | Merge | Expire
 
 
 def fingerprint(op: Op) -> bytes:
@@ -90,6 +103,8 @@ def fingerprint(op: Op) -> bytes:
         parts = ("commit", op.member, op.hold, op.points, op.kind)
     elif isinstance(op, Release):
         parts = ("release", op.member, op.hold)
+    elif isinstance(op, Merge):
+        parts = ("merge", op.member, op.source)
     else:
         parts = ("expire", op.member)
     return hashlib.blake2b(msgspec.json.encode((o.merchant, *parts)), digest_size=16).digest()
@@ -102,6 +117,8 @@ class Account:
     posted: int
     held: int
     version: int
+    #: The surviving member if this one was merged into it (then posted = held = 0).
+    merged_into: str | None = None
     dirty: bool = False
 
     @property
@@ -149,5 +166,6 @@ class BatchState:
     accounts: dict[str, Account] = field(default_factory=dict)
     holds: dict[tuple[str, str], Hold] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
-    #: Members that may have active holds past expiry (all of them are loaded in ``holds``).
+    #: Members that may have active holds past expiry (all of them are loaded in ``holds``);
+    #: a merge's source has all its active holds loaded.
     overdue: set[str] = field(default_factory=set)

@@ -4,7 +4,7 @@ statement cache) and takes arrays, so one round trip serves a whole batch."""
 # One clock reading per batch (the CTE runs once), so "overdue" and "now" agree.
 LOCK_ACCOUNTS = """
 WITH t AS (SELECT clock_timestamp() AS now)
-SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, t.now,
+SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, a.merged_into, t.now,
        EXISTS (SELECT 1 FROM holds h
                 WHERE h.member_id = a.member_id AND h.status = 'active'
                   AND h.expires_at <= t.now) AS overdue
@@ -17,8 +17,8 @@ SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, t.now,
 NOW = "SELECT clock_timestamp()"
 
 # Everything a batch reads after its locks, in one round trip: the operations it names that
-# already exist (src 'o'), the holds its commits/releases name and the locked members' overdue
-# active holds (src 'h').
+# already exist (src 'o'), the holds its commits/releases name, the locked members' overdue
+# active holds and every active hold of a merge's source (src 'h').
 FIND_OPS_AND_HOLDS = """
 SELECT 'o' AS src, o.merchant_id, o.op_id AS id, o.fingerprint, o.result,
        NULL::text AS member_id, NULL::int8 AS amount, NULL::int8 AS committed,
@@ -38,6 +38,11 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
        h.expires_at, h.created_at, h.resolved_at
   FROM holds h
  WHERE h.member_id = ANY($5::text[]) AND h.status = 'active' AND h.expires_at <= $6
+UNION ALL
+SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
+       h.expires_at, h.created_at, h.resolved_at
+  FROM holds h
+ WHERE h.member_id = ANY($7::text[]) AND h.status = 'active'
 """
 
 # One statement writes the whole batch. The operations insert must claim every id: a
@@ -54,9 +59,10 @@ ops AS (
 ),
 acc AS (
   UPDATE accounts a
-     SET posted = u.posted, held = u.held, version = u.version, updated_at = $31
-    FROM unnest($8::text[], $9::int8[], $10::int8[], $11::int8[])
-         AS u(member_id, posted, held, version)
+     SET posted = u.posted, held = u.held, version = u.version, merged_into = u.merged_into,
+         updated_at = $31
+    FROM unnest($8::text[], $9::int8[], $10::int8[], $11::int8[], $35::text[])
+         AS u(member_id, posted, held, version, merged_into)
    WHERE a.member_id = u.member_id
   RETURNING 1
 ),
@@ -77,7 +83,7 @@ hld AS (
                        $30::text[], $32::timestamptz[], $33::timestamptz[], $34::timestamptz[])
   ON CONFLICT (merchant_id, id) DO UPDATE
      SET committed = EXCLUDED.committed, status = EXCLUDED.status,
-         resolved_at = EXCLUDED.resolved_at
+         resolved_at = EXCLUDED.resolved_at, member_id = EXCLUDED.member_id
   RETURNING 1
 ),
 obx AS (
