@@ -297,6 +297,17 @@ class TierChanged(_Push, tag="tier_changed", frozen=True):
     at: int
 
 
+class MemberMerged(_Push, tag="merged", frozen=True):
+    """Pushed to every session watching ``member`` once it was merged into ``into`` (a
+    duplicate profile): its balance, holds and history now belong to ``into``, and commands
+    naming ``member`` are refused with ``member_merged``. Watch ``into`` instead (an app
+    signed in as ``member`` signs in again as ``into``)."""
+
+    member: str
+    into: str
+    at: int
+
+
 LoyaltyCommand = (
     Enrol
     | Lookup
@@ -309,7 +320,7 @@ LoyaltyCommand = (
     | CashierView
 )
 LoyaltyResult = Member | Pass | History | RewardCode | ReturnReceipt | CashierState
-LoyaltyPush = TierChanged
+LoyaltyPush = TierChanged | MemberMerged
 
 
 #: Example frames per message (Struct class name), merged into the AsyncAPI document.
@@ -346,5 +357,8 @@ EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
                 member="m-42", tier="gold", previous="silver", direction="up", at=1_735_689_600_000
             ),
         )
+    ],
+    "MemberMerged": [
+        ("merged", MemberMerged(member="m-77", into="m-42", at=1_735_689_600_000)),
     ],
 }

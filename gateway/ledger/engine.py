@@ -374,6 +374,12 @@ async def _transact(
                 outcomes.append(refuse(op.op, ErrorCode.IDEMPOTENCY_CONFLICT))
             continue
         outcome = apply(state, op)
+        if outcome.error is not None and outcome.error.code == ErrorCode.MEMBER_MERGED:
+            # Not recorded against the op id: a merged member stays merged, so the same
+            # request always gets this answer, and the client may send the same op again
+            # naming the survivor (e.g. to commit a hold that moved with the merge).
+            outcomes.append(outcome)
+            continue
         raw = _outcome_encoder.encode(outcome)
         seen[key] = (item.fp, raw)
         new_ops.append((item, outcome, raw))

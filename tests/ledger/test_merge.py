@@ -83,10 +83,12 @@ async def test_merge_moves_points_and_holds_and_publishes_both_sides(world: Ledg
 
     # The hold now belongs to the survivor: naming the merged source is refused with
     # member_merged (the message names the survivor); naming the survivor commits it.
-    c = await w.ledger.execute(Commit(unique("c"), source, hold, 150, w.origin))
+    # The refusal is not recorded against the op id, so the same op can be sent again.
+    commit_op = unique("c")
+    c = await w.ledger.execute(Commit(commit_op, source, hold, 150, w.origin))
     assert not c.ok and c.error.code == ErrorCode.MEMBER_MERGED.value
     assert survivor in c.error.message
-    c = await w.ledger.execute(Commit(unique("c"), survivor, hold, 150, w.origin))
+    c = await w.ledger.execute(Commit(commit_op, survivor, hold, 150, w.origin))
     assert c.ok and c.data.member == survivor and c.data.committed == 150
     assert await balance(w, survivor) == (650, 0, 3)
     await check_invariants(w.db, [source, survivor])

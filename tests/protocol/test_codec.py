@@ -118,10 +118,9 @@ SERVER_FRAMES: list[Any] = [
     Notice(notice="n1", merchant="m", kind="offer", payload={"title": "2x"}, at=1),
 ]
 # The loyalty programme's frames (protocol/loyalty.py) and their examples.
-CLIENT_FRAMES += [
-    f for name, ex in loyalty.EXAMPLES.items() if name != "TierChanged" for _, f in ex
-]
-SERVER_FRAMES += [f for _, f in loyalty.EXAMPLES["TierChanged"]]
+_PUSHES = ("TierChanged", "MemberMerged")
+CLIENT_FRAMES += [f for name, ex in loyalty.EXAMPLES.items() if name not in _PUSHES for _, f in ex]
+SERVER_FRAMES += [f for name in _PUSHES for _, f in loyalty.EXAMPLES[name]]
 
 
 @pytest.mark.parametrize("frame", CLIENT_FRAMES, ids=lambda f: type(f).__name__)
