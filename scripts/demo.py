@@ -62,18 +62,35 @@ async def demo(env: dict[str, str], urls: list[str]) -> None:
     import asyncpg
 
     from gateway import auth
-    from gateway.loyalty.directory import create_members, create_merchant
+    from gateway.loyalty.directory import create_merchant
     from gateway.settings import Settings
 
     secret = Settings.from_env(env).auth.jwt_secret
-    merchant, member = "demo-coffee", f"shopper-{int(time.time())}"
+    merchant = "demo-coffee"
+    phone = f"(415) 555-{int(time.time()) % 10000:04d}"
     conn = await asyncpg.connect(env["DATABASE_URL"])
     await create_merchant(conn, merchant, "Demo Coffee Co.", points_per_unit=1)
-    await create_members(conn, merchant, [member])
     await conn.close()
-    step(f"seeded merchant {merchant!r} and member {member!r}")
+    step(f"merchant {merchant!r} ready")
 
     async with aiohttp.ClientSession() as http:
+        pos = Client(await http.ws_connect(urls[0] + "/ws"), "pos")
+        w = await pos.call(
+            {
+                "type": "hello",
+                "versions": [1],
+                "token": auth.mint_pos(secret, merchant, "store-1", "till-4"),
+            }
+        )
+        step(f"POS session on node {w['node']} (store-1 / till-4)")
+        enrolled = await pos.call({"type": "enrol", "phone": phone, "name": "Sam"})
+        member = enrolled["data"]["member"]
+        again = await pos.call({"type": "enrol", "phone": phone})
+        step(
+            f"cashier enrolled {phone} -> member {member} (created={enrolled['data'].get('created', False)});"
+            f" enrolling it again returns the same member (created={again['data'].get('created', False)})"
+        )
+
         app = Client(await http.ws_connect(urls[1] + "/ws"), "app")
         w = await app.call(
             {"type": "hello", "versions": [1], "token": auth.mint_app(secret, merchant, member)}
@@ -84,15 +101,14 @@ async def demo(env: dict[str, str], urls: list[str]) -> None:
             f"{sub['data']['balance']['available']} (version {sub['data']['balance']['version']})"
         )
 
-        pos = Client(await http.ws_connect(urls[0] + "/ws"), "pos")
-        w = await pos.call(
-            {
-                "type": "hello",
-                "versions": [1],
-                "token": auth.mint_pos(secret, merchant, "store-1", "till-4"),
-            }
+        view = await pos.call({"type": "cashier_view", "member": member})
+        d = view["data"]
+        tier = d["tier"].get("name") or "(no tiers configured)"
+        step(
+            f"cashier view (level 2): available {d['balance']['available']}, tier {tier}, "
+            f"{len(d['rewards'])} rewards, {len(d['recent'])} recent purchases; "
+            "the register now receives live changes"
         )
-        step(f"POS session on node {w['node']} (store-1 / till-4)")
 
         t0 = time.perf_counter()
         sale = await pos.call(
