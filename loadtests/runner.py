@@ -305,8 +305,18 @@ class Run:
         self.broadcast(-1, "finish")
         await self.wait_for("drained", self.cfg.timeout + 30)
         assert self.seeded is not None
+        # commands the client gave up on may still be applying: wait for the ledger to stop
+        deadline = time.monotonic() + self.cfg.quiesce + self.cfg.timeout
+        versions = await self.ledger_versions(self.seeded.members)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            now = await self.ledger_versions(self.seeded.members)
+            if now == versions:
+                break
+            versions = now
         for attempt in range(rounds):
-            versions = await self.ledger_versions(self.seeded.members)
+            if attempt:
+                versions = await self.ledger_versions(self.seeded.members)
             for w in self.workers:
                 w.result = None
                 with contextlib.suppress(BrokenPipeError, OSError):
