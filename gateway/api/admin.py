@@ -56,6 +56,7 @@ _STATUS = {
     ErrorCode.CODE_ALREADY_REDEEMED: 409,
     ErrorCode.CODE_VOIDED: 409,
     ErrorCode.CODE_EXPIRED: 409,
+    ErrorCode.MEMBER_MERGED: 409,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 503,
     ErrorCode.DRAINING: 503,
@@ -119,6 +120,14 @@ class EnrolIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class VoidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    op: Id
+
+
+class MergeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: the duplicate member merged into the one in the path (which survives)
+    source: Id
+    #: the merge's operation id: a retry with the same op (and content) returns the same
+    #: result and completes a merge a crash interrupted
     op: Id
 
 
@@ -543,6 +552,18 @@ async def erase_member(request: web.Request) -> web.Response:
     return _json({"member": member, "erased": True})
 
 
+async def merge_member(request: web.Request) -> web.Response:
+    """Merge the duplicate ``source`` into the member in the path (see gateway/loyalty)."""
+    merchant = await _merchant_exists(request)
+    b: MergeIn = await _body(request, MergeIn)
+    from gateway.ledger.model import Origin
+
+    result = await _svc(request).merge(
+        Origin(merchant=merchant, channel="admin"), request.match_info["member"], b.source, b.op
+    )
+    return _json(msgspec.to_builtins(result))
+
+
 async def run_expiry(request: web.Request) -> web.Response:
     await _merchant_exists(request)
     b: ExpiryIn = await _body(request, ExpiryIn)
@@ -568,6 +589,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/members/{member}", erase_member),
     ("GET", "/members/{member}/history", member_history),
     ("GET", "/members/{member}/export", export_member),
+    ("POST", "/members/{member}/merge", merge_member),
     ("POST", "/expiry/run", run_expiry),
 ]
 

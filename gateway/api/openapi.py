@@ -40,6 +40,12 @@ SUMMARIES: dict[tuple[str, str], tuple[str, type | None]] = {
     ),
     ("GET", "/members/{member}/history"): ("Purchase history, newest first, keyset pages", None),
     ("GET", "/members/{member}/export"): ("Export everything held about a member (GDPR)", None),
+    ("POST", "/members/{member}/merge"): (
+        "Merge the duplicate member `source` into this one (balance, holds, identities, "
+        "history, codes, tier); idempotent per `op`; 409 member_merged if either side was "
+        "merged already",
+        admin.MergeIn,
+    ),
     ("POST", "/expiry/run"): (
         "Run the points-expiry job now (optionally as of `now`)",
         admin.ExpiryIn,
@@ -50,6 +56,8 @@ _QUERY = {
     ("GET", "/members"): ["phone", "email", "card"],
     ("GET", "/members/{member}/history"): ["before", "limit"],
 }
+
+_BODY_REQUIRED = {("POST", "/members/{member}/merge"), ("POST", "/codes/{code}/void")}
 
 _ERROR = {
     "type": "object",
@@ -90,7 +98,7 @@ def build() -> dict[str, Any]:
                         ("400", "Invalid request"),
                         ("401", "Missing or wrong admin token"),
                         ("404", "Not found in this merchant (other merchants' data included)"),
-                        ("409", "Conflict (idempotency, code state)"),
+                        ("409", "Conflict (idempotency, code state, member merged)"),
                         ("503", "A backing store is unavailable; retry"),
                     )
                 },
@@ -98,7 +106,7 @@ def build() -> dict[str, Any]:
         }
         if body is not None:
             op["requestBody"] = {
-                "required": method == "PUT",
+                "required": method == "PUT" or (method, suffix) in _BODY_REQUIRED,
                 "content": {
                     "application/json": {
                         "schema": {"$ref": f"#/components/schemas/{body.__name__}"}

@@ -120,6 +120,25 @@ async def find_member(
     return member
 
 
+# Follows merged_into from member to member (a survivor may itself be merged later).
+_RESOLVE = """
+WITH RECURSIVE c(id, depth) AS (
+    SELECT $1::text, 0
+  UNION ALL
+    SELECT a.merged_into, c.depth + 1 FROM c JOIN accounts a ON a.member_id = c.id
+     WHERE a.merged_into IS NOT NULL AND c.depth < 32)
+SELECT id FROM c ORDER BY depth DESC LIMIT 1
+"""
+
+
+async def resolve(conn: Any, member: str) -> str:
+    """The member that holds ``member``'s points now: itself, or the survivor it was merged
+    into (following later merges of that survivor too)."""
+    with translate_errors("member resolve"):
+        found = await conn.fetchval(_RESOLVE, member)
+    return member if found is None else str(found)
+
+
 async def enrol(
     pool: asyncpg.Pool[Any],
     merchant: str,
@@ -152,6 +171,8 @@ async def enrol(
                         )
                         if found:
                             owner = min(found, key=lambda r: _PRIORITY[r["kind"]])["member_id"]
+                            # an identity left on a merged duplicate names its survivor
+                            owner = await resolve(conn, owner)
                             await _attach(conn, merchant, owner, kinds, values)
                             return owner, False
                         member = new_member_id()

@@ -295,7 +295,15 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
             frame.redemption,
         )
         data = decode_outcome(raw).data if raw is not None else None
-        if not isinstance(data, HoldState) or data.member != frame.member:
+        if not isinstance(data, HoldState) or (
+            data.member != frame.member
+            # a redemption made by a duplicate since merged into this member counts too
+            and not await conn.fetchval(
+                "SELECT 1 FROM member_merges WHERE source_id = $1 AND survivor_id = $2",
+                data.member,
+                frame.member,
+            )
+        ):
             raise fail(ErrorCode.OPERATION_NOT_FOUND, "no committed redemption with that op")
         spent = data.committed
         given = sum(p["restored"] for p in prior)

@@ -29,6 +29,7 @@ from gateway.loyalty.identity import (
     verify_pass,
 )
 from gateway.loyalty.live import MemberEvents
+from gateway.loyalty.merge import MergeResult, merge_members
 from gateway.loyalty.programme import Programme, Programmes
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
@@ -147,7 +148,8 @@ class Loyalty:
             found = await directory.find_member(self.pool, merchant, kind, value)
         if found is None:
             raise Refused("no member with that identity", ErrorCode.MEMBER_NOT_FOUND)
-        return await self.member(merchant, found)
+        # An identity (or a pass) of a merged duplicate finds the member it was merged into.
+        return await self.member(merchant, await directory.resolve(self.pool, found))
 
     async def member(self, merchant: str, member: str, created: bool = False) -> Member:
         prof = await directory.profile(self.pool, merchant, member)
@@ -202,6 +204,20 @@ class Loyalty:
                 detail=detail,
             )
         )
+        if outcome.error is not None and outcome.error.code == ErrorCode.MEMBER_MERGED:
+            # The refusal is not recorded against the op (so the POS may resend it naming the
+            # survivor): drop the sale row it was recorded under, unless an operation with
+            # that id exists after all.
+            with translate_errors("sale record"):
+                await self.pool.execute(
+                    """DELETE FROM sales s WHERE s.merchant_id = $1 AND s.op_id = $2
+                          AND s.member_id = $3
+                          AND NOT EXISTS (SELECT 1 FROM operations o
+                                           WHERE o.merchant_id = $1 AND o.op_id = $2)""",
+                    merchant,
+                    frame.op,
+                    frame.member,
+                )
         if outcome.ok:
             try:
                 await self.check_upgrade(merchant, frame.member)
@@ -624,6 +640,11 @@ class Loyalty:
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK)
         return sum(1 for o in outcomes if isinstance(o, Outcome) and o.ok)
+
+    # ------------------------------------------------------------------ merging duplicates
+    async def merge(self, origin: Origin, survivor: str, source: str, op: str) -> MergeResult:
+        """Merge the duplicate ``source`` into ``survivor`` (see ``merge.py``)."""
+        return await merge_members(self, origin, survivor, source, op)
 
     # ------------------------------------------------------------------ GDPR
     async def export(self, merchant: str, member: str) -> dict[str, Any]:

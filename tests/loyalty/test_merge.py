@@ -1,0 +1,144 @@
+"""Merging duplicate members through the admin API on a running node: balance, holds,
+identities, purchase history, codes and tier follow the survivor; sessions watching the
+duplicate get the `merged` push; retries, conflicts and refusals; the merged member refuses
+every later command with `member_merged`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from protocol.codes import ErrorCode
+from protocol.loyalty import MemberMerged
+from protocol.messages import BalanceChanged
+from tests.conftest import unique
+from tests.ledger.conftest import check_invariants
+from tests.loyalty.world import ADMIN, enrol, err, next_push, ok, phone, setup_db
+
+
+async def merge(http: Any, url: str, merchant: str, survivor: str, body: Any) -> tuple[int, Any]:
+    async with http.post(
+        f"{url}/admin/v1/merchants/{merchant}/members/{survivor}/merge", json=body, headers=ADMIN
+    ) as resp:
+        return resp.status, json.loads(await resp.text())
+
+
+async def test_merge_moves_everything_and_tells_the_watchers(clients, http, rn, merchant, pg_dsn):
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
+           VALUES ($1, 'five', 'Five off', 100, 'amount_off', 500)""",
+        merchant,
+    )
+    await setup_db(
+        pg_dsn,
+        "INSERT INTO tiers (merchant_id, id, threshold) VALUES ($1, 'silver', 500)",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    keep_phone, dup_phone = phone(), phone()
+    survivor = (await enrol(till, phone=keep_phone, email=f"{unique('a')}@example.com")).member
+    card = unique("CARD").upper()
+    dup = (await enrol(till, phone=dup_phone, card=card)).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": survivor, "total": 10_000})
+    sale_op = unique("s")
+    await ok(till, {"type": "sale", "op": sale_op, "member": dup, "total": 45_000})  # 450
+    code = await ok(
+        till, {"type": "redeem_reward", "op": unique("r"), "member": dup, "reward": "five"}
+    )
+    hold = unique("h")
+    await ok(till, {"type": "reserve", "op": hold, "member": dup, "points": 200})
+    # dup: posted 350, held 200; survivor: 100, and neither is silver yet (100 / 450 < 500)
+    watcher = await clients.pos(merchant, terminal="t2")
+    await ok(watcher, {"type": "subscribe", "member": dup})
+
+    op = unique("merge")
+    status, body = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": op})
+    assert status == 200, body
+    assert (body["member"], body["source"]) == (survivor, dup)
+    assert (body["balance"]["posted"], body["balance"]["held"]) == (450, 200)
+    # the card moves; the duplicate's phone stays on it (the survivor has one) and resolves
+    assert body["moved"] == {"identities": 1, "sales": 1, "returns": 0, "codes": 1}
+
+    # the watcher of the duplicate: its last change and the merged push
+    last = await next_push(watcher, BalanceChanged)
+    assert (last.member, last.cause.kind, last.available, last.held) == (dup, "merge_out", 0, 0)
+    pushed = await next_push(watcher, MemberMerged)
+    assert (pushed.member, pushed.into) == (dup, survivor)
+
+    # identities, history, codes and tier now belong to the survivor
+    found = await ok(till, {"type": "lookup", "phone": dup_phone})
+    assert found.member == survivor and found.phone != dup_phone  # the survivor's own phone
+    assert (await ok(till, {"type": "lookup", "card": card})).member == survivor
+    assert (await ok(till, {"type": "lookup", "phone": keep_phone})).member == survivor
+    history = await ok(till, {"type": "history", "member": survivor})
+    assert sale_op in [p.op for p in history.purchases]
+    assert (await ok(till, {"type": "history", "member": dup})).purchases == []
+    view = await ok(till, {"type": "cashier_view", "member": survivor})
+    assert code.code in [c.code for c in view.codes]
+    assert view.member.tier == "silver"  # 100 + 450 qualifying points now
+
+    # the hold placed on the duplicate: refused naming it, committed naming the survivor
+    commit = {"type": "commit", "op": unique("c"), "member": dup, "hold": hold, "points": 150}
+    refused = await err(till, commit)
+    assert refused.code == ErrorCode.MEMBER_MERGED.value and survivor in refused.message
+    done = await ok(till, {**commit, "member": survivor})
+    assert (done.member, done.committed, done.balance.posted) == (survivor, 150, 300)
+
+    # every later command naming the duplicate is refused; a sale can be resent to the survivor
+    sale = {"type": "sale", "op": unique("s"), "member": dup, "total": 1_000}
+    assert (await err(till, sale)).code == ErrorCode.MEMBER_MERGED.value
+    assert (await ok(till, {**sale, "member": survivor})).points == 10
+    for frame in (
+        {"type": "reserve", "op": unique("r"), "member": dup, "points": 1},
+        {"type": "redeem_reward", "op": unique("r"), "member": dup, "reward": "five"},
+    ):
+        assert (await err(till, frame)).code == ErrorCode.MEMBER_MERGED.value
+
+    # retry: same answer, nothing applied twice
+    again = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": op})
+    assert again == (200, body)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await check_invariants(conn, [survivor, dup])
+        assert (
+            await conn.fetchval("SELECT posted FROM accounts WHERE member_id = $1", survivor) == 310
+        )
+    finally:
+        await conn.close()
+
+
+async def test_merge_refusals(clients, http, rn, merchant, pg_dsn):
+    till = await clients.pos(merchant)
+    a = (await enrol(till, phone=phone())).member
+    b = (await enrol(till, phone=phone())).member
+    c = (await enrol(till, phone=phone())).member
+    other = unique("mer")
+    await setup_db(pg_dsn, "INSERT INTO merchants (id, name) VALUES ($1, $1)", other)
+    foreign = (await enrol(await clients.pos(other), email=f"{unique('f')}@example.com")).member
+
+    async def call(survivor: str, source: str, op: str) -> tuple[int, str]:
+        status, body = await merge(http, rn.url, merchant, survivor, {"source": source, "op": op})
+        return status, body.get("error", "")
+
+    async def call_in(path_merchant: str, survivor: str, source: str) -> tuple[int, str]:
+        status, body = await merge(
+            http, rn.url, path_merchant, survivor, {"source": source, "op": unique("m")}
+        )
+        return status, body.get("error", "")
+
+    assert await call(a, a, unique("m")) == (400, "invalid_field")
+    assert await call(a, foreign, unique("m")) == (404, "forbidden")
+    assert await call(foreign, a, unique("m")) == (404, "forbidden")
+    assert await call(a, "m-nobody", unique("m")) == (404, "member_not_found")
+    status, _ = await merge(http, rn.url, merchant, a, {"source": b})
+    assert status == 400  # op is required
+    op = unique("m")
+    assert (await call(a, b, op))[0] == 200
+    assert await call(a, c, op) == (409, "idempotency_conflict")
+    assert await call(a, b, unique("m")) == (409, "member_merged")
+    assert await call(b, c, unique("m")) == (409, "member_merged")
+    # another merchant's path cannot merge this merchant's members
+    assert await call_in(other, a, c) == (404, "forbidden")
