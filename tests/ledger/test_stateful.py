@@ -1,6 +1,6 @@
 """A hypothesis state machine over the real ledger (PostgreSQL + Redis): reserve, partial and
-full commit, release, expiry (lazy and swept), earn, retries with the same id, retries with a
-changed id, and losing Redis (flush, with and without a rebuild). After every step, the
+full commit, release, expiry (lazy and swept), earn, merging member 1 into member 0 (once),
+retries with the same id, retries with a changed id, and losing Redis (flush, with and without a rebuild). After every step, the
 database must equal a simple model and every invariant must hold."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.fanout.publisher import Publisher
 from gateway.ledger.engine import Ledger
-from gateway.ledger.model import Commit, Earn, Expire, Op, Origin, Release, Reserve
+from gateway.ledger.model import Commit, Earn, Expire, Merge, Op, Origin, Release, Reserve
 from gateway.ledger.reads import Reads
 from gateway.ledger.rebuild import rebuild_cache
 from gateway.loyalty.directory import create_members, create_merchant
@@ -52,6 +52,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.held = dict.fromkeys(self.members, 0)
         self.holds: dict[str, ModelHold] = {}
         self.done: list[tuple[Op, Outcome]] = []
+        self.merged = False
         self.loop.run_until_complete(self._setup())
 
     async def _setup(self) -> None:
@@ -92,6 +93,13 @@ class LedgerMachine(RuleBasedStateMachine):
     def expect_refusal(self, out: Outcome, code: ErrorCode) -> None:
         assert not out.ok and out.error is not None and out.error.code == code.value, out
 
+    def refused_as_merged(self, member: str, out: Outcome) -> bool:
+        """After the merge, member 1 refuses everything (not recorded: no retry checks)."""
+        if self.merged and member == self.members[1]:
+            self.expect_refusal(out, ErrorCode.MEMBER_MERGED)
+            return True
+        return False
+
     def active_holds(self) -> list[str]:
         # Creation order, not id order: ids are random, and draws must replay identically.
         return [k for k, h in self.holds.items() if h.status == "active"]
@@ -102,6 +110,8 @@ class LedgerMachine(RuleBasedStateMachine):
         m = self.members[i]
         op = Earn(unique("e"), m, points, self.origin)
         out = self.run(op)
+        if self.refused_as_merged(m, out):
+            return
         self.touch(m)
         assert out.ok
         self.posted[m] += points
@@ -112,6 +122,8 @@ class LedgerMachine(RuleBasedStateMachine):
         m = self.members[i]
         op = Reserve(unique("h"), m, points, 600_000, self.origin)
         out = self.run(op)
+        if self.refused_as_merged(m, out):
+            return
         self.touch(m)
         if self.avail(m) >= points:
             assert out.ok, out
@@ -168,6 +180,25 @@ class LedgerMachine(RuleBasedStateMachine):
             h.status = "released"
         self.done.append((op, out))
 
+    @precondition(lambda self: not self.merged)
+    @rule()
+    def merge(self) -> None:
+        """Member 1 is merged into member 0: its points and active holds move."""
+        survivor, source = self.members
+        op = Merge(unique("mg"), survivor, source, self.origin)
+        out = self.run(op)
+        assert out.ok, out
+        self.touch(survivor)
+        self.touch(source)
+        self.posted[survivor] += self.posted[source]
+        self.held[survivor] += self.held[source]
+        self.posted[source] = self.held[source] = 0
+        for h in self.holds.values():
+            if h.member == source and h.status == "active":
+                h.member = survivor
+        self.merged = True
+        self.done.append((op, out))
+
     @precondition(lambda self: self.active_holds())
     @rule(data=st.data(), sweep=st.booleans())
     def time_passes_past_expiry(self, data: st.DataObject, sweep: bool) -> None:
@@ -206,6 +237,8 @@ class LedgerMachine(RuleBasedStateMachine):
             changed = Reserve(op.op, op.member, op.points + 1, op.ttl_ms, op.origin)
         elif isinstance(op, Commit):
             changed = Commit(op.op, op.member, op.hold, (op.points or 0) + 1, op.origin)
+        elif isinstance(op, Merge):
+            changed = Merge(op.op, op.source, op.member, op.origin)
         else:
             assert isinstance(op, Release)
             changed = Release(op.op, op.member, op.hold + "x", op.origin)
