@@ -30,7 +30,6 @@ from gateway.ledger.engine import Ledger
 from gateway.ledger.outbox import OutboxRelay
 from gateway.ledger.reads import Reads
 from gateway.ledger.sweeper import Sweeper
-from gateway.loyalty.earning import Earning
 from gateway.metrics import Metrics
 from gateway.sessions.commands import Dispatcher, Services
 from gateway.sessions.handler import websocket
@@ -104,7 +103,6 @@ class Node:
                 ledger=self.ledger,
                 reads=self.reads,
                 feeds=self.feeds,
-                earning=Earning(self.pool),
                 max_subscriptions=s.session.max_subscriptions,
             )
         )

@@ -449,7 +449,40 @@ def _write_args(
         [h.resolved_at for h in holds],
         # accounts $35
         [a.merged_into for a in accounts],
+        # sales $36-$46: the purchases behind this batch's applied sale earns
+        *_sale_columns(new_ops),
     ]
+
+
+def _sale_columns(new_ops: list[tuple[_Item, Outcome, bytes]]) -> list[list[Any]]:
+    rows = [
+        (i.op, out)
+        for i, out, _ in new_ops
+        if out.ok and isinstance(i.op, Earn) and i.op.sale is not None
+    ]
+    cols: list[list[Any]] = [[] for _ in range(11)]
+    for op, out in rows:
+        assert isinstance(op, Earn) and op.sale is not None
+        points = getattr(out.data, "points", op.points)
+        for col, value in zip(
+            cols,
+            (
+                op.origin.merchant,
+                op.op,
+                op.member,
+                op.origin.channel,
+                op.origin.store,
+                op.origin.terminal,
+                op.sale.total,
+                points,
+                op.sale.breakdown.decode(),
+                op.sale.lines.decode(),
+                op.sale.fingerprint,
+            ),
+            strict=True,
+        ):
+            col.append(value)
+    return cols
 
 
 async def find_outcome(

@@ -22,6 +22,19 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
+class SaleRecord:
+    """The purchase behind an earn: written to the purchase history (``sales``) in the same
+    transaction as the earn's entry, so history and points can never disagree."""
+
+    total: int
+    lines: bytes
+    """JSON list of {sku, qty, price, category, name}."""
+    breakdown: bytes
+    """JSON list of the receipt's points lines."""
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Earn:
     """Post points to a member (a sale's earning, a return's reversal, an adjustment).
 
@@ -39,6 +52,8 @@ class Earn:
     breakdown: tuple[PointsLine, ...] = ()
     #: Extra content that identifies the request for idempotency (e.g. the sale's lines).
     detail: bytes = b""
+    #: Set for a sale's earn: recorded in the purchase history with the entry.
+    sale: SaleRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +110,12 @@ Op = Earn | Reserve | Commit | Release | Merge | Expire
 def fingerprint(op: Op) -> bytes:
     """Digest of everything that defines the request (not the request id)."""
     o = op.origin
-    if isinstance(op, Earn):
-        parts: tuple[object, ...] = ("earn", op.member, op.points, op.kind, op.clamp, op.detail)
+    if isinstance(op, Earn) and op.sale is not None:
+        # A sale is identified by what was bought, not by the points the rules derived from
+        # it: a retry after a rule change still replays the original receipt.
+        parts: tuple[object, ...] = ("sale", op.member, op.kind, op.detail)
+    elif isinstance(op, Earn):
+        parts = ("earn", op.member, op.points, op.kind, op.clamp, op.detail)
     elif isinstance(op, Reserve):
         parts = ("reserve", op.member, op.points, op.ttl_ms)
     elif isinstance(op, Commit):

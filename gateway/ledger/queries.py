@@ -90,6 +90,16 @@ obx AS (
   INSERT INTO outbox (member_id, version, created_at)
   SELECT mb, v, $31 FROM unnest($13::text[], $14::int8[]) AS o(mb, v)
   RETURNING 1
+),
+sal AS (
+  INSERT INTO sales (merchant_id, op_id, member_id, channel, store_id, terminal_id, total,
+                     points, breakdown, lines, fingerprint, created_at)
+  SELECT m, o, mb, ch, st, te, tot, pts, bd::jsonb, ln::jsonb, fp, $31
+    FROM unnest($36::text[], $37::text[], $38::text[], $39::text[], $40::text[], $41::text[],
+                $42::int8[], $43::int8[], $44::text[], $45::text[], $46::bytea[])
+         AS s(m, o, mb, ch, st, te, tot, pts, bd, ln, fp)
+  ON CONFLICT (merchant_id, op_id) DO NOTHING
+  RETURNING 1
 )
 SELECT (SELECT count(*) FROM ops) AS ops, (SELECT count(*) FROM acc) AS accounts,
        (SELECT count(*) FROM ent) AS entries, (SELECT count(*) FROM hld) AS holds,

@@ -33,7 +33,6 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.ledger.model import Earn, Origin
 from gateway.loyalty.programme import Programme, Programmes, Rule
 from protocol.limits import MAX_POINTS
 from protocol.messages import PointsLine, Sale, SaleLine
@@ -164,16 +163,3 @@ class Earning:
     ) -> Computed:
         programme = await self.programmes.get(merchant)
         return compute(programme, sale.total, sale.lines, tier, at)
-
-    async def for_sale(self, merchant: str, sale: Sale, origin: Origin) -> Earn:
-        """The ledger operation of a sale (base rate and rules; no tier: see ``sales.py``)."""
-        got = await self.compute(merchant, sale)
-        return Earn(
-            op=sale.op,
-            member=sale.member,
-            points=got.points,
-            origin=origin,
-            kind="earn",
-            breakdown=got.breakdown,
-            detail=sale_detail(sale),
-        )

@@ -29,7 +29,7 @@ from gateway.ledger.engine import decode_outcome
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
 from protocol.loyalty import Purchase, PurchaseLine, Return
-from protocol.messages import HoldState, Outcome, PointsLine, Sale
+from protocol.messages import HoldState, Outcome, PointsLine
 
 _lines_decoder = msgspec.json.Decoder(list[PurchaseLine])
 _breakdown_decoder = msgspec.json.Decoder(list[PointsLine])
@@ -62,45 +62,6 @@ async def find_sale(pool: asyncpg.Pool[Any], merchant: str, op: str) -> Recorded
         tuple(_breakdown_decoder.decode(r["breakdown"])),
         r["fingerprint"],
     )
-
-
-async def record_sale(
-    pool: asyncpg.Pool[Any],
-    merchant: str,
-    sale: Sale,
-    channel: str,
-    store: str,
-    terminal: str,
-    points: int,
-    breakdown: tuple[PointsLine, ...],
-    fingerprint: bytes,
-) -> Recorded:
-    """Insert the sale (first writer wins) and return the row that holds."""
-    lines = [
-        PurchaseLine(sku=ln.sku, qty=ln.qty, price=ln.price, category=ln.category, name=ln.name)
-        for ln in sale.lines
-    ]
-    with translate_errors("sale record"):
-        await pool.execute(
-            """INSERT INTO sales (merchant_id, op_id, member_id, channel, store_id, terminal_id,
-                                  total, points, breakdown, lines, fingerprint)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11)
-               ON CONFLICT (merchant_id, op_id) DO NOTHING""",
-            merchant,
-            sale.op,
-            sale.member,
-            channel,
-            store,
-            terminal,
-            sale.total,
-            points,
-            msgspec.json.encode(list(breakdown)).decode(),
-            msgspec.json.encode(lines).decode(),
-            fingerprint,
-        )
-    found = await find_sale(pool, merchant, sale.op)
-    assert found is not None
-    return found
 
 
 _HISTORY = """

@@ -16,7 +16,7 @@ import msgspec
 from gateway.errors import GatewayError, Refused
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import Ledger
-from gateway.ledger.model import Earn, Origin
+from gateway.ledger.model import Earn, Origin, SaleRecord
 from gateway.ledger.reads import Reads
 from gateway.loyalty import directory, sales
 from gateway.loyalty.earning import Earning, detail_fingerprint, sale_detail
@@ -40,6 +40,7 @@ from protocol.loyalty import (
     Offer,
     Pass,
     PointsItem,
+    PurchaseLine,
     Return,
     ReturnReceipt,
     RewardCode,
@@ -173,51 +174,38 @@ class Loyalty:
 
     # ------------------------------------------------------------------ sales and history
     async def sale(self, origin: Origin, frame: Sale) -> Outcome:
+        """Points for a sale, posted with the sale's purchase-history row in one ledger
+        transaction (group-committed). A retry with the same op replays the first receipt,
+        even if the rules or the member's tier changed in between."""
         merchant = origin.merchant
-        detail = sale_detail(frame)
-        fp = detail_fingerprint(detail)
-        rec = await sales.find_sale(self.pool, merchant, frame.op)
-        if rec is None:
+        programme = await self.programmes.get(merchant)
+        tier = ""
+        if programme.tiers:  # the tier multiplier needs the member's tier
             prof = await directory.profile(self.pool, merchant, frame.member)
-            computed = await self.earning.compute(merchant, frame, prof.tier if prof else "")
-            rec = await sales.record_sale(
-                self.pool,
-                merchant,
-                frame,
-                origin.channel,
-                origin.store,
-                origin.terminal,
-                computed.points,
-                computed.breakdown,
-                fp,
-            )
-        if rec.fingerprint != fp or rec.member != frame.member:
-            raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
+            tier = prof.tier if prof else ""
+        computed = await self.earning.compute(merchant, frame, tier)
+        detail = sale_detail(frame)
+        lines = [
+            PurchaseLine(sku=ln.sku, qty=ln.qty, price=ln.price, category=ln.category, name=ln.name)
+            for ln in frame.lines
+        ]
         outcome = await self.ledger.execute(
             Earn(
                 op=frame.op,
                 member=frame.member,
-                points=rec.points,
+                points=computed.points,
                 origin=origin,
                 kind="earn",
-                breakdown=rec.breakdown,
+                breakdown=computed.breakdown,
                 detail=detail,
+                sale=SaleRecord(
+                    total=frame.total,
+                    lines=msgspec.json.encode(lines),
+                    breakdown=msgspec.json.encode(list(computed.breakdown)),
+                    fingerprint=detail_fingerprint(detail),
+                ),
             )
         )
-        if outcome.error is not None and outcome.error.code == ErrorCode.MEMBER_MERGED:
-            # The refusal is not recorded against the op (so the POS may resend it naming the
-            # survivor): drop the sale row it was recorded under, unless an operation with
-            # that id exists after all.
-            with translate_errors("sale record"):
-                await self.pool.execute(
-                    """DELETE FROM sales s WHERE s.merchant_id = $1 AND s.op_id = $2
-                          AND s.member_id = $3
-                          AND NOT EXISTS (SELECT 1 FROM operations o
-                                           WHERE o.merchant_id = $1 AND o.op_id = $2)""",
-                    merchant,
-                    frame.op,
-                    frame.member,
-                )
         if outcome.ok:
             try:
                 await self.check_upgrade(merchant, frame.member)

@@ -27,7 +27,6 @@ from protocol.messages import (
     Release,
     Reserve,
     Result,
-    Sale,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -37,7 +36,6 @@ from protocol.messages import (
 if TYPE_CHECKING:
     from gateway.auth import Principal
     from gateway.fanout.feeds import Feeds
-    from gateway.loyalty.earning import Earning
     from gateway.sessions.session import Session
 
 
@@ -58,7 +56,6 @@ class Services:
     ledger: Ledger
     reads: Reads
     feeds: Feeds
-    earning: Earning
     max_subscriptions: int
 
 
@@ -83,7 +80,6 @@ class Dispatcher:
             Unsubscribe: _unsubscribe,
             GetBalance: _balance,
             GetOutcome: _outcome,
-            Sale: _sale,
             Reserve: _ledger_op,
             Commit: _ledger_op,
             Release: _ledger_op,
@@ -140,13 +136,6 @@ async def _outcome(d: Dispatcher, session: Session, p: Principal, frame: GetOutc
     if found is None or (p.kind == "app" and _outcome_member(found) != p.member):
         raise Refused("no operation with that id", ErrorCode.OPERATION_NOT_FOUND)
     return Result(id=frame.id, data=found)
-
-
-async def _sale(d: Dispatcher, session: Session, p: Principal, frame: Sale) -> object:
-    d.require_pos(p)
-    await d.authorize_member(p, frame.member)
-    earn = await d.s.earning.for_sale(p.merchant, frame, origin(p))
-    return outcome_frame(frame.id, await d.s.ledger.execute(earn))
 
 
 async def _ledger_op(

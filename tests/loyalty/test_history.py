@@ -80,3 +80,24 @@ async def test_history_scope(clients, merchant):
     assert [p.op for p in mine.purchases] == ["sc-" + a]
     assert (await err(app, {"type": "history", "member": b})).code == "forbidden"
     assert (await err(till, {"type": "history", "member": "nobody"})).code == "member_not_found"
+
+
+async def test_retry_after_a_rule_change_replays_the_first_receipt(clients, merchant, http, rn):
+    """The sale and its points are one ledger transaction: a retry is identified by what was
+    bought, so a changed earning rate in between does not turn it into a conflict or a second
+    earn."""
+    from tests.loyalty.world import ADMIN
+
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    frame = sale("rr-" + m, m, 1000)
+    first = await ok(till, frame)
+    assert first.points == 10
+    url = f"{rn.url}/admin/v1/merchants/{merchant}"
+    async with http.put(url, json={"points_per_unit": "3"}, headers=ADMIN) as r:
+        assert r.status == 200, await r.text()
+    assert (await ok(till, sale("rr2-" + m, m, 1000))).points == 30  # the new rate applies
+    again = await ok(till, frame)
+    assert again == first
+    page = await ok(till, {"type": "history", "member": m})
+    assert sorted(p.points for p in page.purchases) == [10, 30]
