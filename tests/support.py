@@ -146,6 +146,7 @@ class NodeProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
+        self.log.close()
 
     def terminate(self) -> None:
         if self.proc.poll() is None:
