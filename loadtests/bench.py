@@ -34,7 +34,7 @@ from typing import Any
 from loadtests import baselines, nodes
 from loadtests.config import Config
 from loadtests.runner import Run, SetupError, log
-from loadtests.seed import seed
+from loadtests.seed import prime, seed
 
 TARGETS = {
     "reserve_p99_ms": 10.0,
@@ -163,6 +163,7 @@ class Bench:
         self, cfg: Config, members: int, node_env: dict[str, str] | None = None
     ) -> tuple[dict[str, Any], Run]:
         seeded = await seed(self.scratch.dsn, members, migrate=False)
+        await prime(self.scratch.dsn)
         async with nodes.cluster(self.scratch, self.args.nodes, node_env) as ns:
             cfg.url = [n.url for n in ns]
             run = Run(cfg, seeded)

@@ -178,7 +178,7 @@ async def _open_loop(
 async def ledger_figures(dsn: str, redis_url: str, quick: bool, members: int) -> dict[str, Any]:
     redis = aioredis.Redis.from_url(redis_url)
     keys = Keys(f"lgbench{uuid.uuid4().hex[:6]}")
-    ledger = Ledger(dsn, LedgerSettings(lanes=4, max_batch=256), Publisher(redis, keys))
+    ledger = Ledger(dsn, LedgerSettings(), Publisher(redis, keys))  # the product's defaults
     await ledger.start()
     out: dict[str, Any] = {}
     try:
