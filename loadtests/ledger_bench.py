@@ -199,9 +199,9 @@ async def ledger_figures(dsn: str, redis_url: str, quick: bool, members: int) ->
         }
         ramp = []
         rates = (
-            [2500, 4000, 5000, 6000, 7000, 8000]
+            [1000, 2000, 2500, 3000, 4000, 5000]
             if quick
-            else [2500, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000]
+            else [1000, 1500, 2000, 2500, 3000, 3500, 4000, 5000, 6000]
         )
         best = 0
         for flows in rates:
