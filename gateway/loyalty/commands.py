@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.errors import Forbidden, GatewayError
 from gateway.loyalty.live import MemberEvents
-from gateway.loyalty.service import Loyalty, member_balance
+from gateway.loyalty.replies import member_balance
+from gateway.loyalty.service import Loyalty
 from gateway.sessions.commands import Dispatcher, origin, outcome_frame
 from protocol.loyalty import (
     CashierState,

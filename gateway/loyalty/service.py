@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,24 +30,23 @@ from gateway.loyalty.identity import (
 from gateway.loyalty.live import MemberEvents
 from gateway.loyalty.merge import MergeResult, merge_members
 from gateway.loyalty.programme import Programme, Programmes
+from gateway.loyalty.replies import member_balance, refused
+from gateway.loyalty.rewards import RewardsMixin
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
 from protocol.loyalty import (
     History,
     Member,
-    MemberBalance,
     Offer,
     Pass,
     PointsItem,
     PurchaseLine,
     Return,
     ReturnReceipt,
-    RewardCode,
-    RewardOption,
     TierChanged,
     TierInfo,
 )
-from protocol.messages import Balance, Outcome, PointsLine, Sale, SaleReceipt
+from protocol.messages import Outcome, PointsLine, Sale, SaleReceipt
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +54,13 @@ log = logging.getLogger(__name__)
 EXPIRY_LOCK = 0x6C6F79616C7478  # "loyaltx"
 #: Members one expiry pass handles (the next pass continues).
 EXPIRY_BATCH = 5000
-_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
-
-
-def member_balance(b: Balance) -> MemberBalance:
-    return MemberBalance(posted=b.posted, held=b.held, available=b.available, version=b.version)
-
-
-def refused(outcome: Outcome) -> Refused:
-    err = outcome.error
-    assert err is not None
-    return Refused(err.message, ErrorCode(err.code))
-
-
-def new_code() -> str:
-    return "RW-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
 
 
 def _dt(v: datetime | None) -> int:
     return 0 if v is None else epoch_ms(v)
 
 
-class Loyalty:
+class Loyalty(RewardsMixin):
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
@@ -357,215 +340,6 @@ class Loyalty:
             if await self._set_tier(merchant, r["id"], r["tier"], new, "up" if up else "down"):
                 counts["up" if up else "down"] += 1
         return counts
-
-    # ------------------------------------------------------------------ rewards and codes
-    async def rewards(self, merchant: str) -> list[asyncpg.Record]:
-        with translate_errors("rewards read"):
-            return list(
-                await self.pool.fetch(
-                    """SELECT id, name, cost, kind, value, sku, min_tier, valid_days, active
-                         FROM rewards WHERE merchant_id = $1 ORDER BY cost, id""",
-                    merchant,
-                )
-            )
-
-    def reward_options(
-        self, programme: Programme, tier: str, available: int, catalogue: list[asyncpg.Record]
-    ) -> list[RewardOption]:
-        rank = programme.tier_rank(tier)
-        return [
-            RewardOption(
-                reward=r["id"],
-                name=r["name"],
-                cost=r["cost"],
-                reward_kind=r["kind"],
-                value=r["value"],
-                sku=r["sku"],
-                min_tier=r["min_tier"],
-                affordable=r["cost"] <= available,
-            )
-            for r in catalogue
-            if r["active"] and (not r["min_tier"] or rank >= programme.tier_rank(r["min_tier"]))
-        ]
-
-    def _code(self, r: asyncpg.Record, balance: Balance | None = None) -> RewardCode:
-        status = r["status"]
-        if status == "issued" and r["expires_at"] <= datetime.now(UTC):
-            status = "expired"
-        return RewardCode(
-            code=r["code"],
-            reward=r["reward_id"],
-            member=r["member_id"],
-            status=status,
-            points=r["points"],
-            expires_at=epoch_ms(r["expires_at"]),
-            name=r["name"] or "",
-            reward_kind=r["kind"] or "",
-            value=r["value"] or 0,
-            sku=r["sku"],
-            balance=None if balance is None else member_balance(balance),
-        )
-
-    _CODE_SELECT = """
-        SELECT c.code, c.reward_id, c.member_id, c.status, c.points, c.expires_at, c.issue_op,
-               c.redeemed_op, c.void_op, r.name, r.kind, r.value, r.sku
-          FROM reward_codes c
-          LEFT JOIN rewards r ON r.merchant_id = c.merchant_id AND r.id = c.reward_id
-    """
-
-    async def _find_code(self, merchant: str, code: str) -> asyncpg.Record | None:
-        with translate_errors("code read"):
-            return await self.pool.fetchrow(
-                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.code = $2",
-                merchant,
-                code.upper(),
-            )
-
-    async def codes(self, merchant: str, member: str, limit: int = 20) -> list[RewardCode]:
-        with translate_errors("codes read"):
-            rows = await self.pool.fetch(
-                self._CODE_SELECT
-                + """ WHERE c.merchant_id = $1 AND c.member_id = $2
-                   AND c.status = 'issued' AND c.expires_at > now()
-                 ORDER BY c.created_at DESC LIMIT $3""",
-                merchant,
-                member,
-                limit,
-            )
-        return [self._code(r) for r in rows]
-
-    async def redeem_reward(self, origin: Origin, member: str, reward: str, op: str) -> RewardCode:
-        merchant = origin.merchant
-        programme = await self.programmes.get(merchant)
-        with translate_errors("reward read"):
-            r = await self.pool.fetchrow(
-                """SELECT id, cost, min_tier, valid_days, active FROM rewards
-                    WHERE merchant_id = $1 AND id = $2""",
-                merchant,
-                reward,
-            )
-            prior = await self.pool.fetchrow(
-                "SELECT member_id, reward_id FROM reward_codes WHERE merchant_id = $1 AND issue_op = $2",
-                merchant,
-                op,
-            )
-        if prior is not None and (prior["member_id"], prior["reward_id"]) != (member, reward):
-            raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
-        if r is None or (not r["active"] and prior is None):
-            raise Refused("", ErrorCode.REWARD_NOT_FOUND)
-        if r["min_tier"] and prior is None:
-            prof = await directory.profile(self.pool, merchant, member)
-            have = programme.tier_rank(prof.tier if prof else "")
-            if have < programme.tier_rank(r["min_tier"]):
-                raise Refused(
-                    f"reward for tier {r['min_tier']} and above", ErrorCode.REWARD_NOT_ELIGIBLE
-                )
-        outcome = await self.ledger.execute(
-            Earn(
-                op=op,
-                member=member,
-                points=-r["cost"],
-                origin=origin,
-                kind="reward",
-                contra="redemption",
-                clamp=False,
-                breakdown=(PointsLine(rule=f"reward:{reward}", points=-r["cost"]),),
-                detail=msgspec.json.encode(("reward", reward)),
-            )
-        )
-        if not outcome.ok:
-            raise refused(outcome)
-        receipt = outcome.data
-        assert isinstance(receipt, SaleReceipt)
-        days = r["valid_days"] or programme.code_valid_days
-        with translate_errors("code issue"):
-            await self.pool.execute(
-                """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
-                                             status, issue_op, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, 'issued', $6, now() + make_interval(days => $7))
-                   ON CONFLICT (merchant_id, issue_op) DO NOTHING""",
-                merchant,
-                new_code(),
-                member,
-                reward,
-                r["cost"],
-                op,
-                days,
-            )
-            row = await self.pool.fetchrow(
-                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.issue_op = $2", merchant, op
-            )
-        assert row is not None
-        return self._code(row, receipt.balance)
-
-    async def use_code(self, origin: Origin, code: str, op: str) -> RewardCode:
-        """Redeem a code: one conditional UPDATE, so of two registers presenting it at the same
-        instant exactly one succeeds; the other gets ``code_already_redeemed``."""
-        merchant = origin.merchant
-        with translate_errors("code redemption"):
-            won = await self.pool.fetchval(
-                """UPDATE reward_codes
-                      SET status = 'redeemed', redeemed_at = now(), redeemed_op = $3,
-                          redeemed_channel = $4, redeemed_store = $5, redeemed_terminal = $6
-                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'
-                      AND expires_at > now()
-                   RETURNING 1""",
-                merchant,
-                code.upper(),
-                op,
-                origin.channel,
-                origin.store,
-                origin.terminal,
-            )
-        row = await self._find_code(merchant, code)
-        if row is None:
-            raise Refused("", ErrorCode.CODE_NOT_FOUND)
-        if not won:
-            if row["status"] == "redeemed" and row["redeemed_op"] == op:
-                pass  # a retry of the redemption that won
-            elif row["status"] == "redeemed":
-                raise Refused("", ErrorCode.CODE_ALREADY_REDEEMED)
-            elif row["status"] == "voided":
-                raise Refused("", ErrorCode.CODE_VOIDED)
-            else:
-                raise Refused("", ErrorCode.CODE_EXPIRED)
-        return self._code(row)
-
-    async def void_code(self, origin: Origin, code: str, op: str) -> RewardCode:
-        """Void an unredeemed (even expired) code and give its points back."""
-        merchant = origin.merchant
-        with translate_errors("code void"):
-            await self.pool.execute(
-                """UPDATE reward_codes SET status = 'voided', voided_at = now(), void_op = $3
-                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'""",
-                merchant,
-                code.upper(),
-                op,
-            )
-        row = await self._find_code(merchant, code)
-        if row is None:
-            raise Refused("", ErrorCode.CODE_NOT_FOUND)
-        if row["status"] == "redeemed":
-            raise Refused("", ErrorCode.CODE_ALREADY_REDEEMED)
-        if row["void_op"] != op:
-            raise Refused("", ErrorCode.CODE_VOIDED)
-        outcome = await self.ledger.execute(
-            Earn(
-                op=op,
-                member=row["member_id"],
-                points=row["points"],
-                origin=origin,
-                kind="refund",
-                contra="redemption",
-                breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
-                detail=msgspec.json.encode(("void", row["code"])),
-            )
-        )
-        if not outcome.ok:
-            raise refused(outcome)
-        receipt = outcome.data
-        assert isinstance(receipt, SaleReceipt)
-        return self._code(row, receipt.balance)
 
     # ------------------------------------------------------------------ offers
     def offers(self, programme: Programme, tier: str) -> list[Offer]:
