@@ -1,18 +1,12 @@
-"""Group commit: operations queue per lane, each lane runs one batch at a time holding every
-operation that arrived while the previous one was in flight.
+"""Group commit: operations queue per lane, each lane runs one transaction at a time holding
+every operation that arrived while the previous one was in flight.
 
-A batch is two round trips: one statement reads everything it needs (accounts, operations
-already recorded, holds) from one snapshot, the rules are applied in memory, and one
-autocommitted statement writes the result, guarded by the account versions it read and by the
-operation ids it claims (optimistic concurrency). If another node changed one of those members
-in between, the guard aborts the whole statement and the batch is read and applied again; the
-unique (member, version) index on entries is a second, independent guard. Lanes are chosen by
-member, so one member's operations from this node keep their order; lanes run in parallel on
-their own connections.
-
-A reply is released only after the write statement (its own COMMIT) returns; the batch's
-changes are then handed to the event sink (Redis fan-out) and were recorded in the outbox by
-the same statement, so a crash between commit and publish is repaired by the relay.
+Lanes are chosen by member, so one member's operations from this node keep their order; lanes
+run in parallel on their own connections. Across nodes, row locks taken in member order keep
+every interleaving serial per member and free of deadlocks. A reply is released only after
+COMMIT returns; the batch's changes are then handed to the event sink (Redis fan-out) and
+recorded in the outbox in the same transaction, so a crash between commit and publish is
+repaired by the relay.
 """
 
 from __future__ import annotations
@@ -20,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import zlib
 from collections import OrderedDict, deque
@@ -60,13 +53,16 @@ EventSink = Callable[[Sequence[Entry]], Awaitable[None]]
 
 _outcome_encoder = msgspec.json.Encoder()
 _outcome_decoder = msgspec.json.Decoder(Outcome)
-_MAX_ATTEMPTS = 12
+_MAX_ATTEMPTS = 5
 _LATEST_MAX = 200_000
 _CONNECTION_MAX_AGE = 60.0
 
 
-#: A guard of the batch write failed (40001) or the server chose this batch as a deadlock victim.
-_RERUN: tuple[type[BaseException], ...] = RETRY_ERRORS
+class _Race(Exception):
+    """A concurrent transaction committed one of this batch's operation ids first."""
+
+
+_RERUN: tuple[type[BaseException], ...] = (_Race, *RETRY_ERRORS)
 
 
 def decode_outcome(raw: bytes) -> Outcome:
@@ -264,20 +260,19 @@ class _Lane:
             committing = False
             try:
                 conn = await self._connection()
-                outcomes, entries, write = await _read_and_apply(conn, batch)
-                if write is not None:
-                    committing = True  # the write statement is its own transaction
-                    await conn.fetchval(q.WRITE_BATCH, *write)
+                await conn.execute("BEGIN")
+                try:
+                    outcomes, entries = await _transact(conn, batch)
+                except BaseException:
+                    if not conn.is_closed():
+                        with contextlib.suppress(*CONNECTION_ERRORS):
+                            await conn.execute("ROLLBACK")
+                    raise
+                committing = True
+                await conn.execute("COMMIT")
             except _RERUN:
                 ledger.stats.retries += 1
-                await asyncio.sleep(random.uniform(0.0005, 0.002) * (attempt + 1))
-                continue
-            except asyncpg.UniqueViolationError as exc:
-                # Another writer took this member's next version first: re-read and re-apply.
-                if exc.constraint_name != "entry_version_unique":
-                    raise
-                ledger.stats.retries += 1
-                await asyncio.sleep(random.uniform(0.0005, 0.002) * (attempt + 1))
+                await asyncio.sleep(0.001 * (attempt + 1))
                 continue
             except StoreUnavailable as exc:
                 await self._drop_connection()
@@ -320,67 +315,57 @@ def _fail(batch: Sequence[_Item], exc: BaseException) -> None:
             item.future.set_exception(exc)
 
 
-async def _read_and_apply(
+async def _transact(
     conn: asyncpg.Connection[Any], batch: list[_Item]
-) -> tuple[list[Outcome], list[Entry], list[Any] | None]:
-    """Read the batch's state (one statement), apply every operation in memory; return the
-    outcomes, the entries and the arguments of the guarded write (None if nothing to write)."""
-    # A merge touches two members: its source's account and active holds are read too.
+) -> tuple[list[Outcome], list[Entry]]:
+    # A merge touches two members: its source is locked (in the same sorted order) too.
     sources = [item.op.source for item in batch if isinstance(item.op, Merge)]
     members = sorted({item.op.member for item in batch}.union(sources))
+    rows = await conn.fetch(q.LOCK_ACCOUNTS, members)
+    now: datetime = rows[0]["now"] if rows else await conn.fetchval(q.NOW)
+    state = BatchState(now=now)
+    overdue: list[str] = []
+    for r in rows:
+        state.accounts[r["member_id"]] = Account(
+            r["member_id"],
+            r["merchant_id"],
+            r["posted"],
+            r["held"],
+            r["version"],
+            r["merged_into"],
+        )
+        if r["overdue"]:
+            overdue.append(r["member_id"])
+    state.overdue.update(overdue)
+
     tracked = [item.op for item in batch if not isinstance(item.op, Expire)]
     refs = [i.op for i in batch if isinstance(i.op, Commit | Release)]
-    rows = await conn.fetch(
-        q.READ_BATCH,
-        members,
-        [o.origin.merchant for o in tracked],
-        [o.op for o in tracked],
-        [o.origin.merchant for o in refs],
-        [o.hold for o in refs],
-        sources,
-    )
-    now: datetime | None = None
-    accounts: list[Account] = []
     existing: dict[tuple[str, str], tuple[bytes, bytes]] = {}
-    holds: dict[tuple[str, str], Hold] = {}
-    for r in rows:
-        src = r["src"]
-        if src == "a":
-            now = r["expires_at"]
-            accounts.append(
-                Account(
-                    r["id"],
+    if tracked or refs or overdue or sources:
+        for r in await conn.fetch(
+            q.FIND_OPS_AND_HOLDS,
+            [o.origin.merchant for o in tracked],
+            [o.op for o in tracked],
+            [o.origin.merchant for o in refs],
+            [o.hold for o in refs],
+            overdue,
+            now,
+            sources,
+        ):
+            if r["src"] == "o":
+                existing[(r["merchant_id"], r["id"])] = (r["fingerprint"], r["result"])
+            else:
+                state.holds[(r["merchant_id"], r["id"])] = Hold(
                     r["merchant_id"],
+                    r["id"],
+                    r["member_id"],
                     r["amount"],
                     r["committed"],
-                    r["version"],
-                    r["member_id"],
-                    base=r["version"],
+                    r["status"],
+                    r["expires_at"],
+                    r["created_at"],
+                    r["resolved_at"],
                 )
-            )
-        elif src == "o":
-            existing[(r["merchant_id"], r["id"])] = (r["fingerprint"], r["result"])
-        else:
-            holds[(r["merchant_id"], r["id"])] = Hold(
-                r["merchant_id"],
-                r["id"],
-                r["member_id"],
-                r["amount"],
-                r["committed"],
-                r["status"],
-                r["expires_at"],
-                r["created_at"],
-                r["resolved_at"],
-            )
-    if now is None:
-        now = await conn.fetchval(q.NOW)
-    state = BatchState(now=now)
-    for acct in accounts:
-        state.accounts[acct.member] = acct
-    state.holds.update(holds)
-    state.overdue.update(
-        h.member for h in holds.values() if h.status == "active" and h.expires_at <= now
-    )
 
     outcomes: list[Outcome] = []
     new_ops: list[tuple[_Item, Outcome, bytes]] = []
@@ -413,15 +398,15 @@ async def _read_and_apply(
 
     dirty_accounts = [a for a in state.accounts.values() if a.dirty]
     dirty_holds = [h for h in state.holds.values() if h.dirty]
-    if not (new_ops or dirty_accounts):
-        return outcomes, state.entries, None
-    write = [
-        *_write_args(new_ops, dirty_accounts, state.entries, dirty_holds, now),
-        [a.base for a in dirty_accounts],  # $47: the versions this batch read
-        len(new_ops),  # $48: operation ids it must claim
-        len(dirty_accounts),  # $49: accounts it must update
-    ]
-    return outcomes, state.entries, write
+    if new_ops or dirty_accounts:
+        counts = await conn.fetchrow(
+            q.WRITE_BATCH,
+            *_write_args(new_ops, dirty_accounts, state.entries, dirty_holds, now),
+        )
+        assert counts is not None
+        if counts["ops"] != len(new_ops):
+            raise _Race()
+    return outcomes, state.entries
 
 
 def _write_args(

@@ -139,8 +139,6 @@ class Account:
     #: The surviving member if this one was merged into it (then posted = held = 0).
     merged_into: str | None = None
     dirty: bool = False
-    #: The version read from the database: the batch's write applies only if it is unchanged.
-    base: int = -1
 
     @property
     def available(self) -> int:

@@ -1,50 +1,53 @@
 """The ledger's SQL, in one place. Each statement is prepared once per connection (asyncpg's
 statement cache) and takes arrays, so one round trip serves a whole batch."""
 
-# Everything a batch needs, in one statement (one snapshot, one round trip, no locks): the
-# batch's clock, its members' accounts (src 'a'), the operations it names that exist already
-# ('o'), the holds its commits/releases name, its members' overdue active holds and the active
-# holds of merge sources ('h'). The write that follows is guarded by the versions read here.
-NOW = "SELECT clock_timestamp()"
-
-READ_BATCH = """
+# One clock reading per batch (the CTE runs once), so "overdue" and "now" agree.
+LOCK_ACCOUNTS = """
 WITH t AS (SELECT clock_timestamp() AS now)
-SELECT 'a' AS src, a.merchant_id, a.member_id AS id, NULL::bytea AS fingerprint,
-       NULL::bytea AS result, a.merged_into AS member_id, a.posted AS amount,
-       a.held AS committed, NULL::text AS status, t.now AS expires_at,
-       NULL::timestamptz AS created_at, NULL::timestamptz AS resolved_at, a.version
+SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, a.merged_into, t.now,
+       EXISTS (SELECT 1 FROM holds h
+                WHERE h.member_id = a.member_id AND h.status = 'active'
+                  AND h.expires_at <= t.now) AS overdue
   FROM accounts a CROSS JOIN t
  WHERE a.member_id = ANY($1::text[])
-UNION ALL
-SELECT 'o', o.merchant_id, o.op_id, o.fingerprint, o.result, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL
+ ORDER BY a.member_id
+   FOR UPDATE OF a
+"""
+
+NOW = "SELECT clock_timestamp()"
+
+# Everything a batch reads after its locks, in one round trip: the operations it names that
+# already exist (src 'o'), the holds its commits/releases name, the locked members' overdue
+# active holds and every active hold of a merge's source (src 'h').
+FIND_OPS_AND_HOLDS = """
+SELECT 'o' AS src, o.merchant_id, o.op_id AS id, o.fingerprint, o.result,
+       NULL::text AS member_id, NULL::int8 AS amount, NULL::int8 AS committed,
+       NULL::text AS status, NULL::timestamptz AS expires_at, NULL::timestamptz AS created_at,
+       NULL::timestamptz AS resolved_at
   FROM operations o
-  JOIN unnest($2::text[], $3::text[]) AS k(merchant_id, op_id)
+  JOIN unnest($1::text[], $2::text[]) AS k(merchant_id, op_id)
     ON o.merchant_id = k.merchant_id AND o.op_id = k.op_id
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL
+       h.expires_at, h.created_at, h.resolved_at
   FROM holds h
-  JOIN unnest($4::text[], $5::text[]) AS k(merchant_id, id)
+  JOIN unnest($3::text[], $4::text[]) AS k(merchant_id, id)
     ON h.merchant_id = k.merchant_id AND h.id = k.id
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL
-  FROM holds h CROSS JOIN t
- WHERE h.member_id = ANY($1::text[]) AND h.status = 'active' AND h.expires_at <= t.now
+       h.expires_at, h.created_at, h.resolved_at
+  FROM holds h
+ WHERE h.member_id = ANY($5::text[]) AND h.status = 'active' AND h.expires_at <= $6
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL
+       h.expires_at, h.created_at, h.resolved_at
   FROM holds h
- WHERE h.member_id = ANY($6::text[]) AND h.status = 'active'
+ WHERE h.member_id = ANY($7::text[]) AND h.status = 'active'
 """
 
-# One autocommitted statement writes the whole batch: it is atomic on its own and its COMMIT
-# is the statement's. Optimistic concurrency: every account is updated only if its version
-# is still the one READ_BATCH saw, and every operation id must be newly claimed; otherwise
-# ledger_guard aborts the statement (40001) and the engine re-reads and re-applies the batch
-# (a duplicate operation is then replayed). A writer still in flight on the same account
-# makes the update wait for it, then fail the version check.
+# One statement writes the whole batch. The operations insert must claim every id: a
+# concurrent transaction that committed the same id makes the count short, and the engine
+# rolls back and re-runs the batch (which then replays that operation).
 WRITE_BATCH = """
 WITH
 ops AS (
@@ -58,9 +61,9 @@ acc AS (
   UPDATE accounts a
      SET posted = u.posted, held = u.held, version = u.version, merged_into = u.merged_into,
          updated_at = $31
-    FROM unnest($8::text[], $9::int8[], $10::int8[], $11::int8[], $35::text[], $47::int8[])
-         AS u(member_id, posted, held, version, merged_into, base)
-   WHERE a.member_id = u.member_id AND a.version = u.base
+    FROM unnest($8::text[], $9::int8[], $10::int8[], $11::int8[], $35::text[])
+         AS u(member_id, posted, held, version, merged_into)
+   WHERE a.member_id = u.member_id
   RETURNING 1
 ),
 ent AS (
@@ -98,8 +101,9 @@ sal AS (
   ON CONFLICT (merchant_id, op_id) DO NOTHING
   RETURNING 1
 )
-SELECT ledger_guard((SELECT count(*) FROM ops) = $48 AND (SELECT count(*) FROM acc) = $49)
-       AS ok
+SELECT (SELECT count(*) FROM ops) AS ops, (SELECT count(*) FROM acc) AS accounts,
+       (SELECT count(*) FROM ent) AS entries, (SELECT count(*) FROM hld) AS holds,
+       (SELECT count(*) FROM obx) AS outbox
 """
 
 OPERATION_RESULT = """
