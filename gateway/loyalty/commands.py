@@ -109,17 +109,20 @@ def register(d: Dispatcher, svc: Loyalty) -> None:
     async def cashier_view(d: Dispatcher, s: Session, p: Principal, f: CashierView) -> object:
         d.require_pos(p)
         await d.authorize_member(p, f.member)
+        # A merged duplicate (an old card, a stale QR) shows its survivor: `member.member`
+        # names the one the register now serves and watches.
         member = await svc.member(p.merchant, f.member)
+        who = member.member
         programme = await svc.programmes.get(p.merchant)
         tier, codes, recent, catalogue = await asyncio.gather(
-            svc.tier_info(programme, f.member, member.tier),
-            svc.codes(p.merchant, f.member),
-            svc.history(p.merchant, f.member, None, 5),
+            svc.tier_info(programme, who, member.tier),
+            svc.codes(p.merchant, who),
+            svc.history(p.merchant, who, None, 5),
             svc.rewards(p.merchant),
         )
         # Subscribe last and build the reply without yielding, as `subscribe` does, so the
         # reply is queued before any later push; its balance is the feed's.
-        sub = await d.handle(s, Subscribe(id=f.id, member=f.member, replace=f.replace))
+        sub = await d.handle(s, Subscribe(id=f.id, member=who, replace=f.replace))
         assert isinstance(sub, Result) and isinstance(sub.data, Subscribed)
         bal = sub.data.balance
         balance = member_balance(bal)

@@ -136,6 +136,9 @@ class Loyalty(RewardsMixin):
         return await self.member(merchant, await directory.resolve(self.pool, found))
 
     async def member(self, merchant: str, member: str, created: bool = False) -> Member:
+        """The member's profile and balance; a merged duplicate answers with its survivor
+        (``Member.member`` then names the survivor), as lookups do."""
+        member = await directory.resolve(self.pool, member)
         prof = await directory.profile(self.pool, merchant, member)
         if prof is None:
             raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)

@@ -79,6 +79,13 @@ async def test_merge_moves_everything_and_tells_the_watchers(clients, http, rn, 
     view = await ok(till, {"type": "cashier_view", "member": survivor})
     assert code.code in [c.code for c in view.codes]
     assert view.member.tier == "silver"  # 100 + 450 qualifying points now
+    # an old card or a stale screen naming the duplicate opens the survivor at the register
+    old = await ok(till, {"type": "cashier_view", "member": dup})
+    assert old.member.member == survivor and code.code in [c.code for c in old.codes]
+    async with http.get(
+        f"{rn.url}/admin/v1/merchants/{merchant}/members/{dup}", headers=ADMIN
+    ) as r:
+        assert r.status == 200 and (await r.json())["member"] == survivor
 
     # the hold placed on the duplicate: refused naming it, committed naming the survivor
     commit = {"type": "commit", "op": unique("c"), "member": dup, "hold": hold, "points": 150}
