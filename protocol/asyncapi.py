@@ -250,8 +250,6 @@ def _schemas() -> dict[str, Any]:
         for field, doc in docs.items():
             if field in props:
                 props[field].setdefault("description", doc)
-    # The decoder enforces this bound after decoding (see codec.decode_client).
-    schemas["Sale"]["properties"]["lines"]["maxItems"] = messages.SALE_MAX_LINES
     return schemas
 
 

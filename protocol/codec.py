@@ -22,7 +22,7 @@ import msgspec
 
 from protocol.codes import ErrorCode
 from protocol.limits import MAX_FRAME_BYTES, REQUEST_ID_PATTERN
-from protocol.messages import SALE_MAX_LINES, ClientFrame, Sale, ServerFrame
+from protocol.messages import ClientFrame, ServerFrame
 
 
 class DecodeError(Exception):
@@ -109,10 +109,6 @@ def decode_client(data: bytes | str) -> ClientFrame:
         raise _classify(raw, exc, _CLIENT_TYPES) from None
     except (msgspec.DecodeError, RecursionError):
         raise DecodeError(ErrorCode.MALFORMED_FRAME, "frame is not valid JSON") from None
-    if isinstance(frame, Sale) and len(frame.lines) > SALE_MAX_LINES:
-        raise DecodeError(
-            ErrorCode.INVALID_FIELD, f"a sale has at most {SALE_MAX_LINES} lines", frame.id
-        )
     return frame
 
 

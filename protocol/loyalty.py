@@ -128,7 +128,9 @@ class Return(_Command, tag="return", frozen=True):
     op: Id
     member: Id
     sale: Id
-    lines: list[ReturnLine] = msgspec.field(default_factory=list)
+    lines: Annotated[list[ReturnLine], msgspec.Meta(max_length=RETURN_MAX_LINES)] = msgspec.field(
+        default_factory=list
+    )
     amount: MinorUnits | None = None
     redemption: Id | None = None
 

@@ -6,7 +6,7 @@ commands also carry ``op``, a client-generated operation id that makes retries s
 makes it before the first send and reuses it on every retry).
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -98,7 +98,9 @@ class Sale(_Client, tag="sale", frozen=True):
     member: Id
     total: MinorUnits
     """Amount paid in minor currency units, after discounts."""
-    lines: list[SaleLine] = msgspec.field(default_factory=list)
+    lines: Annotated[list[SaleLine], msgspec.Meta(max_length=MAX_LINES)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class Reserve(_Client, tag="reserve", frozen=True):
@@ -150,9 +152,6 @@ ClientFrame = (
     | GetOutcome
     | LoyaltyCommand
 )
-
-# Bounds that msgspec.Meta cannot express on a list type alias inside a Struct:
-SALE_MAX_LINES = MAX_LINES
 
 
 # --------------------------------------------------------------------------- server -> client

@@ -220,6 +220,14 @@ BAD_FIELDS = {
         "lines": [{"sku": "s", "qty": 0, "price": 1}],
     },
     "total too large": {"type": "sale", "id": "r1", "op": "o", "member": "m", "total": 10**8 + 1},
+    "return too many lines": {
+        "type": "return",
+        "id": "r1",
+        "op": "o",
+        "member": "m",
+        "sale": "s",
+        "lines": [{"sku": "s", "qty": 1}] * 201,
+    },
 }
 
 
