@@ -39,7 +39,6 @@ from gateway.ledger.model import (
     Merge,
     Op,
     Release,
-    Reserve,
     fingerprint,
 )
 from gateway.settings import LedgerSettings
@@ -135,9 +134,6 @@ class Ledger:
             if task is not None:
                 with contextlib.suppress(Exception):
                     await task
-
-    def set_sink(self, sink: EventSink | None) -> None:
-        self._sink = sink
 
     def submit(self, op: Op) -> asyncio.Future[Outcome]:
         """Queue ``op``; the future resolves to its outcome after COMMIT, or raises a
@@ -496,11 +492,4 @@ def _sale_columns(new_ops: list[tuple[_Item, Outcome, bytes]]) -> list[list[Any]
     return cols
 
 
-async def find_outcome(
-    conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], merchant: str, op_id: str
-) -> Outcome | None:
-    raw = await conn.fetchval(q.OPERATION_RESULT, merchant, op_id)
-    return None if raw is None else decode_outcome(raw)
-
-
-__all__ = ["Ledger", "Reserve", "find_outcome"]
+__all__ = ["Ledger", "decode_outcome"]

@@ -25,9 +25,6 @@ class Keys:
         """Pub/sub channel carrying encoded ``balance_changed`` frames for one member."""
         return f"{self.prefix}:ch:{{m:{member}}}"
 
-    def member_channel_pattern(self) -> str:
-        return f"{self.prefix}:ch:*"
-
     def broadcast_channel(self, merchant: str) -> str:
         """Pub/sub channel for merchant-wide messages (e.g. a new offer to every session)."""
         return f"{self.prefix}:bc:{merchant}"
