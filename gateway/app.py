@@ -33,6 +33,7 @@ from gateway.ledger.sweeper import Sweeper
 from gateway.metrics import Metrics
 from gateway.sessions.commands import Dispatcher, Services
 from gateway.sessions.handler import websocket
+from gateway.sessions.heartbeat import Heartbeat
 from gateway.sessions.session import Session
 from gateway.settings import Settings
 from gateway.store import db
@@ -53,6 +54,7 @@ class Node:
         self.sessions: set[Session] = set()
         #: Welcomed sessions per merchant (broadcast targets).
         self.by_merchant: dict[str, set[Session]] = {}
+        self.heartbeat = Heartbeat(lambda: self.sessions, settings.session.heartbeat)
         self.draining = False
         self.drained = asyncio.Event()
         self.started_at = time.time()
@@ -108,6 +110,7 @@ class Node:
         )
         self.relay.start()
         self.sweeper.start()
+        self.heartbeat.start()
 
     async def drain(self) -> None:
         """Fail readiness, finish in-flight commands, close sessions with 3000.
@@ -162,6 +165,7 @@ class Node:
             asyncio.get_running_loop().call_soon(_graceful_exit)
 
     async def close(self) -> None:
+        await self.heartbeat.close()
         if hasattr(self, "presence"):
             with contextlib.suppress(Exception):
                 await self.presence.close()

@@ -71,7 +71,8 @@ class LedgerSettings:
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    #: Websocket ping interval; a peer silent for twice this is closed (3003).
+    #: Websocket ping interval (one node-wide timer); a peer that sends nothing, not even a
+    #: pong, for two to three intervals is closed (3003).
     heartbeat: float = 15.0
     #: Seconds a new connection has to send ``hello`` (else 3504).
     auth_timeout: float = 10.0

@@ -140,7 +140,10 @@ class Link:
                 data: str = msg.data
                 raw = data.encode()
                 if self.on_raw is not None and BROADCAST_MARK in raw:
+                    # a broadcast notice only needs its receipt time: skip decoding it, as
+                    # the naive baseline's clients do
                     self.on_raw(self, raw, now)
+                    continue
                 try:
                     events = self.proto.receive(raw)
                 except Exception as exc:  # a frame the helper cannot digest: count, read on

@@ -147,19 +147,31 @@ class PresenceBook:
         local_sessions: Callable[[], Iterable[tuple[str, Principal]]],
         watched: Callable[[], Iterable[str]],
     ) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.interval)
+            started = loop.time()
             try:
-                await self.refresh(list(local_sessions()), list(watched()))
+                await self.refresh(
+                    list(local_sessions()), list(watched()), spread=self.interval / 2
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("presence refresh failed", exc_info=True)
+            await asyncio.sleep(max(0.0, started + self.interval - loop.time()))
 
-    async def refresh(self, sessions: list[tuple[str, Principal]], watched: list[str]) -> None:
+    async def refresh(
+        self, sessions: list[tuple[str, Principal]], watched: list[str], spread: float = 0.0
+    ) -> None:
+        """Refresh ``sessions``' entries and sweep ``watched`` members, 1,000 per pipeline,
+        the pipelines paced evenly over ``spread`` seconds (no burst of Redis replies)."""
         now = _now_ms()
         k = self._keys
-        for i in range(0, max(len(sessions), len(watched)), 1000):
+        total = max(len(sessions), len(watched))
+        pause = spread / -(-total // 1000) if total else 0.0
+        for i in range(0, total, 1000):
+            if i:
+                await asyncio.sleep(pause)
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sid, p in sessions[i : i + 1000]:
                     member = p.member

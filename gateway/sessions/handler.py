@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from gateway import auth
 from gateway.errors import AuthError, GatewayError
@@ -38,11 +38,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
     node: Node = request.app[NODE]
     cfg = node.settings.session
+    # No per-socket heartbeat and no autoping: the node's ``Heartbeat`` pings every session
+    # from one timer, and the read loop answers pings and notes pongs itself.
     ws = web.WebSocketResponse(
-        heartbeat=cfg.heartbeat,
+        heartbeat=None,
         max_msg_size=cfg.max_transport_frame,
         compress=False,
-        autoping=True,
+        autoping=False,
         timeout=CLOSE_TIMEOUT,
     )
     await ws.prepare(request)
@@ -59,6 +61,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         node.settings.server.node_id,
         cfg.max_queue_bytes,
         cfg.rate_per_second,
+        node.heartbeat.tick,
     )
     node.sessions.add(session)
     try:
@@ -81,12 +84,11 @@ async def _close(session: Session, code: CloseCode, reason: str) -> None:
 
 
 async def _serve(node: Node, session: Session) -> None:
-    ws = session.ws
     cfg = node.settings.session
     # --- authentication: the first frame must be a valid hello
     try:
         async with asyncio.timeout(cfg.auth_timeout):
-            msg = await ws.receive()
+            msg = await _receive(node, session)
     except TimeoutError:
         await _close(session, CloseCode.AUTH_TIMEOUT, "no hello in time")
         return
@@ -160,23 +162,38 @@ async def _serve(node: Node, session: Session) -> None:
     )
     # --- command loop
     while not session.closing:
-        msg = await ws.receive()
+        msg = await _receive(node, session)
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             _on_frame(node, session, msg.data)
             if len(session.inflight) >= MAX_INFLIGHT:
                 await asyncio.wait(session.inflight, return_when=asyncio.FIRST_COMPLETED)
         elif msg.type == WSMsgType.ERROR:
             # Transport-level violation (e.g. a frame above the hard limit): aiohttp has
-            # already closed the socket with 1009 or 1002. A missing pong (heartbeat timeout)
-            # also lands here: the peer is gone, the transport is already dropped.
-            if isinstance(ws.exception(), TimeoutError):
-                session.on_close = CloseCode.HEARTBEAT_TIMEOUT
+            # already closed the socket with 1009 or 1002. A peer reaped by the heartbeat
+            # also lands here (its transport was aborted, ``on_close`` already says 3003).
             return
         else:  # CLOSE, CLOSING, CLOSED
             break
     if session.inflight:
         with contextlib.suppress(Exception):
             await asyncio.wait(session.inflight, timeout=node.settings.server.drain_seconds)
+
+
+async def _receive(node: Node, session: Session) -> WSMessage:
+    """The next data or close message; every frame received (pongs included) marks the session
+    alive for the node's heartbeat, and pings are answered here."""
+    ws = session.ws
+    while True:
+        msg = await ws.receive()
+        session.seen = node.heartbeat.tick
+        if msg.type is WSMsgType.PONG:
+            continue
+        if msg.type is WSMsgType.PING:
+            if not session.closing:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.pong(msg.data)
+            continue
+        return msg
 
 
 def _on_frame(node: Node, session: Session, data: str | bytes) -> None:

@@ -85,6 +85,7 @@ class Session:
         "principal",
         "queue",
         "queued_bytes",
+        "seen",
         "subscriptions",
         "transport",
         "writer",
@@ -98,6 +99,7 @@ class Session:
         node: str,
         max_queue_bytes: int,
         rate: int,
+        tick: int = 0,
     ) -> None:
         self.ws = ws
         self.transport = transport
@@ -115,6 +117,8 @@ class Session:
         self.bad_frames = 0
         self.inflight: set[asyncio.Task[Any]] = set()
         self.on_close: int | None = None
+        #: Heartbeat tick at which this session last received a frame (``Heartbeat``).
+        self.seen = tick
 
     # ------------------------------------------------------------------ sending
     def send(self, frame: object) -> None:

@@ -63,6 +63,26 @@ async def test_peer_that_stops_answering_pings_is_reaped(http, pg_dsn, redis_pre
         await ws.close()
 
 
+async def test_server_pings_and_answers_client_pings(http, pg_dsn, redis_prefix, world):
+    settings = settings_for(pg_dsn, REDIS_URL, "n1", heartbeat=0.2)
+    async with running_node(settings, redis_prefix) as node:
+        ws = await http.ws_connect(node.url + "/ws", autoping=False)
+        token = pos_token(world["merchant"], "s1", "t-ping")
+        await ws.send_json({"type": "hello", "id": "1", "versions": [1], "token": token})
+        assert (await ws.receive_json(timeout=2))["type"] == "welcome"
+        msg = await ws.receive(timeout=2)  # the node's heartbeat
+        assert msg.type == aiohttp.WSMsgType.PING
+        await ws.pong(msg.data)
+        await ws.ping(b"are-you-there")
+        msg = await ws.receive(timeout=2)
+        while msg.type == aiohttp.WSMsgType.PING:  # a heartbeat may come first
+            await ws.pong(msg.data)
+            msg = await ws.receive(timeout=2)
+        assert msg.type == aiohttp.WSMsgType.PONG and msg.data == b"are-you-there"
+        assert node.node.heartbeat.reaped == 0
+        await ws.close()
+
+
 async def test_no_hello_in_time_closes_3504(http, pg_dsn, redis_prefix):
     settings = settings_for(pg_dsn, REDIS_URL, "n1", auth_timeout=0.2)
     async with running_node(settings, redis_prefix) as node:
