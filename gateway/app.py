@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gateway.api import setup_api
 from gateway.auth import Principal
+from gateway.collector import CollectorPolicy
 from gateway.fanout.broadcast import LocalBroadcast, handle_admin_broadcast
 from gateway.fanout.feeds import Feeds
 from gateway.fanout.presence import PresenceBook
@@ -55,6 +56,7 @@ class Node:
         #: Welcomed sessions per merchant (broadcast targets).
         self.by_merchant: dict[str, set[Session]] = {}
         self.heartbeat = Heartbeat(lambda: self.sessions, settings.session.heartbeat)
+        self.collector = CollectorPolicy(settings.server.gc_freeze_seconds)
         self.draining = False
         self.drained = asyncio.Event()
         self.started_at = time.time()
@@ -72,6 +74,7 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
+        self.metrics.watch_gc()
         self.pool = await db.create_pool(
             s.store.database_url, s.store.db_pool_size, s.store.command_timeout
         )
@@ -111,6 +114,7 @@ class Node:
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
+        self.collector.start()
 
     async def drain(self) -> None:
         """Fail readiness, finish in-flight commands, close sessions with 3000.
@@ -165,6 +169,8 @@ class Node:
             asyncio.get_running_loop().call_soon(_graceful_exit)
 
     async def close(self) -> None:
+        self.metrics.unwatch_gc()
+        await self.collector.close()
         await self.heartbeat.close()
         if hasattr(self, "presence"):
             with contextlib.suppress(Exception):

@@ -3,6 +3,10 @@ in tests). Names are listed in deploy/README.md."""
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from protocol.messages import Error
@@ -33,6 +37,30 @@ class Metrics:
         self.batches = Gauge("gateway_ledger_batches", "Group-commit transactions", registry=r)
         self.ledger_ops = Gauge("gateway_ledger_operations", "Ledger operations", registry=r)
         self.ready = Gauge("gateway_ready", "1 when the node is ready", registry=r)
+        self.gc_pauses = Histogram(
+            "gateway_gc_pause_seconds",
+            "Cyclic garbage collector pauses (the event loop stands still meanwhile)",
+            ["generation"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._gc_started
+            self.gc_pauses.labels(str(info["generation"])).observe(pause)
+
+    def watch_gc(self) -> None:
+        """Record every collector pause of this process (until ``unwatch_gc``)."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def command(self, name: str, seconds: float, reply: object) -> None:
         self.commands.labels(name).observe(seconds)

@@ -78,6 +78,12 @@ FULL = {
 def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: about two minutes")
     p.add_argument("--nodes", type=int, default=3)
+    p.add_argument(
+        "--checkout-nodes",
+        type=int,
+        default=None,
+        help="gateway nodes for the checkout stage (default: --nodes)",
+    )
     p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="server to create the scratch database on (its database part is ignored)")  # fmt: skip
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -164,11 +170,16 @@ class Bench:
         return Config(**base)
 
     async def _scenario(
-        self, cfg: Config, members: int, node_env: dict[str, str] | None = None
+        self,
+        cfg: Config,
+        members: int,
+        node_env: dict[str, str] | None = None,
+        node_count: int | None = None,
     ) -> tuple[dict[str, Any], Run]:
         seeded = await seed(self.scratch.dsn, members, migrate=False)
         await prime(self.scratch.dsn)
-        async with nodes.cluster(self.scratch, self.args.nodes, node_env) as ns:
+        count = node_count or self.args.nodes
+        async with nodes.cluster(self.scratch, count, node_env) as ns:
             cfg.url = [n.url for n in ns]
             run = Run(cfg, seeded)
             try:
@@ -187,8 +198,12 @@ class Bench:
             scenario="checkout", rate=rate, duration=self.sizes["checkout_seconds"], ramp=3.0, warmup=3.0,
             steps=["reserve", "commit"], release_fraction=0.0, members=max(2000, int(rate)),
         )  # fmt: skip
-        report, _ = await self._scenario(cfg, cfg.members)
-        return _slim(report)
+        report, _ = await self._scenario(cfg, cfg.members, node_count=self.checkout_nodes)
+        return {**_slim(report), "nodes": self.checkout_nodes}
+
+    @property
+    def checkout_nodes(self) -> int:
+        return int(self.args.checkout_nodes or self.args.nodes)
 
     async def stage_push(self) -> dict[str, Any]:
         m = self.sizes["push_members"]
@@ -295,9 +310,11 @@ class Bench:
                 await run.run_load()
                 await run.finish()
                 report = await run.report()
+                gc_pauses = {n.node_id: await nodes.gc_pauses(n.url) for n in ns}
                 out.update(
                     {
                         "held": held,
+                        "gc_pauses": gc_pauses,
                         "workers": len(run.workers),
                         "connect_seconds": round(connect_s, 1),
                         "rss_mb": {k: round(after[k] / 1024, 1) for k in after},
@@ -448,7 +465,8 @@ def markdown(r: dict[str, Any]) -> str:
     for step in ("reserve", "commit"):
         x = lat.get(step) or {}
         lines.append(
-            f"| {step}→reply p99 at {_f(s['checkout_rate'], 0)} reserve+commit flows/s | ≤ 10 ms | "
+            f"| {step}→reply p99 at {_f(s['checkout_rate'], 0)} reserve+commit flows/s, "
+            f"{co.get('nodes', r['nodes'])} node(s) | ≤ 10 ms | "
             f"{_f(x.get('p99_ms'), 2)} ms | {_verdict(x.get('p99_ms'), 10.0)} |"
         )
     pu = r.get("push") or {}
@@ -480,6 +498,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_f(last)} ms | {_verdict(last, 1000.0, True, (bc.get('held') or 0) >= 50_000)} |"
         )
     lines += ["", "## Checkout: reserve + commit flows, open-loop", ""]
+    if co:
+        lines += [f"{co.get('nodes', r['nodes'])} gateway node(s).", ""]
     lines += _latency_table(co, ("reserve", "commit", "flow"))
     lines += _run_notes(co)
     lines += ["", "## Push: commit reply to receipt on another node's session", ""]

@@ -179,3 +179,25 @@ async def cluster(scratch: Scratch, n: int, extra_env: dict[str, str] | None = N
     finally:
         for node in nodes:
             node.stop()
+
+
+async def gc_pauses(url: str) -> dict[str, dict[str, float]]:
+    """The node's collector pauses so far, per generation: count, total and mean ms (from
+    ``gateway_gc_pause_seconds`` on ``/metrics``)."""
+    import re
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    sums = dict(re.findall(r'gateway_gc_pause_seconds_sum\{generation="(\d)"\} (\S+)', text))
+    counts = dict(re.findall(r'gateway_gc_pause_seconds_count\{generation="(\d)"\} (\S+)', text))
+    out = {}
+    for gen, n in counts.items():
+        total = float(sums.get(gen, 0.0)) * 1000
+        out[gen] = {
+            "count": float(n),
+            "total_ms": round(total, 1),
+            "mean_ms": round(total / max(1.0, float(n)), 2),
+        }
+    return out

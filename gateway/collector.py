@@ -1,0 +1,58 @@
+"""How this process uses Python's cyclic garbage collector.
+
+A node holding 17,000 sessions keeps millions of long-lived objects. With the interpreter's
+default policy every full collection walks all of them: measured in the broadcast benchmark,
+18 full collections per node averaging 1.77 s each, during which the event loop stood still
+(no command answered, no push written). Almost none of that work finds garbage: a closed
+session is freed by reference counting (measured under uvloop: 300 sessions opened,
+subscribed and closed left about 40 unreachable objects in all, a constant, not per session).
+
+So the node, every ``interval`` seconds, collects what is young and then moves every surviving
+object to the permanent generation (``gc.freeze()``), which later collections never walk: a
+collection only ever walks what was allocated since the last freeze. The young threshold is
+raised so short-lived request objects die before the first collection instead of being promoted.
+Cyclic garbage that forms among frozen objects later is not reclaimed; the measurement above is
+why that is a few bytes, not a leak per session. ``gateway_gc_pause_seconds`` shows the pauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+
+#: Allocations (net) between two young collections; the interpreter's default is 700.
+YOUNG_THRESHOLD = 20_000
+
+
+class CollectorPolicy:
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.freezes = 0
+        self._task: asyncio.Task[None] | None = None
+        self._thresholds = gc.get_threshold()
+
+    def start(self) -> None:
+        if self.interval <= 0:
+            return
+        gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
+        self.freeze()
+        self._task = asyncio.create_task(self._run(), name="gc-freeze")
+
+    def freeze(self) -> None:
+        gc.collect()
+        gc.freeze()
+        self.freezes += 1
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.freeze()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            gc.set_threshold(*self._thresholds)

@@ -1,0 +1,107 @@
+"""The collector policy (``gateway/collector.py``) rests on one fact: a closed session is freed
+by reference counting, not by the cyclic collector. These tests check that fact and the
+policy's own mechanics, plus the pause metric."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.collector import YOUNG_THRESHOLD, CollectorPolicy
+from gateway.metrics import Metrics
+from tests.conftest import REDIS_URL
+from tests.gateway.live_support import app, make_world, pos
+from tests.support import running_node, settings_for
+
+OURS = ("gateway", "protocol", "aiohttp", "msgspec", "redis", "asyncpg")
+
+
+@pytest.fixture
+async def world(pg_dsn: str) -> dict[str, Any]:
+    return await make_world(pg_dsn)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        yield s
+
+
+async def test_closed_sessions_leave_no_cyclic_garbage(http, pg_dsn, redis_prefix, world):
+    settings = settings_for(pg_dsn, REDIS_URL, "n1")
+    async with running_node(settings, redis_prefix) as node:
+        warm = await pos(http, node.url, world["merchant"])
+        await warm.close()
+        await asyncio.sleep(0.2)
+        gc.collect()
+        gc.disable()
+        try:
+            clients = []
+            for i in range(100):
+                c = await pos(http, node.url, world["merchant"], f"t{i}")
+                await c.request({"type": "subscribe", "member": world["members"][i % 3]})
+                clients.append(c)
+                clients.append(
+                    await app(http, node.url, world["merchant"], world["members"][i % 3])
+                )
+            for c in clients:
+                await c.close()
+            del clients, c
+            await asyncio.sleep(0.5)
+            assert not node.node.sessions
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            kinds = Counter(
+                f"{type(o).__module__}.{type(o).__qualname__}"
+                for o in gc.garbage
+                if type(o).__module__.split(".")[0] in OURS
+            )
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    # 200 sessions were opened and closed: none of their objects needed the collector
+    assert sum(kinds.values()) < 20, kinds.most_common(10)
+
+
+async def test_policy_freezes_survivors_and_restores_thresholds():
+    before = gc.get_threshold()
+    policy = CollectorPolicy(interval=0.05)
+    policy.start()
+    try:
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        keep = [[i] for i in range(5000)]  # survivors, tracked by the collector
+        await asyncio.sleep(0.2)
+        assert policy.freezes >= 2
+        assert gc.get_freeze_count() >= frozen + len(keep)
+    finally:
+        await policy.close()
+        gc.unfreeze()
+    assert gc.get_threshold() == before
+
+
+async def test_policy_off_leaves_the_interpreter_alone():
+    before = gc.get_threshold()
+    policy = CollectorPolicy(interval=0)
+    policy.start()
+    assert gc.get_threshold() == before and policy.freezes == 0
+    await policy.close()
+
+
+def test_collector_pauses_are_measured():
+    m = Metrics()
+    m.watch_gc()
+    try:
+        gc.collect()
+    finally:
+        m.unwatch_gc()
+    text = m.render().decode()
+    assert 'gateway_gc_pause_seconds_count{generation="2"} 1.0' in text
