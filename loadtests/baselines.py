@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import re
 import shutil
@@ -203,6 +204,8 @@ def _naive_clients(urls: list[str], n: int, ips: list[str] | None, conn: Connect
                 sockets.append((ws, asyncio.create_task(reader(ws))))
 
         await asyncio.gather(*(open_one(i) for i in range(n)))
+        gc.collect()  # the same collector treatment as the gateway's generator (worker.py)
+        gc.freeze()
         conn.send(("ready", len(sockets)))
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         conn.send(("result", receipts))

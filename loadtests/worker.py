@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import random
@@ -160,6 +161,11 @@ class Worker:
             except Exception as exc:
                 self.send("error", self.idx, f"{type(exc).__name__}: {exc}", traceback.format_exc())
                 return
+            # Thousands of long-lived links: keep the collector from walking them during the
+            # measurement (its pauses would show up as gateway latency). As in the gateway
+            # (gateway/collector.py): collect, then freeze the survivors.
+            gc.collect()
+            gc.freeze()
             self.send("ready", self.idx, self.ready_info())
             msg = await self.expect("start")
             if msg[0] == "start":
