@@ -528,6 +528,12 @@ def markdown(r: dict[str, Any]) -> str:
         )
         if bc.get("errors"):
             lines.append(f"Connection errors: {bc['errors']}.")
+        for node_id, gens in sorted((bc.get("gc_pauses") or {}).items()):
+            parts = ", ".join(
+                f"gen {g}: {_f(x['count'], 0)} pauses, mean {_f(x['mean_ms'])} ms"
+                for g, x in sorted(gens.items())
+            )
+            lines.append(f"Collector pauses on {node_id} over the stage (wall time): {parts}.")
     lines += ["", "## Broadcast: one notice to every session", ""]
     naive = bc.get("naive") or {}
     if b.get("supported") is False:
