@@ -68,7 +68,9 @@ FULL = {
     "push_seconds": 60.0,
     "push_members": 2000,
     "idle_per_node": 20_000,
-    "idle_sessions": 50_000,
+    # a few connects time out while 50,000 sockets open on 2 cores: ask a little more than the
+    # 50,000 the target is about (sessions held are what is reported)
+    "idle_sessions": 51_000,
     "broadcast_rounds": 5,
     "pgbench_seconds": 10.0,
     "redis_requests": 200_000,
