@@ -31,6 +31,8 @@ from gateway.ledger.engine import Ledger
 from gateway.ledger.outbox import OutboxRelay
 from gateway.ledger.reads import Reads
 from gateway.ledger.sweeper import Sweeper
+from gateway.loyalty.commands import expiry_loop, install
+from gateway.loyalty.service import Loyalty
 from gateway.metrics import Metrics
 from gateway.sessions.commands import Dispatcher, Services
 from gateway.sessions.handler import websocket
@@ -71,6 +73,9 @@ class Node:
         self.relay: OutboxRelay
         self.sweeper: Sweeper
         self.dispatcher: Dispatcher
+        #: The loyalty programme (commands and admin API); built in ``start``.
+        self.loyalty: Loyalty | None = None
+        self._expiry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -111,6 +116,9 @@ class Node:
                 max_subscriptions=s.session.max_subscriptions,
             )
         )
+        self.loyalty = install(self)
+        await self.loyalty.events.start()
+        self._expiry = asyncio.create_task(expiry_loop(self.loyalty), name="points-expiry")
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
@@ -172,6 +180,13 @@ class Node:
         self.metrics.unwatch_gc()
         await self.collector.close()
         await self.heartbeat.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._expiry
+        if self.loyalty is not None:
+            with contextlib.suppress(Exception):
+                await self.loyalty.events.close()
         if hasattr(self, "presence"):
             with contextlib.suppress(Exception):
                 await self.presence.close()

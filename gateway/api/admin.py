@@ -6,17 +6,16 @@ Every route is under ``/admin/v1/merchants/{merchant}`` and needs ``Authorizatio
 <GATEWAY_ADMIN_TOKEN>``. Every query is scoped by the merchant in the path: another merchant's
 member, rule, reward or code answers 404 exactly like one that does not exist.
 
-``setup_api(app, node)`` mounts the routes and, once the node started, installs the loyalty
-service (websocket commands, member events, the periodic points-expiry job).
+``setup_api(app, node)`` mounts the routes; they serve the loyalty service the node builds
+when it starts (``Node.loyalty``: websocket commands, member events, the points-expiry job)
+and answer 503 before that.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +25,6 @@ import msgspec
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.loyalty.commands import expiry_loop, install
 from gateway.loyalty.directory import create_merchant
 from gateway.loyalty.service import Loyalty
 from gateway.store.db import translate_errors
@@ -38,7 +36,8 @@ if TYPE_CHECKING:
 
 PREFIX = "/admin/v1/merchants/{merchant}"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-SERVICE: web.AppKey[dict[str, Loyalty]] = web.AppKey("loyalty", dict)
+#: The node whose loyalty service the API serves (``Node.loyalty`` is built in ``start``).
+SERVICE: web.AppKey[Node] = web.AppKey("node")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -165,7 +164,7 @@ class BadRequest(Exception):
 
 
 def _svc(request: web.Request) -> Loyalty:
-    svc = request.app[SERVICE].get("svc")
+    svc = request.app[SERVICE].loyalty
     if svc is None:
         raise web.HTTPServiceUnavailable()
     return svc
@@ -599,26 +598,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def setup_api(app: web.Application, node: Node) -> None:
-    """Mount the admin API on ``app``; install the loyalty service once ``node`` started.
-
-    Call after the node's own lifecycle is in ``app.cleanup_ctx``."""
-    holder: dict[str, Loyalty] = {}
-    app[SERVICE] = holder
+    """Mount the admin API on ``app``; it serves ``node``'s loyalty service, which the node
+    builds when it starts."""
+    app[SERVICE] = node
     app[TOKEN] = node.settings.auth.admin_token
     app.middlewares.append(admin_auth)
     for method, path, handler in ROUTES:
         app.router.add_route(method, PREFIX + path, handler)
     app.router.add_get("/admin/v1/openapi.json", openapi)
-
-    async def loyalty(app: web.Application) -> AsyncIterator[None]:
-        svc = install(node)
-        holder["svc"] = svc
-        await svc.events.start()
-        job = asyncio.create_task(expiry_loop(svc), name="points-expiry")
-        yield
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await job
-        await svc.events.close()
-
-    app.cleanup_ctx.append(loyalty)

@@ -26,7 +26,8 @@ async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_
     hold = f"h-{m}"
     app = await clients.app(merchant, m)
     await ok(app, {"type": "subscribe", "member": m})
-    svc = rn.runner.app[SERVICE]["svc"]
+    svc = rn.runner.app[SERVICE].loyalty
+    assert svc is not None
     # two runners at once (two nodes): the balance expires once
     runs = await asyncio.gather(svc.run_expiry(), svc.run_expiry())
     assert sum(runs) == 1
