@@ -16,20 +16,30 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
 
+from gateway.api.bodies import (
+    EnrolIn,
+    EvaluateIn,
+    ExpiryIn,
+    MergeIn,
+    ProgrammeIn,
+    RewardIn,
+    RuleIn,
+    TiersIn,
+    VoidIn,
+)
 from gateway.errors import GatewayError
 from gateway.loyalty.directory import create_merchant
 from gateway.loyalty.service import Loyalty
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
-from protocol.limits import ID_PATTERN, Id, Text
+from protocol.limits import ID_PATTERN
 
 if TYPE_CHECKING:
     from gateway.app import Node
@@ -60,83 +70,6 @@ _STATUS = {
     ErrorCode.TIMEOUT: 503,
     ErrorCode.DRAINING: 503,
 }
-
-Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$(?!\n)")]
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$(?!\n)")]
-Rate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,8}(\.[0-9]{1,4})?$(?!\n)")]
-Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
-Days = Annotated[int, msgspec.Meta(ge=1, le=36_500)]
-
-
-class ProgrammeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Text | None = None
-    currency: Currency | None = None
-    points_per_unit: Rate | None = None
-    region: Region | None = None
-    rounding: Literal["line", "sale"] | None = None
-    max_points_per_sale: Count | None = None
-    tier_window_days: Days | None = None
-    expiry_days: Days | None = None
-    code_valid_days: Days | None = None
-
-
-class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    kind: Literal["product", "category", "promotion"]
-    name: Text = ""
-    sku: Id | None = None
-    category: Id | None = None
-    multiplier: Rate = "1"
-    bonus: Count = 0
-    min_total: Count = 0
-    tier: Id | None = None
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-
-
-class TierIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    id: Id
-    name: Text = ""
-    threshold: Count
-    multiplier: Rate = "1"
-
-
-class RewardIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Text = ""
-    cost: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
-    kind: Literal["amount_off", "percent_off", "free_item"]
-    value: Count = 0
-    sku: Id | None = None
-    min_tier: Id | None = None
-    valid_days: Days | None = None
-    active: bool = True
-
-
-class EnrolIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
-    email: Annotated[str, msgspec.Meta(max_length=254)] | None = None
-    card: Id | None = None
-    name: Text = ""
-
-
-class VoidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    op: Id
-
-
-class MergeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    #: the duplicate member merged into the one in the path (which survives)
-    source: Id
-    #: the merge's operation id: a retry with the same op (and content) returns the same
-    #: result and completes a merge a crash interrupted
-    op: Id
-
-
-class EvaluateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    at: datetime | None = None
-
-
-class ExpiryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    now: datetime | None = None
-
 
 _ID = __import__("re").compile(ID_PATTERN)
 
@@ -387,10 +320,6 @@ async def _tiers(svc: Loyalty, merchant: str) -> dict[str, Any]:
 async def list_tiers(request: web.Request) -> web.Response:
     merchant = await _merchant_exists(request)
     return _json(await _tiers(_svc(request), merchant))
-
-
-class TiersIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    tiers: Annotated[list[TierIn], msgspec.Meta(max_length=20)]
 
 
 async def put_tiers(request: web.Request) -> web.Response:

@@ -13,25 +13,25 @@ from typing import Any
 
 import msgspec
 
-from gateway.api import admin
+from gateway.api import admin, bodies
 
 SUMMARIES: dict[tuple[str, str], tuple[str, type | None]] = {
-    ("PUT", ""): ("Create or update the merchant's programme", admin.ProgrammeIn),
+    ("PUT", ""): ("Create or update the merchant's programme", bodies.ProgrammeIn),
     ("GET", ""): ("Read the merchant's programme", None),
     ("GET", "/rules"): ("List earning rules", None),
-    ("PUT", "/rules/{rule}"): ("Create or replace an earning rule", admin.RuleIn),
+    ("PUT", "/rules/{rule}"): ("Create or replace an earning rule", bodies.RuleIn),
     ("DELETE", "/rules/{rule}"): ("Delete an earning rule", None),
     ("GET", "/tiers"): ("List tiers", None),
-    ("PUT", "/tiers"): ("Replace the tier ladder", admin.TiersIn),
+    ("PUT", "/tiers"): ("Replace the tier ladder", bodies.TiersIn),
     ("POST", "/tiers/evaluate"): (
         "Evaluation date: give every member the tier its window earns (downgrades too)",
-        admin.EvaluateIn,
+        bodies.EvaluateIn,
     ),
     ("GET", "/rewards"): ("List the reward catalogue", None),
-    ("PUT", "/rewards/{reward}"): ("Create or replace a reward", admin.RewardIn),
+    ("PUT", "/rewards/{reward}"): ("Create or replace a reward", bodies.RewardIn),
     ("DELETE", "/rewards/{reward}"): ("Withdraw a reward (issued codes stay valid)", None),
-    ("POST", "/codes/{code}/void"): ("Void an unredeemed code; its points go back", admin.VoidIn),
-    ("POST", "/members"): ("Enrol (find or create) a member by phone and/or email", admin.EnrolIn),
+    ("POST", "/codes/{code}/void"): ("Void an unredeemed code; its points go back", bodies.VoidIn),
+    ("POST", "/members"): ("Enrol (find or create) a member by phone and/or email", bodies.EnrolIn),
     ("GET", "/members"): ("Look a member up by phone, email or card (one query parameter)", None),
     ("GET", "/members/{member}"): ("Read a member's profile and balance", None),
     ("DELETE", "/members/{member}"): (
@@ -44,11 +44,11 @@ SUMMARIES: dict[tuple[str, str], tuple[str, type | None]] = {
         "Merge the duplicate member `source` into this one (balance, holds, identities, "
         "history, codes, tier); idempotent per `op`; 409 member_merged if either side was "
         "merged already",
-        admin.MergeIn,
+        bodies.MergeIn,
     ),
     ("POST", "/expiry/run"): (
         "Run the points-expiry job now (optionally as of `now`)",
-        admin.ExpiryIn,
+        bodies.ExpiryIn,
     ),
 }
 

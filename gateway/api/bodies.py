@@ -1,0 +1,91 @@
+"""Request bodies of the admin API (``gateway/api/admin.py``), validated by msgspec as they are
+decoded; ``gateway/api/openapi.py`` derives their JSON Schemas from these Structs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from protocol.limits import Id, Text
+
+Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$(?!\n)")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$(?!\n)")]
+Rate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,8}(\.[0-9]{1,4})?$(?!\n)")]
+Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
+Days = Annotated[int, msgspec.Meta(ge=1, le=36_500)]
+
+
+class ProgrammeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Text | None = None
+    currency: Currency | None = None
+    points_per_unit: Rate | None = None
+    region: Region | None = None
+    rounding: Literal["line", "sale"] | None = None
+    max_points_per_sale: Count | None = None
+    tier_window_days: Days | None = None
+    expiry_days: Days | None = None
+    code_valid_days: Days | None = None
+
+
+class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    kind: Literal["product", "category", "promotion"]
+    name: Text = ""
+    sku: Id | None = None
+    category: Id | None = None
+    multiplier: Rate = "1"
+    bonus: Count = 0
+    min_total: Count = 0
+    tier: Id | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+class TierIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: Id
+    name: Text = ""
+    threshold: Count
+    multiplier: Rate = "1"
+
+
+class RewardIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Text = ""
+    cost: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+    kind: Literal["amount_off", "percent_off", "free_item"]
+    value: Count = 0
+    sku: Id | None = None
+    min_tier: Id | None = None
+    valid_days: Days | None = None
+    active: bool = True
+
+
+class EnrolIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    email: Annotated[str, msgspec.Meta(max_length=254)] | None = None
+    card: Id | None = None
+    name: Text = ""
+
+
+class VoidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    op: Id
+
+
+class MergeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    #: the duplicate member merged into the one in the path (which survives)
+    source: Id
+    #: the merge's operation id: a retry with the same op (and content) returns the same
+    #: result and completes a merge a crash interrupted
+    op: Id
+
+
+class EvaluateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    at: datetime | None = None
+
+
+class ExpiryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    now: datetime | None = None
+
+
+class TiersIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    tiers: Annotated[list[TierIn], msgspec.Meta(max_length=20)]
