@@ -56,6 +56,11 @@ def settings_for(pg_dsn: str, redis_url: str, node_id: str = "t", **session: Any
             "GATEWAY_SWEEP_SECONDS": "0.2",
             "GATEWAY_RELAY_SECONDS": "0.2",
             "GATEWAY_RELAY_MIN_AGE": "0.5",
+            # A node embedded in the pytest process must not freeze that process's heap: the
+            # test loop (plain asyncio) leaves its closed transports to the cyclic collector,
+            # and frozen they would never be reclaimed. Node processes (NodeProcess) run the
+            # policy as deployed; tests/gateway/test_collector.py checks its mechanics.
+            "GATEWAY_GC_FREEZE_SECONDS": "0",
         }
     )
     if session:
