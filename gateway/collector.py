@@ -17,6 +17,12 @@ stay the interpreter's: raising the young one to 20,000 was tried and made each 
 collection pause ~88 ms (wall, on the shared 2-core box) instead of ~2 ms, for the same total.
 Cyclic garbage that forms among frozen objects later is not reclaimed; the measurement above is
 why that is a few bytes, not a leak per session. ``gateway_gc_pause_seconds`` shows the pauses.
+
+Off by default for now (``GATEWAY_GC_FREEZE_SECONDS=0``): with it on at 10 s, the fault test
+``test_redis_restarted_empty_under_load`` failed in 2 of 7 fresh-clone CI runs (a node kept
+answering a balance a few versions behind the ledger for more than 10 s after a Redis restart;
+every answer was a real past state). Whether the policy causes that or only changes its timing
+is not known yet; the benchmarks ran with it on.
 """
 
 from __future__ import annotations

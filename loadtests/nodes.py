@@ -126,6 +126,8 @@ class Node:
             }
         )
         env.update(extra_env or {})
+        # the collector policy the benchmarks measure (off by default in the gateway for now)
+        env.setdefault("GATEWAY_GC_FREEZE_SECONDS", "10")
         self.log = tempfile.NamedTemporaryFile(prefix=f"lt-{node_id}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
