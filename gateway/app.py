@@ -40,8 +40,8 @@ from gateway.sessions.heartbeat import Heartbeat
 from gateway.sessions.session import Session
 from gateway.settings import Settings
 from gateway.store import db
-from gateway.store.keys import Keys
-from gateway.store.redis import Redis, create_client
+from gateway.store.keys import CACHE_EPOCH, Keys
+from gateway.store.redis import REDIS_ERRORS, CacheEpoch, Redis, create_client
 from protocol.codes import CloseCode
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,11 @@ class Node:
             s.store.database_url, s.store.db_pool_size, s.store.command_timeout
         )
         self.redis = create_client(s.store.redis_url)
-        self.reads = Reads(self.pool, self.redis, self.keys)
-        self.publisher = Publisher(self.redis, self.keys)
+        epoch = CacheEpoch()  # the cache epoch, shared by the node's cache writers
+        with contextlib.suppress(*REDIS_ERRORS):  # else learned from the first write's reply
+            epoch.learn(await self.redis.register_script(CACHE_EPOCH)(keys=[self.keys.epoch()]))
+        self.reads = Reads(self.pool, self.redis, self.keys, epoch)
+        self.publisher = Publisher(self.redis, self.keys, epoch=epoch)
         self.relay = OutboxRelay(
             self.pool, self.publisher, s.ledger.relay_interval, s.ledger.relay_min_age
         )

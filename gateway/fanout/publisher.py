@@ -1,9 +1,10 @@
 """Turns committed ledger entries into ``balance_changed`` frames and publishes them.
 
 One round trip per batch: one Lua call per chunk of changes updates each cached balance (only
-if newer) and publishes each encoded frame on its member's channel, so the cache and the stream
-of events never disagree about order. Successfully published changes are reported to the
-outbox so their rows can be deleted.
+if newer, and only when the changes were committed under the cache's current epoch; else it
+raises the balance's floor) and publishes each encoded frame on its member's channel, so the
+cache and the stream of events never disagree about order. Successfully published changes are
+reported to the outbox so their rows can be deleted.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Callable, Sequence
 from gateway.errors import StoreUnavailable
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.model import Entry
-from gateway.store.keys import APPLY_EVENTS, Keys
-from gateway.store.redis import Breaker, Redis, translate_errors
+from gateway.store.keys import APPLY_EVENTS, RAISE_FLOORS, Keys
+from gateway.store.redis import Breaker, CacheEpoch, Redis, translate_errors
 from protocol.codec import encode
 from protocol.messages import BalanceChanged, Cause
 
@@ -43,27 +44,32 @@ class Publisher:
         redis: Redis,
         keys: Keys,
         on_published: Callable[[Sequence[tuple[str, int]]], None] | None = None,
+        epoch: CacheEpoch | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._script = redis.register_script(APPLY_EVENTS)
+        self._floors = redis.register_script(RAISE_FLOORS)
         self.on_published = on_published
+        self.epoch = epoch if epoch is not None else CacheEpoch()
         self.breaker = Breaker()
-        # Members whose latest change could not be published: their cached balance may be
-        # behind PostgreSQL, so it is deleted (reads fall through) at the next Redis contact.
-        self._stale: set[str] = set()
+        # Newest version per member whose publish failed: the cached balance may be behind
+        # PostgreSQL, so its floor is raised (reads fall through) at the next Redis contact.
+        self._stale: dict[str, int] = {}
 
-    async def __call__(self, entries: Sequence[Entry]) -> None:
-        await self.publish(entries)
+    def cache_epoch(self) -> str:
+        return self.epoch.value
 
-    async def publish(self, entries: Sequence[Entry]) -> None:
+    async def publish(self, entries: Sequence[Entry], epoch: str = "") -> None:
+        """Publish ``entries``. ``epoch`` is the cache epoch known before they were read or
+        committed: under any other (the outbox relay passes none) only floors are raised."""
         if not entries and not self._stale:
             return
         if self.breaker.is_open:
-            self._stale.update(e.member for e in entries)
+            self._mark_stale(entries)
             raise StoreUnavailable("Redis marked down; the outbox relay will publish")
         keys = self._keys
-        stale = list(self._stale)
+        stale = dict(self._stale)
         try:
             with translate_errors("publish"):
                 async with (
@@ -71,11 +77,15 @@ class Publisher:
                     self._redis.pipeline(transaction=False) as pipe,
                 ):
                     if stale:
-                        pipe.delete(*(keys.balance(m) for m in stale))
+                        await self._floors(
+                            keys=[keys.balance(m) for m in stale],
+                            args=list(stale.values()),
+                            client=pipe,
+                        )
                     for i in range(0, len(entries), CHUNK):
                         chunk = entries[i : i + CHUNK]
-                        names: list[str] = []
-                        args: list[bytes | int] = []
+                        names: list[str] = [keys.epoch()]
+                        args: list[bytes | int | str] = [epoch]
                         for e in chunk:
                             names += (keys.balance(e.member), keys.member_channel(e.member))
                             args += (
@@ -85,12 +95,22 @@ class Publisher:
                                 encode(change_frame(e)),
                             )
                         await self._script(keys=names, args=args, client=pipe)
-                    await pipe.execute()
+                    replies = await pipe.execute()
         except (StoreUnavailable, TimeoutError):
             self.breaker.trip()
-            self._stale.update(e.member for e in entries)
+            self._mark_stale(entries)
             raise
         self.breaker.reset()
-        self._stale.difference_update(stale)
+        if entries:
+            self.epoch.learn(replies[-1])
+        for m, v in stale.items():
+            if self._stale.get(m) == v:
+                del self._stale[m]
         if self.on_published is not None:
             self.on_published([(e.member, e.version) for e in entries])
+
+    def _mark_stale(self, entries: Sequence[Entry]) -> None:
+        stale = self._stale
+        for e in entries:
+            if e.version > stale.get(e.member, -1):
+                stale[e.member] = e.version

@@ -17,9 +17,9 @@ import logging
 import time
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
@@ -48,7 +48,17 @@ from protocol.messages import Outcome
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[Sequence[Entry]], Awaitable[None]]
+
+class EventSink(Protocol):
+    """Where committed changes go (the Redis publisher)."""
+
+    def cache_epoch(self) -> str:
+        """The cache epoch known now; read before each transaction and handed back with its
+        changes, so the sink can tell a cache that lost its data since (see ``keys.py``)."""
+        ...
+
+    async def publish(self, entries: Sequence[Entry], epoch: str) -> None: ...
+
 
 _outcome_encoder = msgspec.json.Encoder()
 _outcome_decoder = msgspec.json.Decoder(Outcome)
@@ -180,7 +190,7 @@ class _Lane:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.conn.close(timeout=2)
 
-    def _publish(self, sink: EventSink, entries: list[Entry]) -> None:
+    def _publish(self, sink: EventSink, entries: list[Entry], epoch: str) -> None:
         """Hand the batch's changes to the fan-out after the replies were released; publishes
         of one lane stay in commit order. A failed publish is left to the outbox relay."""
         previous = self.publishing
@@ -190,7 +200,7 @@ class _Lane:
                 with contextlib.suppress(Exception):
                     await previous
             try:
-                await sink(entries)
+                await sink.publish(entries, epoch)
             except Exception:
                 log.warning(
                     "publishing %d changes failed; the outbox relay will retry",
@@ -252,8 +262,10 @@ class _Lane:
 
     async def _execute(self, batch: list[_Item]) -> None:
         ledger = self.ledger
+        sink = ledger._sink
         for attempt in range(_MAX_ATTEMPTS):
             committing = False
+            epoch = "" if sink is None else sink.cache_epoch()
             try:
                 conn = await self._connection()
                 await conn.execute("BEGIN")
@@ -299,8 +311,8 @@ class _Lane:
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)
-            if entries and ledger._sink is not None:
-                self._publish(ledger._sink, entries)
+            if entries and sink is not None:
+                self._publish(sink, entries, epoch)
             return
         _fail(batch, GatewayError("contention: retry the same id", ErrorCode.UNAVAILABLE))
 

@@ -2,8 +2,9 @@
 resume, operation outcomes, member ownership.
 
 The cache only ever moves forward (version-guarded Lua), so a read-through fill racing a newer
-change can never store an older balance. When Redis is down or empty, reads go to PostgreSQL:
-slower, never wrong.
+change can never store an older balance; a fill carries the cache epoch known before its
+PostgreSQL read, so one racing a Redis restart is dropped; a cached balance below its floor is
+not served. When Redis is down or empty, reads go to PostgreSQL: slower, never wrong.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import decode_outcome
 from gateway.store.db import translate_errors as pg_errors
 from gateway.store.keys import FILL_BALANCE, Keys
-from gateway.store.redis import REDIS_ERRORS, Breaker, Redis
+from gateway.store.redis import REDIS_ERRORS, Breaker, CacheEpoch, Redis
 from protocol.messages import Balance, BalanceChanged, Cause, Outcome
 
 log = logging.getLogger(__name__)
 
 
 class Reads:
-    def __init__(self, pool: asyncpg.Pool[Any], redis: Redis, keys: Keys) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        redis: Redis,
+        keys: Keys,
+        epoch: CacheEpoch | None = None,
+    ) -> None:
         self._pool = pool
+        self.epoch = epoch if epoch is not None else CacheEpoch()
         self._redis = redis
         self._keys = keys
         self._fill = redis.register_script(FILL_BALANCE)
@@ -76,7 +84,7 @@ class Reads:
         if self.breaker.is_open:
             return await self.balance_from_db(member)
         try:
-            p, h, v = await self._redis.hmget(key, ["p", "h", "v"])
+            p, h, v, f = await self._redis.hmget(key, ["p", "h", "v", "f"])
         except REDIS_ERRORS:
             self.breaker.trip()
             return await self.balance_from_db(member)
@@ -84,16 +92,22 @@ class Reads:
             v is not None
             and p is not None
             and h is not None
-            and int(v) >= self.version_floor(member)
+            and int(v) >= max(self.version_floor(member), -1 if f is None else int(f))
         ):
             posted, held = int(p), int(h)
             return Balance(
                 member=member, posted=posted, held=held, available=posted - held, version=int(v)
             )
+        epoch = self.epoch.value  # known before the read: see keys.CACHE_EPOCH
         bal = await self.balance_from_db(member)
         if bal is not None:
             with contextlib.suppress(*REDIS_ERRORS):
-                await self._fill(keys=[key], args=[bal.version, bal.posted, bal.held])
+                self.epoch.learn(
+                    await self._fill(
+                        keys=[self._keys.epoch(), key],
+                        args=[epoch, bal.version, bal.posted, bal.held],
+                    )
+                )
         return bal
 
     async def history(self, member: str, since: int, limit: int) -> list[BalanceChanged]:

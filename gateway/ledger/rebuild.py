@@ -2,16 +2,19 @@
 
 Streams accounts with a server-side cursor and writes them in pipelined chunks through the same
 version-guarded script as read-through fills, so it can run while the gateway serves traffic:
-a live change that lands first is never overwritten by an older snapshot.
+a live change that lands first is never overwritten by an older snapshot. If Redis loses its
+data while the rebuild runs, its writes are refused (the epoch changed) and it fails: run it
+again.
 """
 
 from __future__ import annotations
 
 import time
 
+from gateway.errors import StoreUnavailable
 from gateway.store.db import connect
-from gateway.store.keys import FILL_BALANCE, Keys
-from gateway.store.redis import Redis
+from gateway.store.keys import CACHE_EPOCH, FILL_BALANCE, Keys
+from gateway.store.redis import CacheEpoch, Redis
 
 CHUNK = 5000
 
@@ -19,7 +22,10 @@ CHUNK = 5000
 async def rebuild_cache(dsn: str, redis: Redis, keys: Keys) -> tuple[int, float]:
     started = time.perf_counter()
     script = redis.register_script(FILL_BALANCE)
-    await script(keys=[keys.balance("__warmup__")], args=[-1, 0, 0])  # loads the script
+    epoch_key = keys.epoch()
+    # The epoch is read before the snapshot is taken (see keys.CACHE_EPOCH).
+    epoch = CacheEpoch().learn(await redis.register_script(CACHE_EPOCH)(keys=[epoch_key]))
+    await script(keys=[epoch_key, keys.balance("__warmup__")], args=[epoch, -1, 0, 0])
     sha = script.sha
     conn = await connect(dsn)
     n = 0
@@ -32,8 +38,11 @@ async def rebuild_cache(dsn: str, redis: Redis, keys: Keys) -> tuple[int, float]
                     break
                 pipe = redis.pipeline(transaction=False)
                 for member, posted, held, version in rows:
-                    pipe.evalsha(sha, 1, keys.balance(member), version, posted, held)
-                await pipe.execute()
+                    pipe.evalsha(
+                        sha, 2, epoch_key, keys.balance(member), epoch, version, posted, held
+                    )
+                if any(r.decode() != epoch for r in await pipe.execute()):
+                    raise StoreUnavailable("Redis lost its data during the rebuild: run it again")
                 n += len(rows)
     finally:
         await conn.close()

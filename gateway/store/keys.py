@@ -18,8 +18,13 @@ class Keys:
         self.prefix = prefix
 
     def balance(self, member: str) -> str:
-        """Hash p (posted), h (held), v (version): a rebuildable cache of PostgreSQL."""
+        """Hash p (posted), h (held), v (version), f (floor): a rebuildable cache of
+        PostgreSQL (see ``APPLY_EVENTS``)."""
         return f"{self.prefix}:bal:{{m:{member}}}"
+
+    def epoch(self) -> str:
+        """The cache's epoch (see ``CACHE_EPOCH``): gone exactly when Redis lost its data."""
+        return f"{self.prefix}:epoch"
 
     def member_channel(self, member: str) -> str:
         """Pub/sub channel carrying encoded ``balance_changed`` frames for one member."""
@@ -50,33 +55,83 @@ class Keys:
         return channel[len(self.prefix) + 7 : -1]
 
 
-# For each change: set the cached balance only if the change is newer than what is cached,
-# then publish the frame (always: a cache filled by a read-through may already hold this
-# version, but the subscribers still need the event). One call carries a whole batch: KEYS
-# are (balance, channel) pairs, ARGV (version, posted, held, payload) quadruples, in order.
-APPLY_EVENTS = """
-for i = 1, #KEYS, 2 do
-  local a = (i - 1) * 2
+# The cache's epoch: a value Redis keeps under ``Keys.epoch()`` and creates (from its own clock)
+# when it is missing, i.e. when Redis is new or lost its data. A node writes a balance into
+# the cache only with the epoch it knew *before* it read or committed that balance; a write
+# carrying another epoch was composed before Redis lost its data and could put back a version
+# older than one that was lost with it (the version guard forgets everything on a restart),
+# so it only raises the floor. Every script that writes balances returns the epoch, and that
+# is how a node learns it. KEYS[1] is the epoch key.
+_EPOCH = """
+local function epoch()
+  local e = redis.call('GET', KEYS[1])
+  if not e then
+    local t = redis.call('TIME')
+    e = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('SET', KEYS[1], e)
+  end
+  return e
+end
+"""
+
+# The current epoch (created if missing). KEYS[1]=epoch.
+CACHE_EPOCH = _EPOCH + "return epoch()\n"
+
+# A cached balance is a hash: p (posted), h (held), v (its version) and, when a newer change
+# could not be written there, f (the floor: PostgreSQL has at least that version). Readers
+# serve it only while v >= f; below, they read PostgreSQL and fill. Versions and floors only
+# ever move up, so a late or reordered write can never make the cache serve an older balance.
+#
+# For each change: when the caller's epoch (ARGV[1]) is the cache's, set the cached balance
+# if the change is newer than what is cached; otherwise raise the floor to the change's
+# version. Then publish the frame (always: subscribers drop versions they have seen, and a
+# cache filled by a read-through may already hold this version). One call carries a whole
+# batch: KEYS are the epoch then (balance, channel) pairs, ARGV the epoch then (version,
+# posted, held, payload) quadruples, in order. Returns the epoch.
+APPLY_EVENTS = (
+    _EPOCH
+    + """
+local e = epoch()
+local trusted = ARGV[1] == e
+for i = 2, #KEYS, 2 do
+  local a = (i - 2) * 2 + 1
   local v = tonumber(ARGV[a + 1])
-  local cur = tonumber(redis.call('HGET', KEYS[i], 'v') or '-1')
-  if v > cur then
-    redis.call('HSET', KEYS[i], 'p', ARGV[a + 2], 'h', ARGV[a + 3], 'v', ARGV[a + 1])
+  if trusted then
+    if v > tonumber(redis.call('HGET', KEYS[i], 'v') or '-1') then
+      redis.call('HSET', KEYS[i], 'p', ARGV[a + 2], 'h', ARGV[a + 3], 'v', ARGV[a + 1])
+    end
+  elseif v > tonumber(redis.call('HGET', KEYS[i], 'f') or '-1') then
+    redis.call('HSET', KEYS[i], 'f', ARGV[a + 1])
   end
   redis.call('PUBLISH', KEYS[i + 1], ARGV[a + 4])
 end
-return #KEYS / 2
+return e
 """
+)
 
-# Read-through fill and rebuild: same version guard, no publish. KEYS[1]=balance key.
-# ARGV: version, posted, held.
-FILL_BALANCE = """
-local v = tonumber(ARGV[1])
-local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
-if v > cur then
-  redis.call('HSET', KEYS[1], 'p', ARGV[2], 'h', ARGV[3], 'v', ARGV[1])
-  return 1
+# Read-through fill and rebuild: same epoch check and version guard, no publish.
+# KEYS: epoch, balance. ARGV: epoch, version, posted, held. Returns the epoch.
+FILL_BALANCE = (
+    _EPOCH
+    + """
+local e = epoch()
+local v = tonumber(ARGV[2])
+if ARGV[1] == e and v > tonumber(redis.call('HGET', KEYS[2], 'v') or '-1') then
+  redis.call('HSET', KEYS[2], 'p', ARGV[3], 'h', ARGV[4], 'v', ARGV[2])
 end
-return 0
+return e
+"""
+)
+
+# Raise floors (a floor is true in any epoch: PostgreSQL has at least that version).
+# KEYS: balances; ARGV: versions.
+RAISE_FLOORS = """
+for i = 1, #KEYS do
+  if tonumber(ARGV[i]) > tonumber(redis.call('HGET', KEYS[i], 'f') or '-1') then
+    redis.call('HSET', KEYS[i], 'f', ARGV[i])
+  end
+end
+return #KEYS
 """
 
 # Presence: KEYS[1]=presence hash of the member, KEYS[2]=the member's channel. Each field is a

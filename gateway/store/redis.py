@@ -44,6 +44,20 @@ class Breaker:
         self.open_until = 0.0
 
 
+class CacheEpoch:
+    """What this node knows of the cache's epoch (``keys.CACHE_EPOCH``): "" until it is
+    learned from the reply of a script that writes balances. Shared by the node's writers."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def learn(self, reply: bytes | str) -> str:
+        self.value = reply.decode() if isinstance(reply, bytes) else reply
+        return self.value
+
+
 def create_client(url: str, timeout: float = 2.0) -> Redis:
     return aioredis.Redis.from_url(
         url,

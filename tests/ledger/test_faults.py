@@ -127,10 +127,11 @@ async def test_redis_restarted_empty_under_load(http, pg_dsn):
         await check_acknowledged(db, merchant, acked)
         await check_invariants(db, members)
         # Every node answers balances that the ledger really had at the version they carry,
-        # and converges on the latest: at once when the change was published, else once the
-        # outbox relay republishes it (rows older than 3 s, a pass every second; a publish
-        # that timed out while Redis came back trips the breaker, and a loaded CI box adds to
-        # that), so each member gets 10 s.
+        # and converges on the latest: at once when the change was published under the
+        # cache's current epoch, else once a floor sends reads to PostgreSQL (raised by the
+        # failed publisher's next Redis contact, at the latest by its relay pass every
+        # second, or by the relay republishing rows older than 3 s; a loaded CI box adds to
+        # that), so each member gets 10 s. A late write can no longer leave it stale for good.
         for node in nodes:
             t = Till(http, [node.url], merchant)
             for m in members:
