@@ -9,7 +9,11 @@ Redis key prefix of its own, deleted at the end.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import gc
 import os
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -28,6 +32,36 @@ TIME_FACTOR = float(os.environ.get("TEST_TIME_FACTOR", "1"))
 def _server_dsn(dsn: str, database: str) -> str:
     base, _, _ = dsn.rpartition("/")
     return f"{base}/{database}"
+
+
+#: Seconds after which a test still running prints where it is (pytest-timeout fails it at 120).
+STUCK_AFTER = float(os.environ.get("TEST_STUCK_AFTER", "90"))
+
+
+def _print_stuck_test_stacks() -> None:
+    """Print every thread's stack and, through each running event loop, every task's."""
+    print("\n=== test still running: stacks ===", file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr)
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running():
+            loop = obj
+
+            def dump(loop: asyncio.AbstractEventLoop = loop) -> None:
+                for task in asyncio.all_tasks(loop):
+                    task.print_stack(file=sys.stderr)
+
+            loop.call_soon_threadsafe(dump)
+
+
+@pytest.fixture(autouse=True)
+def _stacks_when_stuck() -> Iterator[None]:
+    """A test that hangs in CI says where: its threads' and its asyncio tasks' stacks are
+    printed (captured, shown with the failure) before pytest-timeout stops it."""
+    timer = threading.Timer(STUCK_AFTER, _print_stuck_test_stacks)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 @pytest.fixture(scope="session")
