@@ -58,7 +58,9 @@ class Node:
         #: Welcomed sessions per merchant (broadcast targets).
         self.by_merchant: dict[str, set[Session]] = {}
         self.heartbeat = Heartbeat(lambda: self.sessions, settings.session.heartbeat)
-        self.collector = CollectorPolicy(settings.server.gc_freeze_seconds)
+        self.collector = CollectorPolicy(
+            settings.server.gc_freeze_seconds, settings.server.gc_full_seconds
+        )
         self.draining = False
         self.drained = asyncio.Event()
         self.started_at = time.time()
@@ -288,6 +290,7 @@ async def metrics(request: web.Request) -> web.Response:
     m.outbox.set(node.relay.pending)
     m.batches.set(node.ledger.stats.batches)
     m.ledger_ops.set(node.ledger.stats.ops)
+    m.gc_reclaimed.set(node.collector.reclaimed)
     return web.Response(body=m.render(), content_type="text/plain")
 
 

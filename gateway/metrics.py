@@ -44,6 +44,12 @@ class Metrics:
             buckets=_BUCKETS,
             registry=r,
         )
+        self.gc_reclaimed = Gauge(
+            "gateway_gc_reclaimed_objects",
+            "Objects the periodic full collections found unreachable (kept from the collector "
+            "by the freeze until then)",
+            registry=r,
+        )
         self._gc_started = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:

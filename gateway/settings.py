@@ -109,9 +109,11 @@ class ServerSettings:
     node_id: str = field(default_factory=socket.gethostname)
     #: Seconds between SIGTERM and exit; below Kubernetes' 30 s default grace period.
     drain_seconds: float = 20.0
-    #: Seconds between moves of surviving objects out of the collector's reach (0, the
-    #: default for now: the interpreter's own policy); see ``gateway/collector.py``.
-    gc_freeze_seconds: float = 0.0
+    #: Seconds between moves of surviving objects out of the collector's reach (0: the
+    #: interpreter's own policy); see ``gateway/collector.py``.
+    gc_freeze_seconds: float = 10.0
+    #: Seconds between full collections over everything, frozen objects included (0: never).
+    gc_full_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,8 @@ class Settings:
                 port=_int(e, "GATEWAY_PORT", 8080, 0, 65535),
                 node_id=e.get("GATEWAY_NODE_ID") or socket.gethostname(),
                 drain_seconds=_float(e, "GATEWAY_DRAIN_SECONDS", 20.0, 0.0, 600.0),
-                gc_freeze_seconds=_float(e, "GATEWAY_GC_FREEZE_SECONDS", 0.0, 0.0, 86400.0),
+                gc_freeze_seconds=_float(e, "GATEWAY_GC_FREEZE_SECONDS", 10.0, 0.0, 86400.0),
+                gc_full_seconds=_float(e, "GATEWAY_GC_FULL_SECONDS", 600.0, 0.0, 864000.0),
             ),
             store=StoreSettings(
                 database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),

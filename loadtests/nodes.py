@@ -126,7 +126,7 @@ class Node:
             }
         )
         env.update(extra_env or {})
-        # the collector policy the benchmarks measure (off by default in the gateway for now)
+        # the collector policy the benchmarks measure (the gateway's default, pinned here)
         env.setdefault("GATEWAY_GC_FREEZE_SECONDS", "10")
         self.log = tempfile.NamedTemporaryFile(prefix=f"lt-{node_id}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -85,6 +85,34 @@ async def test_policy_freezes_survivors():
         gc.unfreeze()
 
 
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_periodic_full_collection_reclaims_cycles_that_formed_while_frozen():
+    policy = CollectorPolicy(interval=0.05, full_every=0.3)
+    policy.start()
+    try:
+        cycles = [Cycle() for _ in range(1000)]
+        await asyncio.sleep(0.12)  # frozen by now
+        assert gc.get_freeze_count() >= 1000
+        alive = len([o for o in gc.get_objects() if type(o) is Cycle])  # unfrozen only
+        assert alive == 0, "the cycles should be frozen, out of the collector's reach"
+        del cycles  # now cyclic garbage among frozen objects: no freeze pass reclaims it
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if policy.full_collections:
+                break
+        assert policy.full_collections >= 1
+        assert policy.reclaimed >= 1000
+    finally:
+        await policy.close()
+        gc.unfreeze()
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is Cycle]
+
+
 async def test_policy_off_leaves_the_interpreter_alone():
     frozen = gc.get_freeze_count()
     policy = CollectorPolicy(interval=0)
