@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gateway.api import setup_api
 from gateway.auth import Principal
+from gateway.background import stop
 from gateway.collector import CollectorPolicy
 from gateway.fanout.broadcast import LocalBroadcast, handle_admin_broadcast
 from gateway.fanout.feeds import Feeds
@@ -185,10 +186,7 @@ class Node:
         self.metrics.unwatch_gc()
         await self.collector.close()
         await self.heartbeat.close()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._expiry
+        await stop(self._expiry)
         if self.loyalty is not None:
             with contextlib.suppress(Exception):
                 await self.loyalty.events.close()

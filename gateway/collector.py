@@ -34,8 +34,9 @@ move a cached balance back after a Redis restart; fixed with the cache epoch and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
+
+from gateway.background import stop
 
 
 class CollectorPolicy:
@@ -80,8 +81,5 @@ class CollectorPolicy:
                 self.freeze()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None

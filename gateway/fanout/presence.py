@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gateway.background import stop
 from gateway.store.keys import PRESENCE_JOIN, PRESENCE_LEAVE, PRESENCE_SWEEP, Keys
 from gateway.store.redis import REDIS_ERRORS, Redis
 from protocol.messages import Peer
@@ -197,9 +198,6 @@ class PresenceBook:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop(self._task)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)

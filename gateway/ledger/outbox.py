@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.background import stop
 from gateway.fanout.publisher import Publisher
 from gateway.ledger.model import Entry
 from gateway.store.db import TRANSIENT_ERRORS
@@ -69,10 +70,7 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
         with contextlib.suppress(Exception):
             await self.flush()
 

@@ -10,12 +10,12 @@ the row lock, so no hold is ever released early and several nodes sweeping at on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 import asyncpg
 
+from gateway.background import stop
 from gateway.ledger import queries as q
 from gateway.ledger.engine import Ledger
 from gateway.ledger.model import Expire, Origin
@@ -39,10 +39,7 @@ class Sweeper:
         self._task = asyncio.create_task(self._run(), name="hold-sweeper")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
 
     async def sweep_once(self) -> int:
         rows = await self._pool.fetch(q.OVERDUE_MEMBERS, self._batch)

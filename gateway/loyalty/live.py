@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from gateway.background import stop
 from gateway.store.keys import Keys
 from gateway.store.redis import REDIS_ERRORS, Redis
 from protocol.codec import encode
@@ -61,10 +62,7 @@ class MemberEvents:
         self._task = asyncio.create_task(self._read(), name="member-events")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop(self._task)
         if self._pubsub is not None:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._pubsub.aclose()

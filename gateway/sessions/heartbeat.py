@@ -20,9 +20,9 @@ gets a live peer dropped. Receiving a frame costs a session one integer store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Collection
 
+from gateway.background import stop
 from gateway.sessions.session import Session
 from protocol.codes import CloseCode
 
@@ -74,7 +74,4 @@ class Heartbeat:
                     t.write(PING)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
