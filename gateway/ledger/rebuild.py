@@ -17,6 +17,8 @@ from gateway.store.keys import CACHE_EPOCH, FILL_BALANCE, Keys
 from gateway.store.redis import CacheEpoch, Redis
 
 CHUNK = 5000
+#: Members per script call.
+PER_CALL = 250
 
 
 async def rebuild_cache(dsn: str, redis: Redis, keys: Keys) -> tuple[int, float]:
@@ -37,10 +39,13 @@ async def rebuild_cache(dsn: str, redis: Redis, keys: Keys) -> tuple[int, float]
                 if not rows:
                     break
                 pipe = redis.pipeline(transaction=False)
-                for member, posted, held, version in rows:
-                    pipe.evalsha(
-                        sha, 2, epoch_key, keys.balance(member), epoch, version, posted, held
-                    )
+                for i in range(0, len(rows), PER_CALL):
+                    names: list[str] = [epoch_key]
+                    args: list[str | int] = [epoch]
+                    for member, posted, held, version in rows[i : i + PER_CALL]:
+                        names.append(keys.balance(member))
+                        args += (version, posted, held)
+                    pipe.evalsha(sha, len(names), *names, *args)
                 if any(r.decode() != epoch for r in await pipe.execute()):
                     raise StoreUnavailable("Redis lost its data during the rebuild: run it again")
                 n += len(rows)

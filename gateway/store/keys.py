@@ -109,15 +109,20 @@ return e
 """
 )
 
-# Read-through fill and rebuild: same epoch check and version guard, no publish.
-# KEYS: epoch, balance. ARGV: epoch, version, posted, held. Returns the epoch.
+# Read-through fill and rebuild: same epoch check and version guard, no publish. One call
+# fills one balance (a read-through) or many (the rebuild: one call per few hundred members
+# keeps the per-command cost off each). KEYS: epoch, then balances. ARGV: epoch, then
+# (version, posted, held) triples. Returns the epoch; nothing is written when it differs.
 FILL_BALANCE = (
     _EPOCH
     + """
 local e = epoch()
-local v = tonumber(ARGV[2])
-if ARGV[1] == e and v > tonumber(redis.call('HGET', KEYS[2], 'v') or '-1') then
-  redis.call('HSET', KEYS[2], 'p', ARGV[3], 'h', ARGV[4], 'v', ARGV[2])
+if ARGV[1] ~= e then return e end
+for i = 2, #KEYS do
+  local a = (i - 2) * 3 + 1
+  if tonumber(ARGV[a + 1]) > tonumber(redis.call('HGET', KEYS[i], 'v') or '-1') then
+    redis.call('HSET', KEYS[i], 'p', ARGV[a + 2], 'h', ARGV[a + 3], 'v', ARGV[a + 1])
+  end
 end
 return e
 """

@@ -113,3 +113,31 @@ async def test_the_relay_republishes_without_writing_an_old_value(world: LedgerW
     await relay_publisher.publish([await entry(w, m, v2 - 1)])  # as OutboxRelay does
     bal = await reads.balance(m)
     assert (bal.version, bal.posted) == (v2, 15)
+
+
+async def test_rebuild_fills_every_account_across_script_calls(world: LedgerWorld, pg_dsn: str):
+    """The rebuild writes a few hundred members per script call: every account of the
+    database lands in the cache with its own balance and version."""
+    from gateway.ledger.rebuild import PER_CALL, rebuild_cache
+    from gateway.loyalty.directory import create_members
+    from gateway.store.keys import Keys
+
+    w = world
+    extra = [unique("rb") for _ in range(2 * PER_CALL + 7)]
+    await create_members(w.db, w.merchant, extra)
+    for i, m in enumerate(extra[:: PER_CALL // 2]):
+        await earn(w, m, i + 1)
+    keys = Keys(unique("lgrb"))
+    try:
+        n, _ = await rebuild_cache(pg_dsn, w.redis, keys)
+        rows = await w.db.fetch("SELECT member_id, posted, held, version FROM accounts")
+        assert n == len(rows) > 2 * PER_CALL
+        pipe = w.redis.pipeline(transaction=False)
+        for r in rows:
+            pipe.hmget(keys.balance(r["member_id"]), ["p", "h", "v"])
+        cached = await pipe.execute()
+        for r, (p, h, v) in zip(rows, cached, strict=True):
+            assert (int(p), int(h), int(v)) == (r["posted"], r["held"], r["version"]), r
+    finally:
+        async for k in w.redis.scan_iter(match=f"{keys.prefix}:*", count=1000):
+            await w.redis.unlink(k)
