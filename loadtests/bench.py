@@ -123,12 +123,27 @@ def main(args: argparse.Namespace) -> int:
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     md = markdown(results)
     if args.out != "-":
-        Path(args.out).write_text(md)
+        out = Path(args.out)
+        out.write_text(md + hand_written(out))
         log(f"wrote {args.out}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     print(md)
     return 0
+
+
+#: Where the hand-written part of BENCHMARKS.md starts; a run keeps it.
+HAND_WRITTEN = "## History and analysis"
+
+
+def hand_written(path: Path) -> str:
+    """The hand-written section at the end of ``path`` (from ``HAND_WRITTEN`` on), if any:
+    a new run replaces the generated figures above it and keeps the analysis."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find("\n" + HAND_WRITTEN)
+    return "" if at < 0 else text[at:]
 
 
 class Bench:

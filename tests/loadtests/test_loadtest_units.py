@@ -248,3 +248,15 @@ def test_preflight_says_what_to_change() -> None:
         "127.0.0.3",
     ]
     assert preflight.auto_source_ips(["http://10.0.0.5:1"], 50_000) is None
+
+
+def test_a_bench_run_keeps_the_hand_written_analysis(tmp_path):
+    from loadtests.bench import HAND_WRITTEN, hand_written
+
+    out = tmp_path / "BENCHMARKS.md"
+    assert hand_written(out) == ""
+    out.write_text(f"# Benchmarks\n\nold figures\n\n{HAND_WRITTEN} (by hand)\n\nwhy it moved\n")
+    kept = hand_written(out)
+    assert kept == f"\n{HAND_WRITTEN} (by hand)\n\nwhy it moved\n"
+    out.write_text("# Benchmarks\n\nnew figures\n" + kept)
+    assert "old figures" not in out.read_text() and hand_written(out) == kept
