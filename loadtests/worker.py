@@ -25,7 +25,7 @@ import resource
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,6 +34,7 @@ import aiohttp
 from loadtests.arrival import Stage, schedule
 from loadtests.client import Link, LinkClosed, connectors
 from loadtests.hist import Histograms
+from loadtests.matching import PushMatcher
 from loadtests.seed import app_token, card_for, pos_token
 from protocol.client import Changed, Event, Failed, Gap, Reply, Resync
 from protocol.messages import (
@@ -57,8 +58,6 @@ except ImportError:  # pragma: no cover - protocol without the loyalty commands
 
 _MARK = re.compile(rb"lt-bc-[0-9a-z]+-\d+")
 CHANGING = ("reserve", "commit", "release", "sale")
-#: Pushes not matched to a reply within this many seconds are forgotten (other writers).
-MATCH_WINDOW_NS = 30 * 1_000_000_000
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -100,12 +99,9 @@ class Worker:
         self.terminals: list[Link] = []
         self.https: list[aiohttp.ClientSession] = []
         self.inflight = 0
-        self.reply_at: dict[tuple[str, int], int] = {}
-        self.reply_order: deque[tuple[int, tuple[str, int]]] = deque()
-        self.early: dict[tuple[str, int], list[int]] = {}
-        self.last_replies: dict[str, tuple[int, int, int, int]] = {}
         self.bc_receipts: dict[str, list[int]] = {}
         self.recent: dict[str, list[int]] = {"flow": [], "push": []}
+        self.matcher = PushMatcher(self.hist, self.counters, self.recent["push"])
         self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.ops = itertools.count(1)
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -282,7 +278,7 @@ class Worker:
                     self.counters["pushes_replayed"] += 1
                     continue
                 self.counters["pushes"] += 1
-                self._match_push((c.member, c.version), now)
+                self.matcher.push((c.member, c.version), now)
             elif isinstance(ev, Gap):
                 self.counters["gaps"] += 1
                 if w is not None and not w.busy:
@@ -330,39 +326,6 @@ class Worker:
         finally:
             w.busy = False
 
-    def _match_push(self, key: tuple[str, int], now: int) -> None:
-        t = self.reply_at.get(key)
-        if t is not None:
-            self._push_lag(now - t)
-        else:
-            self.early.setdefault(key, []).append(now)
-
-    def _push_lag(self, ns: int) -> None:
-        if time.monotonic_ns() < self.record_from:
-            return
-        self.hist.record_ns("push", ns)
-        rec = self.recent["push"]
-        if len(rec) < 100_000:
-            rec.append(ns)
-
-    def _note_reply(self, member: str, balance: Balance | None, t_reply: int) -> None:
-        if balance is None:
-            return
-        seen = (balance.posted, balance.held, balance.available, balance.version)
-        prev = self.last_replies.get(member)
-        if prev is None or balance.version > prev[3]:
-            self.last_replies[member] = seen
-        key = (member, balance.version)
-        self.reply_at[key] = t_reply
-        self.reply_order.append((t_reply, key))
-        for t in self.early.pop(key, ()):
-            self.counters["push_before_reply"] += 1
-            self._push_lag(max(0, t - t_reply))
-        cutoff = t_reply - MATCH_WINDOW_NS
-        while self.reply_order and self.reply_order[0][0] < cutoff:
-            _, old = self.reply_order.popleft()
-            self.reply_at.pop(old, None)
-
     def on_raw(self, link: Link, raw: bytes, now: int) -> None:
         for m in set(_MARK.findall(raw)):
             self.bc_receipts.setdefault(m.decode(), []).append(now)
@@ -377,6 +340,7 @@ class Worker:
     async def load(self, t0: int) -> None:
         cfg = self.cfg
         self.record_from = t0 + int(cfg.get("warmup", 0.0) * 1e9)
+        self.matcher.record_from = self.record_from
         stages = [Stage(*s) for s in self.spec["stages"]]
         pacers = []
         if cfg["steps"] and self.terminals and any(s.start or s.end for s in stages):
@@ -403,12 +367,12 @@ class Worker:
         """Wait (bounded) until every open watcher saw its member's version in ``targets`` (the
         ledger's, read after the load stopped) or, failing that, the last one a reply reported."""
         while time.monotonic() < deadline:
+            replied = self.matcher.last_replies
             behind = [
                 w
                 for w in self.watchers
                 if w.link.open
-                and w.last[3]
-                < targets.get(w.member, self.last_replies.get(w.member, (0, 0, 0, -1))[3])
+                and w.last[3] < targets.get(w.member, replied.get(w.member, (0, 0, 0, -1))[3])
             ]
             if not behind and not any(w.busy for w in self.watchers):
                 return
@@ -495,16 +459,11 @@ class Worker:
                 self.counters["commands_ok"] += 1
                 data = ev.data if isinstance(ev, Reply) else None
                 if isinstance(data, HoldState | SaleReceipt):
-                    self._note_reply(member, data.balance, t)
+                    self.matcher.reply(member, data.balance, t)
                 elif isinstance(data, Balance):
-                    prev_seen = self.last_replies.get(member)
-                    if prev_seen is None or data.version > prev_seen[3]:
-                        self.last_replies[member] = (
-                            data.posted,
-                            data.held,
-                            data.available,
-                            data.version,
-                        )
+                    self.matcher.seen(
+                        member, (data.posted, data.held, data.available, data.version)
+                    )
                 prev = t
             done = time.monotonic_ns()
             self.record("flow", done - due, due)
@@ -583,10 +542,10 @@ class Worker:
             "counters": dict(self.counters),
             "errors": dict(self.errors),
             "seen": [(w.link.name, w.member, w.last) for w in self.watchers if w.last[3] >= 0],
-            "last_replies": self.last_replies,
+            "last_replies": self.matcher.last_replies,
             "broadcast": bc,
             "watchers_open": sum(1 for w in self.watchers if w.link.open),
-            "unmatched_pushes": sum(len(v) for v in self.early.values()),
+            "unmatched_pushes": self.matcher.unmatched(),
             "undigested_frames": sum(link.undigested for link in self._links()),
             "link_failures": sorted({link.failure for link in self._links() if link.failure})[:5],
         }

@@ -260,3 +260,26 @@ def test_a_bench_run_keeps_the_hand_written_analysis(tmp_path):
     assert kept == f"\n{HAND_WRITTEN} (by hand)\n\nwhy it moved\n"
     out.write_text("# Benchmarks\n\nnew figures\n" + kept)
     assert "old figures" not in out.read_text() and hand_written(out) == kept
+
+
+def test_push_matcher_pairs_pushes_with_replies_in_either_order():
+    from collections import Counter
+
+    from loadtests.matching import MATCH_WINDOW_NS, PushMatcher
+    from protocol.messages import Balance
+
+    hist, counters, recent = Histograms(), Counter(), []
+    m = PushMatcher(hist, counters, recent)
+    bal = Balance(member="a", posted=10, held=0, available=10, version=3)
+    m.reply("a", bal, 1_000_000)
+    m.push(("a", 3), 4_000_000)  # 3 ms after the reply
+    m.push(("a", 4), 5_000_000)  # before its reply
+    assert m.unmatched() == 1
+    m.reply("a", Balance(member="a", posted=9, held=0, available=9, version=4), 6_000_000)
+    assert m.unmatched() == 0 and counters["push_before_reply"] == 1
+    assert recent == [3_000_000, 0]
+    assert m.last_replies["a"] == (9, 0, 9, 4)
+    m.seen("a", (1, 0, 1, 2))  # an older balance never replaces a newer one
+    assert m.last_replies["a"] == (9, 0, 9, 4)
+    m.reply("b", Balance(member="b", posted=1, held=0, available=1, version=1), MATCH_WINDOW_NS * 2)
+    assert ("a", 3) not in m.reply_at  # forgotten past the window
