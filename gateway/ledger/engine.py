@@ -96,12 +96,14 @@ class _Item:
 class BatchStats:
     """Counters a benchmark or /metrics can read."""
 
-    __slots__ = ("batches", "ops", "retries")
+    __slots__ = ("batches", "ops", "rereads", "retries")
 
     def __init__(self) -> None:
         self.batches = 0
         self.ops = 0
         self.retries = 0
+        #: Batches whose reads were stale after a lock wait and were read again.
+        self.rereads = 0
 
 
 class Ledger:
@@ -270,7 +272,7 @@ class _Lane:
                 conn = await self._connection()
                 await conn.execute("BEGIN")
                 try:
-                    outcomes, entries = await _transact(conn, batch)
+                    outcomes, entries = await _transact(conn, batch, ledger.stats)
                 except BaseException:
                     if not conn.is_closed():
                         with contextlib.suppress(*CONNECTION_ERRORS):
@@ -324,16 +326,26 @@ def _fail(batch: Sequence[_Item], exc: BaseException) -> None:
 
 
 async def _transact(
-    conn: asyncpg.Connection[Any], batch: list[_Item]
+    conn: asyncpg.Connection[Any], batch: list[_Item], stats: BatchStats
 ) -> tuple[list[Outcome], list[Entry]]:
     # A merge touches two members: its source is locked (in the same sorted order) too.
     sources = [item.op.source for item in batch if isinstance(item.op, Merge)]
     members = sorted({item.op.member for item in batch}.union(sources))
-    rows = await conn.fetch(q.LOCK_ACCOUNTS, members)
-    now: datetime = rows[0]["now"] if rows else await conn.fetchval(q.NOW)
+    tracked = [item.op for item in batch if not isinstance(item.op, Expire)]
+    refs = [i.op for i in batch if isinstance(i.op, Commit | Release)]
+    args = (
+        [o.origin.merchant for o in tracked],
+        [o.op for o in tracked],
+        [o.origin.merchant for o in refs],
+        [o.hold for o in refs],
+    )
+    rows = await conn.fetch(q.LOCK_AND_FIND, members, *args, sources)
+    locked = [r for r in rows if r["src"] == "a"]
+    found = [r for r in rows if r["src"] != "a"]
+    now: datetime = locked[0]["now"] if locked else await conn.fetchval(q.NOW)
     state = BatchState(now=now)
     overdue: list[str] = []
-    for r in rows:
+    for r in locked:
         state.accounts[r["member_id"]] = Account(
             r["member_id"],
             r["merchant_id"],
@@ -345,35 +357,28 @@ async def _transact(
         if r["overdue"]:
             overdue.append(r["member_id"])
     state.overdue.update(overdue)
+    if any(r["version"] != r["seen"] for r in locked):
+        # A batch on one of these members committed between this statement's snapshot and
+        # its lock: read again, after the locks (see queries.LOCK_AND_FIND).
+        stats.rereads += 1
+        found = await conn.fetch(q.FIND_OPS_AND_HOLDS, *args, overdue, now, sources)
 
-    tracked = [item.op for item in batch if not isinstance(item.op, Expire)]
-    refs = [i.op for i in batch if isinstance(i.op, Commit | Release)]
     existing: dict[tuple[str, str], tuple[bytes, bytes]] = {}
-    if tracked or refs or overdue or sources:
-        for r in await conn.fetch(
-            q.FIND_OPS_AND_HOLDS,
-            [o.origin.merchant for o in tracked],
-            [o.op for o in tracked],
-            [o.origin.merchant for o in refs],
-            [o.hold for o in refs],
-            overdue,
-            now,
-            sources,
-        ):
-            if r["src"] == "o":
-                existing[(r["merchant_id"], r["id"])] = (r["fingerprint"], r["result"])
-            else:
-                state.holds[(r["merchant_id"], r["id"])] = Hold(
-                    r["merchant_id"],
-                    r["id"],
-                    r["member_id"],
-                    r["amount"],
-                    r["committed"],
-                    r["status"],
-                    r["expires_at"],
-                    r["created_at"],
-                    r["resolved_at"],
-                )
+    for r in found:
+        if r["src"] == "o":
+            existing[(r["merchant_id"], r["id"])] = (r["fingerprint"], r["result"])
+        else:
+            state.holds[(r["merchant_id"], r["id"])] = Hold(
+                r["merchant_id"],
+                r["id"],
+                r["member_id"],
+                r["amount"],
+                r["committed"],
+                r["status"],
+                r["expires_at"],
+                r["created_at"],
+                r["resolved_at"],
+            )
 
     outcomes: list[Outcome] = []
     new_ops: list[tuple[_Item, Outcome, bytes]] = []

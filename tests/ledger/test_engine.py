@@ -202,3 +202,39 @@ async def test_reads_on_this_node_never_lag_its_own_replies(world: LedgerWorld, 
     assert bal.version == out.data.balance.version and bal.posted == out.data.balance.posted
     await silent.close()
     await pool.close()
+
+
+async def test_a_batch_that_waited_for_a_lock_reads_what_the_holder_committed(
+    world: LedgerWorld, pg_dsn: str
+):
+    """The lock and the reads share one statement, whose snapshot predates a lock wait. Here
+    another node's batch reserves a hold and commits while this node's commit of that very
+    hold waits for the member's lock: the commit must see the hold (read again after the
+    lock), not answer hold_not_found."""
+    from gateway.ledger.engine import BatchStats, _Item, _transact
+
+    w, m = world, world.members[2]
+    await fund(w, m, 100)
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        await other.execute("BEGIN")
+        hold = unique("h")
+        fut = asyncio.get_running_loop().create_future()
+        outs, _ = await _transact(
+            other, [_Item(Reserve(hold, m, 30, 60_000, w.origin), fut)], BatchStats()
+        )
+        assert outs[0].ok
+        rereads = w.ledger.stats.rereads
+        commit = asyncio.ensure_future(
+            w.ledger.execute(Commit(unique("c"), m, hold, None, w.origin))
+        )
+        await asyncio.sleep(0.3)
+        assert not commit.done(), "the commit should be waiting for the member's lock"
+        await other.execute("COMMIT")
+    finally:
+        await other.close()
+    out = await asyncio.wait_for(commit, 10)
+    assert out.ok, out
+    assert out.data.balance.posted == 70 and out.data.balance.held == 0
+    assert w.ledger.stats.rereads == rereads + 1
+    await check_invariants(w.db, [m])
