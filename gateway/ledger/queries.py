@@ -78,12 +78,9 @@ UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
        h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM holds h CROSS JOIN t
- WHERE h.member_id = ANY($1::text[]) AND h.status = 'active' AND h.expires_at <= t.now
-UNION ALL
-SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM holds h
- WHERE h.member_id = ANY($6::text[]) AND h.status = 'active'
+ WHERE h.status = 'active'
+   AND ((h.member_id = ANY($1::text[]) AND h.expires_at <= t.now)  -- overdue: lazy expiry
+        OR h.member_id = ANY($6::text[]))                         -- a merge's source
 """
 
 # One statement writes the whole batch. The operations insert must claim every id: a
