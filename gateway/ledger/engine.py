@@ -344,7 +344,6 @@ async def _transact(
     found = [r for r in rows if r["src"] != "a"]
     now: datetime = locked[0]["now"] if locked else await conn.fetchval(q.NOW)
     state = BatchState(now=now)
-    overdue: list[str] = []
     for r in locked:
         state.accounts[r["member_id"]] = Account(
             r["member_id"],
@@ -354,14 +353,11 @@ async def _transact(
             r["version"],
             r["merged_into"],
         )
-        if r["overdue"]:
-            overdue.append(r["member_id"])
-    state.overdue.update(overdue)
     if any(r["version"] != r["seen"] for r in locked):
         # A batch on one of these members committed between this statement's snapshot and
         # its lock: read again, after the locks (see queries.LOCK_AND_FIND).
         stats.rereads += 1
-        found = await conn.fetch(q.FIND_OPS_AND_HOLDS, *args, overdue, now, sources)
+        found = await conn.fetch(q.FIND_OPS_AND_HOLDS, *args, list(state.accounts), now, sources)
 
     existing: dict[tuple[str, str], tuple[bytes, bytes]] = {}
     for r in found:
@@ -379,6 +375,12 @@ async def _transact(
                 r["created_at"],
                 r["resolved_at"],
             )
+    # Lazy expiry: members with an active hold past this batch's instant.
+    state.overdue.update(
+        h.member
+        for h in state.holds.values()
+        if h.status == "active" and h.expires_at <= now and h.member in state.accounts
+    )
 
     outcomes: list[Outcome] = []
     new_ops: list[tuple[_Item, Outcome, bytes]] = []

@@ -5,8 +5,8 @@ NOW = "SELECT clock_timestamp()"
 
 # Everything a batch reads, read again after its locks when LOCK_AND_FIND's snapshot was
 # stale: the operations it names that already exist (src 'o'), the holds its commits/releases
-# name, the locked members' overdue active holds and every active hold of a merge's source
-# (src 'h').
+# name, the overdue active holds of the members in $5 (the locked ones) and every active hold
+# of a merge's source (src 'h').
 FIND_OPS_AND_HOLDS = """
 SELECT 'o' AS src, o.merchant_id, o.op_id AS id, o.fingerprint, o.result,
        NULL::text AS member_id, NULL::int8 AS amount, NULL::int8 AS committed,
@@ -36,22 +36,20 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 # The lock and the reads in one round trip. Under READ COMMITTED the reads beside a lock wait
 # come from the statement's snapshot, taken before the wait: a batch that committed on the
 # same member meanwhile (it held that member's lock, so it changed the member's version) is
-# not in them. One clock reading per batch (the CTE runs once), so "overdue" and "now" agree.
-# Each locked row also carries ``seen``, its version in that snapshot (a
-# plain read of the same row): where ``version`` (the locked, newest row) differs, the engine
-# throws the reads away and runs FIND_OPS_AND_HOLDS after the locks. Every change to a member's
-# holds or account goes through a batch holding its lock and writes an entry (version + 1);
+# not in them. So each locked row also carries ``seen``, its version in that snapshot (a plain
+# read of the same row): where ``version`` (the locked, newest row) differs, the engine throws
+# the reads away and runs FIND_OPS_AND_HOLDS after the locks. Every change to a member's holds
+# or account goes through a batch holding its lock and writes an entry (version + 1);
 # operation ids are claimed by WRITE_BATCH's insert, which catches a concurrent claim either
-# way. Rows: src 'a' (locked accounts), 'o' (operations), 'h' (holds), as in FIND_OPS_AND_HOLDS.
+# way. One clock reading per batch (the CTE runs once): the overdue holds returned are those
+# past that instant, which lazy expiry then expires. Rows: src 'a' (locked accounts), 'o'
+# (operations), 'h' (holds), as in FIND_OPS_AND_HOLDS.
 LOCK_AND_FIND = """
 WITH t AS MATERIALIZED (SELECT clock_timestamp() AS now),
 locked AS MATERIALIZED (
   SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, a.merged_into,
-         EXISTS (SELECT 1 FROM holds h
-                  WHERE h.member_id = a.member_id AND h.status = 'active'
-                    AND h.expires_at <= t.now) AS overdue,
          (SELECT s.version FROM accounts s WHERE s.member_id = a.member_id) AS seen
-    FROM accounts a CROSS JOIN t
+    FROM accounts a
    WHERE a.member_id = ANY($1::text[])
    ORDER BY a.member_id
      FOR UPDATE OF a
@@ -60,23 +58,23 @@ SELECT 'a' AS src, l.merchant_id, l.member_id AS id, NULL::bytea AS fingerprint,
        NULL::bytea AS result, l.member_id, NULL::int8 AS amount, NULL::int8 AS committed,
        NULL::text AS status, NULL::timestamptz AS expires_at, NULL::timestamptz AS created_at,
        NULL::timestamptz AS resolved_at, l.posted, l.held, l.version, l.merged_into,
-       l.overdue, l.seen, t.now
+       l.seen, t.now
   FROM locked l CROSS JOIN t
 UNION ALL
 SELECT 'o', o.merchant_id, o.op_id, o.fingerprint, o.result, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM operations o
   JOIN unnest($2::text[], $3::text[]) AS k(merchant_id, op_id)
     ON o.merchant_id = k.merchant_id AND o.op_id = k.op_id
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL
   FROM holds h
   JOIN unnest($4::text[], $5::text[]) AS k(merchant_id, id)
     ON h.merchant_id = k.merchant_id AND h.id = k.id
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL
   FROM holds h CROSS JOIN t
  WHERE h.status = 'active'
    AND ((h.member_id = ANY($1::text[]) AND h.expires_at <= t.now)  -- overdue: lazy expiry
