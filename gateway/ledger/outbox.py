@@ -4,7 +4,9 @@ PUBLISH, or Redis was down) is republished by whichever node gets to it first.
 Rows are written in the batch's own transaction. After a successful publish the engine reports
 the keys here and they are deleted in bulk; rows older than ``min_age`` are claimed with
 ``FOR UPDATE SKIP LOCKED`` (so several nodes never fight over one) and republished. Subscribers
-drop versions they have already seen, so a republished change is harmless.
+drop versions they have already seen, so a republished change is harmless. The relay holds
+entries, not the account's latest state, so in the cache it only raises floors (see
+``gateway/store/keys.py``): a republished old entry never hides a newer balance.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class OutboxRelay:
                 )
                 for r in rows
             ]
-            await self._publisher.publish(entries)
+            await self._publisher.publish(entries, epoch="")  # no epoch: floors only
             await conn.execute(_DELETE, [e.member for e in entries], [e.version for e in entries])
         self.republished += len(rows)
         return len(rows)
@@ -118,7 +120,7 @@ class OutboxRelay:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self._publisher.publish(())  # clears stale cache entries after an outage
+                await self._publisher.publish(())  # raises floors left by failed publishes
                 await self.flush()
                 while await self.relay_once() == self._batch:
                     pass
