@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -64,7 +63,6 @@ _outcome_encoder = msgspec.json.Encoder()
 _outcome_decoder = msgspec.json.Decoder(Outcome)
 _MAX_ATTEMPTS = 5
 _LATEST_MAX = 200_000
-_CONNECTION_MAX_AGE = 60.0
 
 
 class _Race(Exception):
@@ -172,8 +170,6 @@ class _Lane:
         self.conn: asyncpg.Connection[Any] | None = None
         self.task: asyncio.Task[None] | None = None
         self.publishing: asyncio.Task[None] | None = None
-        self.since = 0.0
-        self._closing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"ledger-lane-{self.index}")
@@ -242,18 +238,9 @@ class _Lane:
                 return
 
     async def _connection(self) -> asyncpg.Connection[Any]:
-        if self.conn is not None and time.monotonic() - self.since > _CONNECTION_MAX_AGE:
-            # Cached plans are built from the table sizes seen at the time; on a young
-            # database (tables growing from empty, not analyzed yet) they go stale fast.
-            # A fresh connection every minute re-plans at the cost of one connect.
-            old, self.conn = self.conn, None
-            self._closing = asyncio.create_task(old.close(timeout=2))
         if self.conn is None or self.conn.is_closed():
-            self.since = time.monotonic()
             conn = await connect(self.ledger._dsn)
-            # The batch statements take arrays whose sizes vary; re-planning them for every
-            # batch cost more than running them (measured: about half of each statement's time).
-            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute(q.LANE_SETTINGS)  # generic plans of index lookups only
             self.conn = conn
         return self.conn
 

@@ -1,0 +1,146 @@
+"""The lanes' plans find rows by key, whatever the statistics said when they were made.
+
+A lane plans each batch statement once per connection (generic plans) and keeps that plan
+while its tables grow. Planned on a young database, a commit's hold lookup was a sequential
+scan and hash join over every hold, slower with every hold ever made. These tests make the
+plans on a brand-new database (tables never analyzed), on one analyzed while empty, and on
+one with rows, and check that every table is reached through an index condition.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from gateway.ledger import queries as q
+from gateway.store.migrate import migrate
+from tests.conftest import BASE_DSN, _server_dsn
+
+#: The statements a lane runs, by name.
+STATEMENTS = {
+    "LOCK_AND_FIND": q.LOCK_AND_FIND,
+    "FIND_OPS_AND_HOLDS": q.FIND_OPS_AND_HOLDS,
+    "WRITE_BATCH": q.WRITE_BATCH,
+}
+#: Tables a lane statement reads: each must be read through an index condition.
+TABLES = ("accounts", "operations", "holds")
+
+
+@pytest.fixture
+async def fresh_db() -> AsyncIterator[asyncpg.Connection]:
+    """A database of its own, just migrated: no statistics yet."""
+    name = f"lg_plans_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_server_dsn(BASE_DSN, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(_server_dsn(BASE_DSN, name))
+    try:
+        await migrate(conn)
+        yield conn
+    finally:
+        await conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def generic_plans(conn: asyncpg.Connection) -> dict[str, str]:
+    """Each lane statement's generic plan, made under the lanes' settings on a new session."""
+    dsn = _server_dsn(BASE_DSN, await conn.fetchval("SELECT current_database()"))
+    lane = await asyncpg.connect(dsn)
+    try:
+        await lane.execute(q.LANE_SETTINGS)
+        plans = {}
+        for name, sql in STATEMENTS.items():
+            stmt = await lane.prepare(sql)
+            types = [
+                t.name[1:] + "[]" if t.name.startswith("_") else t.name
+                for t in stmt.get_parameters()
+            ]
+            await lane.execute(f"PREPARE p_{name.lower()}({', '.join(types)}) AS {sql}")
+            nulls = ", ".join("NULL" for _ in types)
+            rows = await lane.fetch(f"EXPLAIN EXECUTE p_{name.lower()}({nulls})")
+            plans[name] = "\n".join(r[0] for r in rows)
+        return plans
+    finally:
+        await lane.close()
+
+
+def assert_key_lookups(plans: dict[str, str]) -> None:
+    for name, plan in plans.items():
+        for bad in ("Seq Scan", "Hash Join", "Merge Join"):
+            assert bad not in plan, f"{name} plans a {bad}:\n{plan}"
+        lines = plan.splitlines()
+        for i, line in enumerate(lines):
+            m = re.search(r"Index (?:Only )?Scan (?:Backward )?using \w+ on (\w+)", line)
+            bitmap = "Bitmap Index Scan on" in line
+            if not bitmap and (m is None or m.group(1) not in TABLES):
+                continue
+            # The scan's detail lines (indented deeper) must carry an index condition.
+            depth = len(line) - len(line.lstrip())
+            detail = []
+            for nxt in lines[i + 1 :]:
+                if len(nxt) - len(nxt.lstrip()) <= depth:
+                    break
+                detail.append(nxt)
+            assert any("Index Cond" in d for d in detail), (
+                f"{name} walks a whole index without a key ({line.strip()}):\n{plan}"
+            )
+
+
+async def test_lane_plans_are_key_lookups_on_a_new_database(fresh_db: asyncpg.Connection) -> None:
+    assert_key_lookups(await generic_plans(fresh_db))
+
+
+async def test_lane_plans_are_key_lookups_after_analyzing_empty_tables(
+    fresh_db: asyncpg.Connection,
+) -> None:
+    await fresh_db.execute("ANALYZE")
+    assert_key_lookups(await generic_plans(fresh_db))
+
+
+async def test_lane_plans_are_key_lookups_on_tables_with_rows(
+    fresh_db: asyncpg.Connection,
+) -> None:
+    await fresh_db.execute("INSERT INTO merchants (id, name) VALUES ('m', 'm')")
+    await fresh_db.execute(
+        """INSERT INTO members (id, merchant_id) SELECT 'u' || g, 'm' FROM generate_series(1, 2000) g;
+           INSERT INTO accounts (member_id, merchant_id)
+                SELECT 'u' || g, 'm' FROM generate_series(1, 2000) g;
+           INSERT INTO holds (merchant_id, id, member_id, amount, committed, status, expires_at,
+                              created_at, resolved_at)
+                SELECT 'm', 'h' || g, 'u' || (g % 2000 + 1), 1, 1,
+                       CASE WHEN g % 10 = 0 THEN 'active' ELSE 'committed' END,
+                       now() + interval '1 minute', now(), now()
+                  FROM generate_series(1, 20000) g;
+           ANALYZE;"""
+    )
+    assert_key_lookups(await generic_plans(fresh_db))
+
+
+#: What a lane planned on a young database before the lanes' settings (abridged).
+_PLANNED_ON_A_YOUNG_DATABASE = """\
+Append  (cost=143.55..256.32 rows=13 width=337)
+  ->  Hash Join  (cost=0.26..32.77 rows=1 width=240)
+        Hash Cond: ((h.merchant_id = k_1.merchant_id) AND (h.id = k_1.id))
+        ->  Seq Scan on holds h  (cost=0.00..25.00 rows=1000 width=72)
+        ->  Hash  (cost=0.11..0.11 rows=10 width=64)
+              ->  Function Scan on k_1  (cost=0.01..0.11 rows=10 width=64)"""
+#: What the same settings planned after ANALYZE of empty tables, before the lookups were
+#: written as lateral key lookups (abridged).
+_PLANNED_AFTER_ANALYZING_EMPTY_TABLES = """\
+Append  (cost=17.50..42.60 rows=4 width=336)
+  ->  Nested Loop  (cost=0.13..8.39 rows=1 width=336)
+        Join Filter: ((o.merchant_id = k.merchant_id) AND (o.op_id = k.op_id))
+        ->  Index Scan using operations_pkey on operations o  (cost=0.12..8.14 rows=1 width=128)
+        ->  Function Scan on k  (cost=0.01..0.11 rows=10 width=64)"""
+
+
+@pytest.mark.parametrize(
+    "plan", [_PLANNED_ON_A_YOUNG_DATABASE, _PLANNED_AFTER_ANALYZING_EMPTY_TABLES]
+)
+def test_the_check_rejects_the_plans_seen_before(plan: str) -> None:
+    with pytest.raises(AssertionError):
+        assert_key_lookups({"LOCK_AND_FIND": plan})
