@@ -1,10 +1,10 @@
 """Turns committed ledger entries into ``balance_changed`` frames and publishes them.
 
-One round trip per batch: one Lua call per chunk of changes updates each cached balance (only
-if newer, and only when the changes were committed under the cache's current epoch; else it
-raises the balance's floor) and publishes each encoded frame on its member's channel, so the
-cache and the stream of events never disagree about order. Successfully published changes are
-reported to the outbox so their rows can be deleted.
+One round trip per batch: one Lua call (EVALSHA) per chunk of changes updates each cached
+balance (only if newer, and only when the changes were committed under the cache's current
+epoch; else it raises the balance's floor) and publishes each encoded frame on its member's
+channel, so the cache and the stream of events never disagree about order. Successfully
+published changes are reported to the outbox so their rows can be deleted.
 """
 
 from __future__ import annotations
@@ -72,16 +72,15 @@ class Publisher:
         stale = dict(self._stale)
         try:
             with translate_errors("publish"):
-                async with (
-                    asyncio.timeout(PUBLISH_TIMEOUT),
-                    self._redis.pipeline(transaction=False) as pipe,
-                ):
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    # One EVALSHA per call, awaited in order: almost every batch is one call,
+                    # one round trip. (A redis-py pipeline holding scripts first asks the
+                    # server whether they exist: a second round trip on every publish.)
                     if stale:
                         await self._floors(
-                            keys=[keys.balance(m) for m in stale],
-                            args=list(stale.values()),
-                            client=pipe,
+                            keys=[keys.balance(m) for m in stale], args=list(stale.values())
                         )
+                    reply = None
                     for i in range(0, len(entries), CHUNK):
                         chunk = entries[i : i + CHUNK]
                         names: list[str] = [keys.epoch()]
@@ -94,15 +93,14 @@ class Publisher:
                                 e.held_after,
                                 encode(change_frame(e)),
                             )
-                        await self._script(keys=names, args=args, client=pipe)
-                    replies = await pipe.execute()
+                        reply = await self._script(keys=names, args=args)
         except (StoreUnavailable, TimeoutError):
             self.breaker.trip()
             self._mark_stale(entries)
             raise
         self.breaker.reset()
-        if entries:
-            self.epoch.learn(replies[-1])
+        if reply is not None:
+            self.epoch.learn(reply)
         for m, v in stale.items():
             if self._stale.get(m) == v:
                 del self._stale[m]
