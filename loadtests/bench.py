@@ -217,7 +217,8 @@ class Bench:
             steps=["reserve", "commit"], release_fraction=0.0, members=max(2000, int(rate)),
         )  # fmt: skip
         report, _ = await self._scenario(cfg, cfg.members, node_count=self.checkout_nodes)
-        return {**_slim(report), "nodes": self.checkout_nodes}
+        n = self.checkout_nodes
+        return {**_slim(report), "nodes": n, "lanes_per_node": nodes.lanes_per_node(n)}
 
     @property
     def checkout_nodes(self) -> int:
@@ -230,7 +231,7 @@ class Bench:
             ramp=2.0, warmup=2.0, steps=["sale"], members=m, sessions=m * self.args.push_sessions_per_member,
         )  # fmt: skip
         report, _ = await self._scenario(cfg, m)
-        return _slim(report)
+        return {**_slim(report), "lanes_per_node": nodes.lanes_per_node(self.args.nodes)}
 
     async def stage_idle(self) -> dict[str, Any]:
         """As many idle sessions as asked on one node: RSS per session and CPU at idle."""

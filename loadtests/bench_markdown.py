@@ -86,10 +86,14 @@ def markdown(r: dict[str, Any]) -> str:
         )
     lines += ["", "## Checkout: reserve + commit flows, open-loop", ""]
     if co:
-        lines += [f"{co.get('nodes', r['nodes'])} gateway node(s).", ""]
+        lanes = co.get("lanes_per_node")
+        each = f", {lanes} ledger lane(s) each (`GATEWAY_LEDGER_LANES`)" if lanes else ""
+        lines += [f"{co.get('nodes', r['nodes'])} gateway node(s){each}.", ""]
     lines += _latency_table(co, ("reserve", "commit", "flow"))
     lines += _run_notes(co)
     lines += ["", "## Push: commit reply to receipt on another node's session", ""]
+    if pu.get("lanes_per_node"):
+        lines += [f"{r['nodes']} gateway nodes, {pu['lanes_per_node']} ledger lane(s) each.", ""]
     lines += _latency_table(pu, ("sale", "push", "connect"))
     lines += _run_notes(pu)
     lines += ["", "## Idle sessions", ""]

@@ -172,9 +172,21 @@ class Node:
             os.unlink(self.log.name)
 
 
+def lanes_per_node(nodes: int, cores: int | None = None) -> int:
+    """Ledger lanes per node so that the cluster runs about one transaction per core at a
+    time. Every lane is a transaction in flight: three nodes with the default two lanes each
+    put six on two cores, with smaller batches and more round trips per operation (3-node
+    checkout, back-to-back quick runs: reserve p99 92-104 ms with two lanes per node against
+    22-40 ms with one). An explicit ``GATEWAY_LEDGER_LANES`` in the environment wins."""
+    if "GATEWAY_LEDGER_LANES" in os.environ:
+        return int(os.environ["GATEWAY_LEDGER_LANES"])
+    return max(1, round((cores or os.cpu_count() or 1) / nodes))
+
+
 @contextlib.asynccontextmanager
 async def cluster(scratch: Scratch, n: int, extra_env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    nodes = [Node(scratch, f"bench-{chr(97 + i)}", extra_env) for i in range(n)]
+    env = {"GATEWAY_LEDGER_LANES": str(lanes_per_node(n)), **(extra_env or {})}
+    nodes = [Node(scratch, f"bench-{chr(97 + i)}", env) for i in range(n)]
     try:
         await asyncio.gather(*(node.wait_ready() for node in nodes))
         yield nodes

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from loadtests import preflight, verdict
+from loadtests import nodes, preflight, verdict
 from loadtests.arrival import Stage, parse_duration, parse_stages, schedule, simple_stages
 from loadtests.config import PRESETS, build
 from loadtests.hist import Histograms
@@ -283,3 +283,14 @@ def test_push_matcher_pairs_pushes_with_replies_in_either_order():
     assert m.last_replies["a"] == (9, 0, 9, 4)
     m.reply("b", Balance(member="b", posted=1, held=0, available=1, version=1), MATCH_WINDOW_NS * 2)
     assert ("a", 3) not in m.reply_at  # forgotten past the window
+
+
+def test_bench_clusters_run_about_one_ledger_lane_per_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GATEWAY_LEDGER_LANES", raising=False)
+    assert nodes.lanes_per_node(3, cores=2) == 1
+    assert nodes.lanes_per_node(1, cores=2) == 2
+    assert nodes.lanes_per_node(2, cores=8) == 4
+    monkeypatch.setenv("GATEWAY_LEDGER_LANES", "3")
+    assert nodes.lanes_per_node(3, cores=2) == 3
