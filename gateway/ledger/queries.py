@@ -39,10 +39,10 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
        h.expires_at, h.created_at, h.resolved_at
-  FROM (SELECT DISTINCT unnest(array_cat($5::text[], $7::text[]))) AS k(member_id)
- CROSS JOIN LATERAL (SELECT * FROM holds h
-                      WHERE h.member_id = k.member_id AND h.status = 'active' OFFSET 0) h
- WHERE h.expires_at <= $6 OR h.member_id = ANY($7::text[])
+  FROM holds h
+ WHERE h.status = 'active'
+   AND h.member_id = ANY(array_cat($5::text[], $7::text[]))  -- holds_active_by_member
+   AND (h.expires_at <= $6 OR h.member_id = ANY($7::text[]))
 """
 
 # The lock and the reads in one round trip. Under READ COMMITTED the reads beside a lock wait
@@ -87,12 +87,11 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
        h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM (SELECT DISTINCT unnest(array_cat($1::text[], $6::text[]))) AS k(member_id)
- CROSS JOIN t
- CROSS JOIN LATERAL (SELECT * FROM holds h
-                      WHERE h.member_id = k.member_id AND h.status = 'active' OFFSET 0) h
- WHERE h.expires_at <= t.now            -- overdue: lazy expiry
-    OR h.member_id = ANY($6::text[])    -- any of a merge's source
+  FROM holds h CROSS JOIN t
+ WHERE h.status = 'active'
+   AND h.member_id = ANY(array_cat($1::text[], $6::text[]))  -- holds_active_by_member
+   AND (h.expires_at <= t.now                                -- overdue: lazy expiry
+        OR h.member_id = ANY($6::text[]))                    -- any of a merge's source
 """
 
 # One statement writes the whole batch. The operations insert must claim every id: a
@@ -177,6 +176,7 @@ SELECT version, kind, op_id, channel, store_id, posted_after, held_after, create
 OVERDUE_MEMBERS = """
 SELECT DISTINCT merchant_id, member_id
   FROM (SELECT merchant_id, member_id FROM holds
-         WHERE status = 'active' AND expires_at <= clock_timestamp()
+         WHERE status = 'active' AND expires_at > '-infinity'  -- holds_active_by_expiry
+           AND expires_at <= clock_timestamp()
          ORDER BY expires_at LIMIT $1) t
 """
