@@ -64,33 +64,36 @@ def _stacks_when_stuck() -> Iterator[None]:
     timer.cancel()
 
 
+async def create_database(name: str) -> str:
+    """Create the database ``name`` on the test server and migrate it; returns its DSN."""
+    admin = await asyncpg.connect(_server_dsn(BASE_DSN, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _server_dsn(BASE_DSN, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(_server_dsn(BASE_DSN, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     name = f"lg_test_{uuid.uuid4().hex[:10]}"
-    admin_dsn = _server_dsn(BASE_DSN, "postgres")
-
-    async def create() -> None:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        conn = await asyncpg.connect(_server_dsn(BASE_DSN, name))
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-    yield _server_dsn(BASE_DSN, name)
-    asyncio.run(drop())
+    dsn = asyncio.run(create_database(name))
+    yield dsn
+    asyncio.run(drop_database(name))
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,7 @@ import asyncpg
 import pytest
 
 from gateway.ledger import queries as q
-from gateway.store.migrate import migrate
-from tests.conftest import BASE_DSN, _server_dsn
+from tests.conftest import BASE_DSN, _server_dsn, create_database, drop_database
 
 #: The statements a lane runs, by name.
 STATEMENTS = {
@@ -34,16 +33,14 @@ TABLES = ("accounts", "operations", "holds")
 async def fresh_db() -> AsyncIterator[asyncpg.Connection]:
     """A database of its own, just migrated: no statistics yet."""
     name = f"lg_plans_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_server_dsn(BASE_DSN, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(_server_dsn(BASE_DSN, name))
     try:
-        await migrate(conn)
-        yield conn
+        conn = await asyncpg.connect(await create_database(name))
+        try:
+            yield conn
+        finally:
+            await conn.close()
     finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(name)
 
 
 async def generic_plans(conn: asyncpg.Connection) -> dict[str, str]:
