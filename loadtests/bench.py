@@ -8,7 +8,8 @@ Stages (sizes are flags; ``--quick`` shrinks them to finish in about two minutes
 
 1. checkout: reserve+commit flows open-loop at ``--checkout-rate`` over all nodes;
 2. push: sale changes at ``--push-rate`` on ``--push-members`` members, each watched by
-   ``--push-sessions-per-member`` sessions on nodes other than the POS's;
+   ``--push-sessions-per-member`` sessions on nodes other than the POS's; then ``peer``: the
+   same load on Socket.IO (Node) + its Redis adapter, the anchors' peer (``loadtests/peer.py``);
 3. idle, one process: ``--idle-per-node`` sessions on one node: RSS per session, CPU at idle;
 4. idle, all processes + broadcast: ``--idle-sessions`` over all nodes, then broadcasts,
    time to last receipt; then the naive aiohttp loop with the same sessions and processes;
@@ -31,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtests import baselines, nodes
+from loadtests import baselines, nodes, peer
 from loadtests.bench_markdown import markdown
 from loadtests.config import Config
 from loadtests.runner import Run, SetupError, log
@@ -95,8 +96,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                        help=f"default {value} ({QUICK[name]} with --quick)")  # fmt: skip
     p.add_argument("--push-sessions-per-member", type=int, default=3)
     p.add_argument("--workers", type=int, default=0, help="load-generator processes per stage")
-    p.add_argument("--stages", default="checkout,push,idle,broadcast,baselines,ledger",
-                   help="comma-separated subset of checkout,push,idle,broadcast,baselines,ledger")  # fmt: skip
+    p.add_argument("--stages", default="checkout,push,peer,idle,broadcast,baselines,ledger",
+                   help="comma-separated subset of checkout,push,peer,idle,broadcast,baselines,ledger")  # fmt: skip
     p.add_argument("--out", default="BENCHMARKS.md", help="markdown output ('-' for stdout only)")
     p.add_argument("--json", default=None, help="also write every figure as JSON here")
 
@@ -164,7 +165,7 @@ class Bench:
         log(f"bench: scratch database {self.scratch.name}, redis prefix {self.scratch.prefix}")
         await self.scratch.create()
         try:
-            for name in ("checkout", "push", "idle", "broadcast", "baselines", "ledger"):
+            for name in ("checkout", "push", "peer", "idle", "broadcast", "baselines", "ledger"):
                 if name in self.stages:
                     log(f"bench: stage {name}")
                     try:
@@ -232,6 +233,20 @@ class Bench:
         )  # fmt: skip
         report, _ = await self._scenario(cfg, m)
         return {**_slim(report), "lanes_per_node": nodes.lanes_per_node(self.args.nodes)}
+
+    async def stage_peer(self) -> dict[str, Any]:
+        """The push stage's load on the Socket.IO peer: same nodes, sessions, rate, generator
+        processes; the push lag measured from the ack as ours is from the commit reply."""
+        m = self.sizes["push_members"]
+        per = self.args.push_sessions_per_member
+        cfg = self.cfg(
+            scenario="sessions", rate=self.sizes["push_rate"], members=m, sessions=m * per
+        )
+        return await peer.run_push(
+            self.args.redis_url, self.scratch.prefix, self.args.nodes, m, per,
+            self.sizes["push_rate"], self.sizes["push_seconds"], ramp=2.0, warmup=2.0,
+            workers=cfg.auto_workers(), source_ips=cfg.source_ips,
+        )  # fmt: skip
 
     async def stage_idle(self) -> dict[str, Any]:
         """As many idle sessions as asked on one node: RSS per session and CPU at idle."""

@@ -62,6 +62,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"| push commit-reply→receipt p99 at {_f(s['push_rate'], 0)} changes/s, {r['nodes']} nodes, "
         f"3 sessions/member | ≤ 15 ms | {_f(px.get('p99_ms'), 2)} ms | {_verdict(px.get('p99_ms'), 15.0)} |"
     )
+    pe = r.get("peer") or {}
+    pp = (pe.get("latency") or {}).get("push") or {}
+    if pp.get("p50_ms") and px.get("p50_ms"):
+        lines.append(
+            f"| push p50 / p99 against the Socket.IO (Node) peer, same load, same run | beat it | "
+            f"{_f(px.get('p50_ms'), 2)} / {_f(px.get('p99_ms'), 2)} ms vs {_f(pp['p50_ms'], 2)} / "
+            f"{_f(pp.get('p99_ms'), 2)} ms ({px['p50_ms'] / pp['p50_ms']:.1f}x / "
+            f"{(px.get('p99_ms') or 0) / (pp.get('p99_ms') or 1):.1f}x) | "
+            f"{_verdict(px.get('p99_ms'), pp.get('p99_ms') or 0.0)} |"
+        )
     idle = r.get("idle") or {}
     held1 = idle.get("held")
     lines.append(
@@ -96,6 +106,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [f"{r['nodes']} gateway nodes, {pu['lanes_per_node']} ledger lane(s) each.", ""]
     lines += _latency_table(pu, ("sale", "push", "connect"))
     lines += _run_notes(pu)
+    lines += ["", "## Push on the Socket.IO peer: the same load, same run", ""]
+    lines += _peer_section(pe, px)
     lines += ["", "## Idle sessions", ""]
     if idle.get("error"):
         lines.append(f"One process: failed: {idle['error']}")
@@ -221,6 +233,39 @@ def markdown(r: dict[str, Any]) -> str:
         "- See loadtests/README.md for what every number means and how to size from them.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _peer_section(pe: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    if not pe:
+        return ["Not run."]
+    if pe.get("error"):
+        return [f"Not measured: {pe['error']}"]
+    c = pe.get("counters") or {}
+    lines = [
+        f"{pe.get('peer')}: {pe.get('nodes')} server processes over the same Redis, "
+        f"{_f(pe.get('sessions'))} sessions on {_f(pe.get('members'))} members, "
+        f"{_f(pe.get('rate'), 0)} changes/s for {_f(pe.get('seconds'), 0)} s, driven by the same "
+        "generator processes and client stack (aiohttp websockets) as the push stage "
+        "(`loadtests/peer.py`). A change is a `change` event with an ack; the server emits it to "
+        "the member's room and acks; `push` runs from the ack's receipt to each session's receipt, "
+        "as ours runs from the commit reply. The peer has no ledger, versions or recovery behind it.",
+        "",
+    ]
+    lines += _latency_table(pe, ("ack", "push"))
+    lines.append(
+        f"\nPublished {_f(c.get('published'))}, expected receipts {_f(c.get('expected_receipts'))}, "
+        f"lost {_f(c.get('lost', 0))}, out of order {_f(c.get('out_of_order', 0))}, late sends "
+        f"{_f(c.get('late', 0))}; server CPU (% of a core) {pe.get('cpu_percent_of_core')}, "
+        f"RSS {pe.get('rss_mb')} MB."
+    )
+    pp = (pe.get("latency") or {}).get("push") or {}
+    if pp.get("p50_ms") and ours.get("p50_ms"):
+        lines.append(
+            f"\n**Gateway / peer push: p50 {ours['p50_ms'] / pp['p50_ms']:.1f}x, "
+            f"p99 {(ours.get('p99_ms') or 0) / (pp.get('p99_ms') or 1):.1f}x** "
+            "(below 1 means the gateway is faster)."
+        )
+    return lines
 
 
 def _latency_table(stage: dict[str, Any], names: tuple[str, ...]) -> list[str]:
