@@ -205,9 +205,17 @@ class Bench:
                 await run.prepare()
                 run.start_workers()
                 await run.wait_for("ready", run.setup_timeout())
+                cpu0, t0 = [nodes.cpu_seconds(n.pid) for n in ns], time.monotonic()
                 await run.run_load()
+                wall = time.monotonic() - t0
+                cpu = [
+                    round((nodes.cpu_seconds(n.pid) - c) / wall * 100, 1)
+                    for n, c in zip(ns, cpu0, strict=True)
+                ]
                 await run.finish()
-                return await run.report(), run
+                report = await run.report()
+                report["node_cpu_percent_of_core"] = cpu
+                return report, run
             finally:
                 await run.stop()
 
@@ -419,7 +427,7 @@ class Bench:
 
 def _slim(report: dict[str, Any]) -> dict[str, Any]:
     keep = ("latency", "throughput", "counters", "errors", "connections", "verdict", "offered_rate_per_s",
-            "duration_s", "workers", "client_notes")  # fmt: skip
+            "duration_s", "workers", "client_notes", "node_cpu_percent_of_core")  # fmt: skip
     out = {k: report.get(k) for k in keep}
     out["verdict_ok"] = report["verdict"]["ok"]
     return out

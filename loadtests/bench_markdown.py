@@ -106,6 +106,10 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [f"{r['nodes']} gateway nodes, {pu['lanes_per_node']} ledger lane(s) each.", ""]
     lines += _latency_table(pu, ("sale", "push", "connect"))
     lines += _run_notes(pu)
+    if pu.get("node_cpu_percent_of_core"):
+        lines.append(
+            f"Gateway nodes' CPU over the load (% of a core): {pu['node_cpu_percent_of_core']}."
+        )
     lines += ["", "## Push on the Socket.IO peer: the same load, same run", ""]
     lines += _peer_section(pe, px)
     lines += ["", "## Idle sessions", ""]
@@ -255,7 +259,7 @@ def _peer_section(pe: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     lines.append(
         f"\nPublished {_f(c.get('published'))}, expected receipts {_f(c.get('expected_receipts'))}, "
         f"lost {_f(c.get('lost', 0))}, out of order {_f(c.get('out_of_order', 0))}, late sends "
-        f"{_f(c.get('late', 0))}; server CPU (% of a core) {pe.get('cpu_percent_of_core')}, "
+        f"{_f(c.get('late', 0))}; server CPU over the load (% of a core) {pe.get('cpu_percent_of_core')}, "
         f"RSS {pe.get('rss_mb')} MB."
     )
     pp = (pe.get("latency") or {}).get("push") or {}
