@@ -45,6 +45,7 @@ async def test_sessions_watch_only_their_own_members_room(redis_prefix: str) -> 
     """A change reaches the sessions of its member and nobody else's."""
     from loadtests.client import connectors
 
+    assert await asyncio.to_thread(peer.install) is None
     seen: dict[str, list[int]] = {"a": [], "b": []}
     async with peer.PeerServers(2, REDIS_URL, f"{redis_prefix}:peer2") as servers:
         (http,) = connectors(None)
