@@ -13,7 +13,8 @@ statement cache) and takes arrays, so one round trip serves a whole batch."""
 # analyzed while empty (where a join order walked a whole index instead) and on one with rows.
 LANE_SETTINGS = (
     "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off;"
-    " SET enable_hashjoin = off; SET enable_mergejoin = off"
+    " SET enable_hashjoin = off; SET enable_mergejoin = off;"
+    " SET idle_in_transaction_session_timeout = 0"
 )
 
 NOW = "SELECT clock_timestamp()"
@@ -100,9 +101,10 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 WRITE_BATCH = """
 WITH
 ops AS (
-  INSERT INTO operations (merchant_id, op_id, kind, member_id, fingerprint, ok, result)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
-                       $6::bool[], $7::bytea[])
+  INSERT INTO operations (merchant_id, op_id, kind, member_id, fingerprint, ok, result,
+                          created_at)
+  SELECT *, $31 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                            $6::bool[], $7::bytea[])
   ON CONFLICT DO NOTHING
   RETURNING 1
 ),
