@@ -403,7 +403,13 @@ class Loyalty(RewardsMixin):
                         return_exceptions=True,
                     )
                 finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK)
+                    try:
+                        await conn.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK)
+                    except BaseException:
+                        # never hand a connection holding the lock back to the pool (its
+                        # release does not unlock, see store.db): ending it frees the lock
+                        conn.terminate()
+                        raise
         return sum(1 for o in outcomes if isinstance(o, Outcome) and o.ok)
 
     # ------------------------------------------------------------------ merging duplicates

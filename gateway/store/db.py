@@ -46,21 +46,32 @@ def translate_errors(what: str) -> Iterator[None]:
         ) from exc
 
 
-async def _init(conn: asyncpg.Connection[Any]) -> None:
-    await conn.execute("SET application_name = 'loyalty-gateway'")
+#: Sent in the startup packet, so it costs no round trip and no reset can undo it.
+SERVER_SETTINGS = {"application_name": "loyalty-gateway"}
+
+
+async def _release(conn: asyncpg.Connection[Any]) -> None:
+    """What a connection needs on its way back to the pool: nothing beyond what asyncpg always
+    does (roll back a transaction left open, drop listeners). asyncpg's default reset sends
+    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release: a second
+    round trip for every pooled query. Pooled connections here never SET session state,
+    LISTEN or keep cursors; the one session-level advisory lock (points expiry) is released
+    by its holder, which terminates the connection if it cannot."""
 
 
 async def create_pool(dsn: str, size: int, timeout: float = 5.0) -> asyncpg.Pool[Any]:
     with translate_errors("connect"):
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=size, init=_init, command_timeout=timeout, timeout=timeout
-        )
+            dsn, min_size=1, max_size=size, reset=_release, server_settings=SERVER_SETTINGS,
+            command_timeout=timeout, timeout=timeout,
+        )  # fmt: skip
     assert pool is not None
     return pool
 
 
 async def connect(dsn: str, timeout: float = 5.0) -> asyncpg.Connection[Any]:
     with translate_errors("connect"):
-        conn: asyncpg.Connection[Any] = await asyncpg.connect(dsn, timeout=timeout)
-    await _init(conn)
+        conn: asyncpg.Connection[Any] = await asyncpg.connect(
+            dsn, timeout=timeout, server_settings=SERVER_SETTINGS
+        )
     return conn

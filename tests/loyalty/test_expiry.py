@@ -43,3 +43,23 @@ async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_
     assert await svc.run_expiry(later) >= 1
     after = await ok(till, {"type": "balance", "member": active})
     assert (after.posted, after.held, after.available) == (20, 20, 0)
+
+
+async def test_expiry_hands_no_advisory_lock_back_to_the_pool(clients, merchant, pg_dsn, rn):
+    """Pooled connections are not reset on release (gateway/store/db.py): the expiry job must
+    unlock its session-level lock itself, or no node could run expiry again."""
+    import asyncpg
+
+    svc = rn.runner.app[SERVICE].loyalty
+    assert svc is not None
+    await svc.run_expiry()
+    db = await asyncpg.connect(pg_dsn)
+    try:
+        held = await db.fetchval(
+            """SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                WHERE l.locktype = 'advisory' AND d.datname = current_database()"""
+        )
+    finally:
+        await db.close()
+    assert held == 0
+    assert await svc.run_expiry() == 0  # and it can run again
