@@ -18,9 +18,18 @@ collection pause ~88 ms (wall, on the shared 2-core box) instead of ~2 ms, for t
 Cyclic garbage that forms among frozen objects later is not reclaimed; the measurement above is
 why that is a few bytes, not a leak per session. ``gateway_gc_pause_seconds`` shows the pauses.
 
+"What is young" is generations 0 and 1 (``gc.collect(1)``). The freeze used to run a full
+``gc.collect()``, which walks everything allocated since the last freeze that survived, the
+oldest generation included. Under the push benchmark's load that walk took 58 to 104 ms of
+wall time per node and freeze: two such pauses per node in every 12-second quick run, while
+pushes waited. With the young collection the same runs showed no generation-2 pause at all,
+and generation-1 pauses of 2 to 8 ms mean (BENCHMARKS.md, 2026-11-24). Garbage cycles that
+reached generation 2 before a freeze are frozen with the rest until the next full collection
+below.
+
 What freezing gives up is bounded: every ``full_every`` seconds (default 600) the node
 unfreezes everything, runs one full collection and freezes again, so cyclic garbage that
-formed among frozen objects lives at most that long; ``gateway_gc_reclaimed_objects``
+formed among (or was frozen with) frozen objects lives at most that long; ``gateway_gc_reclaimed_objects``
 counts what those collections found, i.e. what the freeze had kept from the collector. That
 collection walks every object once: a pause of the size measured before the policy, once per
 ``full_every`` instead of whenever the interpreter's thresholds said.
@@ -56,7 +65,7 @@ class CollectorPolicy:
         self._task = asyncio.create_task(self._run(), name="gc-freeze")
 
     def freeze(self) -> None:
-        gc.collect()
+        gc.collect(1)  # the young generations only: never a walk of everything unfrozen
         gc.freeze()
         self.freezes += 1
 

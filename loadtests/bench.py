@@ -205,9 +205,11 @@ class Bench:
                 await run.prepare()
                 run.start_workers()
                 await run.wait_for("ready", run.setup_timeout())
+                gc0 = [await nodes.gc_pauses(n.url) for n in ns]
                 cpu0, t0 = [nodes.cpu_seconds(n.pid) for n in ns], time.monotonic()
                 await run.run_load()
                 wall = time.monotonic() - t0
+                gc1 = [await nodes.gc_pauses(n.url) for n in ns]
                 cpu = [
                     round((nodes.cpu_seconds(n.pid) - c) / wall * 100, 1)
                     for n, c in zip(ns, cpu0, strict=True)
@@ -215,6 +217,9 @@ class Bench:
                 await run.finish()
                 report = await run.report()
                 report["node_cpu_percent_of_core"] = cpu
+                report["node_gc_pauses"] = {
+                    n.node_id: nodes.gc_delta(a, b) for n, a, b in zip(ns, gc0, gc1, strict=True)
+                }
                 return report, run
             finally:
                 await run.stop()
@@ -427,7 +432,7 @@ class Bench:
 
 def _slim(report: dict[str, Any]) -> dict[str, Any]:
     keep = ("latency", "throughput", "counters", "errors", "connections", "verdict", "offered_rate_per_s",
-            "duration_s", "workers", "client_notes", "node_cpu_percent_of_core")  # fmt: skip
+            "duration_s", "workers", "client_notes", "node_cpu_percent_of_core", "node_gc_pauses")  # fmt: skip
     out = {k: report.get(k) for k in keep}
     out["verdict_ok"] = report["verdict"]["ok"]
     return out

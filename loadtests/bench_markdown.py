@@ -101,6 +101,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [f"{co.get('nodes', r['nodes'])} gateway node(s){each}.", ""]
     lines += _latency_table(co, ("reserve", "commit", "flow"))
     lines += _run_notes(co)
+    lines += _gc_lines(co)
     lines += ["", "## Push: commit reply to receipt on another node's session", ""]
     if pu.get("lanes_per_node"):
         lines += [f"{r['nodes']} gateway nodes, {pu['lanes_per_node']} ledger lane(s) each.", ""]
@@ -110,6 +111,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"Gateway nodes' CPU over the load (% of a core): {pu['node_cpu_percent_of_core']}."
         )
+    lines += _gc_lines(pu)
     lines += ["", "## Push on the Socket.IO peer: the same load, same run", ""]
     lines += _peer_section(pe, px)
     lines += ["", "## Idle sessions", ""]
@@ -237,6 +239,19 @@ def markdown(r: dict[str, Any]) -> str:
         "- See loadtests/README.md for what every number means and how to size from them.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _gc_lines(stage: dict[str, Any]) -> list[str]:
+    """Each node's collector pauses over a stage's load (wall time, from its /metrics)."""
+    out = []
+    for node_id, gens in sorted((stage.get("node_gc_pauses") or {}).items()):
+        parts = ", ".join(
+            f"gen {g}: {_f(x['count'], 0)} pauses, mean {_f(x['mean_ms'], 2)} ms, "
+            f"{_f(x.get('over_10ms', 0), 0)} over 10 ms"
+            for g, x in sorted(gens.items())
+        )
+        out.append(f"Collector pauses on {node_id} over the load: {parts}.")
+    return out
 
 
 def _peer_section(pe: dict[str, Any], ours: dict[str, Any]) -> list[str]:

@@ -206,6 +206,9 @@ async def gc_pauses(url: str) -> dict[str, dict[str, float]]:
         text = await resp.text()
     sums = dict(re.findall(r'gateway_gc_pause_seconds_sum\{generation="(\d)"\} (\S+)', text))
     counts = dict(re.findall(r'gateway_gc_pause_seconds_count\{generation="(\d)"\} (\S+)', text))
+    upto10 = dict(
+        re.findall(r'gateway_gc_pause_seconds_bucket\{generation="(\d)",le="0\.01"\} (\S+)', text)
+    )
     out = {}
     for gen, n in counts.items():
         total = float(sums.get(gen, 0.0)) * 1000
@@ -213,5 +216,24 @@ async def gc_pauses(url: str) -> dict[str, dict[str, float]]:
             "count": float(n),
             "total_ms": round(total, 1),
             "mean_ms": round(total / max(1.0, float(n)), 2),
+            "over_10ms": float(n) - float(upto10.get(gen, n)),
+        }
+    return out
+
+
+def gc_delta(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """The pauses between two ``gc_pauses`` readings of one node."""
+    out = {}
+    for gen, a in after.items():
+        b = before.get(gen, {})
+        n = a["count"] - b.get("count", 0.0)
+        total = a["total_ms"] - b.get("total_ms", 0.0)
+        out[gen] = {
+            "count": n,
+            "total_ms": round(total, 1),
+            "mean_ms": round(total / max(1.0, n), 2),
+            "over_10ms": a.get("over_10ms", 0.0) - b.get("over_10ms", 0.0),
         }
     return out

@@ -294,3 +294,18 @@ def test_bench_clusters_run_about_one_ledger_lane_per_core(
     assert nodes.lanes_per_node(2, cores=8) == 4
     monkeypatch.setenv("GATEWAY_LEDGER_LANES", "3")
     assert nodes.lanes_per_node(3, cores=2) == 3
+
+
+def test_collector_pauses_over_a_stage_are_the_difference_of_two_readings():
+    from loadtests.bench_markdown import _gc_lines
+
+    before = {"2": {"count": 3.0, "total_ms": 30.0, "mean_ms": 10.0, "over_10ms": 1.0}}
+    after = {
+        "0": {"count": 5.0, "total_ms": 2.5, "mean_ms": 0.5, "over_10ms": 0.0},
+        "2": {"count": 5.0, "total_ms": 190.0, "mean_ms": 38.0, "over_10ms": 3.0},
+    }
+    d = nodes.gc_delta(before, after)
+    assert d["2"] == {"count": 2.0, "total_ms": 160.0, "mean_ms": 80.0, "over_10ms": 2.0}
+    assert d["0"]["count"] == 5.0 and d["0"]["mean_ms"] == 0.5
+    (line,) = _gc_lines({"node_gc_pauses": {"bench-a": d}})
+    assert "gen 2: 2 pauses, mean 80.00 ms, 2 over 10 ms" in line
