@@ -41,6 +41,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: Sessions (and watched members) per refresh pipeline. Building a pipeline is Python work
+#: that holds the event loop: 1,000 of each held it for 18 to 25 ms (a probe on this machine,
+#: 2026-11-24), and every push due in that time waited. 100 of each: see BENCHMARKS.md.
+REFRESH_CHUNK = 100
+
+
 class PresenceBook:
     def __init__(
         self,
@@ -164,17 +170,19 @@ class PresenceBook:
     async def refresh(
         self, sessions: list[tuple[str, Principal]], watched: list[str], spread: float = 0.0
     ) -> None:
-        """Refresh ``sessions``' entries and sweep ``watched`` members, 1,000 per pipeline,
-        the pipelines paced evenly over ``spread`` seconds (no burst of Redis replies)."""
+        """Refresh ``sessions``' entries and sweep ``watched`` members, ``REFRESH_CHUNK`` of
+        each per pipeline, the pipelines paced evenly over ``spread`` seconds (no burst of Redis
+        replies, and no long stretch without yielding: see ``REFRESH_CHUNK``)."""
         now = _now_ms()
         k = self._keys
         total = max(len(sessions), len(watched))
-        pause = spread / -(-total // 1000) if total else 0.0
-        for i in range(0, total, 1000):
+        n = REFRESH_CHUNK
+        pause = spread / -(-total // n) if total else 0.0
+        for i in range(0, total, n):
             if i:
                 await asyncio.sleep(pause)
             async with self._redis.pipeline(transaction=False) as pipe:
-                for sid, p in sessions[i : i + 1000]:
+                for sid, p in sessions[i : i + n]:
                     member = p.member
                     assert member is not None
                     await self._join(
@@ -182,7 +190,7 @@ class PresenceBook:
                         args=[sid, self._value(p.channel), now, 0, member, self.ttl_ms * 2],
                         client=pipe,
                     )
-                for member in watched[i : i + 1000]:
+                for member in watched[i : i + n]:
                     await self._sweep(
                         keys=[k.presence(member), k.member_channel(member)],
                         args=[now, member],

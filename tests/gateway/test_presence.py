@@ -123,3 +123,39 @@ async def test_member_session_limit_holds_across_nodes(http, pg_dsn, redis_prefi
         await again.close()
         await second.close()
         await till.close()
+
+
+async def test_refresh_covers_every_session_and_member_across_many_pipelines(
+    redis_prefix, monkeypatch
+):
+    """The refresh builds small pipelines (a big one held the event loop for 18-25 ms): every
+    session's entry is renewed and every watched member swept, whatever the chunking."""
+    from gateway.auth import Principal
+    from gateway.fanout import presence
+
+    monkeypatch.setattr(presence, "REFRESH_CHUNK", 7)
+    r = aioredis.Redis.from_url(REDIS_URL)
+    keys = Keys(f"{redis_prefix}:rc")
+    book = presence.PresenceBook(r, keys, "n1", 10, 15.0, 30.0)
+    try:
+        members = [f"rc-m{i}" for i in range(30)]
+        sessions = [
+            (f"s{i}", Principal(kind="app", merchant="m", channel="app", member=members[i]))
+            for i in range(23)
+        ]
+        past = int(time.time() * 1000) - 1000
+        for m in members[20:]:  # entries of a dead node, expired: the sweep must drop them
+            await r.hset(keys.presence(m), "dead-1", f"app|dead|{past}")
+        await book.refresh(sessions, members, spread=0.05)
+        now = int(time.time() * 1000)
+        for sid, p in sessions:
+            entry = await r.hget(keys.presence(p.member), sid)
+            assert entry is not None, sid
+            assert int(entry.decode().rpartition("|")[2]) > now
+        for m in members[20:]:
+            assert await r.hget(keys.presence(m), "dead-1") is None, m
+    finally:
+        found = [k async for k in r.scan_iter(match=f"{redis_prefix}:rc:*", count=1000)]
+        if found:
+            await r.delete(*found)
+        await r.aclose()
