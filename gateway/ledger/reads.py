@@ -9,7 +9,9 @@ not served. When Redis is down or empty, reads go to PostgreSQL: slower, never w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -43,17 +45,34 @@ class Reads:
         self._keys = keys
         self._fill = redis.register_script(FILL_BALANCE)
         self._owners: OrderedDict[str, str] = OrderedDict()
+        self._owner_lookups: dict[str, asyncio.Future[str | None]] = {}
         self.breaker = Breaker()
         #: Newest version this node committed for a member (set by the node from its ledger):
         #: a cached balance older than that is not served.
         self.version_floor: Callable[[str], int] = lambda member: -1
 
     async def member_merchant(self, member: str) -> str | None:
-        """The merchant a member belongs to (cached: a member never changes merchant)."""
+        """The merchant a member belongs to (cached: a member never changes merchant). Lookups
+        of one member already under way are shared: when a node's clients all reconnect at
+        once, each member costs one query, not one per session."""
         owner = self._owners.get(member)
         if owner is not None:
             self._owners.move_to_end(member)
             return owner
+        pending = self._owner_lookups.get(member)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup_owner(member))
+            self._owner_lookups[member] = pending
+            pending.add_done_callback(functools.partial(self._lookup_done, member))
+        return await asyncio.shield(pending)
+
+    def _lookup_done(self, member: str, done: asyncio.Future[str | None]) -> None:
+        if self._owner_lookups.get(member) is done:
+            del self._owner_lookups[member]
+        if not done.cancelled():
+            done.exception()  # retrieved here too, should every waiter have gone
+
+    async def _lookup_owner(self, member: str) -> str | None:
         with pg_errors("member lookup"):
             owner = await self._pool.fetchval(
                 "SELECT merchant_id FROM members WHERE id = $1", member

@@ -5,6 +5,7 @@ removed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -141,3 +142,43 @@ async def test_rebuild_fills_every_account_across_script_calls(world: LedgerWorl
     finally:
         async for k in w.redis.scan_iter(match=f"{keys.prefix}:*", count=1000):
             await w.redis.unlink(k)
+
+
+class CountingPool:
+    """The real pool, with its ``fetchval`` calls counted."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.fetchvals = 0
+
+    async def fetchval(self, *args: object) -> object:
+        self.fetchvals += 1
+        return await self.pool.fetchval(*args)
+
+
+async def test_concurrent_owner_lookups_of_one_member_share_one_query(
+    world: LedgerWorld, pg_dsn: str
+):
+    """A node's clients reconnecting at once (their node died) subscribe to the same members:
+    each member costs one query, and every waiter gets its answer, or its error."""
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
+    counting = CountingPool(pool)
+    try:
+        reads = Reads(counting, world.redis, world.keys)  # type: ignore[arg-type]
+        a, b = world.members[0], world.members[1]
+        got = await asyncio.gather(*(reads.member_merchant(m) for m in [a, b, "nobody"] * 20))
+        assert got == [world.merchant, world.merchant, None] * 20
+        assert counting.fetchvals == 3
+        assert await reads.member_merchant(a) == world.merchant  # cached now
+        assert counting.fetchvals == 3
+        assert reads._owner_lookups == {}
+    finally:
+        await pool.close()
+    # with the pool gone the lookup fails, for every waiter at once, and is not remembered
+    reads = Reads(counting, world.redis, world.keys)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(reads.member_merchant("someone-else") for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, Exception) for r in results), results
+    assert counting.fetchvals == 4
+    assert reads._owner_lookups == {}
