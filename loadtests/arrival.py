@@ -12,9 +12,11 @@ due when the expected count ``start*t + (end-start)*t**2/(2*duration)`` reaches 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 
@@ -61,6 +63,23 @@ def schedule(stages: list[Stage], scale: float = 1.0, phase: float = 0.0) -> Ite
             yield base + t
             n += 1.0
         base += stage.duration
+
+
+async def paced(
+    stages: list[Stage], t0: int, scale: float = 1.0, phase: float = 0.0
+) -> AsyncIterator[tuple[int, int, int]]:
+    """Open loop: sleep until each arrival of ``schedule`` (from ``t0``, monotonic ns) and yield
+    ``(index, due_ns, now_ns)``. Behind schedule it does not sleep: it yields to the event loop
+    every 32 arrivals and hands out the late ones at once. ``now - due`` is how late."""
+    for n, offset in enumerate(schedule(stages, scale, phase)):
+        due = t0 + int(offset * 1e9)
+        now = time.monotonic_ns()
+        if due > now:
+            await asyncio.sleep((due - now) / 1e9)
+            now = time.monotonic_ns()
+        elif n % 32 == 0:
+            await asyncio.sleep(0)
+        yield n, due, now
 
 
 def total_duration(stages: list[Stage]) -> float:

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from loadtests.arrival import Stage, schedule, simple_stages
+from loadtests.arrival import Stage, paced, simple_stages
 from loadtests.baselines import _recv
 from loadtests.hist import Histograms
 from loadtests.matching import PushMatcher
@@ -324,14 +324,7 @@ class _Worker:
                                                    version=version), now)  # fmt: skip
 
             pub.on_ack = on_ack
-        for n, offset in enumerate(schedule(stages, 1 / self.count, self.idx / self.count)):
-            due = t0 + int(offset * 1e9)
-            now = time.monotonic_ns()
-            if due > now:
-                await asyncio.sleep((due - now) / 1e9)
-                now = time.monotonic_ns()
-            elif n % 32 == 0:
-                await asyncio.sleep(0)
+        async for n, due, now in paced(stages, t0, 1 / self.count, self.idx / self.count):
             if now - due > late_ns:
                 self.counters["late"] += 1
             i = n % len(self.members)

@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from loadtests.arrival import Stage, schedule
+from loadtests.arrival import Stage, paced
 from loadtests.client import Link, LinkClosed, connectors
 from loadtests.hist import Histograms
 from loadtests.matching import PushMatcher
@@ -383,23 +383,14 @@ class Worker:
         late_ns = int(self.cfg["late_ms"] * 1e6)
         cap = self.cfg["max_inflight"]
         members = self.members
-        n = 0
-        for offset in schedule(stages, 1 / self.count, self.idx / self.count):
-            due = t0 + int(offset * 1e9)
-            now = time.monotonic_ns()
-            if due > now:
-                await asyncio.sleep((due - now) / 1e9)
-                now = time.monotonic_ns()
-            elif n % 32 == 0:
-                await asyncio.sleep(0)
-            n += 1
+        async for n, due, now in paced(stages, t0, 1 / self.count, self.idx / self.count):
             if now - due > late_ns:
                 self.counters["late"] += 1
             if self.inflight >= cap:
                 self.counters["dropped"] += 1
                 continue
             self.counters["scheduled"] += 1
-            member = members[n % len(members)]
+            member = members[(n + 1) % len(members)]
             self.inflight += 1
             self.spawn(self.flow(due, member))
 
@@ -479,11 +470,7 @@ class Worker:
         self.counters["errors_total"] += 1
 
     async def pace_churn(self, t0: int, stages: list[Stage]) -> None:
-        for offset in schedule(stages, 1 / self.count, self.idx / self.count):
-            due = t0 + int(offset * 1e9)
-            now = time.monotonic_ns()
-            if due > now:
-                await asyncio.sleep((due - now) / 1e9)
+        async for _, _, _ in paced(stages, t0, 1 / self.count, self.idx / self.count):
             idle = [
                 w for w in self.rng.sample(self.watchers, min(8, len(self.watchers))) if not w.busy
             ]

@@ -309,3 +309,18 @@ def test_collector_pauses_over_a_stage_are_the_difference_of_two_readings():
     assert d["0"]["count"] == 5.0 and d["0"]["mean_ms"] == 0.5
     (line,) = _gc_lines({"node_gc_pauses": {"bench-a": d}})
     assert "gen 2: 2 pauses, mean 80.00 ms, 2 over 10 ms" in line
+
+
+async def test_paced_arrivals_keep_the_timetable_and_hand_out_late_ones_at_once():
+    import time
+
+    from loadtests.arrival import paced
+
+    t0 = time.monotonic_ns()
+    got = [(n, due, now) async for n, due, now in paced([Stage(0.1, 100.0, 100.0)], t0)]
+    assert [n for n, _, _ in got] == list(range(10))
+    assert all(now >= due for _, due, now in got)  # never sent before its time
+    assert [due for _, due, _ in got] == [t0 + int(k / 100 * 1e9) for k in range(1, 11)]
+    # started a second late: every arrival is due already and comes out without sleeping
+    late = [x async for x in paced([Stage(0.1, 100.0, 100.0)], t0 - 1_000_000_000)]
+    assert len(late) == 10 and all(now - due > 800_000_000 for _, due, now in late)
