@@ -193,7 +193,7 @@ class Node:
         if hasattr(self, "presence"):
             with contextlib.suppress(Exception):
                 await self.presence.close()
-        for component in ("sweeper", "relay", "feeds", "ledger"):
+        for component in ("broadcast", "sweeper", "relay", "feeds", "ledger"):
             obj = getattr(self, component, None)
             if obj is not None:
                 with contextlib.suppress(Exception):
