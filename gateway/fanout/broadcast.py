@@ -72,7 +72,7 @@ async def publish_notice(
 
 #: Sessions written between two yields to the event loop. Writing one frame to 17,000 sockets
 #: in one go held a node's event loop for about 0.6 s in the broadcast benchmark (its own
-#: HTTP reply to the broadcast came 610-655 ms late), and every command and push on that node
+#: HTTP reply to the broadcast came 534-655 ms late), and every command and push on that node
 #: waited as long. In chunks, the rest of the node's work runs in between.
 CHUNK = 500
 
