@@ -64,13 +64,18 @@ def _stacks_when_stuck() -> Iterator[None]:
     timer.cancel()
 
 
-async def create_database(name: str) -> str:
-    """Create the database ``name`` on the test server and migrate it; returns its DSN."""
+async def _admin(sql: str) -> None:
+    """Run ``sql`` on the test server's maintenance database."""
     admin = await asyncpg.connect(_server_dsn(BASE_DSN, "postgres"))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(sql)
     finally:
         await admin.close()
+
+
+async def create_database(name: str) -> str:
+    """Create the database ``name`` on the test server and migrate it; returns its DSN."""
+    await _admin(f'CREATE DATABASE "{name}"')
     dsn = _server_dsn(BASE_DSN, name)
     conn = await asyncpg.connect(dsn)
     try:
@@ -81,11 +86,7 @@ async def create_database(name: str) -> str:
 
 
 async def drop_database(name: str) -> None:
-    admin = await asyncpg.connect(_server_dsn(BASE_DSN, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
