@@ -105,9 +105,10 @@ class LocalBroadcast:
             for i in range(0, len(sessions), CHUNK):
                 if i:
                     await asyncio.sleep(0)
-                for s in sessions[i : i + CHUNK]:
+                chunk = sessions[i : i + CHUNK]
+                for s in chunk:
                     s.send_framed(framed)
-                self.delivered += len(sessions[i : i + CHUNK])
+                self.delivered += len(chunk)
             queue.popleft()
 
     async def close(self) -> None:
