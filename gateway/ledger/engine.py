@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import asyncpg
 import msgspec
+import orjson
 
 from gateway.errors import GatewayError, OutcomeUnknown, StoreUnavailable
 from gateway.ledger import faults
@@ -476,6 +477,8 @@ def _write_args(
         [a.merged_into for a in accounts],
         # sales $36-$46: the purchases behind this batch's applied sale earns
         *_sale_columns(new_ops),
+        # accounts $47: member -> position in $8-$11 and $35 (1-based)
+        orjson.dumps({a.member: i for i, a in enumerate(accounts, 1)}).decode(),
     ]
 
 

@@ -71,6 +71,10 @@ def assert_key_lookups(plans: dict[str, str]) -> None:
             assert bad not in plan, f"{name} plans a {bad}:\n{plan}"
         # The sweeper's index: a lookup by member that walks it reads every active hold.
         assert "holds_active_by_expiry" not in plan, f"{name} reads the sweeper's index:\n{plan}"
+        # A join on a key compared row by row: every row of one side against every row of
+        # the other, quadratic in the batch (the accounts update, before $47).
+        pair = re.search(r"Join Filter: \(+\w+\.(\w+) = \w+\.(\w+)\)", plan)
+        assert pair is None, f"{name} joins by key row against row ({pair.group(0)}):\n{plan}"
         lines = plan.splitlines()
         for i, line in enumerate(lines):
             m = re.search(r"Index (?:Only )?Scan (?:Backward )?using \w+ on (\w+)", line)
@@ -166,9 +170,26 @@ Nested Loop  (cost=0.34..43.32 rows=10 width=72)
         Filter: ((member_id = k.member_id) AND ((expires_at <= t_1.now) OR (member_id = ANY ($6))))"""
 
 
+#: The accounts update as an UPDATE ... FROM unnest(...) join, planned on a database with rows
+#: (abridged; 12.4 ms of a 34.8 ms write for a batch of 245 members).
+_PLANNED_AS_A_JOIN = """\
+Update on accounts a  (cost=0.30..62.01 rows=1 width=182)
+  ->  Nested Loop  (cost=0.30..62.01 rows=1 width=182)
+        Join Filter: (a.member_id = u.member_id)
+        ->  Function Scan on u  (cost=0.01..0.11 rows=10 width=200)
+        ->  Materialize  (cost=0.29..60.42 rows=10 width=11)
+              ->  Index Scan using accounts_pkey on accounts a  (cost=0.29..60.37 rows=10 width=11)
+                    Index Cond: (member_id = ANY ($8))"""
+
+
 @pytest.mark.parametrize(
     "plan",
-    [_PLANNED_ON_A_YOUNG_DATABASE, _PLANNED_AFTER_ANALYZING_EMPTY_TABLES, _PLANNED_UNDER_LOAD],
+    [
+        _PLANNED_ON_A_YOUNG_DATABASE,
+        _PLANNED_AFTER_ANALYZING_EMPTY_TABLES,
+        _PLANNED_UNDER_LOAD,
+        _PLANNED_AS_A_JOIN,
+    ],
 )
 def test_the_check_rejects_the_plans_seen_before(plan: str) -> None:
     with pytest.raises(AssertionError):
