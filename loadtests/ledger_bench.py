@@ -16,7 +16,8 @@ Measures, on this machine, in one run:
 
 The load generator runs in the engine's process (one Python process, one core's worth of
 work), so the figures are for the engine plus its generator sharing the machine with
-PostgreSQL and Redis. End-to-end figures through websockets come from the `checkout` scenario.
+PostgreSQL and Redis. That process runs as a gateway node does: on uvloop, with the node's
+collector policy (``gateway.collector``, the default ``ServerSettings`` intervals). End-to-end figures through websockets come from the `checkout` scenario.
 
 Run: ``python -m loadtests.ledger_bench [--quick] [--json FILE]``.
 """
@@ -40,12 +41,14 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+import uvloop
 
+from gateway.collector import CollectorPolicy
 from gateway.fanout.publisher import Publisher
 from gateway.ledger.engine import Ledger
 from gateway.ledger.model import Commit, Origin, Reserve
 from gateway.ledger.rebuild import rebuild_cache
-from gateway.settings import LedgerSettings
+from gateway.settings import LedgerSettings, ServerSettings
 from gateway.store.keys import Keys
 from gateway.store.migrate import migrate
 from loadtests.hist import new as new_histogram
@@ -180,6 +183,9 @@ async def ledger_figures(dsn: str, redis_url: str, quick: bool, members: int) ->
     keys = Keys(f"lgbench{uuid.uuid4().hex[:6]}")
     ledger = Ledger(dsn, LedgerSettings(), Publisher(redis, keys))  # the product's defaults
     await ledger.start()
+    server = ServerSettings()
+    collector = CollectorPolicy(server.gc_freeze_seconds, server.gc_full_seconds)
+    collector.start()
     out: dict[str, Any] = {}
     try:
         # Warm up connections and statement caches, then give the planner statistics of tables
@@ -233,6 +239,7 @@ async def ledger_figures(dsn: str, redis_url: str, quick: bool, members: int) ->
         out["ramp"] = ramp
         out["max_ops_per_s_p99_50ms"] = best
     finally:
+        await collector.close()
         await ledger.close()
         with contextlib.suppress(Exception):
             found = [k async for k in redis.scan_iter(match=f"{keys.prefix}:*", count=5000)]
@@ -397,7 +404,8 @@ def run(
     database_url: str | None = None, redis_url: str | None = None, quick: bool = False
 ) -> dict[str, Any]:
     """Run the ledger benchmark; returns the figures (see ``markdown`` for a report)."""
-    return asyncio.run(run_async(database_url, redis_url, quick))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as a node runs
+        return runner.run(run_async(database_url, redis_url, quick))
 
 
 def markdown(f: dict[str, Any]) -> str:
