@@ -431,86 +431,86 @@ def _write_args(
     holds: list[Hold],
     now: datetime,
 ) -> list[Any]:
-    ops = [i.op for i, _, _ in new_ops]
+    """WRITE_BATCH's parameters: one JSON document per table (see queries.WRITE_BATCH)."""
+    dumps = orjson.dumps
+    ops = [
+        {
+            "m": i.op.origin.merchant,
+            "o": i.op.op,  # type: ignore[union-attr]
+            "k": op_kind(i.op),
+            "mb": i.op.member,
+            "fp": i.fp.hex(),
+            "ok": out.ok,
+            "r": raw.hex(),
+        }
+        for i, out, raw in new_ops
+    ]
+    ents = [
+        {
+            "m": e.merchant,
+            "mb": e.member,
+            "v": e.version,
+            "k": e.kind,
+            "o": e.op,
+            "c": e.contra,
+            "pd": e.posted_delta,
+            "hd": e.held_delta,
+            "pa": e.posted_after,
+            "ha": e.held_after,
+            "ch": e.channel,
+            "st": e.store,
+            "te": e.terminal,
+        }
+        for e in entries
+    ]
+    hlds = [
+        {
+            "m": h.merchant,
+            "id": h.id,
+            "mb": h.member,
+            "a": h.amount,
+            "c": h.committed,
+            "s": h.status,
+            "x": h.expires_at,
+            "cr": h.created_at,
+            "rs": h.resolved_at,
+        }
+        for h in holds
+    ]
     return [
-        # operations $1-$7
-        [o.origin.merchant for o in ops],
-        [o.op for o in ops],  # type: ignore[union-attr]
-        [op_kind(o) for o in ops],
-        [o.member for o in ops],
-        [i.fp for i, _, _ in new_ops],
-        [out.ok for _, out, _ in new_ops],
-        [raw for _, _, raw in new_ops],
-        # accounts $8-$11
-        [a.member for a in accounts],
-        [a.posted for a in accounts],
-        [a.held for a in accounts],
-        [a.version for a in accounts],
-        # entries $12-$24
-        [e.merchant for e in entries],
-        [e.member for e in entries],
-        [e.version for e in entries],
-        [e.kind for e in entries],
-        [e.op for e in entries],
-        [e.contra for e in entries],
-        [e.posted_delta for e in entries],
-        [e.held_delta for e in entries],
-        [e.posted_after for e in entries],
-        [e.held_after for e in entries],
-        [e.channel for e in entries],
-        [e.store for e in entries],
-        [e.terminal for e in entries],
-        # holds $25-$30
-        [h.merchant for h in holds],
-        [h.id for h in holds],
-        [h.member for h in holds],
-        [h.amount for h in holds],
-        [h.committed for h in holds],
-        [h.status for h in holds],
-        # $31 now
         now,
-        # holds $32-$34
-        [h.expires_at for h in holds],
-        [h.created_at for h in holds],
-        [h.resolved_at for h in holds],
-        # accounts $35
-        [a.merged_into for a in accounts],
-        # sales $36-$46: the purchases behind this batch's applied sale earns
-        *_sale_columns(new_ops),
-        # accounts $47: member -> position in $8-$11 and $35 (1-based)
-        orjson.dumps({a.member: i for i, a in enumerate(accounts, 1)}).decode(),
+        dumps(ops).decode(),
+        dumps({a.member: (a.posted, a.held, a.version, a.merged_into) for a in accounts}).decode(),
+        [a.member for a in accounts],
+        dumps(ents).decode(),
+        dumps(hlds).decode(),
+        dumps(_sales(new_ops)).decode(),
     ]
 
 
-def _sale_columns(new_ops: list[tuple[_Item, Outcome, bytes]]) -> list[list[Any]]:
-    rows = [
-        (i.op, out)
-        for i, out, _ in new_ops
-        if out.ok and isinstance(i.op, Earn) and i.op.sale is not None
-    ]
-    cols: list[list[Any]] = [[] for _ in range(11)]
-    for op, out in rows:
-        assert isinstance(op, Earn) and op.sale is not None
-        points = getattr(out.data, "points", op.points)
-        for col, value in zip(
-            cols,
-            (
-                op.origin.merchant,
-                op.op,
-                op.member,
-                op.origin.channel,
-                op.origin.store,
-                op.origin.terminal,
-                op.sale.total,
-                points,
-                op.sale.breakdown.decode(),
-                op.sale.lines.decode(),
-                op.sale.fingerprint,
-            ),
-            strict=True,
-        ):
-            col.append(value)
-    return cols
+def _sales(new_ops: list[tuple[_Item, Outcome, bytes]]) -> list[dict[str, Any]]:
+    """The purchases behind this batch's applied sale earns."""
+    rows = []
+    for i, out, _ in new_ops:
+        op = i.op
+        if not (out.ok and isinstance(op, Earn) and op.sale is not None):
+            continue
+        rows.append(
+            {
+                "m": op.origin.merchant,
+                "o": op.op,
+                "mb": op.member,
+                "ch": op.origin.channel,
+                "st": op.origin.store,
+                "te": op.origin.terminal,
+                "tot": op.sale.total,
+                "pts": getattr(out.data, "points", op.points),
+                "bd": op.sale.breakdown.decode(),
+                "ln": op.sale.lines.decode(),
+                "fp": op.sale.fingerprint.hex(),
+            }
+        )
+    return rows
 
 
 __all__ = ["Ledger", "decode_outcome"]

@@ -99,9 +99,16 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 # concurrent transaction that committed the same id makes the count short, and the engine
 # rolls back and re-runs the batch (which then replays that operation).
 #
-# The accounts are found by key (``= ANY``) and each row's new values by its position in the
-# arrays, looked up in $47 (a jsonb object member -> 1-based position). It was an UPDATE ... FROM
-# unnest(...) join: under the lanes' settings its only plans were nested loops, and the planner
+# The rows come as one JSON document per table ($2 operations, $5 entries, $6 holds, $7
+# sales; bytea as hex), not as one array per column: asyncpg encodes each array parameter
+# on its own, and the 46 columns cost the node about 48 us of CPU per batch of one operation
+# (180 us for ten), where orjson writes the same rows in 1 to 13 us (2026-11-24 probe). At the
+# end-to-end rates a batch holds one or two operations, so that was a large share of a lane's
+# CPU.
+#
+# The accounts are found by key (``= ANY($4)``) and each row's new values are looked up in $3,
+# a jsonb object member -> [posted, held, version, merged_into]. It was an UPDATE ... FROM
+# unnest(...) join: under the lanes' settings its only plans are nested loops, and the planner
 # chose one that compared every row with every row (a Join Filter; 29,890 rows removed and
 # 12.4 ms of a 34.8 ms statement for a batch of 245 members, 2026-11-24), so the batches that
 # grow under load got slower per operation exactly when the lane fell behind.
@@ -110,36 +117,40 @@ WITH
 ops AS (
   INSERT INTO operations (merchant_id, op_id, kind, member_id, fingerprint, ok, result,
                           created_at)
-  SELECT *, $31 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
-                            $6::bool[], $7::bytea[])
+  SELECT m, o, k, mb, decode(fp, 'hex'), ok, decode(r, 'hex'), $1
+    FROM json_to_recordset($2::json) AS x(m text, o text, k text, mb text, fp text, ok bool,
+                                          r text)
   ON CONFLICT DO NOTHING
   RETURNING 1
 ),
 acc AS (
   UPDATE accounts a
-     SET posted = ($9::int8[])[($47::jsonb ->> a.member_id)::int4],
-         held = ($10::int8[])[($47::jsonb ->> a.member_id)::int4],
-         version = ($11::int8[])[($47::jsonb ->> a.member_id)::int4],
-         merged_into = ($35::text[])[($47::jsonb ->> a.member_id)::int4],
-         updated_at = $31
-   WHERE a.member_id = ANY($8::text[])
+     SET posted = ($3::jsonb -> a.member_id ->> 0)::int8,
+         held = ($3::jsonb -> a.member_id ->> 1)::int8,
+         version = ($3::jsonb -> a.member_id ->> 2)::int8,
+         merged_into = $3::jsonb -> a.member_id ->> 3,
+         updated_at = $1
+   WHERE a.member_id = ANY($4::text[])
   RETURNING 1
+),
+e AS MATERIALIZED (
+  SELECT * FROM json_to_recordset($5::json)
+           AS e(m text, mb text, v int8, k text, o text, c text, pd int8, hd int8, pa int8,
+                ha int8, ch text, st text, te text)
 ),
 ent AS (
   INSERT INTO ledger_entries (merchant_id, member_id, version, kind, op_id, contra,
                               posted_delta, held_delta, posted_after, held_after,
                               channel, store_id, terminal_id, created_at)
-  SELECT m, mb, v, k, o, c, pd, hd, pa, ha, ch, st, te, $31
-    FROM unnest($12::text[], $13::text[], $14::int8[], $15::text[], $16::text[], $17::text[],
-                $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::text[], $23::text[],
-                $24::text[]) AS e(m, mb, v, k, o, c, pd, hd, pa, ha, ch, st, te)
+  SELECT m, mb, v, k, o, c, pd, hd, pa, ha, ch, st, te, $1 FROM e
   RETURNING 1
 ),
 hld AS (
   INSERT INTO holds (merchant_id, id, member_id, amount, committed, status, expires_at,
                      created_at, resolved_at)
-  SELECT * FROM unnest($25::text[], $26::text[], $27::text[], $28::int8[], $29::int8[],
-                       $30::text[], $32::timestamptz[], $33::timestamptz[], $34::timestamptz[])
+  SELECT m, id, mb, a, c, s, x, cr, rs
+    FROM json_to_recordset($6::json) AS h(m text, id text, mb text, a int8, c int8, s text,
+                                          x timestamptz, cr timestamptz, rs timestamptz)
   ON CONFLICT (merchant_id, id) DO UPDATE
      SET committed = EXCLUDED.committed, status = EXCLUDED.status,
          resolved_at = EXCLUDED.resolved_at, member_id = EXCLUDED.member_id
@@ -147,16 +158,16 @@ hld AS (
 ),
 obx AS (
   INSERT INTO outbox (member_id, version, created_at)
-  SELECT mb, v, $31 FROM unnest($13::text[], $14::int8[]) AS o(mb, v)
+  SELECT mb, v, $1 FROM e
   RETURNING 1
 ),
 sal AS (
   INSERT INTO sales (merchant_id, op_id, member_id, channel, store_id, terminal_id, total,
                      points, breakdown, lines, fingerprint, created_at)
-  SELECT m, o, mb, ch, st, te, tot, pts, bd::jsonb, ln::jsonb, fp, $31
-    FROM unnest($36::text[], $37::text[], $38::text[], $39::text[], $40::text[], $41::text[],
-                $42::int8[], $43::int8[], $44::text[], $45::text[], $46::bytea[])
-         AS s(m, o, mb, ch, st, te, tot, pts, bd, ln, fp)
+  SELECT m, o, mb, ch, st, te, tot, pts, bd::jsonb, ln::jsonb, decode(fp, 'hex'), $1
+    FROM json_to_recordset($7::json)
+         AS s(m text, o text, mb text, ch text, st text, te text, tot int8, pts int8, bd text,
+              ln text, fp text)
   ON CONFLICT (merchant_id, op_id) DO NOTHING
   RETURNING 1
 )
