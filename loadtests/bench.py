@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtests import baselines, nodes, peer
+from loadtests import baselines, nodes, peer, speed
 from loadtests.bench_markdown import markdown
 from loadtests.config import Config
 from loadtests.runner import Run, SetupError, log
@@ -167,6 +167,7 @@ class Bench:
         try:
             for name in ("checkout", "push", "peer", "idle", "broadcast", "baselines", "ledger"):
                 if name in self.stages:
+                    self.results.setdefault("speed_probe_ms", {})[name] = speed.probe_ms()
                     log(f"bench: stage {name}")
                     try:
                         self.results[name] = await getattr(self, f"stage_{name}")()

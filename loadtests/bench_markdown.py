@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from loadtests import speed
+
 
 def _f(v: Any, digits: int = 1) -> str:
     if v is None:
@@ -28,6 +30,18 @@ def _verdict(
     return "PASS" if ok else "MISS"
 
 
+def _speed_lines(readings: dict[str, float]) -> list[str]:
+    if not readings:
+        return []
+    each = ", ".join(f"{k} {_f(v, 1)} ms" for k, v in readings.items())
+    return [
+        "",
+        f"Machine speed before each stage (`loadtests/speed.py`: a fixed pure-Python workload, "
+        f"median of 5; lower is faster): {each}. The slowest reading was "
+        f"{speed.spread(readings)}x the fastest. Compare runs only where these agree.",
+    ]
+
+
 def markdown(r: dict[str, Any]) -> str:
     s = r["sizes"]
     m = r["machine"]
@@ -41,6 +55,7 @@ def markdown(r: dict[str, Any]) -> str:
         "every figure includes the generator's own CPU. Latencies are open-loop, measured from each "
         "send's scheduled time (HdrHistogram, merged across generator processes). "
         "Regenerate with `make bench` (full, ~10 min) or `python -m loadtests bench --quick`.",
+        *_speed_lines(r.get("speed_probe_ms") or {}),
         "",
         "## Against the issue's targets",
         "",

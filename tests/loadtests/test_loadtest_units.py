@@ -324,3 +324,25 @@ async def test_paced_arrivals_keep_the_timetable_and_hand_out_late_ones_at_once(
     # started a second late: every arrival is due already and comes out without sleeping
     late = [x async for x in paced([Stage(0.1, 100.0, 100.0)], t0 - 1_000_000_000)]
     assert len(late) == 10 and all(now - due > 800_000_000 for _, due, now in late)
+
+
+def test_the_speed_probe_times_a_fixed_workload_and_the_report_shows_its_spread() -> None:
+    from loadtests import speed
+    from loadtests.bench_markdown import markdown
+
+    ms = speed.probe_ms(rounds=3, n=20_000)
+    assert 0 < ms < 10_000
+    assert speed._work(1000) == speed._work(1000)  # the same work every time
+    assert speed.spread({"checkout": 20.0, "push": 25.0, "ledger": 22.0}) == 1.25
+    assert speed.spread({}) is None
+    r = {
+        "date": "2026-11-24T00:00:00+00:00", "profile": "full", "nodes": 3,
+        "sizes": {"checkout_rate": 2000, "push_rate": 1000},
+        "machine": {"cores": 2, "memory_gib": 24, "kernel": "x", "python": "3.11", "postgres": "15", "redis": "7"},
+        "speed_probe_ms": {"checkout": 20.0, "push": 25.0},
+    }  # fmt: skip
+    md = markdown(r)
+    assert "checkout 20.0 ms, push 25.0 ms" in md
+    assert "The slowest reading was 1.25x the fastest" in md
+    del r["speed_probe_ms"]
+    assert "Machine speed" not in markdown(r)
