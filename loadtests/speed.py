@@ -1,7 +1,7 @@
 """How fast this machine is right now: a fixed pure-Python workload, timed.
 
 On a shared virtual machine the same code runs tens of percent slower from one minute to the
-next (a pgbench of the same transaction measured 6,696 tx/s in one bench run and 4,740 tx/s
+next (the bench's pgbench baseline measured 6,696 tx/s in one full run and 4,476 tx/s
 in the next, 2026-11-24). ``make bench`` times this probe before every stage and prints the
 readings beside the figures, so a reader can tell a change in the code from a change in the
 machine: compare two runs' figures only where their probes agree.
