@@ -17,7 +17,8 @@ Measures, on this machine, in one run:
 The load generator runs in the engine's process (one Python process, one core's worth of
 work), so the figures are for the engine plus its generator sharing the machine with
 PostgreSQL and Redis. That process runs as a gateway node does: on uvloop, with the node's
-collector policy (``gateway.collector``, the default ``ServerSettings`` intervals). End-to-end figures through websockets come from the `checkout` scenario.
+collector policy (``gateway.collector``, the default ``ServerSettings`` intervals).
+End-to-end figures through websockets come from the `checkout` scenario.
 
 Run: ``python -m loadtests.ledger_bench [--quick] [--json FILE]``.
 """
