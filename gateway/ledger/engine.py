@@ -445,45 +445,13 @@ def _write_args(
         }
         for i, out, raw in new_ops
     ]
-    ents = [
-        {
-            "m": e.merchant,
-            "mb": e.member,
-            "v": e.version,
-            "k": e.kind,
-            "o": e.op,
-            "c": e.contra,
-            "pd": e.posted_delta,
-            "hd": e.held_delta,
-            "pa": e.posted_after,
-            "ha": e.held_after,
-            "ch": e.channel,
-            "st": e.store,
-            "te": e.terminal,
-        }
-        for e in entries
-    ]
-    hlds = [
-        {
-            "m": h.merchant,
-            "id": h.id,
-            "mb": h.member,
-            "a": h.amount,
-            "c": h.committed,
-            "s": h.status,
-            "x": h.expires_at,
-            "cr": h.created_at,
-            "rs": h.resolved_at,
-        }
-        for h in holds
-    ]
     return [
         now,
         dumps(ops).decode(),
         dumps({a.member: (a.posted, a.held, a.version, a.merged_into) for a in accounts}).decode(),
         [a.member for a in accounts],
-        dumps(ents).decode(),
-        dumps(hlds).decode(),
+        dumps(entries).decode(),  # the dataclasses, by field name
+        dumps(holds).decode(),
         dumps(_sales(new_ops)).decode(),
     ]
 

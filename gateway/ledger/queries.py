@@ -100,7 +100,8 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 # rolls back and re-runs the batch (which then replays that operation).
 #
 # The rows come as one JSON document per table ($2 operations, $5 entries, $6 holds, $7
-# sales; bytea as hex), not as one array per column: asyncpg encodes each array parameter
+# sales; bytea as hex; entries and holds are the engine's dataclasses, keyed by field name),
+# not as one array per column: asyncpg encodes each array parameter
 # on its own, and the 46 columns cost the node about 48 us of CPU per batch of one operation
 # (180 us for ten), where orjson writes the same rows in 1 to 13 us (2026-11-24 probe). At the
 # end-to-end rates a batch holds one or two operations, so that was a large share of a lane's
@@ -135,22 +136,26 @@ acc AS (
 ),
 e AS MATERIALIZED (
   SELECT * FROM json_to_recordset($5::json)
-           AS e(m text, mb text, v int8, k text, o text, c text, pd int8, hd int8, pa int8,
-                ha int8, ch text, st text, te text)
+           AS e(merchant text, member text, version int8, kind text, op text, contra text,
+                posted_delta int8, held_delta int8, posted_after int8, held_after int8,
+                channel text, store text, terminal text)
 ),
 ent AS (
   INSERT INTO ledger_entries (merchant_id, member_id, version, kind, op_id, contra,
                               posted_delta, held_delta, posted_after, held_after,
                               channel, store_id, terminal_id, created_at)
-  SELECT m, mb, v, k, o, c, pd, hd, pa, ha, ch, st, te, $1 FROM e
+  SELECT merchant, member, version, kind, op, contra, posted_delta, held_delta, posted_after,
+         held_after, channel, store, terminal, $1
+    FROM e
   RETURNING 1
 ),
 hld AS (
   INSERT INTO holds (merchant_id, id, member_id, amount, committed, status, expires_at,
                      created_at, resolved_at)
-  SELECT m, id, mb, a, c, s, x, cr, rs
-    FROM json_to_recordset($6::json) AS h(m text, id text, mb text, a int8, c int8, s text,
-                                          x timestamptz, cr timestamptz, rs timestamptz)
+  SELECT merchant, id, member, amount, committed, status, expires_at, created_at, resolved_at
+    FROM json_to_recordset($6::json)
+         AS h(merchant text, id text, member text, amount int8, committed int8, status text,
+              expires_at timestamptz, created_at timestamptz, resolved_at timestamptz)
   ON CONFLICT (merchant_id, id) DO UPDATE
      SET committed = EXCLUDED.committed, status = EXCLUDED.status,
          resolved_at = EXCLUDED.resolved_at, member_id = EXCLUDED.member_id
@@ -158,7 +163,7 @@ hld AS (
 ),
 obx AS (
   INSERT INTO outbox (member_id, version, created_at)
-  SELECT mb, v, $1 FROM e
+  SELECT member, version, $1 FROM e
   RETURNING 1
 ),
 sal AS (
