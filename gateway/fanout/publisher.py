@@ -20,7 +20,8 @@ from gateway.store.redis import Breaker, CacheEpoch, Redis, translate_errors
 from protocol.codec import encode
 from protocol.messages import BalanceChanged, Cause
 
-#: Seconds a publish may take before the reply goes out without it (the relay republishes).
+#: Seconds a publish may take before it is given up: the breaker trips and the outbox relay
+#: republishes. (Replies never wait for a publish: the lane releases them first.)
 PUBLISH_TIMEOUT = 0.5
 #: Changes per Lua call (one call per chunk keeps the per-command overhead off each change).
 CHUNK = 128
