@@ -52,6 +52,7 @@ from gateway.ledger.rebuild import rebuild_cache
 from gateway.settings import LedgerSettings, ServerSettings
 from gateway.store.keys import Keys
 from gateway.store.migrate import migrate
+from gateway.store.redis import create_client
 from loadtests.hist import new as new_histogram
 
 DEFAULT_DB = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty")
@@ -180,7 +181,7 @@ async def _open_loop(
 
 
 async def ledger_figures(dsn: str, redis_url: str, quick: bool, members: int) -> dict[str, Any]:
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = create_client(redis_url)  # the node's client
     keys = Keys(f"lgbench{uuid.uuid4().hex[:6]}")
     ledger = Ledger(dsn, LedgerSettings(), Publisher(redis, keys))  # the product's defaults
     await ledger.start()

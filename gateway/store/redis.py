@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -58,14 +61,52 @@ class CacheEpoch:
         return self.value
 
 
+class _HiredisPacking(AbstractConnection):
+    """Packs each command with hiredis's C encoder. redis-py's asyncio connections pack in
+    Python, one type check and one bytes join per argument: a publish of 13 changes (83
+    arguments) took 71 us to pack there and 10 us here; one change, 9.4 against 1.4 us
+    (2026-11-24). The bytes are the same (``tests/gateway/test_redis_packing.py``)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if isinstance(name, str) and " " in name:  # "SCRIPT LOAD" goes as two arguments
+            args = (*name.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return super().pack_command(*args)  # raises redis-py's own DataError
+
+
+class _Connection(_HiredisPacking, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_HiredisPacking, aioredis.SSLConnection):
+    pass
+
+
+class _UnixConnection(_HiredisPacking, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+_PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    aioredis.Connection: _Connection,
+    aioredis.SSLConnection: _SSLConnection,
+    aioredis.UnixDomainSocketConnection: _UnixConnection,
+}
+
+
 def create_client(url: str, timeout: float = 2.0) -> Redis:
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
         max_connections=64,
     )
+    pool = client.connection_pool
+    pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
+    return client
 
 
 @contextlib.contextmanager
