@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     IDENTITY_INVALID = "identity_invalid"
     SALE_NOT_FOUND = "sale_not_found"
     RETURN_EXCEEDS_SALE = "return_exceeds_sale"
+    REDEMPTION_OF_ANOTHER_SALE = "redemption_of_another_sale"
     REWARD_NOT_FOUND = "reward_not_found"
     REWARD_NOT_ELIGIBLE = "reward_not_eligible"
     CODE_NOT_FOUND = "code_not_found"
@@ -109,6 +110,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.IDENTITY_INVALID: "The phone number, email or card is not valid.",
     ErrorCode.SALE_NOT_FOUND: "No sale with that id for this member.",
     ErrorCode.RETURN_EXCEEDS_SALE: "The return is larger than what remains of the sale.",
+    ErrorCode.REDEMPTION_OF_ANOTHER_SALE: (
+        "The redemption's points are restored through returns of another sale (named)."
+    ),
     ErrorCode.REWARD_NOT_FOUND: "No reward with that id in this programme.",
     ErrorCode.REWARD_NOT_ELIGIBLE: "The member's tier may not redeem this reward.",
     ErrorCode.CODE_NOT_FOUND: "No such code in this programme.",

@@ -9,6 +9,14 @@ A return is recorded in ``sale_returns`` under the sale's row lock (so concurren
 one sale never return more than was bought), then posted to the ledger as one ``return`` entry:
 ``restored - clawback``, with ``clamp`` (the clawback is capped at what is available; the rest
 is reported as ``uncollected``).
+
+A return row counts (against what is left of the sale, and in tier points) while its ledger
+operation is pending or applied as a return; one the ledger refused is deleted by the caller,
+and one whose id the ledger holds for another operation never counts (``_COUNTS``).
+
+A redemption (the commit that paid part of a sale with points) is restored through the returns
+of one sale only, and all of them together restore at most what it spent: its operation row is
+locked while a return is planned, so two returns citing it are planned one after the other.
 """
 
 from __future__ import annotations
@@ -73,6 +81,12 @@ SELECT s.seq, s.op_id, s.total, s.points, s.lines, s.channel, s.store_id, s.crea
  ORDER BY s.seq DESC
  LIMIT $4
 """
+
+#: A return row counts unless the ledger holds its id for something other than an applied
+#: return (a refusal, or another operation that used the id first).
+_COUNTS = """NOT EXISTS (SELECT 1 FROM operations o
+                    WHERE o.merchant_id = r.merchant_id AND o.op_id = r.op_id
+                      AND NOT (o.ok AND o.kind = 'return'))"""
 
 _RETURNS_OF = """
 SELECT r.sale_op, r.lines, r.clawback
@@ -192,7 +206,8 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         return PlannedReturn(frame.member, frame.sale, mine["clawback"], mine["restored"], fp)
 
     prior = await conn.fetch(
-        "SELECT lines, value, clawback, restored FROM sale_returns WHERE merchant_id = $1 AND sale_op = $2",
+        "SELECT lines, value, clawback FROM sale_returns r"
+        f" WHERE r.merchant_id = $1 AND r.sale_op = $2 AND {_COUNTS}",
         merchant,
         frame.sale,
     )
@@ -227,8 +242,14 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
                 )
         counts = dict(want)
         completes = all(done_qty[s] + want[s] == q for s, q in sold_qty.items())
-        gross = sum((Decimal(sold_value[s]) * q / sold_qty[s] for s, q in want.items()), Decimal(0))
-        value = left_value if completes else min(left_value, _floor(gross * total / whole))
+        if whole:
+            share = (
+                sum((Decimal(sold_value[s]) * q / sold_qty[s] for s, q in want.items()), Decimal(0))
+                / whole
+            )
+        else:  # every line priced 0: the total is split by quantity
+            share = Decimal(sum(want.values())) / sum(sold_qty.values())
+        value = left_value if completes else min(left_value, _floor(share * total))
     elif frame.amount is not None:
         if frame.amount > left_value or frame.amount == 0:
             raise fail(ErrorCode.RETURN_EXCEEDS_SALE, f"{left_value} left of the sale")
@@ -251,7 +272,8 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     if frame.redemption is not None:
         raw = await conn.fetchval(
             """SELECT result FROM operations
-                WHERE merchant_id = $1 AND op_id = $2 AND kind = 'commit' AND ok""",
+                WHERE merchant_id = $1 AND op_id = $2 AND kind = 'commit' AND ok
+                  FOR UPDATE""",
             merchant,
             frame.redemption,
         )
@@ -266,8 +288,20 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
             )
         ):
             raise fail(ErrorCode.OPERATION_NOT_FOUND, "no committed redemption with that op")
+        cited = await conn.fetch(
+            "SELECT sale_op, restored FROM sale_returns r"
+            f" WHERE r.merchant_id = $1 AND r.redemption = $2 AND {_COUNTS}",
+            merchant,
+            frame.redemption,
+        )
+        for c in cited:
+            if c["sale_op"] != frame.sale:
+                raise fail(
+                    ErrorCode.REDEMPTION_OF_ANOTHER_SALE,
+                    f"its points are restored through returns of sale {c['sale_op']}",
+                )
         spent = data.committed
-        given = sum(p["restored"] for p in prior)
+        given = sum(c["restored"] for c in cited)
         if completes:
             restored = spent - given
         else:
@@ -292,18 +326,32 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     return PlannedReturn(frame.member, frame.sale, clawback, restored, fp)
 
 
+async def forget_return(pool: asyncpg.Pool[Any], merchant: str, op: str, fp: bytes) -> None:
+    """Delete the row of a return the ledger refused: it moved no points, so it must not count
+    against the sale (a refusal the ledger did not record, such as ``member_merged``, would
+    otherwise look pending forever). A retry with the same id plans it afresh."""
+    with translate_errors("return"):
+        await pool.execute(
+            "DELETE FROM sale_returns WHERE merchant_id = $1 AND op_id = $2 AND fingerprint = $3",
+            merchant,
+            op,
+            fp,
+        )
+
+
 async def qualifying_points(
     conn: asyncpg.Pool[Any] | asyncpg.Connection[Any], member: str, since: datetime
 ) -> int:
     """Points earned by sales since ``since``, less what returns clawed back since then."""
     with translate_errors("qualifying points"):
         value = await conn.fetchval(
-            """SELECT COALESCE((SELECT sum(s.points) FROM sales s
+            f"""SELECT COALESCE((SELECT sum(s.points) FROM sales s
                                   JOIN operations o ON o.merchant_id = s.merchant_id
                                    AND o.op_id = s.op_id AND o.ok AND o.kind = 'earn'
                                  WHERE s.member_id = $1 AND s.created_at > $2), 0)
                     - COALESCE((SELECT sum(r.clawback) FROM sale_returns r
-                                 WHERE r.member_id = $1 AND r.created_at > $2), 0)""",
+                                 WHERE r.member_id = $1 AND r.created_at > $2
+                                   AND {_COUNTS}), 0)""",
             member,
             since,
         )

@@ -230,6 +230,7 @@ class Loyalty(RewardsMixin):
             )
         )
         if not outcome.ok:
+            await sales.forget_return(self.pool, origin.merchant, frame.op, plan.fingerprint)
             raise refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)
