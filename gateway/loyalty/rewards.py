@@ -14,7 +14,7 @@ import msgspec
 
 from gateway.errors import Refused
 from gateway.ledger.apply import epoch_ms
-from gateway.ledger.engine import Ledger
+from gateway.ledger.engine import Ledger, decode_outcome
 from gateway.ledger.model import Earn, Origin
 from gateway.ledger.reads import Reads
 from gateway.loyalty import directory
@@ -141,9 +141,18 @@ class RewardsMixin:
             )
         if prior is not None and (prior["member_id"], prior["reward_id"]) != (member, reward):
             raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
-        if r is None or (not r["active"] and prior is None):
+        if r is None:
             raise Refused("", ErrorCode.REWARD_NOT_FOUND)
-        if r["min_tier"] and prior is None:
+        # A retry of a redemption the ledger already applied is replayed at the cost it paid,
+        # whatever the catalogue says now: its code is issued even if the node died between
+        # the ledger and the code, and the reward was repriced or withdrawn since.
+        cost = await self._cost_paid(merchant, op, member, reward)
+        retry = prior is not None or cost is not None
+        if cost is None:
+            cost = r["cost"]
+        if not r["active"] and not retry:
+            raise Refused("", ErrorCode.REWARD_NOT_FOUND)
+        if r["min_tier"] and not retry:
             prof = await directory.profile(self.pool, merchant, member)
             have = programme.tier_rank(prof.tier if prof else "")
             if have < programme.tier_rank(r["min_tier"]):
@@ -154,12 +163,12 @@ class RewardsMixin:
             Earn(
                 op=op,
                 member=member,
-                points=-r["cost"],
+                points=-cost,
                 origin=origin,
                 kind="reward",
                 contra="redemption",
                 clamp=False,
-                breakdown=(PointsLine(rule=f"reward:{reward}", points=-r["cost"]),),
+                breakdown=(PointsLine(rule=f"reward:{reward}", points=-cost),),
                 detail=msgspec.json.encode(("reward", reward)),
             )
         )
@@ -178,7 +187,7 @@ class RewardsMixin:
                 new_code(),
                 member,
                 reward,
-                r["cost"],
+                cost,
                 op,
                 days,
             )
@@ -187,6 +196,24 @@ class RewardsMixin:
             )
         assert row is not None
         return self._code(row, receipt.balance)
+
+    async def _cost_paid(self, merchant: str, op: str, member: str, reward: str) -> int | None:
+        """The points an applied redemption of ``reward`` under ``op`` took, if there is one."""
+        with translate_errors("reward read"):
+            raw = await self.pool.fetchval(
+                """SELECT result FROM operations
+                    WHERE merchant_id = $1 AND op_id = $2 AND kind = 'reward' AND ok""",
+                merchant,
+                op,
+            )
+        data = None if raw is None else decode_outcome(raw).data
+        if (
+            isinstance(data, SaleReceipt)
+            and data.member == member
+            and [b.rule for b in data.breakdown] == [f"reward:{reward}"]
+        ):
+            return -data.points
+        return None
 
     async def use_code(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Redeem a code: one conditional UPDATE, so of two registers presenting it at the same
@@ -252,6 +279,17 @@ class RewardsMixin:
             )
         )
         if not outcome.ok:
+            # Nothing was refunded (e.g. the op id belongs to another operation): the code
+            # goes back to issued, usable and voidable, rather than lost with its points.
+            with translate_errors("code void"):
+                await self.pool.execute(
+                    """UPDATE reward_codes SET status = 'issued', voided_at = NULL, void_op = NULL
+                        WHERE merchant_id = $1 AND code = $2 AND status = 'voided'
+                          AND void_op = $3""",
+                    merchant,
+                    row["code"],
+                    op,
+                )
             raise refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)

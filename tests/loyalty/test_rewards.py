@@ -146,3 +146,51 @@ async def test_codes_are_merchant_scoped(clients, merchant, pg_dsn):
         assert reply.code == "code_not_found"
     assert (await err(foreign, redeem(m))).code == "forbidden"
     await ok(till, {"type": "use_code", "op": unique("u"), "code": code})
+
+
+async def test_void_under_an_id_already_used_leaves_the_code_usable(clients, merchant, pg_dsn):
+    """Found in review: the code was marked voided before the ledger refused the reused id, so
+    the code was lost and its points never came back."""
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 110_000)  # 1,100
+    first = (await ok(till, redeem(m))).code
+    second = (await ok(till, redeem(m))).code
+    op = unique("void")
+    await ok(till, {"type": "void_code", "op": op, "code": first})
+    reused = await err(till, {"type": "void_code", "op": op, "code": second})
+    assert reused.code == "idempotency_conflict"
+    back = await ok(till, {"type": "void_code", "op": unique("v"), "code": second})
+    assert back.status == "voided" and back.balance.available == 1_100
+
+
+async def test_redemption_retry_replays_at_the_cost_it_paid(clients, merchant, pg_dsn):
+    """Found in review: a retry re-read the catalogue, so after a price change it was refused
+    as an idempotency conflict, and a code lost between the ledger and its insert (a node
+    dying there) could never be issued for points already taken."""
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 80_000)  # 800
+    frame = redeem(m)
+    code = await ok(till, frame)
+    await setup_db(
+        pg_dsn, "UPDATE rewards SET cost = 550 WHERE merchant_id = $1 AND id = 'ten-off'", merchant
+    )
+    assert await ok(till, frame) == code
+    coffee = redeem(m, "coffee")
+    await ok(till, coffee)
+    await setup_db(  # as if the node died after the ledger, before the code's insert ...
+        pg_dsn,
+        "DELETE FROM reward_codes WHERE merchant_id = $1 AND issue_op = $2",
+        merchant,
+        coffee["op"],
+    )
+    await setup_db(  # ... and the reward was then repriced and withdrawn
+        pg_dsn,
+        "UPDATE rewards SET cost = 999, active = false WHERE merchant_id = $1 AND id = 'coffee'",
+        merchant,
+    )
+    again = await ok(till, coffee)
+    assert again.status == "issued" and again.points == 150
+    assert again.balance.available == 800 - 500 - 150  # spent once
+    assert (await err(till, redeem(m, "coffee"))).code == "reward_not_found"  # a new one is not
