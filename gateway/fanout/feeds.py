@@ -70,6 +70,7 @@ class Feed:
         "presence",
         "presence_seq",
         "ready",
+        "rechecking",
         "sessions",
     )
 
@@ -87,6 +88,8 @@ class Feed:
         self.ready = asyncio.Event()
         self.filler: asyncio.Task[None] | None = None
         self.linger: asyncio.TimerHandle | None = None
+        #: Re-subscribed after Redis dropped the channel: fill the gap once confirmed.
+        self.rechecking = False
 
     @property
     def version(self) -> int:
@@ -173,6 +176,7 @@ class Feeds:
             except BaseException:
                 self._feeds.pop(member, None)
                 feed.ready.set()
+                self._spawn(self._unsubscribe(member))
                 raise
         elif not feed.ready.is_set():
             await feed.ready.wait()
@@ -181,6 +185,17 @@ class Feeds:
         if feed.linger is not None:
             feed.linger.cancel()
             feed.linger = None
+        try:
+            return await self._join_open(feed, session, since, presence)
+        except BaseException:
+            if not feed.sessions:
+                self._linger(feed)  # else nobody would ever close it
+            raise
+
+    async def _join_open(
+        self, feed: Feed, session: Subscriber, since: int | None, presence: bool
+    ) -> tuple[Balance, list[BalanceChanged], bool, list[Peer] | None]:
+        member = feed.member
         missed: list[BalanceChanged] = []
         recovered = True
         if since is not None and since < feed.version:
@@ -221,7 +236,11 @@ class Feeds:
             feed.presence.discard(session)
             if not feed.presence:
                 feed.presence = None
-        if not feed.sessions and feed.linger is None:
+        if not feed.sessions:
+            self._linger(feed)
+
+    def _linger(self, feed: Feed) -> None:
+        if feed.linger is None:
             loop = asyncio.get_running_loop()
             feed.linger = loop.call_later(LINGER, self._close_feed, feed)
 
@@ -235,8 +254,19 @@ class Feeds:
         self._spawn(self._unsubscribe(feed.member))
 
     async def _unsubscribe(self, member: str) -> None:
+        if member in self._feeds:
+            # Watched again since the feed closed: its SUBSCRIBE may already be sent, and an
+            # UNSUBSCRIBE after it would silence the new feed.
+            return
         with contextlib.suppress(*REDIS_ERRORS):
             await self._pubsub.unsubscribe(self._keys.member_channel(member))
+
+    async def _resubscribe_feed(self, feed: Feed) -> None:
+        feed.rechecking = True
+        try:
+            await self._pubsub.subscribe(self._keys.member_channel(feed.member))
+        except REDIS_ERRORS:
+            log.warning("re-subscribing %s failed", feed.member, exc_info=True)
 
     async def _open(self, feed: Feed) -> None:
         await self._pubsub.subscribe(self._keys.member_channel(feed.member))
@@ -277,6 +307,16 @@ class Feeds:
                 feed = self._feeds.get(member)
                 if feed is not None:
                     feed.confirmed.set()
+                    if feed.rechecking:
+                        feed.rechecking = False
+                        self._spawn(self._check(feed))
+            elif kind == "unsubscribe":
+                # Any order of a closing feed's UNSUBSCRIBE and a new feed's SUBSCRIBE that
+                # still left the channel unsubscribed: subscribe again, then fill the gap.
+                member = self._keys.member_from_channel(msg["channel"].decode())
+                feed = self._feeds.get(member)
+                if feed is not None and feed.ready.is_set():
+                    self._spawn(self._resubscribe_feed(feed))
 
     def _on_change(self, channel: bytes, data: bytes) -> None:
         member = self._keys.member_from_channel(channel.decode())

@@ -68,6 +68,8 @@ class PresenceBook:
         self._sweep = redis.register_script(PRESENCE_SWEEP)
         #: Local fallback counts (used only while Redis is unavailable).
         self._local: Counter[str] = Counter()
+        #: Ids of this node's recorded sessions that have not left: a refresh writes no other.
+        self._live: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.refreshes = 0
@@ -98,6 +100,7 @@ class PresenceBook:
             ok = self._local[member] < self.limit
         if ok:
             self._local[member] += 1
+            self._live.add(session_id)
         return ok
 
     def leave(self, session_id: str, principal: Principal) -> None:
@@ -107,6 +110,7 @@ class PresenceBook:
         self._local[member] -= 1
         if self._local[member] <= 0:
             del self._local[member]
+        self._live.discard(session_id)
         self._spawn(self._remove(session_id, member))
 
     async def _remove(self, session_id: str, member: str) -> None:
@@ -178,11 +182,15 @@ class PresenceBook:
         total = max(len(sessions), len(watched))
         n = REFRESH_CHUNK
         pause = spread / -(-total // n) if total else 0.0
+        live = self._live
         for i in range(0, total, n):
             if i:
                 await asyncio.sleep(pause)
+            # Sessions that left since the list was taken are not written back (they would be
+            # announced online until their entry expired).
+            chunk = [(sid, p) for sid, p in sessions[i : i + n] if sid in live]
             async with self._redis.pipeline(transaction=False) as pipe:
-                for sid, p in sessions[i : i + n]:
+                for sid, p in chunk:
                     member = p.member
                     assert member is not None
                     await self._join(
@@ -198,6 +206,10 @@ class PresenceBook:
                     )
                 with contextlib.suppress(*REDIS_ERRORS):
                     await pipe.execute()
+            for sid, p in chunk:
+                if sid not in live:  # left while the pipeline was in flight: delete it again
+                    assert p.member is not None
+                    self._spawn(self._remove(sid, p.member))
         self.refreshes += 1
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

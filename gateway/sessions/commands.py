@@ -7,7 +7,9 @@ merchant's members), then call the ledger or the read path. Domain refusals come
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -116,11 +118,33 @@ async def _ping(d: Dispatcher, session: Session, p: Principal, frame: Ping) -> o
     return Result(id=frame.id, data=Pong())
 
 
+@contextlib.asynccontextmanager
+async def watch_turn(session: Session) -> AsyncIterator[None]:
+    """Subscription commands of one session take effect one at a time, in the order they were
+    read. Each runs as its own task, and a subscribe waits while its member's feed opens: a
+    pipelined unsubscribe (or a ``replace``) would otherwise run meanwhile, and the subscribe
+    would then add the session to a feed it no longer lists (pushes after the unsubscribe, a
+    feed that never closes, the subscription limit bypassed). Enter before any await, so the
+    turn is taken when the command's task first runs, which is in read order."""
+    before = session.watch_turn
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    session.watch_turn = mine
+    try:
+        if before is not None and not before.done():
+            await asyncio.wait((before,))  # never cancels ``before`` if this task is cancelled
+        yield
+    finally:
+        mine.set_result(None)
+        if session.watch_turn is mine:
+            session.watch_turn = None
+
+
 async def _unsubscribe(d: Dispatcher, session: Session, p: Principal, frame: Unsubscribe) -> object:
-    if frame.member in session.subscriptions:
-        session.subscriptions.discard(frame.member)
-        d.s.feeds.leave(frame.member, session)
-    return Result(id=frame.id, data=Unsubscribed(member=frame.member))
+    async with watch_turn(session):
+        if frame.member in session.subscriptions:
+            session.subscriptions.discard(frame.member)
+            d.s.feeds.leave(frame.member, session)
+        return Result(id=frame.id, data=Unsubscribed(member=frame.member))
 
 
 async def _balance(d: Dispatcher, session: Session, p: Principal, frame: GetBalance) -> object:
@@ -154,6 +178,13 @@ async def _ledger_op(
 
 
 async def _subscribe(d: Dispatcher, session: Session, p: Principal, frame: Subscribe) -> object:
+    async with watch_turn(session):
+        return await _subscribe_in_turn(d, session, p, frame)
+
+
+async def _subscribe_in_turn(
+    d: Dispatcher, session: Session, p: Principal, frame: Subscribe
+) -> object:
     await d.authorize_member(p, frame.member)
     if frame.replace:
         # A POS moving on to the next customer: stop watching everyone else first.
@@ -176,7 +207,7 @@ async def _subscribe(d: Dispatcher, session: Session, p: Principal, frame: Subsc
     except BaseException:
         session.subscriptions.discard(frame.member)
         raise
-    if session.closing:
+    if session.closing or frame.member not in session.subscriptions:
         d.s.feeds.leave(frame.member, session)
     # Queued before any later change can be: join() returned without yielding after adding
     # the session to the feed, and the caller queues this reply at once.

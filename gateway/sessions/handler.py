@@ -198,15 +198,18 @@ async def _receive(node: Node, session: Session) -> WSMessage:
 
 def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
     cfg = node.settings.session
+    # Every frame takes a token, a malformed one too, and only an accepted one (decoded and
+    # within the rate) ends a run of malformed frames: interleaving valid frames cannot keep a
+    # stream of garbage from reaching ``max_bad_frames``.
     try:
         frame = decode_client(data)
     except DecodeError as exc:
+        session.bucket.take()
         session.bad_frames += 1
         session.send(Error(id=exc.request_id, code=exc.code.value, message=exc.message))
         if session.bad_frames >= cfg.max_bad_frames:
             session.close_soon(CloseCode.PROTOCOL_VIOLATION, "too many malformed frames")
         return
-    session.bad_frames = 0
     rid = getattr(frame, "id", None)
     if isinstance(frame, Hello):
         session.send(
@@ -237,6 +240,7 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
             )
         )
         return
+    session.bad_frames = 0
     task = asyncio.create_task(_run(node, session, frame, rid))
     session.inflight.add(task)
     task.add_done_callback(session.inflight.discard)

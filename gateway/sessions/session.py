@@ -88,6 +88,7 @@ class Session:
         "seen",
         "subscriptions",
         "transport",
+        "watch_turn",
         "writer",
         "ws",
     )
@@ -111,6 +112,9 @@ class Session:
         self.writer: asyncio.Task[None] | None = None
         self.closing = False
         self.subscriptions: set[str] = set()
+        #: Done when the last subscription command read so far has taken effect (see
+        #: ``commands.watch_turn``); None when none is in flight.
+        self.watch_turn: asyncio.Future[None] | None = None
         #: Members whose presence this session watches (None until it asks).
         self.presence: set[str] | None = None
         self.bucket = TokenBucket(rate, 2 * rate)

@@ -146,6 +146,8 @@ async def test_refresh_covers_every_session_and_member_across_many_pipelines(
         past = int(time.time() * 1000) - 1000
         for m in members[20:]:  # entries of a dead node, expired: the sweep must drop them
             await r.hset(keys.presence(m), "dead-1", f"app|dead|{past}")
+        for sid, p in sessions:
+            assert await book.join(sid, p)
         await book.refresh(sessions, members, spread=0.05)
         now = int(time.time() * 1000)
         for sid, p in sessions:
@@ -156,6 +158,40 @@ async def test_refresh_covers_every_session_and_member_across_many_pipelines(
             assert await r.hget(keys.presence(m), "dead-1") is None, m
     finally:
         found = [k async for k in r.scan_iter(match=f"{redis_prefix}:rc:*", count=1000)]
+        if found:
+            await r.delete(*found)
+        await r.aclose()
+
+
+async def test_refresh_does_not_bring_back_sessions_that_left_meanwhile(redis_prefix, monkeypatch):
+    """Found in review: the refresh wrote back the entries of sessions that closed after it
+    took its list, so a POS saw a closed app online for about three heartbeats."""
+    from gateway.auth import Principal
+    from gateway.fanout import presence
+
+    monkeypatch.setattr(presence, "REFRESH_CHUNK", 7)
+    r = aioredis.Redis.from_url(REDIS_URL)
+    keys = Keys(f"{redis_prefix}:gh")
+    book = presence.PresenceBook(r, keys, "n1", 100, 15.0, 30.0)
+    try:
+        sessions = [
+            (f"s{i}", Principal(kind="app", merchant="m", channel="app", member=f"gh-m{i % 3}"))
+            for i in range(23)
+        ]
+        for sid, p in sessions:
+            assert await book.join(sid, p)
+        refresh = asyncio.create_task(book.refresh(sessions, [], spread=0.2))
+        await asyncio.sleep(0)  # the first pipeline is on its way
+        gone = sessions[:3] + sessions[10:13]  # in that pipeline, and in a later one
+        for sid, p in gone:
+            book.leave(sid, p)
+        await refresh
+        await book.close()  # waits for the background deletes
+        for sid, p in sessions:
+            entry = await r.hget(keys.presence(p.member), sid)
+            assert (entry is None) == ((sid, p) in gone), sid
+    finally:
+        found = [k async for k in r.scan_iter(match=f"{redis_prefix}:gh:*", count=1000)]
         if found:
             await r.delete(*found)
         await r.aclose()

@@ -260,3 +260,21 @@ async def test_health_and_readiness(http, node):
         assert r.status == 200 and body["postgres"] == "ok" and body["redis"] == "ok"
     async with http.get(node + "/metrics") as r:
         assert r.status == 200 and "gateway_sessions" in await r.text()
+
+
+async def test_valid_frames_between_garbage_do_not_reset_the_bad_frame_count(
+    http, pg_dsn, redis_prefix, world
+):
+    """Found in review: any decodable frame reset the count, even one refused by the rate
+    limit, and malformed frames took no token, so a ping every few frames kept a stream of
+    garbage going for ever."""
+    settings = settings_for(pg_dsn, REDIS_URL, "n1", max_bad_frames=10, rate_per_second=2)
+    async with running_node(settings, redis_prefix) as rn:
+        c = await pos(http, rn.url, world["merchant"])
+        for i in range(40):
+            if c.close_code is not None:
+                break
+            await c.send_raw("{garbage" if i % 3 else f'{{"type":"ping","id":"p{i}"}}')
+        assert await c.wait_closed() == CloseCode.PROTOCOL_VIOLATION
+        codes = [f.code for f in c.frames if isinstance(f, Error)]
+        assert codes.count("malformed_frame") >= 10 and "rate_limited" in codes

@@ -1,0 +1,137 @@
+"""Races around a member's feed and a session's subscriptions, found in review: each of these
+could leave a session without the pushes it asked for, or with pushes it no longer wanted."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from protocol.codec import decode_server
+from protocol.messages import BalanceChanged, Result
+from tests.conftest import REDIS_URL
+from tests.gateway.live_support import eventually, make_world, pos, sale
+from tests.support import running_node, settings_for
+
+
+@pytest.fixture
+async def world(pg_dsn: str) -> dict[str, Any]:
+    return await make_world(pg_dsn)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+class Sink:
+    """A subscriber that records the versions it was sent."""
+
+    def __init__(self) -> None:
+        self.versions: list[int] = []
+
+    def send_framed(self, framed: bytes) -> None:
+        payload = framed[framed.index(b"{") :]  # after the websocket frame header
+        frame = decode_server(payload)
+        if isinstance(frame, BalanceChanged):
+            self.versions.append(frame.version)
+
+
+async def _numsub(node: Any, member: str) -> int:
+    channel = node.keys.member_channel(member)
+    return dict(await node.redis.pubsub_numsub(channel))[channel.encode()]
+
+
+async def test_rejoin_as_the_linger_closes_keeps_the_channel(http, pg_dsn, redis_prefix, world):
+    """The feed's linger fired in the same loop turn as a command that joined the member again:
+    the new feed's SUBSCRIBE went out before the old feed's UNSUBSCRIBE, so Redis stopped
+    sending the member's changes and no gap was ever seen."""
+    m = world["members"][0]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        node, feeds = rn.node, rn.node.feeds
+        till = await pos(http, rn.url, world["merchant"])
+        first, second = Sink(), Sink()
+        await feeds.join(m, first, None)
+        feeds.leave(m, first)  # the linger is armed
+        feed = feeds._feeds[m]
+        rejoin = asyncio.create_task(feeds.join(m, second, None))  # scheduled first ...
+        assert feed.linger is not None
+        feed.linger.cancel()
+        feeds._close_feed(feed)  # ... then the timer's callback runs
+        await rejoin
+        done = await sale(till, m)
+        version = done.data.balance.version
+        await eventually(lambda: version in second.versions, what="the change after the rejoin")
+        assert await _numsub(node, m) == 1
+        await till.close()
+
+
+async def test_a_dropped_channel_is_subscribed_again_and_the_gap_filled(
+    http, pg_dsn, redis_prefix, world
+):
+    """Whatever the order of a closing feed's UNSUBSCRIBE and a new one's SUBSCRIBE, a live
+    feed whose channel Redis dropped subscribes again and reads what it missed."""
+    m = world["members"][1]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        node, feeds = rn.node, rn.node.feeds
+        till = await pos(http, rn.url, world["merchant"])
+        sink = Sink()
+        await feeds.join(m, sink, None)
+        await feeds._pubsub.unsubscribe(node.keys.member_channel(m))  # as a stray UNSUBSCRIBE
+        done = await sale(till, m)  # may be published while the channel is dropped
+        version = done.data.balance.version
+        await eventually(lambda: version in sink.versions, what="the change, filled")
+        await eventually(lambda: feeds._feeds[m].rechecking is False, what="the re-check")
+        assert await _numsub(node, m) == 1
+        later = await sale(till, m)  # and the channel carries the next one
+        await eventually(lambda: later.data.balance.version in sink.versions)
+        assert sink.versions == sorted(set(sink.versions))
+        await till.close()
+
+
+async def test_pipelined_subscription_commands_take_effect_in_order(
+    http, pg_dsn, redis_prefix, world
+):
+    """A subscribe still opening its feed when the session's next command (unsubscribe, or a
+    subscribe with replace) ran: the session stayed in the feed without listing it, so it got
+    pushes after unsubscribing, outlived its close in the feed, and got past the limit."""
+    a, b, c = world["members"]
+    settings = settings_for(pg_dsn, REDIS_URL, "n1", max_subscriptions=1)
+    async with running_node(settings, redis_prefix) as rn:
+        node, feeds = rn.node, rn.node.feeds
+        till = await pos(http, rn.url, world["merchant"])
+        seller = await pos(http, rn.url, world["merchant"], "t2")
+        frames = [
+            {"id": "s1", "type": "subscribe", "member": a},
+            {"id": "u1", "type": "unsubscribe", "member": a},
+            {"id": "s2", "type": "subscribe", "member": b},
+            {"id": "s3", "type": "subscribe", "member": c, "replace": True},
+        ]
+        replies = await asyncio.gather(*(till.request(f) for f in frames))
+        assert all(isinstance(r, Result) for r in replies), replies
+        answered = [
+            f.id for f in till.frames if isinstance(f, Result) and f.id in {"s1", "u1", "s2", "s3"}
+        ]
+        assert answered == ["s1", "u1", "s2", "s3"]
+        server = next(s for s in node.sessions if s.principal.terminal == "t1")
+        assert server.subscriptions == {c}
+        watching = {m for m, f in feeds._feeds.items() if server in f.sessions}
+        assert watching == {c}
+        for m in (a, b):
+            await sale(seller, m)
+        last = await sale(seller, c)
+        got = await till.next_change()
+        assert (got.member, got.version) == (c, last.data.balance.version)
+        ref = weakref.ref(server)
+        del server
+        await till.close()
+        await eventually(
+            lambda: not any(ref() in f.sessions for f in feeds._feeds.values()),
+            what="the closed session out of every feed",
+        )
+        await seller.close()
