@@ -13,8 +13,10 @@ The member's channel also carries ``presence`` frames (see ``presence.py``); the
 sessions that asked for presence and are not ordered by version (each is the full list).
 
 When the fan-out connection to Redis is lost, redis-py reconnects and resubscribes; on every
-reconnect the feeds compare their version with PostgreSQL and fill what they missed
-(``_check_all``), since nothing published while the connection was down reaches this node.
+reconnect each feed, once Redis confirms its channel again, compares its version with
+PostgreSQL and fills what it missed (``_check``), since nothing published while the connection
+was down reaches this node. The read loop also checks every feed when it sees the connection
+fail (``_check_all``).
 """
 
 from __future__ import annotations
@@ -153,7 +155,11 @@ class Feeds:
         await self._resubscribe(connection)
         self.reconnects += 1
         log.warning("fan-out connection re-established; checking %d feeds", len(self._feeds))
-        self._check_all()
+        # Each feed is checked once Redis confirms its channel again (the read loop sees the
+        # confirmation): a check before that could miss a change published in between.
+        for feed in self._feeds.values():
+            if feed.ready.is_set():
+                feed.rechecking = True
 
     def presence_watched(self) -> list[str]:
         """Members some local session watches with presence."""
