@@ -389,7 +389,9 @@ class Loyalty(RewardsMixin):
                         *(
                             self.ledger.submit(
                                 Earn(
-                                    op=f"expiry:{r['member_id']}:{r['version']}",
+                                    # '~' and '/' are outside the client id charset:
+                                    # no client can take this id first and block it
+                                    op=f"~expiry/{r['member_id']}/{r['version']}",
                                     member=r["member_id"],
                                     points=-r["av"],
                                     origin=Origin(merchant=r["merchant_id"], channel="system"),

@@ -63,3 +63,24 @@ async def test_expiry_hands_no_advisory_lock_back_to_the_pool(clients, merchant,
         await db.close()
     assert held == 0
     assert await svc.run_expiry() == 0  # and it can run again
+
+
+async def test_a_client_cannot_take_the_expiry_op_id_first(clients, merchant, pg_dsn, rn):
+    """Found in review: the expiry's id (``expiry:<member>:<version>``) was a valid client id,
+    so a POS could use it first and that expiry would be refused as an id conflict."""
+    await setup_db(
+        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+    )
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 1_000)
+    version = (await ok(till, {"type": "balance", "member": m})).version
+    await ok(till, {"type": "sale", "op": f"expiry:{m}:{version}", "member": m, "total": 0})
+    await setup_db(
+        pg_dsn,
+        "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
+        m,
+    )
+    svc = rn.runner.app[SERVICE].loyalty
+    assert svc is not None
+    assert await svc.run_expiry() == 1
+    assert (await ok(till, {"type": "balance", "member": m})).posted == 0
