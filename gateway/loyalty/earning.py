@@ -18,16 +18,19 @@ once per sale, not multiplied) follow, then ``cap`` (negative) if the programme 
 Rounding (per programme): ``line`` floors each rule's points on each line, then adds them up;
 ``sale`` adds each rule's exact points over the sale's lines, then floors once per rule. Either
 way the breakdown adds up exactly to the points, and the shopper is never credited a fraction
-the programme did not grant.
+the programme did not grant. The arithmetic is exact (``Fraction``): with 28-digit decimals, a
+sale of 100 over three equal lines summed its thirds to 0.999... and floored it to 0 points.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import asyncpg
@@ -37,7 +40,7 @@ from gateway.loyalty.programme import Programme, Programmes, Rule
 from protocol.limits import MAX_POINTS
 from protocol.messages import PointsLine, Sale, SaleLine
 
-_HUNDRED = Decimal(100)
+_HUNDRED = Fraction(100)
 _ONE = Decimal(1)
 
 
@@ -47,8 +50,8 @@ class Computed:
     breakdown: tuple[PointsLine, ...]
 
 
-def _floor(x: Decimal) -> int:
-    return int(x.to_integral_value(rounding=ROUND_FLOOR))
+def _floor(x: Fraction) -> int:
+    return math.floor(x)
 
 
 def _best(rules: Sequence[Rule]) -> Rule | None:
@@ -74,26 +77,27 @@ def compute(
         key=lambda r: r.id,
     )
     tier_def = programme.tier(tier) if tier else None
-    items: list[tuple[str, str | None, Decimal]] = []
+    items: list[tuple[str, str | None, Fraction]] = []
     if lines:
-        values = [Decimal(ln.qty * ln.price) for ln in lines]
-        whole = sum(values, Decimal(0))
+        values = [ln.qty * ln.price for ln in lines]
+        whole = sum(values)
         for ln, value in zip(lines, values, strict=True):
-            paid = value * total / whole if whole else Decimal(0)
+            paid = Fraction(value * total, whole) if whole else Fraction(0)
             items.append((ln.sku, ln.category, paid))
     else:
-        items.append(("", None, Decimal(total)))
+        items.append(("", None, Fraction(total)))
 
-    exact: dict[tuple[str, str | None], Decimal] = {("base", None): Decimal(0)}
+    exact: dict[tuple[str, str | None], Fraction] = {("base", None): Fraction(0)}
     floored: dict[tuple[str, str | None], int] = {("base", None): 0}
 
-    def add(name: str, sku: str | None, value: Decimal) -> None:
+    def add(name: str, sku: str | None, value: Fraction) -> None:
         key = (name, sku)
-        exact[key] = exact.get(key, Decimal(0)) + value
+        exact[key] = exact.get(key, Fraction(0)) + value
         floored[key] = floored.get(key, 0) + _floor(value)
 
+    rate = Fraction(programme.points_per_unit)
     for sku, category, paid in items:
-        base = paid / _HUNDRED * programme.points_per_unit
+        base = paid / _HUNDRED * rate
         add("base", None, base)
         factors: list[tuple[str, str | None, Decimal]] = []
         rule = _best([r for r in active if r.kind == "product" and r.sku == sku and sku])
@@ -110,11 +114,11 @@ def compute(
         for p in promos:
             if p.multiplier != _ONE and p.matches(sku, category):
                 factors.append((f"promo:{p.id}", None, p.multiplier))
-        m = _ONE
+        m = Fraction(1)
         for name, rule_sku, f in factors:
             if f != _ONE:
-                add(name, rule_sku, base * m * (f - _ONE))
-            m *= f
+                add(name, rule_sku, base * m * (Fraction(f) - 1))
+            m *= Fraction(f)
 
     if programme.rounding == "sale":
         parts = {k: _floor(v) for k, v in exact.items()}

@@ -339,22 +339,28 @@ async def forget_return(pool: asyncpg.Pool[Any], merchant: str, op: str, fp: byt
         )
 
 
+def qualifying_expr(member: str, since: str, until: str | None = None) -> str:
+    """SQL for a member's qualifying points: the points of its sales made after ``since`` (and
+    up to ``until``), less what the counted returns of those same sales clawed back. A sale
+    that left the window takes its returns with it (they are not subtracted twice)."""
+    upto = "" if until is None else f" AND s.created_at <= {until}"
+    returned = "" if until is None else f" AND r.created_at <= {until}"
+    return f"""(COALESCE((SELECT sum(s.points) FROM sales s
+                          JOIN operations o ON o.merchant_id = s.merchant_id
+                           AND o.op_id = s.op_id AND o.ok AND o.kind = 'earn'
+                         WHERE s.member_id = {member} AND s.created_at > {since}{upto}), 0)
+             - COALESCE((SELECT sum(r.clawback) FROM sale_returns r
+                          JOIN sales s ON s.merchant_id = r.merchant_id AND s.op_id = r.sale_op
+                         WHERE r.member_id = {member} AND s.created_at > {since}{upto}{returned}
+                           AND {_COUNTS}), 0))"""
+
+
 async def qualifying_points(
     conn: asyncpg.Pool[Any] | asyncpg.Connection[Any], member: str, since: datetime
 ) -> int:
-    """Points earned by sales since ``since``, less what returns clawed back since then."""
+    """Points earned by sales since ``since``, less what returns of those sales clawed back."""
     with translate_errors("qualifying points"):
-        value = await conn.fetchval(
-            f"""SELECT COALESCE((SELECT sum(s.points) FROM sales s
-                                  JOIN operations o ON o.merchant_id = s.merchant_id
-                                   AND o.op_id = s.op_id AND o.ok AND o.kind = 'earn'
-                                 WHERE s.member_id = $1 AND s.created_at > $2), 0)
-                    - COALESCE((SELECT sum(r.clawback) FROM sale_returns r
-                                 WHERE r.member_id = $1 AND r.created_at > $2
-                                   AND {_COUNTS}), 0)""",
-            member,
-            since,
-        )
+        value = await conn.fetchval(f"SELECT {qualifying_expr('$1', '$2')}", member, since)
     return max(0, int(value))
 
 

@@ -299,16 +299,17 @@ class Loyalty(RewardsMixin):
         programme = await self.programmes.get(merchant)
         if not programme.tiers:
             return None
-        prof = await directory.profile(self.pool, merchant, member)
-        current = prof.tier if prof else ""
-        since = datetime.now(UTC) - timedelta(days=programme.tier_window_days)
-        target = programme.tier_for(await sales.qualifying_points(self.pool, member, since))
-        if (
-            target is not None
-            and programme.tier_rank(target.id) > programme.tier_rank(current)
-            and await self._set_tier(merchant, member, current, target.id, "up")
-        ):
-            return target.id
+        for _ in range(3):
+            prof = await directory.profile(self.pool, merchant, member)
+            current = prof.tier if prof else ""
+            since = datetime.now(UTC) - timedelta(days=programme.tier_window_days)
+            target = programme.tier_for(await sales.qualifying_points(self.pool, member, since))
+            if target is None or programme.tier_rank(target.id) <= programme.tier_rank(current):
+                return None
+            if await self._set_tier(merchant, member, current, target.id, "up"):
+                return target.id
+            # The tier changed since it was read (a concurrent sale's upgrade to a lower tier,
+            # say): read both again rather than leave the member below what it earned.
         return None
 
     async def evaluate_tiers(self, merchant: str, at: datetime | None = None) -> dict[str, int]:
@@ -318,17 +319,10 @@ class Loyalty(RewardsMixin):
         since = at - timedelta(days=programme.tier_window_days)
         with translate_errors("tier evaluation"):
             rows = await self.pool.fetch(
-                """SELECT m.id, COALESCE(p.tier, '') AS tier,
-                          COALESCE((SELECT sum(s.points) FROM sales s
-                                      JOIN operations o ON o.merchant_id = s.merchant_id
-                                       AND o.op_id = s.op_id AND o.ok AND o.kind = 'earn'
-                                     WHERE s.member_id = m.id AND s.created_at > $2
-                                       AND s.created_at <= $3), 0)
-                        - COALESCE((SELECT sum(r.clawback) FROM sale_returns r
-                                     WHERE r.member_id = m.id AND r.created_at > $2
-                                       AND r.created_at <= $3), 0) AS q
-                     FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
-                    WHERE m.merchant_id = $1""",
+                f"""SELECT m.id, COALESCE(p.tier, '') AS tier,
+                           {sales.qualifying_expr("m.id", "$2", "$3")} AS q
+                      FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
+                     WHERE m.merchant_id = $1""",
                 merchant,
                 since,
                 at,

@@ -98,3 +98,83 @@ async def test_tier_only_reward(clients, merchant, pg_dsn):
         till, {"type": "redeem_reward", "op": f"l-{gold}", "member": gold, "reward": "lounge"}
     )
     assert code.status == "issued" and code.balance.available == 590
+
+
+async def test_concurrent_upgrades_end_at_the_highest_tier_earned(
+    clients, merchant, pg_dsn, rn, monkeypatch
+):
+    """Found in review: two sales at once, one lifting the member to silver and one to gold.
+    The gold upgrade read the old tier, lost its conditional update to the silver one, and
+    nobody tried again: the member stayed silver with gold's points."""
+    import asyncio
+
+    from gateway.api.admin import SERVICE
+    from gateway.loyalty import sales
+
+    await tiers(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 60_000)  # 600 points: gold is earned
+    await setup_db(pg_dsn, "UPDATE member_profiles SET tier = '' WHERE member_id = $1", m)
+    svc = rn.runner.app[SERVICE].loyalty
+    assert svc is not None
+    real = sales.qualifying_points
+    b_has_read, a_has_set = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def racing(conn, member, since):  # A sees 150 (its own sale), B sees 600
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await b_has_read.wait()
+            return 150
+        if calls == 2:
+            points = await real(conn, member, since)
+            b_has_read.set()
+            await a_has_set.wait()
+            return points
+        return await real(conn, member, since)
+
+    real_set = svc._set_tier
+
+    async def set_then_signal(*args):
+        done = await real_set(*args)
+        a_has_set.set()
+        return done
+
+    monkeypatch.setattr(sales, "qualifying_points", racing)
+    monkeypatch.setattr(svc, "_set_tier", set_then_signal)
+    app = await clients.app(merchant, m)
+    await ok(app, {"type": "subscribe", "member": m})
+    await asyncio.gather(svc.check_upgrade(merchant, m), svc.check_upgrade(merchant, m))
+    monkeypatch.undo()
+    assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == "gold"
+    pushes = [await next_push(app, TierChanged), await next_push(app, TierChanged)]
+    assert [(p.previous, p.tier) for p in pushes] == [("", "silver"), ("silver", "gold")]
+
+
+async def test_returns_leave_the_window_with_their_sale(clients, merchant, pg_dsn, http, rn):
+    """Found in review: a return counted by its own date, so the return (300 days ago) of a
+    sale made 400 days ago still cut the points of the window, which no longer held the sale."""
+    from tests.loyalty.world import ADMIN
+
+    await tiers(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 20_000)  # the old sale: 200
+    await ok(till, {"type": "return", "op": f"ret-{m}", "member": m, "sale": f"seed-{m}"})
+    await setup_db(
+        pg_dsn,
+        """UPDATE sales SET created_at = now() - interval '400 days' WHERE member_id = $1;""",
+        m,
+    )
+    await setup_db(
+        pg_dsn,
+        "UPDATE sale_returns SET created_at = now() - interval '300 days' WHERE member_id = $1",
+        m,
+    )
+    await ok(till, {"type": "sale", "op": f"new-{m}", "member": m, "total": 60_000})  # 600
+    view = await ok(till, {"type": "cashier_view", "member": m})
+    assert view.tier.qualifying == 600 and view.member.tier == "gold"
+    url = f"{rn.url}/admin/v1/merchants/{merchant}/tiers/evaluate"
+    async with http.post(url, json={}, headers=ADMIN) as resp:
+        assert resp.status == 200
+    assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == "gold"
