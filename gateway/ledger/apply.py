@@ -162,6 +162,8 @@ def apply(state: BatchState, op: Op) -> Outcome:
         return Outcome(op="", ok=True, data=balance_of(acct))
     if acct.merged_into is not None:
         return merged_refusal(op.op, acct)
+    if acct.closed:
+        return refuse(op.op, ErrorCode.MEMBER_NOT_FOUND, "the member was erased")
     if isinstance(op, Merge):
         return _merge(state, acct, op)
     if isinstance(op, Earn):
@@ -312,6 +314,8 @@ def _merge(state: BatchState, survivor: Account, op: Merge) -> Outcome:
     source = got
     if source.merged_into is not None:
         return merged_refusal(op.op, source)
+    if source.closed:
+        return refuse(op.op, ErrorCode.MEMBER_NOT_FOUND, f"member {source.member} was erased")
     expire_overdue(state, source)
     moved = sorted(
         (h for h in state.holds.values() if h.member == source.member and h.status == "active"),

@@ -352,6 +352,7 @@ async def _transact(
             r["held"],
             r["version"],
             r["merged_into"],
+            r["closed"],
         )
     if any(r["version"] != r["seen"] for r in locked):
         # A batch on one of these members committed between this statement's snapshot and

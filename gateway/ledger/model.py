@@ -138,6 +138,8 @@ class Account:
     version: int
     #: The surviving member if this one was merged into it (then posted = held = 0).
     merged_into: str | None = None
+    #: Erased (GDPR): no operation but hold expiry applies to it any more.
+    closed: bool = False
     dirty: bool = False
 
     @property

@@ -60,6 +60,17 @@ def _dt(v: datetime | None) -> int:
     return 0 if v is None else epoch_ms(v)
 
 
+#: The member and every member merged into it, directly or through other merges.
+_MERGED_INTO = """
+WITH RECURSIVE m(id) AS (
+    SELECT $1::text
+  UNION
+    SELECT a.member_id FROM accounts a JOIN m ON a.merged_into = m.id
+)
+SELECT array_agg(id) FROM m
+"""
+
+
 class Loyalty(RewardsMixin):
     def __init__(
         self,
@@ -135,12 +146,15 @@ class Loyalty(RewardsMixin):
         # An identity (or a pass) of a merged duplicate finds the member it was merged into.
         return await self.member(merchant, await directory.resolve(self.pool, found))
 
-    async def member(self, merchant: str, member: str, created: bool = False) -> Member:
+    async def member(
+        self, merchant: str, member: str, created: bool = False, erased: bool = False
+    ) -> Member:
         """The member's profile and balance; a merged duplicate answers with its survivor
-        (``Member.member`` then names the survivor), as lookups do."""
+        (``Member.member`` then names the survivor), as lookups do. An erased member is not
+        found, except with ``erased`` (the export's anonymised record)."""
         member = await directory.resolve(self.pool, member)
         prof = await directory.profile(self.pool, merchant, member)
-        if prof is None:
+        if prof is None or (prof.erased and not erased):
             raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
         bal = await self.reads.balance(member)
         return Member(
@@ -417,7 +431,7 @@ class Loyalty(RewardsMixin):
     # ------------------------------------------------------------------ GDPR
     async def export(self, merchant: str, member: str) -> dict[str, Any]:
         """Everything the programme holds about the member (right of access)."""
-        m = await self.member(merchant, member)
+        m = await self.member(merchant, member, erased=True)
         purchases = []
         before = None
         while True:
@@ -440,8 +454,23 @@ class Loyalty(RewardsMixin):
                 merchant,
                 member,
             )
+            merged = await self.pool.fetchval(_MERGED_INTO, member)
+        duplicates = []
+        for dup in sorted(set(merged) - {member}):
+            prof = await directory.profile(self.pool, merchant, dup)
+            if prof is not None:
+                duplicates.append(
+                    {
+                        "member": dup,
+                        "name": prof.name,
+                        "phone": prof.phone,
+                        "email": prof.email,
+                        "card": prof.card,
+                    }
+                )
         return {
             "member": msgspec.to_builtins(m),
+            "merged_duplicates": duplicates,
             "purchases": msgspec.to_builtins(purchases),
             "codes": [msgspec.to_builtins(self._code(r)) for r in codes],
             "ledger": [
@@ -462,8 +491,12 @@ class Loyalty(RewardsMixin):
         }
 
     async def erase(self, merchant: str, member: str) -> bool:
-        """Right to erasure: identities and profile data are deleted; the opaque member id,
-        its ledger entries and its sales amounts stay, so balances and audits still add up."""
+        """Right to erasure: identities and profile data are deleted, for the member and for
+        every duplicate merged into it (a merge leaves the duplicate's extra identities and
+        name behind); the opaque member ids, their ledger entries and sales amounts stay, so
+        balances and audits still add up. Their accounts are closed: the ledger refuses every
+        operation on them (``member_not_found``) but hold expiry, so an erased member can
+        neither earn nor spend, nor be merged into and given personal data again."""
         with translate_errors("erase"):
             async with self.pool.acquire() as conn, conn.transaction():
                 owner = await conn.fetchval(
@@ -471,20 +504,30 @@ class Loyalty(RewardsMixin):
                 )
                 if owner != merchant:
                     return False
-                await conn.execute("DELETE FROM member_identities WHERE member_id = $1", member)
+                ids = sorted(await conn.fetchval(_MERGED_INTO, member))
+                # Row locks like a ledger batch's: an operation either committed before the
+                # erase or finds the account closed.
+                await conn.execute(
+                    """UPDATE accounts SET closed_at = COALESCE(closed_at, now())
+                        WHERE member_id = ANY($1::text[])""",
+                    ids,
+                )
+                await conn.execute(
+                    "DELETE FROM member_identities WHERE member_id = ANY($1::text[])", ids
+                )
                 await conn.execute(
                     """INSERT INTO member_profiles (member_id, merchant_id, erased_at)
-                       VALUES ($1, $2, now())
+                       SELECT id, $2, now() FROM unnest($1::text[]) AS id
                        ON CONFLICT (member_id) DO UPDATE
                           SET name = '', enrolled_store = '', erased_at = now()""",
-                    member,
+                    ids,
                     merchant,
                 )
                 await conn.execute(
                     """UPDATE sales SET lines = (
                            SELECT COALESCE(jsonb_agg(l - 'name'), '[]'::jsonb)
                              FROM jsonb_array_elements(lines) AS l)
-                        WHERE member_id = $1""",
-                    member,
+                        WHERE member_id = ANY($1::text[])""",
+                    ids,
                 )
         return True

@@ -149,3 +149,92 @@ async def test_merge_refusals(clients, http, rn, merchant, pg_dsn):
     assert await call(b, c, unique("m")) == (409, "member_merged")
     # another merchant's path cannot merge this merchant's members
     assert await call_in(other, a, c) == (404, "forbidden")
+
+
+async def _erase(http: Any, url: str, merchant: str, member: str) -> int:
+    async with http.delete(
+        f"{url}/admin/v1/merchants/{merchant}/members/{member}", headers=ADMIN
+    ) as resp:
+        return resp.status
+
+
+async def _export(http: Any, url: str, merchant: str, member: str) -> Any:
+    async with http.get(
+        f"{url}/admin/v1/merchants/{merchant}/members/{member}/export", headers=ADMIN
+    ) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def _by_phone(http: Any, url: str, merchant: str, number: str) -> int:
+    async with http.get(
+        f"{url}/admin/v1/merchants/{merchant}/members", params={"phone": number}, headers=ADMIN
+    ) as resp:
+        return resp.status
+
+
+async def test_erasing_a_survivor_erases_its_merged_duplicates(clients, http, rn, merchant, pg_dsn):
+    """Found in review: a merge leaves the duplicate's extra identities and name on the
+    duplicate, and erase cleared only the survivor: the duplicate's phone still found the
+    erased member, and the export (right of access) did not show that phone or name."""
+    till = await clients.pos(merchant)
+    keep, dup_phone = phone(), phone()
+    survivor = (await enrol(till, phone=keep, name="Alice")).member
+    dup = (await enrol(till, phone=dup_phone, name="Alice Source")).member
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("mg")})
+    assert status == 200
+    before = await _export(http, rn.url, merchant, survivor)
+    assert before["merged_duplicates"] == [
+        {
+            "member": dup,
+            "name": "Alice Source",
+            "phone": before["merged_duplicates"][0]["phone"],
+            "email": None,
+            "card": None,
+        }
+    ]
+    assert before["merged_duplicates"][0]["phone"] is not None
+    assert await _erase(http, rn.url, merchant, survivor) == 200
+    assert await _by_phone(http, rn.url, merchant, dup_phone) == 404
+    assert await _by_phone(http, rn.url, merchant, keep) == 404
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        left = await conn.fetch(
+            "SELECT member_id FROM member_identities WHERE member_id = ANY($1::text[])",
+            [survivor, dup],
+        )
+        names = await conn.fetch(
+            "SELECT name FROM member_profiles WHERE member_id = ANY($1::text[])", [survivor, dup]
+        )
+    finally:
+        await conn.close()
+    assert left == [] and {r["name"] for r in names} == {""}
+    again = await enrol(till, phone=dup_phone)
+    assert again.created and again.member not in (survivor, dup)
+
+
+async def test_an_erased_member_can_no_longer_earn_spend_or_be_merged_into(
+    clients, http, rn, merchant, pg_dsn
+):
+    """Found in review: nothing read the erasure, so sales and holds still applied to an
+    erased member, and merging a live duplicate into it brought personal data back."""
+    till = await clients.pos(merchant)
+    gone = (await enrol(till, phone=phone(), name="Gone")).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": gone, "total": 5_000})
+    hold = unique("h")
+    await ok(till, {"type": "reserve", "op": hold, "member": gone, "points": 10})
+    assert await _erase(http, rn.url, merchant, gone) == 200
+    for frame in (
+        {"type": "sale", "op": unique("s"), "member": gone, "total": 1_000},
+        {"type": "reserve", "op": unique("h"), "member": gone, "points": 1},
+        {"type": "commit", "op": unique("c"), "member": gone, "hold": hold},
+        {"type": "cashier_view", "member": gone},
+    ):
+        assert (await err(till, frame)).code == "member_not_found", frame["type"]
+    dup = (await enrol(till, phone=phone(), name="Dup Person")).member
+    status, body = await merge(http, rn.url, merchant, gone, {"source": dup, "op": unique("mg")})
+    assert status >= 400, body
+    still = await ok(till, {"type": "cashier_view", "member": dup})
+    assert still.member.name == "Dup Person"
+    after = await _export(http, rn.url, merchant, gone)
+    assert after["member"]["balance"]["posted"] == 50  # the ledger still adds up
