@@ -13,11 +13,12 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import Forbidden, GatewayError
+from gateway.errors import GatewayError, Refused
 from gateway.loyalty.live import MemberEvents
 from gateway.loyalty.replies import member_balance
 from gateway.loyalty.service import Loyalty
 from gateway.sessions.commands import Dispatcher, origin, outcome_frame
+from protocol.codes import ErrorCode
 from protocol.loyalty import (
     CashierState,
     CashierView,
@@ -78,7 +79,9 @@ def register(d: Dispatcher, svc: Loyalty) -> None:
     async def lookup(d: Dispatcher, s: Session, p: Principal, f: Lookup) -> object:
         m = await svc.lookup(p.merchant, phone=f.phone, email=f.email, card=f.card, qr=f.qr)
         if p.kind == "app" and m.member != p.member:
-            raise Forbidden("an app session may only reach its own member")
+            # The same answer as for an identity nobody enrolled: an app must not learn which
+            # phones and emails are members.
+            raise Refused("no member with that identity", ErrorCode.MEMBER_NOT_FOUND)
         return Result(id=f.id, data=m)
 
     async def issue_pass(d: Dispatcher, s: Session, p: Principal, f: IssuePass) -> object:

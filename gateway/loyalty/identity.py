@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 
 import jwt
 import phonenumbers
@@ -37,16 +38,25 @@ def normalise_phone(raw: str, region: str) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
+def _canonical(raw: str) -> str:
+    """Invisible format characters (zero-width space, joiners, soft hyphen, BOM) removed,
+    then Unicode compatibility composition (NFKC): one written form per string, so ``é`` as
+    one code point or as ``e`` and a combining accent, or full-width letters, are the same."""
+    visible = "".join(ch for ch in raw if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", visible).strip()
+
+
 def normalise_email(raw: str) -> str:
-    """Trimmed and lower-cased; must look like ``local@domain.tld``."""
-    email = raw.strip().lower()
+    """Canonical Unicode (``_canonical``), trimmed and lower-cased; must look like
+    ``local@domain.tld``."""
+    email = _canonical(raw).lower()
     if len(email) > 254 or not _EMAIL.match(email):
         raise invalid("the email address is not valid")
     return email
 
 
 def normalise_card(raw: str) -> str:
-    card = raw.strip().upper()
+    card = _canonical(raw).upper()
     if not _ID.match(card):
         raise invalid("the card number is not valid")
     return card

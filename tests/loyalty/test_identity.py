@@ -12,7 +12,13 @@ import pytest
 from gateway.errors import Refused
 from gateway.loyalty import directory
 from gateway.loyalty.directory import create_merchant
-from gateway.loyalty.identity import mint_pass, normalise_email, normalise_phone, verify_pass
+from gateway.loyalty.identity import (
+    mint_pass,
+    normalise_card,
+    normalise_email,
+    normalise_phone,
+    verify_pass,
+)
 from tests.conftest import unique
 from tests.loyalty.world import enrol, err, ok, phone
 from tests.support import SECRET
@@ -43,6 +49,23 @@ def test_email_trimmed_and_lowercased() -> None:
     assert normalise_email("  Ada.Lovelace@Example.COM ") == "ada.lovelace@example.com"
     with pytest.raises(Refused):
         normalise_email("no-at-sign.example.com")
+
+
+def test_one_email_in_any_unicode_form_is_one_identity() -> None:
+    """Found in review: ``é`` decomposed, or a zero-width space pasted in, enrolled the same
+    address as a second member."""
+    one = normalise_email("josé@example.com")
+    for other in (
+        "jose\u0301@example.com",  # e + combining acute
+        "JOSÉ@EXAMPLE.COM",
+        "jos\u200bé@example.com",  # zero-width space
+        "\ufeffjosé@example.com",  # byte order mark
+        "\uff4a\uff4f\uff53é\uff20example.com",  # full-width letters and at sign
+    ):
+        assert normalise_email(other) == one, repr(other)
+    assert normalise_card("\uff23\uff21\uff32\uff24\u200b-\uff11\uff12") == "CARD-12"
+    with pytest.raises(Refused):
+        normalise_email("jose\u00a0@example.com")  # a no-break space is still a space
 
 
 def test_pass_token_signed_short_lived_and_merchant_bound() -> None:
@@ -146,3 +169,26 @@ async def test_identities_are_unique_per_merchant_and_invisible_across(clients, 
     assert (await err(b, {"type": "lookup", "qr": token})).code == "member_not_found"
     # An app session may not mint passes for another member.
     assert (await err(app, {"type": "pass", "member": mb.member})).code == "forbidden"
+
+
+async def test_an_app_cannot_tell_who_is_enrolled(clients, merchant):
+    """Found in review: an app looking up another member's phone got ``forbidden``, an unknown
+    phone ``member_not_found``: a way to test which numbers are members."""
+    from tests.loyalty.world import enrol, err, ok, phone
+
+    till = await clients.pos(merchant)
+    mine, theirs = phone(), phone()
+    me = (await enrol(till, phone=mine)).member
+    await enrol(till, phone=theirs)
+    app = await clients.app(merchant, me)
+    assert (await ok(app, {"type": "lookup", "phone": mine})).member == me
+    other = await err(app, {"type": "lookup", "phone": theirs})
+    nobody = await err(app, {"type": "lookup", "phone": phone()})
+    assert (
+        (other.code, other.message)
+        == (nobody.code, nobody.message)
+        == (
+            "member_not_found",
+            "no member with that identity",
+        )
+    )
