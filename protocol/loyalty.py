@@ -24,7 +24,8 @@ Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
 """An email address; normalised by trimming and lower-casing."""
 PassToken = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 """A signed, short-lived member pass (the QR code the app displays)."""
-Cursor = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,19}$(?!\n)")]
+#: A purchase-history page cursor: at most 18 digits, always within a 64-bit integer.
+Cursor = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$(?!\n)")]
 """An opaque keyset cursor taken from a previous page's ``next``."""
 PageSize = Annotated[int, msgspec.Meta(ge=1, le=HISTORY_MAX_PAGE)]
 

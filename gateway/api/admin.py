@@ -457,10 +457,10 @@ async def member_history(request: web.Request) -> web.Response:
     before = request.query.get("before")
     try:
         limit = int(request.query.get("limit", "20"))
-        if before is not None:
-            int(before)
+        if before is not None and not 0 <= int(before) < 2**63:
+            raise ValueError(before)
     except ValueError:
-        return _error(400, "invalid_field", "limit and before are integers")
+        return _error(400, "invalid_field", "limit and before are integers (before: a cursor)")
     if not 1 <= limit <= 100:
         return _error(400, "invalid_field", "limit must be within [1, 100]")
     page = await svc.history(merchant, member, before, limit)

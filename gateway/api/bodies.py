@@ -12,7 +12,10 @@ from protocol.limits import Id, Text
 
 Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$(?!\n)")]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$(?!\n)")]
+#: points per currency unit: numeric(12, 4) holds 8 integer digits
 Rate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,8}(\.[0-9]{1,4})?$(?!\n)")]
+#: a rule's or tier's multiplier: numeric(10, 4) holds 6 integer digits
+Multiplier = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,6}(\.[0-9]{1,4})?$(?!\n)")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 Days = Annotated[int, msgspec.Meta(ge=1, le=36_500)]
 
@@ -34,7 +37,7 @@ class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Text = ""
     sku: Id | None = None
     category: Id | None = None
-    multiplier: Rate = "1"
+    multiplier: Multiplier = "1"
     bonus: Count = 0
     min_total: Count = 0
     tier: Id | None = None
@@ -46,7 +49,7 @@ class TierIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: Id
     name: Text = ""
     threshold: Count
-    multiplier: Rate = "1"
+    multiplier: Multiplier = "1"
 
 
 class RewardIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +61,10 @@ class RewardIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     min_tier: Id | None = None
     valid_days: Days | None = None
     active: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind == "percent_off" and not 1 <= self.value <= 100:
+            raise ValueError("a percent_off reward's value is a percentage, 1 to 100")
 
 
 class EnrolIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -203,3 +203,33 @@ async def test_merchant_isolation_on_every_endpoint(api: Api, http, rn, clients)
         assert status == 404, (method, path, status)
     # and merchant A's data is untouched
     assert (await api.call("GET", f"/members/{m}"))[1]["card"] == "ISO-1"
+
+
+async def test_out_of_range_values_are_400_not_500(api: Api, clients) -> None:
+    """Found in review: values the body types allowed but the columns could not hold (a
+    multiplier of 8 integer digits in numeric(10, 4), a history cursor past 64 bits) were
+    internal errors; a 10,000,000 % discount was accepted."""
+    merchant = api.base.rsplit("/", 1)[1]
+    for path, body in (
+        ("/rules/r1", {"kind": "promotion", "multiplier": "99999999"}),
+        ("/tiers", {"tiers": [{"id": "t1", "threshold": 1, "multiplier": "9999999"}]}),
+        ("/rewards/pc", {"cost": 10, "kind": "percent_off", "value": 10_000_000}),
+        ("/rewards/pc", {"cost": 10, "kind": "percent_off", "value": 0}),
+    ):
+        status, reply = await api.call("PUT", path, body)
+        assert status == 400, (path, body, status, reply)
+    assert (await api.call("PUT", "/rules/r1", {"kind": "promotion", "multiplier": "999999"}))[
+        0
+    ] == 200
+    assert (await api.call("PUT", "/rewards/pc", {"cost": 10, "kind": "percent_off", "value": 15}))[
+        0
+    ] == 200
+    status, member = await api.call("POST", "/members", {"email": "range@example.com"})
+    m = member["member"]
+    status, _ = await api.call(
+        "GET", f"/members/{m}/history", params={"before": "99999999999999999999"}
+    )
+    assert status == 400
+    till = await clients.pos(merchant)
+    reply = await till.request({"type": "history", "member": m, "before": "9999999999999999999"})
+    assert reply.code == "invalid_field"
