@@ -177,6 +177,10 @@ class RewardsMixin:
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)
         days = r["valid_days"] or programme.code_valid_days
+        # The code belongs to whoever holds the member's points now: if a merge moved them
+        # since the ledger took them (a retry after a crash, or a merge in between), to the
+        # survivor, as the merge moved the member's other codes.
+        owner = await directory.resolve(self.pool, member)
         with translate_errors("code issue"):
             await self.pool.execute(
                 """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
@@ -185,12 +189,22 @@ class RewardsMixin:
                    ON CONFLICT (merchant_id, issue_op) DO NOTHING""",
                 merchant,
                 new_code(),
-                member,
+                owner,
                 reward,
                 cost,
                 op,
                 days,
             )
+            now_owner = await directory.resolve(self.pool, owner)
+            if now_owner != owner:  # merged while the code was being inserted: follow it
+                await self.pool.execute(
+                    """UPDATE reward_codes SET member_id = $3
+                        WHERE merchant_id = $1 AND issue_op = $2 AND member_id = $4""",
+                    merchant,
+                    op,
+                    now_owner,
+                    owner,
+                )
             row = await self.pool.fetchrow(
                 self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.issue_op = $2", merchant, op
             )

@@ -238,3 +238,36 @@ async def test_an_erased_member_can_no_longer_earn_spend_or_be_merged_into(
     assert still.member.name == "Dup Person"
     after = await _export(http, rn.url, merchant, gone)
     assert after["member"]["balance"]["posted"] == 50  # the ledger still adds up
+
+
+async def test_a_code_issued_after_a_merge_belongs_to_the_survivor(
+    clients, http, rn, merchant, pg_dsn
+):
+    """Found in review: a redemption retried after a merge (its code lost when a node died
+    between the ledger and the code) issued the code to the merged duplicate, where nobody
+    saw it and its void was refused with member_merged: the points were stuck."""
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
+           VALUES ($1, 'ten', 'Ten off', 10, 'amount_off', 1000)""",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 5_000})  # 50
+    frame = {"type": "redeem_reward", "op": unique("r"), "member": dup, "reward": "ten"}
+    await ok(till, frame)
+    await setup_db(  # as if the node died after the ledger, before the code's insert
+        pg_dsn,
+        "DELETE FROM reward_codes WHERE merchant_id = $1 AND issue_op = $2",
+        merchant,
+        frame["op"],
+    )
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("m")})
+    assert status == 200
+    code = await ok(till, frame)  # the retry
+    view = await ok(till, {"type": "cashier_view", "member": survivor})
+    assert code.code in [c.code for c in view.codes]
+    voided = await ok(till, {"type": "void_code", "op": unique("v"), "code": code.code})
+    assert voided.balance.available == 50
