@@ -476,11 +476,7 @@ class Run:
         checks.append(vd.check_sessions(seen, ledger))
         checks.append(vd.check_replies(last_replies, ledger))
         checks.append(
-            vd.check_gaps(
-                counters["gaps"],
-                counters["gaps_recovered"],
-                counters["gaps_resynced"] + counters["resyncs"],
-            )
+            vd.check_gaps(counters["gaps"], counters["gaps_recovered"], counters["gaps_resynced"])
         )
         checks.append(
             vd.check_resume(
@@ -542,9 +538,11 @@ class Run:
             return EXIT_UNSUPPORTED, "unsupported"
         if not report["verdict"]["ok"]:
             return EXIT_ERRORS, "incorrect"
-        attempted = c.get("commands_sent", 0) + c.get("dropped", 0)
+        attempted = (
+            c.get("commands_sent", 0) + c.get("dropped", 0) + c.get("reconnects_attempted", 0)
+        )
         bad = c.get("errors_total", 0) + c.get("dropped", 0)
-        if attempted and bad / attempted > self.cfg.max_error_rate:
+        if bad and (not attempted or bad / attempted > self.cfg.max_error_rate):
             return EXIT_ERRORS, "errors"
         conn_errors = sum(
             v for k, v in report["errors"].items() if k.startswith(("connect:", "close:"))

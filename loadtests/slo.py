@@ -6,8 +6,10 @@ Grammar: ``METRIC.STAT OP VALUE[UNIT]``.
   ``sale``, ``balance``, ``flow``, ``push``, ``reconnect``, ``broadcast``, ``connect``), STAT one
   of ``p50 p90 p99 p99.9 max mean``, VALUE with unit ``us``, ``ms`` (default) or ``s``;
 * ``<metric>.rate`` / ``<metric>.count``: throughput per second / count of a histogram;
-* ``errors.rate`` (errors / commands sent, VALUE in % or a fraction), ``errors.count``;
-* ``dropped.count``, ``late.count``, ``late.rate``; ``broadcast.last`` (ms to the last receipt).
+* ``errors.rate`` (errors / (commands sent + reconnects tried), VALUE in % or a fraction),
+  ``errors.count``;
+* ``dropped.count``, ``dropped.rate``, ``late.count``, ``late.rate`` (rates per arrival: flows
+  scheduled + dropped); ``broadcast.last`` (ms to the last receipt).
 
 OP is ``<``, ``<=``, ``>`` or ``>=``. A metric the run did not measure is a breach (``missing``):
 an SLO nobody measured must not pass silently.
@@ -80,8 +82,13 @@ def actual_value(slo: Slo, report: dict[str, Any]) -> float | None:
         if slo.stat == "count":
             return float(n)
         if slo.stat == "rate":
-            sent = counters.get("commands_sent", 0) or counters.get("scheduled", 0)
-            return float(n) / sent if sent else 0.0
+            if slo.metric == "errors":  # per thing tried: commands sent and reconnects
+                base = counters.get("commands_sent", 0) + counters.get("reconnects_attempted", 0)
+            else:  # per arrival: each is either scheduled or dropped, and may be late
+                base = counters.get("scheduled", 0) + counters.get("dropped", 0)
+            if not base:
+                return 1.0 if n else 0.0  # errors with nothing tried: all of it failed
+            return float(n) / base
         return None
     if slo.metric == "broadcast" and slo.stat == "last":
         last = report.get("broadcast", {}).get("last_receipt_ms")

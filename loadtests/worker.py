@@ -69,7 +69,7 @@ def raise_nofile() -> tuple[int, int]:
 
 
 class Watcher:
-    __slots__ = ("busy", "idx", "last", "link", "member", "since_gap")
+    __slots__ = ("busy", "gaps_open", "idx", "last", "link", "member", "since_gap")
 
     def __init__(self, idx: int, member: str, link: Link) -> None:
         self.idx = idx
@@ -78,6 +78,9 @@ class Watcher:
         self.last: tuple[int, int, int, int] = (0, 0, 0, -1)
         self.busy = False
         self.since_gap: int | None = None
+        #: Gaps seen and not yet answered by a subscribe with ``since`` (a gap fill, or the
+        #: resume of a reconnect that was under way); each is counted once, by that answer.
+        self.gaps_open = 0
 
 
 class Worker:
@@ -281,10 +284,15 @@ class Worker:
                 self.matcher.push((c.member, c.version), now)
             elif isinstance(ev, Gap):
                 self.counters["gaps"] += 1
-                if w is not None and not w.busy:
-                    self.spawn(self._fill_gap(w, ev.expected - 1))
+                if w is not None:
+                    w.gaps_open += 1
+                    if not w.busy:
+                        self.spawn(self._fill_gap(w, ev.expected - 1))
             elif isinstance(ev, Resync):
-                self.counters["resyncs"] += 1
+                # Counted here only when the server pushed it; a subscribe answered with
+                # recovered=false (also a Resync event) is counted by its own reply.
+                if ev.reason != "not_recovered":
+                    self.counters["resyncs"] += 1
                 if w is not None and ev.balance.version >= w.last[3]:
                     b = ev.balance
                     w.last = (b.posted, b.held, b.available, b.version)
@@ -301,8 +309,10 @@ class Worker:
         since = request.since if isinstance(request, Subscribe) else None
         if since is None:
             return
-        if w.since_gap is not None:  # a gap fill: were the missing versions returned?
-            self.counters["gaps_recovered" if data.recovered else "gaps_resynced"] += 1
+        if w.gaps_open:  # were the missing versions returned, or the gap said out loud?
+            self.counters["gaps_recovered" if data.recovered else "gaps_resynced"] += w.gaps_open
+            w.gaps_open = 0
+        if w.since_gap is not None:  # a gap fill, not a resume
             w.since_gap = None
             return
         self.counters["resumes"] += 1
@@ -322,7 +332,8 @@ class Worker:
         try:
             await self.subscribe(w, since, time.monotonic_ns(), "resubscribe")
         except (LinkClosed, TimeoutError):
-            self.errors["gap_fill_failed"] += 1
+            self._error("gap_fill", "failed")  # the gap stays open: the verdict fails on it
+            w.since_gap = None
         finally:
             w.busy = False
 
@@ -487,6 +498,7 @@ class Worker:
             link.proto.connection_lost()
             self.counters["disconnects"] += 1
             await asyncio.sleep(self.cfg["churn_down"])
+            self.counters["reconnects_attempted"] += 1
             started = time.monotonic_ns()
             token = app_token(self.secret, self.merchant, w.member)
             try:

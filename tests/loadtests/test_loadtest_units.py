@@ -3,6 +3,7 @@ parsing and evaluation, the correctness verdict, configuration precedence, pre-f
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
@@ -346,3 +347,105 @@ def test_the_speed_probe_times_a_fixed_workload_and_the_report_shows_its_spread(
     assert "The slowest reading was 1.25x the fastest" in md
     del r["speed_probe_ms"]
     assert "Machine speed" not in markdown(r)
+
+
+# --------------------------------------------------------------------------- verdict accounting
+# Found in review: each of these let a run report a pass it had not measured.
+
+
+class _TimingOutLink:
+    """A link whose protocol session is real and whose requests all time out."""
+
+    def __init__(self, name: str) -> None:
+        from protocol.client import ClientSession
+
+        self.proto = ClientSession(name)
+        self.open = True
+
+    async def request(self, frame: object, timeout: float) -> object:
+        self.proto.send(frame)  # type: ignore[arg-type]
+        raise TimeoutError
+
+
+def _subscribed(link: _TimingOutLink, member: str, version: int, recovered: bool) -> bytes:
+    from protocol.codec import encode
+    from protocol.messages import Balance, Result, Subscribed
+
+    rid = f"{link.proto._prefix}{link.proto._counter}"
+    balance = Balance(member=member, posted=version, held=0, available=version, version=version)
+    return encode(
+        Result(id=rid, data=Subscribed(member=member, balance=balance, recovered=recovered))
+    )
+
+
+async def test_a_gap_whose_fill_fails_fails_the_verdict_and_counts_as_an_error() -> None:
+    """A gap fill that timed out was only noted, and any ``recovered=false`` reply (a churn's
+    resume, say) counted as the gap's resync, twice: the run passed with a silent gap."""
+    from loadtests.worker import Watcher, Worker
+    from protocol.codec import encode
+    from protocol.messages import BalanceChanged, Cause
+
+    spec = {
+        "config": {"timeout": 1, "url": ["http://x"]},
+        "index": 0,
+        "count": 1,
+        "run": "r",
+        "merchant": "m",
+        "members": ["a", "b"],
+        "secret": "s",
+    }
+    w = Worker(spec, None)  # type: ignore[arg-type]
+    la, lb = _TimingOutLink("la"), _TimingOutLink("lb")
+    wa, wb = Watcher(0, "a", la), Watcher(1, "b", lb)  # type: ignore[arg-type]
+    w.by_link = {id(la): wa, id(lb): wb}
+    w.watchers = [wa, wb]
+    la.proto.subscribe("a")
+    w.on_events(la, la.proto.receive(_subscribed(la, "a", 1, True)), 0)  # type: ignore[arg-type]
+    change = BalanceChanged(
+        member="a",
+        posted=3,
+        held=0,
+        available=3,
+        version=3,
+        cause=Cause(kind="earn", op="o3"),
+        at=0,
+    )
+    w.on_events(la, la.proto.receive(encode(change)), 0)  # type: ignore[arg-type]  # 2 missed
+    await asyncio.sleep(0.05)  # its fill times out
+    lb.proto.subscribe("b", since=0)  # another session's resume, answered recovered=false
+    w.on_events(lb, lb.proto.receive(_subscribed(lb, "b", 5, False)), 0)  # type: ignore[arg-type]
+    c = w.counters
+    assert (c["gaps"], c["gaps_recovered"], c["gaps_resynced"], c["resyncs"]) == (1, 0, 0, 0)
+    assert not verdict.check_gaps(c["gaps"], c["gaps_recovered"], c["gaps_resynced"]).ok
+    assert c["errors_total"] == 1 and w.errors["gap_fill:failed"] == 1
+    # a later subscribe with since (the resume of a reconnect) answers the open gap, once
+    la.proto.subscribe("a", since=3)
+    w.on_events(la, la.proto.receive(_subscribed(la, "a", 4, False)), 0)  # type: ignore[arg-type]
+    assert (c["gaps_recovered"], c["gaps_resynced"]) == (0, 1)
+    assert verdict.check_gaps(c["gaps"], c["gaps_recovered"], c["gaps_resynced"]).ok
+
+
+def test_rates_count_what_was_tried() -> None:
+    """late and dropped were divided by commands (four per flow), so 10 % of flows late read
+    as 2.5 %; a churn-only run whose reconnects all failed read 0 % errors and exited 0."""
+    from loadtests.runner import Run
+    from loadtests.slo import evaluate, parse_slo
+
+    flows = {"scheduled": 100, "late": 10, "dropped": 0, "commands_sent": 400, "errors_total": 0}
+    assert not evaluate([parse_slo("late.rate<5%")], {"counters": flows})[0]["ok"]
+    dropped = {**flows, "late": 0, "dropped": 10}
+    assert not evaluate([parse_slo("dropped.rate<5%")], {"counters": dropped})[0]["ok"]
+    churn = {"scheduled": 0, "commands_sent": 0, "reconnects_attempted": 200, "errors_total": 200}
+    report = {
+        "counters": churn,
+        "errors": {"reconnect:timeout": 200},
+        "verdict": verdict.verdict([verdict.check_gaps(0, 0, 0)]),
+        "connections": {"sessions_asked": 10},
+        "latency": {},
+    }
+    report["slo"] = evaluate([parse_slo("errors.rate<0.1%")], report)
+    assert not report["slo"][0]["ok"]
+    cfg = build("churn", None, {"rate": 0.0})
+    assert Run(cfg).exit_code(report)[1] != "pass"
+    nothing = {**report, "counters": {**churn, "reconnects_attempted": 0}}
+    assert Run(cfg).exit_code(nothing)[1] != "pass"  # errors, nothing tried: not a pass
