@@ -137,3 +137,44 @@ def test_sale_rounding_is_exact_over_shares_that_do_not_terminate() -> None:
         rate = Decimal(rng.choice(["1", "2", "0.5", "3", "1.5", "10", "0.3333"]))
         got = compute(prog(rounding="sale", points_per_unit=rate), total, lines, at=NOW)
         assert got.points == int(Fraction(total, 100) * Fraction(rate) // 1), (total, lines)
+
+
+def test_both_roundings_match_an_exact_reference_with_stacked_multipliers() -> None:
+    import math
+    import random
+    from fractions import Fraction
+
+    rng = random.Random(11)
+    for _ in range(1_500):
+        rate = Decimal(rng.choice(["1", "0.5", "1.25", "0.3333", "7"]))
+        cat = Decimal(rng.choice(["1.5", "2", "0.75", "1.1111"]))
+        tier = Tier(
+            id="t", name="T", threshold=0, multiplier=Decimal(rng.choice(["1.2", "2", "1.0001"]))
+        )
+        lines = [
+            SaleLine(
+                sku=f"s{i}",
+                qty=rng.randint(1, 4),
+                price=rng.randint(1, 5_000),
+                category=rng.choice(["coffee", "tea"]),
+            )
+            for i in range(rng.randint(1, 6))
+        ]
+        total = rng.randint(1, 50_000)
+        rules_ = (Rule(id="c", kind="category", category="coffee", multiplier=cat),)
+        whole = sum(ln.qty * ln.price for ln in lines)
+        base, extra_c, extra_t = [], [], []
+        for ln in lines:
+            b = Fraction(ln.qty * ln.price * total, whole) / 100 * Fraction(rate)
+            m = Fraction(cat) if ln.category == "coffee" else Fraction(1)
+            base.append(b)
+            extra_c.append(b * (m - 1))
+            extra_t.append(b * m * (Fraction(tier.multiplier) - 1))
+        for rounding in ("sale", "line"):
+            p = prog(rounding=rounding, points_per_unit=rate, rules=rules_, tiers=(tier,))
+            got = compute(p, total, lines, tier="t", at=NOW)
+            if rounding == "sale":
+                want = sum(math.floor(sum(parts)) for parts in (base, extra_c, extra_t))
+            else:
+                want = sum(math.floor(x) for parts in (base, extra_c, extra_t) for x in parts)
+            assert got.points == max(0, want), (rounding, rate, cat, tier, total, lines)
