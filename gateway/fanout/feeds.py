@@ -321,7 +321,9 @@ class Feeds:
                 # still left the channel unsubscribed: subscribe again, then fill the gap.
                 member = self._keys.member_from_channel(msg["channel"].decode())
                 feed = self._feeds.get(member)
-                if feed is not None and feed.ready.is_set():
+                if feed is not None and feed.confirmed.is_set():
+                    # Replies come in order: after this feed's confirmation, this one means
+                    # its channel is gone (the feed may still be reading its balance).
                     self._spawn(self._resubscribe_feed(feed))
 
     def _on_change(self, channel: bytes, data: bytes) -> None:
@@ -415,6 +417,10 @@ class Feeds:
             self._spawn(self._check(feed))
 
     async def _check(self, feed: Feed) -> None:
+        if not feed.ready.is_set():
+            await feed.ready.wait()  # compare with the balance it opened with
+            if feed.balance is None:
+                return
         if feed.presence and self.presence_reader is not None:
             peers, seq = await self.presence_reader(feed.member)
             if seq > feed.presence_seq:

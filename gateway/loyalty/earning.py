@@ -46,8 +46,9 @@ from protocol.messages import PointsLine, Sale, SaleLine
 _HUNDRED = Decimal(100)
 _ONE = Decimal(1)
 #: Wide enough that no product computed here is ever rounded (amounts of 20 digits times a
-#: rate and a handful of multipliers of 10 digits each stay under 100 digits).
-_EXACT = decimal.Context(prec=400)
+#: rate and a handful of multipliers of 10 digits each stay under 100 digits); and should one
+#: ever be, the sale fails rather than round silently.
+_EXACT = decimal.Context(prec=400, traps=[decimal.Inexact, decimal.InvalidOperation])
 
 
 @dataclass(frozen=True, slots=True)

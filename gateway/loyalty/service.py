@@ -387,6 +387,7 @@ class Loyalty(RewardsMixin):
                              FROM accounts a
                              JOIN programmes p ON p.merchant_id = a.merchant_id
                             WHERE p.expiry_days IS NOT NULL AND a.posted - a.held > 0
+                              AND a.closed_at IS NULL
                               AND a.updated_at < COALESCE($1, now())
                                                  - make_interval(days => p.expiry_days)
                             LIMIT $2""",
@@ -499,8 +500,11 @@ class Loyalty(RewardsMixin):
         neither earn nor spend, nor be merged into and given personal data again."""
         with translate_errors("erase"):
             async with self.pool.acquire() as conn, conn.transaction():
+                # NO KEY UPDATE: it still serialises with a merge (FOR UPDATE) but not with
+                # a ledger batch's foreign-key checks on this row (KEY SHARE), which it would
+                # otherwise deadlock with (the batch holds the account this erase closes).
                 owner = await conn.fetchval(
-                    "SELECT merchant_id FROM members WHERE id = $1 FOR UPDATE", member
+                    "SELECT merchant_id FROM members WHERE id = $1 FOR NO KEY UPDATE", member
                 )
                 if owner != merchant:
                     return False

@@ -271,3 +271,72 @@ async def test_a_code_issued_after_a_merge_belongs_to_the_survivor(
     assert code.code in [c.code for c in view.codes]
     voided = await ok(till, {"type": "void_code", "op": unique("v"), "code": code.code})
     assert voided.balance.available == 50
+
+
+async def test_erase_waits_for_a_batch_on_the_member_without_a_deadlock(
+    clients, http, rn, merchant, pg_dsn
+):
+    """Found in review: erase locked the member row FOR UPDATE, then the account; a ledger
+    batch holding the account and inserting a sale (whose foreign key takes KEY SHARE on the
+    member row) closed the cycle: PostgreSQL broke it after a second, failing one side."""
+    import asyncio
+    import time
+
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    batch = await asyncpg.connect(pg_dsn)
+    try:
+        tx = batch.transaction()
+        await tx.start()
+        await batch.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", m)
+        erasing = asyncio.create_task(_erase(http, rn.url, merchant, m))
+        await asyncio.sleep(0.3)  # the erase now waits for the account
+        started = time.monotonic()
+        await batch.execute(
+            """INSERT INTO sales (merchant_id, op_id, member_id, total, points, breakdown, lines,
+                                  fingerprint)
+               VALUES ($1, $2, $3, 100, 1, '[]', '[]', '\\x00')""",
+            merchant,
+            unique("s"),
+            m,
+        )
+        waited = time.monotonic() - started
+        await tx.commit()
+        assert await erasing == 200
+        assert waited < 0.5, waited  # no wait for the deadlock detector
+    finally:
+        await batch.close()
+
+
+async def test_expiry_passes_over_erased_members(clients, http, rn, merchant, pg_dsn):
+    """Found in review: erased members kept their points and stayed eligible; the ledger
+    refused each expiry, so they came back every run and could fill its batch for good."""
+    from gateway.api.admin import SERVICE
+
+    await setup_db(
+        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+    )
+    till = await clients.pos(merchant)
+    gone = (await enrol(till, phone=phone())).member
+    kept = (await enrol(till, phone=phone())).member
+    for m in (gone, kept):
+        await ok(till, {"type": "sale", "op": unique("s"), "member": m, "total": 1_000})
+    assert await _erase(http, rn.url, merchant, gone) == 200
+    await setup_db(
+        pg_dsn,
+        "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = ANY($1)",
+        [gone, kept],
+    )
+    svc = rn.runner.app[SERVICE].loyalty
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        before = await conn.fetchval(
+            "SELECT count(*) FROM operations WHERE merchant_id = $1", merchant
+        )
+        assert await svc.run_expiry() == 1
+        after = await conn.fetchval(
+            "SELECT count(*) FROM operations WHERE merchant_id = $1", merchant
+        )
+    finally:
+        await conn.close()
+    assert after - before == 1  # the kept member's expiry only; no refusal recorded for gone

@@ -227,3 +227,18 @@ async def test_partial_return_of_a_sale_with_zero_priced_lines(clients, merchant
     await ok(till, {"type": "return", "op": unique("r"), "member": m, "sale": sale})
     page = await ok(till, {"type": "history", "member": m})
     assert [ln.returned for ln in page.purchases[0].lines] == [3, 1]
+
+
+async def test_a_line_return_is_valued_exactly(clients, merchant):
+    """Found in review: one line of three returned from a sale of 300 was valued 99 (a
+    28-digit third times 300), and the clawback followed."""
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    sale = unique("s")
+    lines = [{"sku": s, "qty": 1, "price": 100} for s in ("a", "b", "c")]
+    await ok(till, {"type": "sale", "op": sale, "member": m, "total": 30_000, "lines": lines})
+    one = [{"sku": "a", "qty": 1}]
+    back = await ok(
+        till, {"type": "return", "op": unique("r"), "member": m, "sale": sale, "lines": one}
+    )
+    assert back.clawback == 100  # a third of 300 points, exactly
