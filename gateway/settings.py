@@ -67,6 +67,11 @@ class LedgerSettings:
     #: republished by any node.
     relay_interval: float = 1.0
     relay_min_age: float = 3.0
+    #: Seconds one lane statement may take (row-lock waits included) before the lane gives its
+    #: connection up: the batch fails with ``unavailable`` (nothing applied) or, if it was
+    #: committing, ``timeout`` (ask for the outcome). Without it a PostgreSQL that stops
+    #: answering would hold the batch, and the node's shutdown, until TCP gave up.
+    command_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,7 @@ class Settings:
                 host=e.get("GATEWAY_HOST", "127.0.0.1"),
                 port=_int(e, "GATEWAY_PORT", 8080, 0, 65535),
                 node_id=e.get("GATEWAY_NODE_ID") or socket.gethostname(),
-                drain_seconds=_float(e, "GATEWAY_DRAIN_SECONDS", 20.0, 0.0, 600.0),
+                drain_seconds=_float(e, "GATEWAY_DRAIN_SECONDS", 20.0, 1.0, 600.0),
                 gc_freeze_seconds=_float(e, "GATEWAY_GC_FREEZE_SECONDS", 10.0, 0.0, 86400.0),
                 gc_full_seconds=_float(e, "GATEWAY_GC_FULL_SECONDS", 600.0, 0.0, 864000.0),
             ),
@@ -148,12 +153,14 @@ class Settings:
                 sweep_interval=_float(e, "GATEWAY_SWEEP_SECONDS", 1.0, 0.05, 3600.0),
                 relay_interval=_float(e, "GATEWAY_RELAY_SECONDS", 1.0, 0.05, 3600.0),
                 relay_min_age=_float(e, "GATEWAY_RELAY_MIN_AGE", 3.0, 0.0, 3600.0),
+                command_timeout=_float(e, "GATEWAY_LEDGER_COMMAND_TIMEOUT", 10.0, 0.1, 600.0),
             ),
             session=SessionSettings(
                 heartbeat=_float(e, "GATEWAY_HEARTBEAT_SECONDS", 15.0, 0.1, 600.0),
                 auth_timeout=_float(e, "GATEWAY_AUTH_TIMEOUT", 10.0, 0.1, 600.0),
                 max_transport_frame=_int(e, "GATEWAY_MAX_FRAME", 1_048_576, 65_536, 16_777_216),
-                max_queue_bytes=_int(e, "GATEWAY_MAX_QUEUE_BYTES", 1_048_576, 4096, 1 << 30),
+                # below the transport's own buffer (WRITE_HIGH, 64 KiB) it would not be enforced
+                max_queue_bytes=_int(e, "GATEWAY_MAX_QUEUE_BYTES", 1_048_576, 65_536, 1 << 30),
                 max_sessions=_int(e, "GATEWAY_MAX_SESSIONS", 20_000, 1, 1_000_000),
                 max_sessions_per_member=_int(e, "GATEWAY_MAX_SESSIONS_PER_MEMBER", 50, 1, 10_000),
                 max_subscriptions=_int(e, "GATEWAY_MAX_SUBSCRIPTIONS", 16, 1, 10_000),

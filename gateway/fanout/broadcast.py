@@ -23,6 +23,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.background import stop
+from gateway.errors import StoreUnavailable
 from gateway.sessions.session import text_frame
 from gateway.store.keys import Keys
 from gateway.store.redis import Redis, translate_errors
@@ -140,7 +141,12 @@ async def handle_admin_broadcast(
         return web.json_response(
             {"error": "invalid", "message": f"payload above {MAX_NOTICE_BYTES} bytes"}, status=400
         )
-    notice, nodes = await publish_notice(
-        redis, keys, req.merchant, req.kind, req.payload, req.notice
-    )
+    try:
+        notice, nodes = await publish_notice(
+            redis, keys, req.merchant, req.kind, req.payload, req.notice
+        )
+    except StoreUnavailable as exc:  # nothing was sent: the caller may retry the same notice
+        return web.json_response(
+            {"error": "unavailable", "message": exc.message, "retryable": True}, status=503
+        )
     return web.json_response({"notice": notice.notice, "at": notice.at, "nodes": nodes})

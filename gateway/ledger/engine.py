@@ -242,7 +242,9 @@ class _Lane:
 
     async def _connection(self) -> asyncpg.Connection[Any]:
         if self.conn is None or self.conn.is_closed():
-            conn = await connect(self.ledger._dsn)
+            conn = await connect(
+                self.ledger._dsn, command_timeout=self.ledger._settings.command_timeout
+            )
             await conn.execute(q.LANE_SETTINGS)  # generic plans of index lookups only
             self.conn = conn
             self.begun = False
@@ -267,8 +269,10 @@ class _Lane:
                 self.begun = False
                 try:
                     outcomes, entries = await _transact(conn, batch, ledger.stats)
-                except BaseException:
-                    if not conn.is_closed():
+                except BaseException as exc:
+                    # A timed-out server would not answer a ROLLBACK either: the connection is
+                    # dropped below, which rolls the transaction back.
+                    if not conn.is_closed() and not isinstance(exc, TimeoutError):
                         with contextlib.suppress(*CONNECTION_ERRORS):
                             await conn.execute("ROLLBACK")
                     raise

@@ -120,12 +120,14 @@ class OutboxRelay:
         while True:
             await asyncio.sleep(self._interval)
             try:
+                # Counted first: during a Redis outage the rest fails, and that is exactly
+                # when the backlog grows (gateway_outbox_pending).
+                self.pending = await self._pool.fetchval("SELECT count(*) FROM outbox")
                 await self._publisher.publish(())  # raises floors left by failed publishes
                 await self.flush()
                 while await self.relay_once() == self._batch:
                     pass
-                self.pending = await self._pool.fetchval("SELECT count(*) FROM outbox")
-            except TRANSIENT_ERRORS:
-                log.warning("outbox relay pass failed; will retry", exc_info=True)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("outbox relay pass failed; will retry: %s", exc)
             except Exception:
                 log.exception("outbox relay pass failed")

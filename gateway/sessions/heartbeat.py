@@ -20,11 +20,14 @@ gets a live peer dropped. Receiving a frame costs a session one integer store
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Collection
 
 from gateway.background import stop
 from gateway.sessions.session import Session
 from protocol.codes import CloseCode
+
+log = logging.getLogger(__name__)
 
 #: An unmasked websocket ping frame with an empty payload (FIN + opcode 0x9, length 0).
 PING = b"\x89\x00"
@@ -50,7 +53,12 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            await self.beat(spread=self.interval)
+            try:
+                await self.beat(spread=self.interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next beat must still come, or dead peers stay forever
+                log.exception("heartbeat pass failed")
             await asyncio.sleep(max(0.0, started + self.interval - loop.time()))
 
     async def beat(self, spread: float = 0.0) -> None:

@@ -69,9 +69,11 @@ async def create_pool(dsn: str, size: int, timeout: float = 5.0) -> asyncpg.Pool
     return pool
 
 
-async def connect(dsn: str, timeout: float = 5.0) -> asyncpg.Connection[Any]:
+async def connect(
+    dsn: str, timeout: float = 5.0, command_timeout: float | None = None
+) -> asyncpg.Connection[Any]:
     with translate_errors("connect"):
         conn: asyncpg.Connection[Any] = await asyncpg.connect(
-            dsn, timeout=timeout, server_settings=SERVER_SETTINGS
+            dsn, timeout=timeout, server_settings=SERVER_SETTINGS, command_timeout=command_timeout
         )
     return conn

@@ -67,3 +67,30 @@ async def test_feeds_fill_what_was_missed_while_fanout_was_down(http, pg_dsn, pr
         assert change.version == v0 + 2 and change.posted == missed.data.balance.posted
         await phone.close()
         await till.close()
+
+
+async def test_during_a_redis_outage_broadcasts_answer_503_and_the_backlog_is_counted(
+    http, pg_dsn, private_redis, world
+):
+    """Found in review: a broadcast with Redis down was a bare 500, and the outbox backlog
+    gauge (gateway_outbox_pending) read 0 throughout the outage, when the backlog grows."""
+    private_redis.start()
+    member = world["members"][0]
+    settings = settings_for(pg_dsn, private_redis.url, "rb")
+    async with running_node(settings, "lgb") as node:
+        till = await pos(http, node.url, world["merchant"])
+        private_redis.kill()
+        for _ in range(3):
+            assert isinstance(await sale(till, member), Result)  # acknowledged: in PostgreSQL
+        async with http.post(
+            f"{node.url}/admin/broadcast",
+            json={"merchant": world["merchant"], "kind": "offer", "payload": {}},
+            headers={"Authorization": "Bearer dev-admin-token"},
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 503 and body["retryable"] is True, body
+        relay = node.node.relay
+        await eventually(lambda: relay.pending >= 3, 10, "the backlog counted")
+        private_redis.start()
+        await eventually(lambda: relay.pending == 0, 15, "the backlog drained")
+        await till.close()
