@@ -202,8 +202,10 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
         if hasattr(self, "pool"):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), 5)
+            try:
+                await asyncio.wait_for(self.pool.close(), 2)
+            except Exception:  # a server that does not answer: do not wait on its goodbyes
+                self.pool.terminate()
 
     # ---------------------------------------------------------------- session indexes
     def admit(self, session: Session) -> None:

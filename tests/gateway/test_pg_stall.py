@@ -105,7 +105,9 @@ async def test_a_silent_postgres_fails_commands_and_sigterm_still_ends_the_node(
             started = time.monotonic()
             node.terminate()
             code = await asyncio.to_thread(node.proc.wait, 30)
-            assert time.monotonic() - started < 15 * TIME_FACTOR
+            elapsed = time.monotonic() - started
+            print(f"exit {elapsed:.2f} s after SIGTERM (GATEWAY_DRAIN_SECONDS=2)")
+            assert elapsed < 8 * TIME_FACTOR, elapsed
             assert code is not None
             await till.close()
     finally:
