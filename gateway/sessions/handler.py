@@ -165,8 +165,13 @@ async def _serve(node: Node, session: Session) -> None:
         msg = await _receive(node, session)
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             _on_frame(node, session, msg.data)
-            if len(session.inflight) >= MAX_INFLIGHT:
-                await asyncio.wait(session.inflight, return_when=asyncio.FIRST_COMPLETED)
+            while len(session.inflight) >= MAX_INFLIGHT:
+                # Not reading is this node's doing, not the peer's: keep the heartbeat from
+                # taking the wait for a dead peer (close 3003) while commands are slow.
+                session.seen = node.heartbeat.tick
+                await asyncio.wait(
+                    session.inflight, timeout=cfg.heartbeat, return_when=asyncio.FIRST_COMPLETED
+                )
         elif msg.type == WSMsgType.ERROR:
             # Transport-level violation (e.g. a frame above the hard limit): aiohttp has
             # already closed the socket with 1009 or 1002. A peer reaped by the heartbeat

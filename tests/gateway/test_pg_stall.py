@@ -114,3 +114,44 @@ async def test_a_silent_postgres_fails_commands_and_sigterm_still_ends_the_node(
         proxy.flowing.set()
         if node.proc.poll() is None:
             node.kill()
+
+
+async def test_a_session_waiting_on_its_own_slow_commands_is_not_reaped(stalled_db, redis_prefix):
+    """Found in review: with 64 commands in flight a session stops being read, so its pongs
+    went unseen and the heartbeat closed a live POS as dead (3003) while PostgreSQL was slow."""
+    dsn, via_proxy, proxy = stalled_db
+    world = await make_world(dsn)
+    env = {
+        "GATEWAY_LEDGER_COMMAND_TIMEOUT": "3",
+        "GATEWAY_HEARTBEAT_SECONDS": "0.2",
+        "GATEWAY_RATE_PER_SECOND": "1000",
+    }
+    node = NodeProcess(via_proxy, REDIS_URL, f"{redis_prefix}:busy", "busy", env)
+    try:
+        await node.wait_ready()
+        async with aiohttp.ClientSession() as http:
+            till = await pos(http, node.url, world["merchant"])
+            member = world["members"][1]
+            assert isinstance(await sale(till, member), Result)
+            proxy.flowing.clear()
+            replies = asyncio.gather(
+                *(
+                    till.request(
+                        {"type": "sale", "op": f"busy-{i}", "member": member, "total": 100},
+                        timeout=30,
+                    )
+                    for i in range(80)
+                ),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(1.5 * TIME_FACTOR)  # seven heartbeats with no frame read
+            assert till.close_code is None
+            proxy.flowing.set()
+            answered = await replies
+            assert all(isinstance(r, Result | Error) for r in answered), answered
+            assert till.close_code is None
+            await till.close()
+    finally:
+        proxy.flowing.set()
+        if node.proc.poll() is None:
+            node.kill()
