@@ -37,6 +37,7 @@ import msgspec
 from protocol.codec import DecodeError, decode_client, decode_server, encode
 from protocol.codes import ErrorCode, close_should_reconnect
 from protocol.limits import HOLD_TTL_DEFAULT_MS, REQUEST_ID_PATTERN
+from protocol.loyalty import CashierState, CashierView, MemberMerged
 from protocol.messages import (
     Balance,
     BalanceChanged,
@@ -99,15 +100,20 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """A balance change, in version order (from a push or a ``subscribed`` reply's ``missed``)."""
+    """A balance change, in version order (from a push or a ``subscribed`` reply's ``missed``),
+    or ``filled``: one of the versions a :class:`Gap` reported missing, now recovered (older
+    than the last version seen, and not a duplicate)."""
 
     change: BalanceChanged
+    filled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Gap:
     """Versions ``expected`` to ``got - 1`` of ``member`` were never seen. The change at ``got``
-    is still applied (a :class:`Changed` follows); re-subscribe, or refetch history."""
+    is still applied (a :class:`Changed` follows). Re-subscribe (:meth:`ClientSession.refill`
+    builds the frame, from before the first missing version): the missing changes then come as
+    ``Changed(filled=True)``; or refetch history."""
 
     member: str
     expected: int
@@ -136,10 +142,13 @@ class Resync:
 @dataclass(frozen=True, slots=True)
 class Ignored:
     """A server frame that was not understood. ``code`` is ``unknown_type`` for a frame type
-    from a newer protocol version (expected, harmless); anything else is a server bug."""
+    from a newer protocol version (expected, harmless); anything else is a server bug.
+    ``request``: the pending command a ``result`` or ``error`` frame answered, when its id could
+    still be read (it is no longer pending; ask for the outcome of its ``op`` if it had one)."""
 
     code: ErrorCode
     message: str
+    request: ClientFrame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,13 @@ class Pushed:
 Event = Welcomed | Reply | Failed | Changed | Gap | Stale | Resync | Ignored | Pushed
 
 # --------------------------------------------------------------------------- session
+
+
+class _Id(msgspec.Struct):
+    id: str | None = None
+
+
+_id_decoder = msgspec.json.Decoder(_Id)
 
 #: Leaves room for a 20-digit counter within the 64-character request id.
 _MAX_PREFIX = 44
@@ -176,6 +192,10 @@ class ClientSession:
         self._pending: dict[str, ClientFrame] = {}
         self._versions: dict[str, int] = {}
         self._subscriptions: set[str] = set()
+        #: Subscriptions that asked for presence (kept on resume).
+        self._presence: set[str] = set()
+        #: Versions a gap skipped, per member, until a re-subscription brings them.
+        self._holes: dict[str, set[int]] = {}
         self.welcome: Welcome | None = None
         """The current connection's ``welcome``, or ``None`` before it (and after a loss)."""
 
@@ -244,13 +264,37 @@ class ClientSession:
     def ping(self) -> bytes:
         return self.send(Ping(id=self.next_id()))
 
-    def subscribe(self, member: str, since: int | None = None) -> bytes:
-        """Watch ``member``; with ``since``, the reply carries the changes after it."""
-        return self.send(Subscribe(id=self.next_id(), member=member, since=since))
+    def subscribe(
+        self, member: str, since: int | None = None, replace: bool = False, presence: bool = False
+    ) -> bytes:
+        """Watch ``member``; with ``since``, the reply carries the changes after it; with
+        ``replace``, the session's other subscriptions end (a register's next customer); with
+        ``presence``, the member's connected apps are pushed too."""
+        frame = Subscribe(
+            id=self.next_id(), member=member, since=since, replace=replace, presence=presence
+        )
+        return self.send(frame)
+
+    def _resume_from(self, member: str) -> int | None:
+        holes = self._holes.get(member)
+        return min(holes) - 1 if holes else self._versions.get(member)
 
     def resume(self) -> list[bytes]:
-        """Re-subscribe every subscription, each from its last version seen (after reconnect)."""
-        return [self.subscribe(m, self._versions.get(m)) for m in sorted(self._subscriptions)]
+        """Re-subscribe every subscription (after reconnect), each from its last version seen,
+        or from before the first version a gap left missing, with its presence flag."""
+        return [
+            self.subscribe(m, self._resume_from(m), presence=m in self._presence)
+            for m in sorted(self._subscriptions)
+        ]
+
+    def refill(self, member: str) -> bytes:
+        """After a :class:`Gap`: re-subscribe ``member`` from before the first missing version
+        (the missed changes come back as ``Changed(filled=True)``)."""
+        return self.subscribe(member, self._resume_from(member), presence=member in self._presence)
+
+    def cashier_view(self, member: str, replace: bool = False) -> bytes:
+        """Everything the register shows for ``member``; the session is then subscribed to it."""
+        return self.send(CashierView(id=self.next_id(), member=member, replace=replace))
 
     def unsubscribe(self, member: str) -> bytes:
         return self.send(Unsubscribe(id=self.next_id(), member=member))
@@ -295,12 +339,12 @@ class ClientSession:
         try:
             frame = decode_server(data)
         except DecodeError as exc:
-            return [Ignored(exc.code, exc.message)]
+            return [Ignored(exc.code, exc.message, self._answered(data))]
         events: list[Event] = []
         if isinstance(frame, BalanceChanged):
             self._on_change(frame, events)
         elif isinstance(frame, ResyncFrame):
-            self._versions[frame.member] = frame.balance.version
+            self._resynced(frame.balance)
             events.append(Resync(frame.member, frame.balance, frame.reason))
         elif isinstance(frame, Welcome):
             self._pending.pop(frame.id, None)
@@ -308,12 +352,29 @@ class ClientSession:
             events.append(Welcomed(frame))
         elif isinstance(frame, Error):
             request = self._pending.pop(frame.id, None) if frame.id is not None else None
+            if isinstance(request, Subscribe) and not frame.retryable:
+                self._forget(request.member)  # not watched: do not resume it either
             events.append(Failed(request, frame))
         elif isinstance(frame, Result):
             self._on_result(frame, events)
         else:
+            if isinstance(frame, MemberMerged):
+                self._forget(frame.member)  # it gets no more changes: watch ``into`` instead
             events.append(Pushed(frame))
         return events
+
+    def _answered(self, data: bytes | str) -> ClientFrame | None:
+        """The pending command an undecodable reply answered, if its id can be read."""
+        try:
+            rid = _id_decoder.decode(data).id
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return self._pending.pop(rid, None) if isinstance(rid, str) else None
+
+    def _forget(self, member: str) -> None:
+        self._subscriptions.discard(member)
+        self._presence.discard(member)
+        self._holes.pop(member, None)
 
     def _on_result(self, frame: Result, events: list[Event]) -> None:
         request = self._pending.pop(frame.id, None)
@@ -322,34 +383,68 @@ class ClientSession:
         if isinstance(data, Subscribed):
             self._on_subscribed(data, request, events)
         elif isinstance(data, Unsubscribed):
-            self._subscriptions.discard(data.member)
+            self._forget(data.member)
+        elif isinstance(data, CashierState):
+            # The server subscribed the session to the member it shows (the survivor, for a
+            # merged duplicate), as a ``subscribe`` with the view's ``replace`` would have.
+            member = data.member.member
+            if data.subscribed:
+                if isinstance(request, CashierView) and request.replace:
+                    for other in [m for m in self._subscriptions if m != member]:
+                        self._forget(other)
+                self._subscriptions.add(member)
+            b = data.balance
+            self._advance(Balance(member, b.posted, b.held, b.available, b.version))
         else:
             self._note_balances(data)
 
     def _on_subscribed(
         self, data: Subscribed, request: ClientFrame | None, events: list[Event]
     ) -> None:
+        if isinstance(request, Subscribe) and request.replace:
+            for other in [m for m in self._subscriptions if m != data.member]:
+                self._forget(other)
         self._subscriptions.add(data.member)
+        if isinstance(request, Subscribe):
+            if request.presence:
+                self._presence.add(data.member)
+            else:
+                self._presence.discard(data.member)
         since = request.since if isinstance(request, Subscribe) else None
         if data.member not in self._versions and since is not None:
             self._versions[data.member] = since  # the missed changes start after it
         for change in data.missed:
             self._on_change(change, events)
         if not data.recovered:
-            self._versions[data.member] = data.balance.version
+            self._resynced(data.balance)
             events.append(Resync(data.member, data.balance, "not_recovered"))
         else:
             self._advance(data.balance)
 
     def _on_change(self, change: BalanceChanged, events: list[Event]) -> None:
-        last = self._versions.get(change.member)
+        member = change.member
+        last = self._versions.get(member)
+        holes = self._holes.get(member)
+        if holes and change.version in holes:  # a version a gap left missing, recovered
+            holes.discard(change.version)
+            if not holes:
+                del self._holes[member]
+            events.append(Changed(change, filled=True))
+            return
         if last is not None and change.version <= last:
-            events.append(Stale(change.member, change.version, last))
+            events.append(Stale(member, change.version, last))
             return
         if last is not None and change.version > last + 1:
-            events.append(Gap(change.member, last + 1, change.version))
-        self._versions[change.member] = change.version
+            events.append(Gap(member, last + 1, change.version))
+            self._holes.setdefault(member, set()).update(range(last + 1, change.version))
+        self._versions[member] = change.version
         events.append(Changed(change))
+
+    def _resynced(self, balance: Balance) -> None:
+        """The server says ``balance`` is the truth and the history before it is lost: the
+        missing versions will not come; the last version never moves back."""
+        self._holes.pop(balance.member, None)
+        self._advance(balance)
 
     def _advance(self, balance: Balance) -> None:
         """A snapshot moves the last version forward, never back (it reports no gap)."""

@@ -163,7 +163,10 @@ def test_pushes_in_order_gaps_and_stale() -> None:
     assert s.receive(encode(changed(6))) == [Changed(changed(6))]
     assert s.receive(encode(changed(9))) == [Gap(M, 7, 9), Changed(changed(9))]
     assert s.receive(encode(changed(9))) == [Stale(M, 9, 9)]  # duplicate
-    assert s.receive(encode(changed(8))) == [Stale(M, 8, 9)]  # older
+    # a late 8 is one of the versions the gap left missing: recovered, not stale
+    assert s.receive(encode(changed(8))) == [Changed(changed(8), filled=True)]
+    assert s.receive(encode(changed(8))) == [Stale(M, 8, 9)]  # now a duplicate
+    assert s.receive(encode(changed(4))) == [Stale(M, 4, 9)]  # older than anything missing
     assert s.last_versions == {M: 9}
     other = changed(1, member="m-7")
     assert s.receive(encode(other)) == [Changed(other)]
@@ -210,8 +213,13 @@ def test_resync_frame_sets_the_version() -> None:
     s.receive(encode(changed(10)))
     frame = ResyncFrame(member=M, balance=bal(7), reason="gap")
     assert s.receive(encode(frame)) == [Resync(M, bal(7), "gap")]
-    assert s.last_versions[M] == 7  # the server's truth, even if lower
-    assert s.receive(encode(changed(8))) == [Changed(changed(8))]
+    # Versions only grow in the ledger: a lower one is older news (a reply that travelled
+    # faster than the fan-out), so the last version does not move back (found in review).
+    assert s.last_versions[M] == 10
+    assert s.receive(encode(changed(11))) == [Changed(changed(11))]
+    s.receive(encode(changed(14)))  # a gap: 12 and 13 missing ...
+    s.receive(encode(ResyncFrame(member=M, balance=bal(14), reason="gap")))
+    assert s.receive(encode(changed(12))) == [Stale(M, 12, 14)]  # ... given up by the resync
 
 
 def test_balances_inside_results_advance_versions() -> None:
@@ -303,3 +311,96 @@ def test_other_pushes_are_handed_to_the_application() -> None:
     events = session.receive(encode(frame))
     assert len(events) == 1 and isinstance(events[0], Pushed)
     assert events[0].frame == frame
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def _subscribed_reply(s: ClientSession, raw: bytes, version: int, member: str = M, **kw) -> list:
+    rid = decode_client(raw).id
+    return s.receive(result(rid, Subscribed(member=member, balance=bal(version, member), **kw)))
+
+
+def test_replace_and_presence_are_kept_for_resume() -> None:
+    """A register subscribing each customer with replace piled them all up, and resume()
+    re-subscribed every past customer (past the limit, the current one could be refused);
+    resume() also dropped presence."""
+    s = ClientSession()
+    for i in range(20):
+        _subscribed_reply(s, s.subscribe(f"c{i}", replace=True, presence=i == 19), 1, f"c{i}")
+    assert s.subscriptions == {"c19"}
+    (again,) = [decode_client(f) for f in s.resume()]
+    assert isinstance(again, Subscribe)
+    assert (again.member, again.since, again.presence) == ("c19", 1, True)
+
+
+def test_cashier_view_subscribes_and_tracks_the_version() -> None:
+    """The level-2 view subscribes the session on the server; the client did not know, so
+    resume() after a reconnect sent nothing and the register went quiet."""
+    from protocol.loyalty import CashierState, Member, MemberBalance, TierInfo
+
+    s = ClientSession()
+    _subscribed_reply(s, s.subscribe("old"), 1, "old")
+    rid = decode_client(s.cashier_view(M, replace=True)).id
+    state = CashierState(
+        member=Member(member=M),
+        balance=MemberBalance(posted=5, held=0, available=5, version=7),
+        tier=TierInfo(tier=""),
+        rewards=[],
+        codes=[],
+        recent=[],
+        offers=[],
+    )
+    s.receive(result(rid, state))
+    assert s.subscriptions == {M} and s.last_versions[M] == 7
+    assert [decode_client(f).since for f in s.resume()] == [7]  # type: ignore[union-attr]
+
+
+def test_a_gap_is_refilled_from_its_first_missing_version() -> None:
+    """After a gap the last version had moved past it: re-subscribing from it returned
+    nothing, and from before it returned the missing changes as Stale."""
+    s = ClientSession()
+    _subscribed_reply(s, s.subscribe(M), 10)
+    assert s.receive(encode(changed(13))) == [Gap(M, 11, 13), Changed(changed(13))]
+    refill = decode_client(s.refill(M))
+    assert isinstance(refill, Subscribe) and refill.since == 10
+    events = _subscribed_reply(
+        s, encode(refill), 13, missed=[changed(11), changed(12), changed(13)]
+    )
+    assert events[1:] == [
+        Changed(changed(11), filled=True),
+        Changed(changed(12), filled=True),
+        Stale(M, 13, 13),
+    ]
+    assert [decode_client(f).since for f in s.resume()] == [13]  # type: ignore[union-attr]
+
+
+def test_merged_and_refused_members_are_not_resumed() -> None:
+    from protocol.loyalty import MemberMerged
+
+    s = ClientSession()
+    for m in ("dup", "gone", "busy"):
+        _subscribed_reply(s, s.subscribe(m), 1, m)
+    s.receive(encode(MemberMerged(member="dup", into="keep", at=1)))
+    for member, code, retryable in (
+        ("gone", "member_not_found", False),
+        ("busy", "unavailable", True),
+    ):
+        rid = decode_client(s.subscribe(member)).id
+        s.receive(encode(Error(id=rid, code=code, message="", retryable=retryable)))
+    assert s.subscriptions == {"busy"}  # a retryable refusal keeps it
+
+
+def test_an_undecodable_reply_still_settles_its_command() -> None:
+    """A result the client could not decode (a newer kind or enum value) left its command
+    pending for ever."""
+    s = ClientSession()
+    raw = s.reserve("h-1", M, 5)
+    rid = decode_client(raw).id
+    reply = (
+        b'{"type":"result","id":"' + rid.encode() + b'","data":{"kind":"hold","op":"h-1",'
+        b'"hold":"h-1","member":"m-42","status":"pending","points":5}}'
+    )
+    (event,) = s.receive(reply)
+    assert isinstance(event, Ignored) and isinstance(event.request, Reserve)
+    assert rid not in s.pending
