@@ -67,7 +67,7 @@ class Publisher:
         if not entries and not self._stale:
             return
         if self.breaker.is_open:
-            self._mark_stale(entries)
+            self.mark_stale(entries)
             raise StoreUnavailable("Redis marked down; the outbox relay will publish")
         keys = self._keys
         stale = dict(self._stale)
@@ -97,7 +97,7 @@ class Publisher:
                         reply = await self._script(keys=names, args=args)
         except (StoreUnavailable, TimeoutError):
             self.breaker.trip()
-            self._mark_stale(entries)
+            self.mark_stale(entries)
             raise
         self.breaker.reset()
         if reply is not None:
@@ -108,7 +108,8 @@ class Publisher:
         if self.on_published is not None:
             self.on_published([(e.member, e.version) for e in entries])
 
-    def _mark_stale(self, entries: Sequence[Entry]) -> None:
+    def mark_stale(self, entries: Sequence[Entry]) -> None:
+        """Raise these members' cache floors at the next Redis contact (see ``publish``)."""
         stale = self._stale
         for e in entries:
             if e.version > stale.get(e.member, -1):

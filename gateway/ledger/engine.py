@@ -44,7 +44,7 @@ from gateway.ledger.model import (
 from gateway.settings import LedgerSettings
 from gateway.store.db import CONNECTION_ERRORS, RETRY_ERRORS, connect
 from protocol.codes import ErrorCode
-from protocol.messages import Outcome
+from protocol.messages import Balance, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ class EventSink(Protocol):
         ...
 
     async def publish(self, entries: Sequence[Entry], epoch: str) -> None: ...
+
+    def mark_stale(self, entries: Sequence[Entry]) -> None:
+        """These changes may have committed unannounced (the reply to COMMIT was lost): the
+        cached balances must not be trusted below them until a publish covers them."""
+        ...
 
 
 _outcome_encoder = msgspec.json.Encoder()
@@ -130,13 +135,26 @@ class Ledger:
         return self._latest.get(member, -1)
 
     def _committed(self, entries: Sequence[Entry]) -> None:
-        latest = self._latest
         for e in entries:
-            if e.version > latest.get(e.member, -1):
-                latest[e.member] = e.version
-                latest.move_to_end(e.member)
-        while len(latest) > _LATEST_MAX:
-            latest.popitem(last=False)
+            self._saw(e.member, e.version)
+
+    def _replied(self, outcomes: Sequence[Outcome]) -> None:
+        """A replayed outcome tells the client a version this node may never have committed
+        itself (the first attempt committed and lost its reply, maybe on another node): its
+        reads must not serve that member below it."""
+        for o in outcomes:
+            data = o.data
+            balance = getattr(data, "balance", data)
+            if isinstance(balance, Balance):
+                self._saw(balance.member, balance.version)
+
+    def _saw(self, member: str, version: int) -> None:
+        latest = self._latest
+        if version > latest.get(member, -1):
+            latest[member] = version
+            latest.move_to_end(member)
+            while len(latest) > _LATEST_MAX:
+                latest.popitem(last=False)
 
     async def published(self) -> None:
         """Wait until every change committed so far was handed to the sink (or failed)."""
@@ -295,6 +313,11 @@ class _Lane:
             except CONNECTION_ERRORS as exc:
                 await self._drop_connection()
                 if committing:
+                    # The batch may have committed: until a publish covers these versions,
+                    # neither this node nor the cache serves these members below them.
+                    ledger._committed(entries)
+                    if sink is not None:
+                        sink.mark_stale(entries)
                     _fail(
                         batch,
                         OutcomeUnknown(
@@ -314,6 +337,7 @@ class _Lane:
             ledger.stats.batches += 1
             ledger.stats.ops += len(batch)
             ledger._committed(entries)
+            ledger._replied(outcomes)
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)

@@ -508,6 +508,10 @@ class Loyalty(RewardsMixin):
                 )
                 if owner != merchant:
                     return False
+                # The account first, locked as a ledger batch locks it: a merge into this
+                # member in flight commits before the duplicates are listed (and is erased
+                # with them); one after this erase finds the account closed and is refused.
+                await conn.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", member)
                 ids = sorted(await conn.fetchval(_MERGED_INTO, member))
                 # Row locks like a ledger batch's: an operation either committed before the
                 # erase or finds the account closed.

@@ -22,6 +22,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # "another operation is in progress" on a connection the server closed while it idled
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     TimeoutError,

@@ -340,3 +340,37 @@ async def test_expiry_passes_over_erased_members(clients, http, rn, merchant, pg
     finally:
         await conn.close()
     assert after - before == 1  # the kept member's expiry only; no refusal recorded for gone
+
+
+async def test_an_erase_racing_a_merge_into_the_member_erases_the_duplicate_too(
+    clients, http, rn, merchant, pg_dsn
+):
+    """Found in a stress run (85 of 150 trials): erase listed the merged duplicates before
+    locking anything, so a duplicate merged in meanwhile stayed open, and its identities then
+    moved onto the erased member."""
+    import asyncio
+
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, email=f"{unique('d')}@example.com")).member
+    merging = await asyncpg.connect(pg_dsn)
+    try:
+        tx = merging.transaction()
+        await tx.start()  # the ledger's merge batch, in flight: it holds both accounts
+        await merging.execute(
+            "SELECT 1 FROM accounts WHERE member_id = ANY($1::text[]) ORDER BY member_id "
+            "FOR UPDATE",
+            sorted([m, dup]),
+        )
+        await merging.execute("UPDATE accounts SET merged_into = $1 WHERE member_id = $2", m, dup)
+        erasing = asyncio.create_task(_erase(http, rn.url, merchant, m))
+        await asyncio.sleep(0.3)
+        await tx.commit()
+        assert await erasing == 200
+        left = await merging.fetchval(
+            "SELECT count(*) FROM member_identities WHERE member_id = $1", dup
+        )
+        closed = await merging.fetchval("SELECT closed_at FROM accounts WHERE member_id = $1", dup)
+    finally:
+        await merging.close()
+    assert left == 0 and closed is not None
