@@ -171,6 +171,9 @@ _id_decoder = msgspec.json.Decoder(_Id)
 
 #: Leaves room for a 20-digit counter within the 64-character request id.
 _MAX_PREFIX = 44
+#: Missing versions listed one by one after a gap (the server replays at most its
+#: GATEWAY_MAX_RECOVERY, 100 by default); a wider gap is kept as where it starts.
+_MAX_HOLES = 1_000
 
 
 class ClientSession:
@@ -194,8 +197,10 @@ class ClientSession:
         self._subscriptions: set[str] = set()
         #: Subscriptions that asked for presence (kept on resume).
         self._presence: set[str] = set()
-        #: Versions a gap skipped, per member, until a re-subscription brings them.
+        #: Versions a gap skipped, per member, until a re-subscription brings them; a gap wider
+        #: than ``_MAX_HOLES`` is kept as its first missing version only (``_behind``).
         self._holes: dict[str, set[int]] = {}
+        self._behind: dict[str, int] = {}
         self.welcome: Welcome | None = None
         """The current connection's ``welcome``, or ``None`` before it (and after a loss)."""
 
@@ -277,7 +282,10 @@ class ClientSession:
 
     def _resume_from(self, member: str) -> int | None:
         holes = self._holes.get(member)
-        return min(holes) - 1 if holes else self._versions.get(member)
+        starts = [min(holes)] if holes else []
+        if member in self._behind:
+            starts.append(self._behind[member])
+        return min(starts) - 1 if starts else self._versions.get(member)
 
     def resume(self) -> list[bytes]:
         """Re-subscribe every subscription (after reconnect), each from its last version seen,
@@ -375,6 +383,7 @@ class ClientSession:
         self._subscriptions.discard(member)
         self._presence.discard(member)
         self._holes.pop(member, None)
+        self._behind.pop(member, None)
 
     def _on_result(self, frame: Result, events: list[Event]) -> None:
         request = self._pending.pop(frame.id, None)
@@ -413,6 +422,9 @@ class ClientSession:
         since = request.since if isinstance(request, Subscribe) else None
         if data.member not in self._versions and since is not None:
             self._versions[data.member] = since  # the missed changes start after it
+        behind = self._behind.get(data.member)
+        if behind is not None and since is not None and since < behind and data.recovered:
+            del self._behind[data.member]  # this reply carries everything after ``since``
         for change in data.missed:
             self._on_change(change, events)
         if not data.recovered:
@@ -436,7 +448,10 @@ class ClientSession:
             return
         if last is not None and change.version > last + 1:
             events.append(Gap(member, last + 1, change.version))
-            self._holes.setdefault(member, set()).update(range(last + 1, change.version))
+            if change.version - last - 1 <= _MAX_HOLES:
+                self._holes.setdefault(member, set()).update(range(last + 1, change.version))
+            else:  # too many to list: remember where to refill from, not each version
+                self._behind[member] = min(self._behind.get(member, last + 1), last + 1)
         self._versions[member] = change.version
         events.append(Changed(change))
 
@@ -444,6 +459,7 @@ class ClientSession:
         """The server says ``balance`` is the truth and the history before it is lost: the
         missing versions will not come; the last version never moves back."""
         self._holes.pop(balance.member, None)
+        self._behind.pop(balance.member, None)
         self._advance(balance)
 
     def _advance(self, balance: Balance) -> None:

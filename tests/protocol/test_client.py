@@ -404,3 +404,14 @@ def test_an_undecodable_reply_still_settles_its_command() -> None:
     (event,) = s.receive(reply)
     assert isinstance(event, Ignored) and isinstance(event.request, Reserve)
     assert rid not in s.pending
+
+
+def test_a_huge_gap_is_remembered_by_where_it_starts() -> None:
+    """Listing every missing version of a gap of 10**9 would take gigabytes."""
+    s = ClientSession()
+    _subscribed_reply(s, s.subscribe(M), 10)
+    assert s.receive(encode(changed(10**9))) == [Gap(M, 11, 10**9), Changed(changed(10**9))]
+    assert decode_client(s.refill(M)).since == 10  # type: ignore[union-attr]
+    assert s.receive(encode(changed(12))) == [Stale(M, 12, 10**9)]  # not tracked one by one
+    s.receive(encode(ResyncFrame(member=M, balance=bal(10**9), reason="gap")))
+    assert decode_client(s.refill(M)).since == 10**9  # type: ignore[union-attr]
