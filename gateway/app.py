@@ -204,6 +204,9 @@ class Node:
         if hasattr(self, "pool"):
             try:
                 await asyncio.wait_for(self.pool.close(), 2)
+            except asyncio.CancelledError:
+                self.pool.terminate()
+                raise
             except Exception:  # a server that does not answer: do not wait on its goodbyes
                 self.pool.terminate()
 

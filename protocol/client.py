@@ -448,10 +448,14 @@ class ClientSession:
             return
         if last is not None and change.version > last + 1:
             events.append(Gap(member, last + 1, change.version))
-            if change.version - last - 1 <= _MAX_HOLES:
-                self._holes.setdefault(member, set()).update(range(last + 1, change.version))
+            holes = self._holes.get(member, set())
+            if len(holes) + change.version - last - 1 <= _MAX_HOLES:
+                holes.update(range(last + 1, change.version))
+                self._holes[member] = holes
             else:  # too many to list: remember where to refill from, not each version
-                self._behind[member] = min(self._behind.get(member, last + 1), last + 1)
+                first = min(holes) if holes else last + 1
+                self._behind[member] = min(self._behind.get(member, first), first)
+                self._holes.pop(member, None)
         self._versions[member] = change.version
         events.append(Changed(change))
 

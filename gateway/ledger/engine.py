@@ -76,6 +76,10 @@ class _Race(Exception):
 
 
 _RERUN: tuple[type[BaseException], ...] = (_Race, *RETRY_ERRORS)
+#: What makes a lane drop its connection. asyncpg's InternalClientError ("another operation
+#: is in progress") was met on a connection the server had closed while the lane idled; the
+#: lane reconnects either way, so any such client error ends the connection, not the node.
+_LOST: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.InternalClientError)
 
 
 def decode_outcome(raw: bytes) -> Outcome:
@@ -260,10 +264,12 @@ class _Lane:
 
     async def _connection(self) -> asyncpg.Connection[Any]:
         if self.conn is None or self.conn.is_closed():
-            conn = await connect(
-                self.ledger._dsn, command_timeout=self.ledger._settings.command_timeout
-            )
+            timeout = self.ledger._settings.command_timeout
+            conn = await connect(self.ledger._dsn, command_timeout=timeout)
             await conn.execute(q.LANE_SETTINGS)  # generic plans of index lookups only
+            # The server ends a statement itself a second after this node gave up on it (and
+            # dropped the connection): a lock wait must not outlive the client by long.
+            await conn.execute(f"SET statement_timeout = {int(timeout * 1000) + 1000}")
             self.conn = conn
             self.begun = False
         return self.conn
@@ -310,7 +316,7 @@ class _Lane:
                 await self._drop_connection()
                 _fail(batch, exc)
                 return
-            except CONNECTION_ERRORS as exc:
+            except _LOST as exc:
                 await self._drop_connection()
                 if committing:
                     # The batch may have committed: until a publish covers these versions,

@@ -127,7 +127,7 @@ class OutboxRelay:
                 await self.flush()
                 while await self.relay_once() == self._batch:
                     pass
-            except TRANSIENT_ERRORS as exc:
-                log.warning("outbox relay pass failed; will retry: %s", exc)
+            except TRANSIENT_ERRORS:
+                log.warning("outbox relay pass failed; will retry", exc_info=True)
             except Exception:
                 log.exception("outbox relay pass failed")

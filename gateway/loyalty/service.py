@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.errors import GatewayError, Refused
+from gateway.errors import GatewayError, Refused, StoreUnavailable
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import Ledger
 from gateway.ledger.model import Earn, Origin, SaleRecord
@@ -58,6 +58,10 @@ EXPIRY_BATCH = 5000
 
 def _dt(v: datetime | None) -> int:
     return 0 if v is None else epoch_ms(v)
+
+
+class _MoreMerged(Exception):
+    """A duplicate was merged into the member while an erase was locking its accounts."""
 
 
 #: The member and every member merged into it, directly or through other merges.
@@ -498,44 +502,59 @@ class Loyalty(RewardsMixin):
         balances and audits still add up. Their accounts are closed: the ledger refuses every
         operation on them (``member_not_found``) but hold expiry, so an erased member can
         neither earn nor spend, nor be merged into and given personal data again."""
-        with translate_errors("erase"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                # NO KEY UPDATE: it still serialises with a merge (FOR UPDATE) but not with
-                # a ledger batch's foreign-key checks on this row (KEY SHARE), which it would
-                # otherwise deadlock with (the batch holds the account this erase closes).
-                owner = await conn.fetchval(
-                    "SELECT merchant_id FROM members WHERE id = $1 FOR NO KEY UPDATE", member
-                )
-                if owner != merchant:
-                    return False
-                # The account first, locked as a ledger batch locks it: a merge into this
-                # member in flight commits before the duplicates are listed (and is erased
-                # with them); one after this erase finds the account closed and is refused.
-                await conn.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", member)
-                ids = sorted(await conn.fetchval(_MERGED_INTO, member))
-                # Row locks like a ledger batch's: an operation either committed before the
-                # erase or finds the account closed.
-                await conn.execute(
-                    """UPDATE accounts SET closed_at = COALESCE(closed_at, now())
-                        WHERE member_id = ANY($1::text[])""",
-                    ids,
-                )
-                await conn.execute(
-                    "DELETE FROM member_identities WHERE member_id = ANY($1::text[])", ids
-                )
-                await conn.execute(
-                    """INSERT INTO member_profiles (member_id, merchant_id, erased_at)
-                       SELECT id, $2, now() FROM unnest($1::text[]) AS id
-                       ON CONFLICT (member_id) DO UPDATE
-                          SET name = '', enrolled_store = '', erased_at = now()""",
-                    ids,
-                    merchant,
-                )
-                await conn.execute(
-                    """UPDATE sales SET lines = (
-                           SELECT COALESCE(jsonb_agg(l - 'name'), '[]'::jsonb)
-                             FROM jsonb_array_elements(lines) AS l)
-                        WHERE member_id = ANY($1::text[])""",
-                    ids,
-                )
+        for attempt in range(5):
+            try:
+                with translate_errors("erase"):
+                    return await self._erase_once(merchant, member)
+            except (_MoreMerged, asyncpg.DeadlockDetectedError):
+                # A merge into the member committed while the erase listed the duplicates, or
+                # PostgreSQL broke a lock cycle with a merge's second step: start again.
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise StoreUnavailable("erase kept meeting concurrent merges; retry")
+
+    async def _erase_once(self, merchant: str, member: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # NO KEY UPDATE: it still serialises with a merge (FOR UPDATE) but not with a
+            # ledger batch's foreign-key checks on this row (KEY SHARE).
+            owner = await conn.fetchval(
+                "SELECT merchant_id FROM members WHERE id = $1 FOR NO KEY UPDATE", member
+            )
+            if owner != merchant:
+                return False
+            # The accounts of the member and of its merged duplicates, locked as a ledger
+            # batch locks them (by key, in order), then listed again: a merge into the member
+            # in flight has committed by then (its duplicate was not locked: start over), and
+            # one after this erase finds the account closed and is refused.
+            listed = sorted(await conn.fetchval(_MERGED_INTO, member))
+            await conn.execute(
+                """SELECT 1 FROM accounts WHERE member_id = ANY($1::text[])
+                    ORDER BY member_id FOR UPDATE""",
+                listed,
+            )
+            ids = sorted(await conn.fetchval(_MERGED_INTO, member))
+            if ids != listed:
+                raise _MoreMerged
+            await conn.execute(
+                """UPDATE accounts SET closed_at = COALESCE(closed_at, now())
+                    WHERE member_id = ANY($1::text[])""",
+                ids,
+            )
+            await conn.execute(
+                "DELETE FROM member_identities WHERE member_id = ANY($1::text[])", ids
+            )
+            await conn.execute(
+                """INSERT INTO member_profiles (member_id, merchant_id, erased_at)
+                   SELECT id, $2, now() FROM unnest($1::text[]) AS id
+                   ON CONFLICT (member_id) DO UPDATE
+                      SET name = '', enrolled_store = '', erased_at = now()""",
+                ids,
+                merchant,
+            )
+            await conn.execute(
+                """UPDATE sales SET lines = (
+                       SELECT COALESCE(jsonb_agg(l - 'name'), '[]'::jsonb)
+                         FROM jsonb_array_elements(lines) AS l)
+                    WHERE member_id = ANY($1::text[])""",
+                ids,
+            )
         return True

@@ -198,14 +198,16 @@ async def _subscribe_in_turn(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
             )
         session.subscriptions.add(frame.member)
+        watched = False
     else:
-        d.s.feeds.leave(frame.member, session)
+        watched = True  # a re-subscribe (a gap fill, a presence change): the feed is kept
     try:
         balance, missed, recovered, presence = await d.s.feeds.join(
             frame.member, session, frame.since, frame.presence
         )
     except BaseException:
-        session.subscriptions.discard(frame.member)
+        if not watched:  # a re-subscribe that failed leaves the subscription as it was
+            session.subscriptions.discard(frame.member)
         raise
     if session.closing or frame.member not in session.subscriptions:
         d.s.feeds.leave(frame.member, session)

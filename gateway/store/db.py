@@ -22,8 +22,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
-    # "another operation is in progress" on a connection the server closed while it idled
-    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     TimeoutError,

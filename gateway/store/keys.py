@@ -78,9 +78,11 @@ end
 CACHE_EPOCH = _EPOCH + "return epoch()\n"
 
 # A cached balance is a hash: p (posted), h (held), v (its version) and, when a newer change
-# could not be written there, f (the floor: PostgreSQL has at least that version). Readers
-# serve it only while v >= f; below, they read PostgreSQL and fill. Versions and floors only
-# ever move up, so a late or reordered write can never make the cache serve an older balance.
+# could not be written there, f (the floor: PostgreSQL has, or may have, that version; "may"
+# after a COMMIT whose reply was lost, when the floor can be one batch ahead until the next
+# change reaches it). Readers serve it only while v >= f; below, they read PostgreSQL and fill.
+# Versions and floors only ever move up, so a late or reordered write can never make the cache
+# serve an older balance.
 #
 # For each change: when the caller's epoch (ARGV[1]) is the cache's, set the cached balance
 # if the change is newer than what is cached; otherwise raise the floor to the change's
@@ -128,7 +130,8 @@ return e
 """
 )
 
-# Raise floors (a floor is true in any epoch: PostgreSQL has at least that version).
+# Raise floors (valid in any epoch: PostgreSQL has, or after a lost COMMIT reply may have,
+# that version).
 # KEYS: balances; ARGV: versions.
 RAISE_FLOORS = """
 for i = 1, #KEYS do

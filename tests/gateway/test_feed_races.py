@@ -135,3 +135,36 @@ async def test_pipelined_subscription_commands_take_effect_in_order(
             what="the closed session out of every feed",
         )
         await seller.close()
+
+
+async def test_a_failed_re_subscribe_keeps_the_subscription(
+    http, pg_dsn, redis_prefix, world, monkeypatch
+):
+    """Found in review: a re-subscribe (the gap fill a client sends) that failed with a
+    retryable error dropped the session's subscription on the server, while the client kept
+    it: pushes stopped with nothing said."""
+    from gateway.errors import StoreUnavailable
+    from protocol.messages import Error
+
+    m = world["members"][2]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        till = await pos(http, rn.url, world["merchant"])
+        seller = await pos(http, rn.url, world["merchant"], "t2")
+        sub = await till.request({"type": "subscribe", "member": m})
+        assert isinstance(sub, Result)
+        await sale(seller, m)
+        first = await till.next_change()
+        reads = rn.node.feeds._reads
+
+        async def unavailable(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("PostgreSQL unavailable during history read")
+
+        monkeypatch.setattr(reads, "history", unavailable)
+        failed = await till.request({"type": "subscribe", "member": m, "since": 0})
+        assert isinstance(failed, Error) and failed.retryable
+        monkeypatch.undo()
+        done = await sale(seller, m)
+        later = await till.next_change()
+        assert later.version == done.data.balance.version == first.version + 1
+        await till.close()
+        await seller.close()

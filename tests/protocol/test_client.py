@@ -415,3 +415,15 @@ def test_a_huge_gap_is_remembered_by_where_it_starts() -> None:
     assert s.receive(encode(changed(12))) == [Stale(M, 12, 10**9)]  # not tracked one by one
     s.receive(encode(ResyncFrame(member=M, balance=bal(10**9), reason="gap")))
     assert decode_client(s.refill(M)).since == 10**9  # type: ignore[union-attr]
+
+
+def test_many_gaps_do_not_pile_up_holes() -> None:
+    """Each gap was bounded, their total was not: 2,000 gaps of 1,000 made 2,000,000 ints."""
+    s = ClientSession()
+    _subscribed_reply(s, s.subscribe(M), 0)
+    version = 0
+    for _ in range(50):
+        version += 101
+        s.receive(encode(changed(version)))
+    assert sum(len(h) for h in s._holes.values()) <= 1_000
+    assert decode_client(s.refill(M)).since == 0  # type: ignore[union-attr]  # the first missing
