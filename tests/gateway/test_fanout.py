@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
-
-import aiohttp
-import pytest
 
 from gateway.fanout.broadcast import publish_notice
 from gateway.store.keys import Keys
@@ -18,23 +13,11 @@ from tests.gateway.live_support import (
     app,
     changes_until,
     eventually,
-    make_world,
     next_of,
     pos,
     sale,
 )
 from tests.support import running_node, settings_for
-
-
-@pytest.fixture
-async def world(pg_dsn: str) -> dict[str, Any]:
-    return await make_world(pg_dsn)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def test_pos_subscribe_replace_moves_to_next_customer(http, pg_dsn, redis_prefix, world):

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import pytest
 
 from protocol.messages import BalanceChanged, Result
@@ -35,12 +34,6 @@ def private_redis() -> Iterator[PrivateRedis]:
 @pytest.fixture
 async def world(pg_dsn: str) -> dict[str, Any]:
     return await make_world(pg_dsn, members=1)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def test_feeds_fill_what_was_missed_while_fanout_was_down(http, pg_dsn, private_redis, world):

@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
-import pytest
 
 from protocol.codec import decode_server
 from protocol.messages import BalanceChanged, Result
 from tests.conftest import REDIS_URL
-from tests.gateway.live_support import eventually, make_world, pos, sale
+from tests.gateway.live_support import eventually, pos, sale
 from tests.support import running_node, settings_for
-
-
-@pytest.fixture
-async def world(pg_dsn: str) -> dict[str, Any]:
-    return await make_world(pg_dsn)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 class Sink:

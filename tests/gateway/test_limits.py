@@ -4,7 +4,6 @@ auth timeout (3504), and the idle cost of a session."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,12 +19,6 @@ from tests.support import WsClient, pos_token, running_node, settings_for
 @pytest.fixture
 async def world(pg_dsn: str) -> dict[str, Any]:
     return await make_world(pg_dsn, members=1)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def closes(node: Any, code: int) -> float:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -16,21 +15,10 @@ import pytest
 from protocol.codes import CloseCode
 from protocol.messages import BalanceChanged, Error, Result
 from tests.conftest import REDIS_URL, TIME_FACTOR, unique
-from tests.gateway.live_support import app, changes_until, make_world, pos, sale
+from tests.gateway.live_support import app, changes_until, pos, sale
 from tests.support import NodeProcess, WsClient
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def world(pg_dsn: str) -> dict[str, Any]:
-    return await make_world(pg_dsn)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @contextlib.asynccontextmanager

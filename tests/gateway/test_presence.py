@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -17,19 +14,8 @@ from gateway.store.keys import Keys
 from protocol.codes import CloseCode
 from protocol.messages import Presence, Result, Welcome
 from tests.conftest import REDIS_URL
-from tests.gateway.live_support import app, make_world, next_of, pos
+from tests.gateway.live_support import app, next_of, pos
 from tests.support import SECRET, WsClient, app_token, running_node, settings_for
-
-
-@pytest.fixture
-async def world(pg_dsn: str) -> dict[str, Any]:
-    return await make_world(pg_dsn)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def test_pos_sees_app_and_web_come_and_go_across_nodes(http, pg_dsn, redis_prefix, world):

@@ -38,12 +38,6 @@ async def node(pg_dsn: str, redis_prefix: str) -> AsyncIterator[str]:
         yield rn.url
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def pos(http: aiohttp.ClientSession, url: str, merchant: str) -> WsClient:
     c = await WsClient.connect(http, url)
     w = await c.hello(pos_token(merchant))
