@@ -26,7 +26,6 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -159,10 +158,6 @@ def return_fingerprint(frame: Return) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).digest()
 
 
-def _floor(x: Decimal) -> int:
-    return int(x.to_integral_value(rounding=ROUND_FLOOR))
-
-
 class _Refusal(Exception):
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
@@ -269,7 +264,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     if completes:
         clawback = points - clawed
     else:
-        clawback = min(points - clawed, _floor(Decimal(points) * value / total)) if total else 0
+        clawback = min(points - clawed, points * value // total) if total else 0
 
     restored = 0
     if frame.redemption is not None:
@@ -308,7 +303,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         if completes:
             restored = spent - given
         else:
-            restored = min(spent - given, _floor(Decimal(spent) * value / total)) if total else 0
+            restored = min(spent - given, spent * value // total) if total else 0
         restored = max(restored, 0)
 
     await conn.execute(
