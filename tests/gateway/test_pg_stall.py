@@ -18,7 +18,7 @@ import pytest
 from protocol.messages import Error, Result
 from tests.conftest import REDIS_URL, TIME_FACTOR, create_database, drop_database
 from tests.gateway.live_support import make_world, pos, sale
-from tests.support import NodeProcess, free_port
+from tests.support import NodeProcess, WsClient, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -76,82 +76,89 @@ async def stalled_db() -> AsyncIterator[tuple[str, str, FreezingProxy]]:
         await drop_database(name)
 
 
-async def test_a_silent_postgres_fails_commands_and_sigterm_still_ends_the_node(
-    stalled_db, redis_prefix
-):
+@contextlib.asynccontextmanager
+async def _till_on_a_stalling_node(
+    stalled_db: tuple[str, str, FreezingProxy], redis_prefix: str, name: str, env: dict[str, str]
+) -> AsyncIterator[tuple[NodeProcess, WsClient, str]]:
+    """A node whose PostgreSQL sits behind the proxy, a register on it and a member with one
+    sale done; the proxy flows again and the node is gone afterwards."""
     dsn, via_proxy, proxy = stalled_db
     world = await make_world(dsn)
-    env = {
-        "GATEWAY_LEDGER_COMMAND_TIMEOUT": "1",
-        "GATEWAY_COMMAND_TIMEOUT": "1",
-        "GATEWAY_DRAIN_SECONDS": "2",
-    }
-    node = NodeProcess(via_proxy, REDIS_URL, f"{redis_prefix}:stall", "stall", env)
+    node = NodeProcess(via_proxy, REDIS_URL, f"{redis_prefix}:{name}", name, env)
     try:
         await node.wait_ready()
         async with aiohttp.ClientSession() as http:
             till = await pos(http, node.url, world["merchant"])
             member = world["members"][0]
             assert isinstance(await sale(till, member), Result)
-            proxy.flowing.clear()  # PostgreSQL stops answering
-            started = time.monotonic()
-            reply = await till.request(
-                {"type": "sale", "op": "stalled-1", "member": member, "total": 500}, timeout=30
-            )
-            waited = time.monotonic() - started
-            assert isinstance(reply, Error) and reply.retryable, reply
-            assert reply.code in ("unavailable", "timeout"), reply
-            assert waited < 8 * TIME_FACTOR, waited
-            started = time.monotonic()
-            node.terminate()
-            code = await asyncio.to_thread(node.proc.wait, 30)
-            elapsed = time.monotonic() - started
-            print(f"exit {elapsed:.2f} s after SIGTERM (GATEWAY_DRAIN_SECONDS=2)")
-            assert elapsed < 8 * TIME_FACTOR, elapsed
-            assert code is not None
+            yield node, till, member
             await till.close()
     finally:
         proxy.flowing.set()
         if node.proc.poll() is None:
             node.kill()
+
+
+async def test_a_silent_postgres_fails_commands_and_sigterm_still_ends_the_node(
+    stalled_db, redis_prefix
+):
+    proxy = stalled_db[2]
+    env = {
+        "GATEWAY_LEDGER_COMMAND_TIMEOUT": "1",
+        "GATEWAY_COMMAND_TIMEOUT": "1",
+        "GATEWAY_DRAIN_SECONDS": "2",
+    }
+    async with _till_on_a_stalling_node(stalled_db, redis_prefix, "stall", env) as (
+        node,
+        till,
+        member,
+    ):
+        proxy.flowing.clear()  # PostgreSQL stops answering
+        started = time.monotonic()
+        reply = await till.request(
+            {"type": "sale", "op": "stalled-1", "member": member, "total": 500}, timeout=30
+        )
+        waited = time.monotonic() - started
+        assert isinstance(reply, Error) and reply.retryable, reply
+        assert reply.code in ("unavailable", "timeout"), reply
+        assert waited < 8 * TIME_FACTOR, waited
+        started = time.monotonic()
+        node.terminate()
+        code = await asyncio.to_thread(node.proc.wait, 30)
+        elapsed = time.monotonic() - started
+        print(f"exit {elapsed:.2f} s after SIGTERM (GATEWAY_DRAIN_SECONDS=2)")
+        assert elapsed < 8 * TIME_FACTOR, elapsed
+        assert code is not None
 
 
 async def test_a_session_waiting_on_its_own_slow_commands_is_not_reaped(stalled_db, redis_prefix):
     """Found in review: with 64 commands in flight a session stops being read, so its pongs
     went unseen and the heartbeat closed a live POS as dead (3003) while PostgreSQL was slow."""
-    dsn, via_proxy, proxy = stalled_db
-    world = await make_world(dsn)
+    proxy = stalled_db[2]
     env = {
         "GATEWAY_LEDGER_COMMAND_TIMEOUT": "3",
         "GATEWAY_HEARTBEAT_SECONDS": "0.2",
         "GATEWAY_RATE_PER_SECOND": "1000",
     }
-    node = NodeProcess(via_proxy, REDIS_URL, f"{redis_prefix}:busy", "busy", env)
-    try:
-        await node.wait_ready()
-        async with aiohttp.ClientSession() as http:
-            till = await pos(http, node.url, world["merchant"])
-            member = world["members"][1]
-            assert isinstance(await sale(till, member), Result)
-            proxy.flowing.clear()
-            replies = asyncio.gather(
-                *(
-                    till.request(
-                        {"type": "sale", "op": f"busy-{i}", "member": member, "total": 100},
-                        timeout=30,
-                    )
-                    for i in range(80)
-                ),
-                return_exceptions=True,
-            )
-            await asyncio.sleep(1.5 * TIME_FACTOR)  # seven heartbeats with no frame read
-            assert till.close_code is None
-            proxy.flowing.set()
-            answered = await replies
-            assert all(isinstance(r, Result | Error) for r in answered), answered
-            assert till.close_code is None
-            await till.close()
-    finally:
+    async with _till_on_a_stalling_node(stalled_db, redis_prefix, "busy", env) as (
+        _node,
+        till,
+        member,
+    ):
+        proxy.flowing.clear()
+        replies = asyncio.gather(
+            *(
+                till.request(
+                    {"type": "sale", "op": f"busy-{i}", "member": member, "total": 100},
+                    timeout=30,
+                )
+                for i in range(80)
+            ),
+            return_exceptions=True,
+        )
+        await asyncio.sleep(1.5 * TIME_FACTOR)  # seven heartbeats with no frame read
+        assert till.close_code is None
         proxy.flowing.set()
-        if node.proc.poll() is None:
-            node.kill()
+        answered = await replies
+        assert all(isinstance(r, Result | Error) for r in answered), answered
+        assert till.close_code is None
