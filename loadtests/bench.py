@@ -6,7 +6,8 @@ BENCHMARKS.md-ready markdown and a JSON file, drops the database and Redis keys.
 
 Stages (sizes are flags; ``--quick`` shrinks them to finish in about two minutes):
 
-1. checkout: reserve+commit flows open-loop at ``--checkout-rate`` over all nodes;
+1. checkout: reserve+commit flows open-loop at ``--checkout-rate`` on ``--checkout-nodes`` (1);
+   then ``cluster``: the same load over all ``--nodes``;
 2. push: sale changes at ``--push-rate`` on ``--push-members`` members, each watched by
    ``--push-sessions-per-member`` sessions on nodes other than the POS's; then ``peer``: the
    same load on Socket.IO (Node) + its Redis adapter, the anchors' peer (``loadtests/peer.py``);
@@ -51,6 +52,8 @@ TARGETS = {
     "broadcast_last_ms": 1000.0,
 }
 
+STAGES = ("checkout", "cluster", "push", "peer", "idle", "broadcast", "baselines", "ledger")
+
 QUICK = {
     "checkout_rate": 2000.0,
     "checkout_seconds": 10.0,
@@ -86,7 +89,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         "--checkout-nodes",
         type=int,
         default=None,
-        help="gateway nodes for the checkout stage (default: --nodes)",
+        help="gateway nodes for the checkout stage (default 1; the cluster stage uses --nodes)",
     )
     p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="server to create the scratch database on (its database part is ignored)")  # fmt: skip
@@ -96,8 +99,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                        help=f"default {value} ({QUICK[name]} with --quick)")  # fmt: skip
     p.add_argument("--push-sessions-per-member", type=int, default=3)
     p.add_argument("--workers", type=int, default=0, help="load-generator processes per stage")
-    p.add_argument("--stages", default="checkout,push,peer,idle,broadcast,baselines,ledger",
-                   help="comma-separated subset of checkout,push,peer,idle,broadcast,baselines,ledger")  # fmt: skip
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help="comma-separated subset of " + ",".join(STAGES))  # fmt: skip
     p.add_argument("--out", default="BENCHMARKS.md", help="markdown output ('-' for stdout only)")
     p.add_argument("--json", default=None, help="also write every figure as JSON here")
 
@@ -165,7 +168,7 @@ class Bench:
         log(f"bench: scratch database {self.scratch.name}, redis prefix {self.scratch.prefix}")
         await self.scratch.create()
         try:
-            for name in ("checkout", "push", "peer", "idle", "broadcast", "baselines", "ledger"):
+            for name in STAGES:
                 if name in self.stages:
                     self.results.setdefault("speed_probe_ms", {})[name] = speed.probe_ms()
                     log(f"bench: stage {name}")
@@ -226,18 +229,24 @@ class Bench:
                 await run.stop()
 
     async def stage_checkout(self) -> dict[str, Any]:
+        return await self._checkout(self.checkout_nodes)
+
+    async def stage_cluster(self) -> dict[str, Any]:
+        """The checkout's load spread over every node, as a POS fleet would spread it."""
+        return await self._checkout(int(self.args.nodes))
+
+    async def _checkout(self, n: int) -> dict[str, Any]:
         rate = self.sizes["checkout_rate"]
         cfg = self.cfg(
             scenario="checkout", rate=rate, duration=self.sizes["checkout_seconds"], ramp=3.0, warmup=3.0,
             steps=["reserve", "commit"], release_fraction=0.0, members=max(2000, int(rate)),
         )  # fmt: skip
-        report, _ = await self._scenario(cfg, cfg.members, node_count=self.checkout_nodes)
-        n = self.checkout_nodes
+        report, _ = await self._scenario(cfg, cfg.members, node_count=n)
         return {**_slim(report), "nodes": n, "lanes_per_node": nodes.lanes_per_node(n)}
 
     @property
     def checkout_nodes(self) -> int:
-        return int(self.args.checkout_nodes or self.args.nodes)
+        return int(self.args.checkout_nodes or 1)
 
     async def stage_push(self) -> dict[str, Any]:
         m = self.sizes["push_members"]

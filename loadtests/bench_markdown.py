@@ -63,14 +63,16 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     co = r.get("checkout") or {}
-    lat = co.get("latency") or {}
-    for step in ("reserve", "commit"):
-        x = lat.get(step) or {}
-        lines.append(
-            f"| {step}→reply p99 at {_f(s['checkout_rate'], 0)} reserve+commit flows/s, "
-            f"{co.get('nodes', r['nodes'])} node(s) | ≤ 10 ms | "
-            f"{_f(x.get('p99_ms'), 2)} ms | {_verdict(x.get('p99_ms'), 10.0)} |"
-        )
+    cl = r.get("cluster") or {}
+    for stage in (co, cl):
+        lat = stage.get("latency") or {}
+        for step in ("reserve", "commit") if lat else ():
+            x = lat.get(step) or {}
+            lines.append(
+                f"| {step}→reply p99 at {_f(s['checkout_rate'], 0)} reserve+commit flows/s, "
+                f"{stage.get('nodes', r['nodes'])} node(s) | ≤ 10 ms | "
+                f"{_f(x.get('p99_ms'), 2)} ms | {_verdict(x.get('p99_ms'), 10.0)} |"
+            )
     pu = r.get("push") or {}
     px = (pu.get("latency") or {}).get("push") or {}
     lines.append(
@@ -110,13 +112,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"{_f(last)} ms | {_verdict(last, 1000.0, True, (bc.get('held') or 0) >= 50_000)} |"
         )
     lines += ["", "## Checkout: reserve + commit flows, open-loop", ""]
-    if co:
-        lanes = co.get("lanes_per_node")
-        each = f", {lanes} ledger lane(s) each (`GATEWAY_LEDGER_LANES`)" if lanes else ""
-        lines += [f"{co.get('nodes', r['nodes'])} gateway node(s){each}.", ""]
-    lines += _latency_table(co, ("reserve", "commit", "flow"))
-    lines += _run_notes(co)
-    lines += _gc_lines(co)
+    lines += _checkout_section(co, r["nodes"])
+    if cl:
+        lines += ["", "## Checkout over every node: the same load, spread", ""]
+        lines += _checkout_section(cl, r["nodes"])
     lines += ["", "## Push: commit reply to receipt on another node's session", ""]
     if pu.get("lanes_per_node"):
         lines += [f"{r['nodes']} gateway nodes, {pu['lanes_per_node']} ledger lane(s) each.", ""]
@@ -254,6 +253,18 @@ def markdown(r: dict[str, Any]) -> str:
         "- See loadtests/README.md for what every number means and how to size from them.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _checkout_section(co: dict[str, Any], default_nodes: int) -> list[str]:
+    lines: list[str] = []
+    if co:
+        lanes = co.get("lanes_per_node")
+        each = f", {lanes} ledger lane(s) each (`GATEWAY_LEDGER_LANES`)" if lanes else ""
+        lines += [f"{co.get('nodes', default_nodes)} gateway node(s){each}.", ""]
+    lines += _latency_table(co, ("reserve", "commit", "flow"))
+    lines += _run_notes(co)
+    lines += _gc_lines(co)
+    return lines
 
 
 def _gc_lines(stage: dict[str, Any]) -> list[str]:

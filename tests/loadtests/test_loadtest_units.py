@@ -286,13 +286,13 @@ def test_push_matcher_pairs_pushes_with_replies_in_either_order():
     assert ("a", 3) not in m.reply_at  # forgotten past the window
 
 
-def test_bench_clusters_run_about_one_ledger_lane_per_core(
+def test_bench_clusters_run_about_one_ledger_lane_per_two_cores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("GATEWAY_LEDGER_LANES", raising=False)
     assert nodes.lanes_per_node(3, cores=2) == 1
-    assert nodes.lanes_per_node(1, cores=2) == 2
-    assert nodes.lanes_per_node(2, cores=8) == 4
+    assert nodes.lanes_per_node(1, cores=2) == 1
+    assert nodes.lanes_per_node(2, cores=8) == 2
     monkeypatch.setenv("GATEWAY_LEDGER_LANES", "3")
     assert nodes.lanes_per_node(3, cores=2) == 3
 
@@ -449,3 +449,38 @@ def test_rates_count_what_was_tried() -> None:
     assert Run(cfg).exit_code(report)[1] != "pass"
     nothing = {**report, "counters": {**churn, "reconnects_attempted": 0}}
     assert Run(cfg).exit_code(nothing)[1] != "pass"  # errors, nothing tried: not a pass
+
+
+def test_the_report_puts_the_one_node_checkout_and_the_cluster_checkout_side_by_side() -> None:
+    from loadtests.bench_markdown import markdown
+
+    def stage(nodes: int, p99: float) -> dict[str, object]:
+        row = {
+            "count": 10,
+            "p50_ms": 1.0,
+            "p90_ms": 2.0,
+            "p99_ms": p99,
+            "p99.9_ms": 9.0,
+            "max_ms": 9.0,
+        }
+        return {"nodes": nodes, "lanes_per_node": 1, "latency": {"reserve": row, "commit": row}}
+
+    r = {
+        "date": "2026-11-24T00:00:00+00:00", "profile": "full", "nodes": 3,
+        "sizes": {"checkout_rate": 2000, "push_rate": 1000},
+        "machine": {"cores": 2, "memory_gib": 24, "kernel": "x", "python": "3.11", "postgres": "15", "redis": "7"},
+        "checkout": stage(1, 8.5), "cluster": stage(3, 31.0),
+    }  # fmt: skip
+    md = markdown(r)
+    assert (
+        "| reserve→reply p99 at 2,000 reserve+commit flows/s, 1 node(s) | ≤ 10 ms | 8.50 ms | PASS |"
+        in md
+    )
+    assert (
+        "| commit→reply p99 at 2,000 reserve+commit flows/s, 3 node(s) | ≤ 10 ms | 31.00 ms | MISS |"
+        in md
+    )
+    assert "## Checkout over every node: the same load, spread" in md
+    del r["cluster"]
+    md = markdown(r)
+    assert "3 node(s) | ≤ 10 ms" not in md and "Checkout over every node" not in md
