@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 PREFIX = "/admin/v1/merchants/{merchant}"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+#: How far ahead of this node's clock an expiry run's ``now`` may be (clock skew).
+EXPIRY_SKEW = timedelta(seconds=60)
 #: The node whose loyalty service the API serves (``Node.loyalty`` is built in ``start``).
 SERVICE: web.AppKey[Node] = web.AppKey("node")
 
@@ -493,9 +496,12 @@ async def merge_member(request: web.Request) -> web.Response:
 
 
 async def run_expiry(request: web.Request) -> web.Response:
-    await _merchant_exists(request)
+    merchant = await _merchant_exists(request)
     b: ExpiryIn = await _body(request, ExpiryIn)
-    return _json({"expired": await _svc(request).run_expiry(b.now)})
+    if b.now is not None and b.now > datetime.now(UTC) + EXPIRY_SKEW:
+        # an instant ahead of the clock would expire points before their time
+        return _error(400, "invalid_field", "now may not be in the future")
+    return _json({"expired": await _svc(request).run_expiry(b.now, merchant)})
 
 
 ROUTES: list[tuple[str, str, Handler]] = [

@@ -47,7 +47,8 @@ SUMMARIES: dict[tuple[str, str], tuple[str, type | None]] = {
         bodies.MergeIn,
     ),
     ("POST", "/expiry/run"): (
-        "Run the points-expiry job now (optionally as of `now`)",
+        "Run the points-expiry job for this merchant now (optionally as of a past `now`; "
+        "400 invalid_field for a `now` ahead of the clock)",
         bodies.ExpiryIn,
     ),
 }

@@ -376,9 +376,10 @@ class Loyalty(RewardsMixin):
         ]
 
     # ------------------------------------------------------------------ points expiry
-    async def run_expiry(self, now: datetime | None = None) -> int:
+    async def run_expiry(self, now: datetime | None = None, merchant: str | None = None) -> int:
         """Expire the available points of members inactive for the programme's
-        ``expiry_days``. One runner at a time across nodes (advisory lock); each expiry is a
+        ``expiry_days``: every merchant's (the background loop), or only ``merchant``'s (its
+        admin API). One runner at a time across nodes (advisory lock); each expiry is a
         ledger operation with an id derived from the account version it saw, so even two
         overlapping runs expire a balance once. Returns the number of members expired."""
         with translate_errors("points expiry"):
@@ -392,11 +393,13 @@ class Loyalty(RewardsMixin):
                              JOIN programmes p ON p.merchant_id = a.merchant_id
                             WHERE p.expiry_days IS NOT NULL AND a.posted - a.held > 0
                               AND a.closed_at IS NULL
+                              AND ($3::text IS NULL OR a.merchant_id = $3)
                               AND a.updated_at < COALESCE($1, now())
                                                  - make_interval(days => p.expiry_days)
                             LIMIT $2""",
                         now,
                         EXPIRY_BATCH,
+                        merchant,
                     )
                     outcomes = await asyncio.gather(
                         *(

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.api import admin, openapi
 from tests.conftest import unique
-from tests.loyalty.world import ADMIN, ok, phone
+from tests.loyalty.world import ADMIN, member_with_points, ok, phone, setup_db
 
 
 class Api:
@@ -233,3 +233,32 @@ async def test_out_of_range_values_are_400_not_500(api: Api, clients) -> None:
     till = await clients.pos(merchant)
     reply = await till.request({"type": "history", "member": m, "before": "9999999999999999999"})
     assert reply.code == "invalid_field"
+
+
+async def test_an_expiry_run_expires_only_its_own_merchants_points(
+    api: Api, http, rn, clients, pg_dsn
+) -> None:
+    """Found in review: merchant A's run expired every merchant's points, and with a
+    ``now`` years ahead it emptied B's members whose points were not due for decades."""
+    mine = api.base.rsplit("/", 1)[1]
+    theirs = Api(http, rn.url, unique("mer"))
+    assert (await theirs.call("PUT", body={"region": "US"}))[0] == 200
+    other = theirs.base.rsplit("/", 1)[1]
+    members = {}
+    for merchant in (mine, other):
+        await setup_db(
+            pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+        )
+        members[merchant] = await member_with_points(await clients.pos(merchant), 10_000)
+        await setup_db(
+            pg_dsn,
+            "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
+            members[merchant],
+        )
+    status, reply = await api.call("POST", "/expiry/run", {"now": "2100-01-01T00:00:00Z"})
+    assert (status, reply["error"]) == (400, "invalid_field")
+    assert await api.call("POST", "/expiry/run", {}) == (200, {"expired": 1})
+    mine_after = (await api.call("GET", f"/members/{members[mine]}"))[1]["balance"]
+    theirs_after = (await theirs.call("GET", f"/members/{members[other]}"))[1]["balance"]
+    assert mine_after["posted"] == 0
+    assert theirs_after["posted"] > 0  # the other merchant's due points wait for its own run
