@@ -54,12 +54,14 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 # the reads away and runs FIND_OPS_AND_HOLDS after the locks. Every change to a member's holds
 # or account goes through a batch holding its lock and writes an entry (version + 1);
 # operation ids are claimed by WRITE_BATCH's insert, which catches a concurrent claim either
-# way. One clock reading per batch (the CTE runs once): the overdue holds returned are those
-# past that instant, which lazy expiry then expires. Rows: src 'a' (locked accounts), 'o'
-# (operations), 'h' (holds), as in FIND_OPS_AND_HOLDS.
+# way. One clock reading per batch (the CTE runs once), taken once the locks are held: a
+# reading from before a lock wait would judge a hold's expiry by a time already past (a commit
+# that waited 2.5 s on a stalled batch was accepted 1.5 s after its hold expired, and a
+# reserve that waited was born expired). The overdue holds returned are those past that
+# instant, which lazy expiry then expires. Rows: src 'a' (locked accounts), 'o' (operations),
+# 'h' (holds), as in FIND_OPS_AND_HOLDS.
 LOCK_AND_FIND = """
-WITH t AS MATERIALIZED (SELECT clock_timestamp() AS now),
-locked AS MATERIALIZED (
+WITH locked AS MATERIALIZED (
   SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, a.merged_into,
          a.closed_at IS NOT NULL AS closed,
          (SELECT s.version FROM accounts s WHERE s.member_id = a.member_id) AS seen
@@ -67,7 +69,8 @@ locked AS MATERIALIZED (
    WHERE a.member_id = ANY($1::text[])
    ORDER BY a.member_id
      FOR UPDATE OF a
-)
+),
+t AS MATERIALIZED (SELECT clock_timestamp() AS now FROM (SELECT count(*) FROM locked) l)
 SELECT 'a' AS src, l.merchant_id, l.member_id AS id, NULL::bytea AS fingerprint,
        NULL::bytea AS result, l.member_id, NULL::int8 AS amount, NULL::int8 AS committed,
        NULL::text AS status, NULL::timestamptz AS expires_at, NULL::timestamptz AS created_at,

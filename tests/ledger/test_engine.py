@@ -4,6 +4,7 @@ database's own guarantees (constraints, append-only entries)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 import pytest
@@ -237,4 +238,32 @@ async def test_a_batch_that_waited_for_a_lock_reads_what_the_holder_committed(
     assert out.ok, out
     assert out.data.balance.posted == 70 and out.data.balance.held == 0
     assert w.ledger.stats.rereads == rereads + 1
+    await check_invariants(w.db, [m])
+
+
+async def test_expiry_is_judged_by_the_clock_after_the_lock_wait(world: LedgerWorld, pg_dsn: str):
+    """Found in review: the batch read its clock before waiting for the member's lock, so a
+    commit that waited out its hold's expiry behind another transaction was accepted, and a
+    reserve that waited was born already expired."""
+    w, m = world, world.members[3]
+    await fund(w, m, 100)
+    hold = unique("h")
+    assert (await w.ledger.execute(Reserve(hold, m, 60, 1_000, w.origin))).ok
+    blocker = await asyncpg.connect(pg_dsn)
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", m)
+        commit = w.ledger.submit(Commit(unique("c"), m, hold, None, w.origin))
+        waiting = w.ledger.submit(Reserve(unique("h"), m, 10, 1_000, w.origin))
+        await asyncio.sleep(1.5)  # the hold expires while both wait for the lock
+        await blocker.execute("COMMIT")
+    finally:
+        await blocker.close()
+    out = await asyncio.wait_for(commit, 10)
+    assert out.error is not None and out.error.code == ErrorCode.HOLD_EXPIRED, out
+    born = await asyncio.wait_for(waiting, 10)
+    assert born.ok, born
+    left_ms = born.data.expires_at - time.time() * 1000
+    assert left_ms > 500, left_ms  # its whole ttl from the commit, not already past
+    assert await balance(w, m) == (100, 10, 4)  # earn, reserve, expire, reserve
     await check_invariants(w.db, [m])
