@@ -24,7 +24,7 @@ from gateway.ledger import queries as q
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import decode_outcome
 from gateway.store.db import translate_errors as pg_errors
-from gateway.store.keys import FILL_BALANCE, Keys
+from gateway.store.keys import FILL_BALANCE, READ_BALANCE, Keys
 from gateway.store.redis import REDIS_ERRORS, Breaker, CacheEpoch, Redis
 from protocol.messages import Balance, BalanceChanged, Cause, Outcome
 
@@ -44,6 +44,7 @@ class Reads:
         self._redis = redis
         self._keys = keys
         self._fill = redis.register_script(FILL_BALANCE)
+        self._read = redis.register_script(READ_BALANCE)
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._owner_lookups: dict[str, asyncio.Future[str | None]] = {}
         self.breaker = Breaker()
@@ -103,7 +104,7 @@ class Reads:
         if self.breaker.is_open:
             return await self.balance_from_db(member)
         try:
-            p, h, v, f = await self._redis.hmget(key, ["p", "h", "v", "f"])
+            p, h, v, f = await self._read(keys=[key])
         except REDIS_ERRORS:
             self.breaker.trip()
             return await self.balance_from_db(member)

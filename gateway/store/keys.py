@@ -111,6 +111,15 @@ return e
 """
 )
 
+# The cached balance read. A script with a shebang and without the ``no-writes`` flag, which
+# Redis 7 refuses whenever it refuses writes (out of memory, a read-only replica, writes
+# stopped after a failed snapshot), where a plain HMGET would still answer: while this node's
+# publishes fail, no node keeps serving the balance they could not move forward, each reads
+# PostgreSQL instead. KEYS: the balance. Returns [posted, held, version, floor].
+READ_BALANCE = """#!lua
+return redis.call('HMGET', KEYS[1], 'p', 'h', 'v', 'f')
+"""
+
 # Read-through fill and rebuild: same epoch check and version guard, no publish. One call
 # fills one balance (a read-through) or many (the rebuild: one call per few hundred members
 # keeps the per-command cost off each). KEYS: epoch, then balances. ARGV: epoch, then

@@ -11,15 +11,20 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
 
 Redis = aioredis.Redis
 
+#: Redis unreachable, or answering but refusing the command: out of memory under
+#: ``noeviction``, a read-only replica after a failover, writes stopped after a failed
+#: snapshot (all ``ResponseError``). Either way callers fall back as for an outage.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
+    RedisResponseError,
     ConnectionError,
     OSError,
     TimeoutError,

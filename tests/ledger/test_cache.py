@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from gateway.fanout.publisher import Publisher
 from gateway.ledger.model import Earn, Entry
@@ -260,3 +261,47 @@ async def test_a_lane_connection_killed_while_idle_fails_its_next_batch_as_unava
             codes.append(exc.code.value)
     assert "internal" not in codes, codes
     assert codes[-1] == "ok", codes  # the lane reconnected
+
+
+async def test_while_redis_refuses_writes_no_node_serves_the_balance_it_could_not_move(
+    world: LedgerWorld, pg_dsn: str
+):
+    """Found in review: out of memory under ``noeviction`` (or read-only, or after a failed
+    snapshot) Redis refuses writes but answers HMGET. A publish failed with a ResponseError
+    that tripped nothing and marked no floor, so every other node served the old balance for
+    the whole outage, and a cache miss surfaced the raw error instead of reading PostgreSQL."""
+    from gateway.ledger.engine import Ledger
+    from gateway.settings import LedgerSettings
+    from gateway.store.keys import Keys
+    from tests.servers import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    redis = aioredis.Redis.from_url(server.url)
+    keys = Keys(unique("oom"))
+    publisher = Publisher(redis, keys)
+    ledger = Ledger(pg_dsn, LedgerSettings(lanes=1), publisher)
+    await ledger.start()
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    other = Reads(pool, redis, keys)  # another node's reads: it committed nothing
+    m, unread = world.members[2], world.members[3]
+    try:
+        assert (await ledger.execute(Earn(unique("e"), m, 100, world.origin))).ok
+        await ledger.published()
+        for _ in range(2):  # learn the epoch, then fill
+            v1 = (await other.balance(m)).version
+        used = int((await redis.info("memory"))["used_memory"])
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.config_set("maxmemory", str(used // 2))
+        out = await ledger.execute(Earn(unique("e"), m, 50, world.origin))
+        await ledger.published()
+        assert out.ok and out.data.balance.version == v1 + 1
+        assert publisher.breaker.is_open and m in publisher._stale
+        bal = await other.balance(m)
+        assert (bal.version, bal.posted) == (v1 + 1, 150), "the old balance was served"
+        assert (await other.balance(unread)) is not None  # a miss reads PostgreSQL, no error
+    finally:
+        await ledger.close()
+        await pool.close()
+        await redis.aclose()
+        server.stop()
