@@ -142,10 +142,10 @@ class Ledger:
         for e in entries:
             self._saw(e.member, e.version)
 
-    def _replied(self, outcomes: Sequence[Outcome]) -> None:
-        """A replayed outcome tells the client a version this node may never have committed
-        itself (the first attempt committed and lost its reply, maybe on another node): its
-        reads must not serve that member below it."""
+    def replied(self, outcomes: Sequence[Outcome]) -> None:
+        """A replayed outcome, or one asked for by id, tells the client a version this node may
+        never have committed itself (the first attempt committed and lost its reply, maybe on
+        another node): its reads must not serve that member below it."""
         for o in outcomes:
             data = o.data
             balance = getattr(data, "balance", data)
@@ -343,7 +343,7 @@ class _Lane:
             ledger.stats.batches += 1
             ledger.stats.ops += len(batch)
             ledger._committed(entries)
-            ledger._replied(outcomes)
+            ledger.replied(outcomes)
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)

@@ -159,6 +159,7 @@ async def _outcome(d: Dispatcher, session: Session, p: Principal, frame: GetOutc
     found = await d.s.reads.outcome(p.merchant, frame.op)
     if found is None or (p.kind == "app" and _outcome_member(found) != p.member):
         raise Refused("no operation with that id", ErrorCode.OPERATION_NOT_FOUND)
+    d.s.ledger.replied([found])  # this node's reads now never go below the version it tells
     return Result(id=frame.id, data=found)
 
 
