@@ -202,6 +202,12 @@ class Feeds:
         self, feed: Feed, session: Subscriber, since: int | None, presence: bool
     ) -> tuple[Balance, list[BalanceChanged], bool, list[Peer] | None]:
         member = feed.member
+        # This node replied with a newer version than the channel has brought (its publish is
+        # still on the way, or failed and waits for the relay): the answer must not be older
+        # than what the client was already told here. Read the rest from PostgreSQL.
+        told = self._reads.version_floor(member)
+        if told > feed.version:
+            await self._catch_up(feed, told)
         missed: list[BalanceChanged] = []
         recovered = True
         if since is not None and since < feed.version:
@@ -232,6 +238,14 @@ class Feeds:
             if not feed.presence:
                 feed.presence = None
         return feed.balance, missed, recovered, peers_now
+
+    async def _catch_up(self, feed: Feed, version: int) -> None:
+        """Deliver the changes up to ``version`` from the ledger, ahead of the channel."""
+        limit = min(version - feed.version, self._max_recovery)
+        for frame in await self._reads.history(feed.member, feed.version, limit):
+            if frame.version > feed.version and frame.version not in feed.pending:
+                feed.pending[frame.version] = (frame, encode(frame))
+        self._advance(feed)
 
     def leave(self, member: str, session: Subscriber) -> None:
         feed = self._feeds.get(member)

@@ -153,3 +153,25 @@ async def test_a_failed_re_subscribe_keeps_the_subscription(
         assert later.version == done.data.balance.version == first.version + 1
         await till.close()
         await seller.close()
+
+
+async def test_a_subscribe_never_answers_older_than_this_node_already_replied(
+    http, pg_dsn, redis_prefix, world
+):
+    """Found in review: the sale's reply said version n+1, and a subscribe (or cashier_view)
+    on the same node before its publish reached the feed answered version n: for the whole
+    outage when the publish had failed."""
+    m = world["members"][2]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        node, feeds = rn.node, rn.node.feeds
+        till = await pos(http, rn.url, world["merchant"])
+        watching = Sink()
+        opened, _, _, _ = await feeds.join(m, watching, None)
+        node.publisher.breaker.trip()  # this change's publish fails
+        done = await sale(till, m)
+        version = done.data.balance.version
+        assert version == opened.version + 1
+        balance, _, _, _ = await feeds.join(m, Sink(), None)
+        assert balance.version == version, "the subscribe answered older than the sale's reply"
+        assert watching.versions == [version]  # the feed delivered it, in order
+        await till.close()
