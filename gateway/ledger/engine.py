@@ -17,6 +17,7 @@ import logging
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -64,6 +65,11 @@ class EventSink(Protocol):
         cached balances must not be trusted below them until a publish covers them."""
         ...
 
+
+#: The caller's place in an ordering of its own (a session's mutating commands, see
+#: ``gateway.sessions.handler``): set once the caller's first operation is queued in its lane,
+#: so the next caller in that order may proceed.
+QUEUED: ContextVar[asyncio.Future[None] | None] = ContextVar("ledger_queued", default=None)
 
 _outcome_encoder = msgspec.json.Encoder()
 _outcome_decoder = msgspec.json.Decoder(Outcome)
@@ -178,6 +184,9 @@ class Ledger:
             return fut
         lane = self._lanes[zlib.crc32(op.member.encode()) % len(self._lanes)]
         lane.put(_Item(op, fut))
+        queued = QUEUED.get()
+        if queued is not None and not queued.done():
+            queued.set_result(None)
         return fut
 
     async def execute(self, op: Op) -> Outcome:

@@ -1,8 +1,11 @@
 """The ``/ws`` endpoint: accept, authenticate with ``hello``, then serve commands.
 
 Commands are read in order and each runs as its own task so a POS can pipeline; replies carry
-the request id. Mutating commands keep per-member order because they enter the ledger's
-member lane in the order they were read.
+the request id. Mutating commands (those with an ``op``) keep their order: each waits until the
+one read before it has queued its operation in the ledger (or ended without one), and the
+member's lane runs them in that order. A ``sale`` looks up the member, the programme and the
+tier before it reaches the ledger; without the wait a ``reserve`` pipelined behind it went
+first and was refused for points the sale was about to post.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from gateway import auth
 from gateway.errors import AuthError, GatewayError
+from gateway.ledger.engine import QUEUED
 from gateway.sessions.commands import error_frame
 from gateway.sessions.session import CLOSE_TIMEOUT, Session
 from protocol.codec import DecodeError, decode_client
@@ -254,7 +258,16 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
 async def _run(node: Node, session: Session, frame: object, rid: str | None) -> None:
     started = time.perf_counter()
     name = type(frame).__name__.lower()
+    turn: asyncio.Future[None] | None = None
+    before: asyncio.Future[None] | None = None
+    if hasattr(frame, "op"):  # tasks first run in creation order: turns are taken as read
+        before = session.ledger_turn
+        turn = asyncio.get_running_loop().create_future()
+        session.ledger_turn = turn
+        QUEUED.set(turn)  # this task's own context: the ledger sets it once the op is queued
     try:
+        if turn is not None and before is not None and not before.done():
+            await asyncio.wait((before,))  # never cancels ``before`` if this task is cancelled
         reply = await node.dispatcher.handle(session, frame)
     except GatewayError as exc:
         reply = error_frame(rid, exc)
@@ -268,5 +281,11 @@ async def _run(node: Node, session: Session, frame: object, rid: str | None) -> 
             message=ErrorCode.INTERNAL.description,
             retryable=True,
         )
+    finally:
+        if turn is not None:
+            if not turn.done():
+                turn.set_result(None)
+            if session.ledger_turn is turn:
+                session.ledger_turn = None
     session.send(reply)
     node.metrics.command(name, time.perf_counter() - started, reply)

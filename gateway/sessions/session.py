@@ -79,6 +79,7 @@ class Session:
         "closing",
         "id",
         "inflight",
+        "ledger_turn",
         "max_queue_bytes",
         "on_close",
         "presence",
@@ -115,6 +116,9 @@ class Session:
         #: Done when the last subscription command read so far has taken effect (see
         #: ``commands.watch_turn``); None when none is in flight.
         self.watch_turn: asyncio.Future[None] | None = None
+        #: The newest mutating command's turn: done once its operation is queued in the
+        #: ledger (or it ended without one); see ``handler._run``.
+        self.ledger_turn: asyncio.Future[None] | None = None
         #: Members whose presence this session watches (None until it asks).
         self.presence: set[str] | None = None
         self.bucket = TokenBucket(rate, 2 * rate)

@@ -178,3 +178,23 @@ async def test_returns_leave_the_window_with_their_sale(clients, merchant, pg_ds
     async with http.post(url, json={}, headers=ADMIN) as resp:
         assert resp.status == 200
     assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == "gold"
+
+
+async def test_a_reserve_pipelined_behind_a_sale_runs_after_it(clients, merchant, pg_dsn):
+    """Found in review: a sale reads the member's tier before it reaches the ledger, and a
+    reserve pipelined behind it (both sent before either reply) went first: refused for the
+    points the sale was about to post, and the refusal then replayed on every retry."""
+    import asyncio
+
+    await tiers(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    for i in range(3):
+        m = await member_with_points(till, 0)
+        sale = {"type": "sale", "op": f"s{i}-{m}", "member": m, "total": 50_000}  # +500
+        reserve = {"type": "reserve", "op": f"h{i}-{m}", "member": m, "points": 500}
+        sold = asyncio.ensure_future(ok(till, sale))
+        held = asyncio.ensure_future(till.request(reserve))
+        await sold
+        reply = await held
+        assert getattr(reply, "code", None) is None, (i, reply)
+        assert reply.data.status == "active"
