@@ -139,6 +139,21 @@ async def _serve(node: Node, session: Session) -> None:
         await _close(session, code, exc.message)
         return
     member_scoped = principal.kind == "app" and principal.member is not None
+    if member_scoped:
+        # The token's member must be one of the token's merchant: else it would count in (and
+        # show in the presence of) another merchant's member, and crowd out its real sessions.
+        try:
+            owner = await node.reads.member_merchant(principal.member or "")
+        except GatewayError as exc:
+            session.send(error_frame(frame.id, exc))
+            await _close(session, CloseCode.INTERNAL, "store unavailable: reconnect")
+            return
+        if owner != principal.merchant:
+            session.send(
+                error_frame(frame.id, AuthError("the token's member is not its merchant's"))
+            )
+            await _close(session, CloseCode.TOKEN_INVALID, "token member unknown")
+            return
     if member_scoped and not await node.presence.join(session.id, principal):
         await _close(session, CloseCode.MEMBER_SESSIONS_FULL, "member has too many sessions")
         return

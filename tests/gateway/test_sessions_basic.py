@@ -175,6 +175,20 @@ async def test_app_token_reaches_only_its_member(http, node, world):
     await c.close()
 
 
+async def test_an_app_token_naming_another_merchants_member_is_refused(http, node, world):
+    """Found in review: a token of merchant A naming B's member (or no member) was welcomed
+    and joined that member's presence: B's tills showed a fake app, and enough of them locked
+    the member's real app out (3004)."""
+    for member in (world["foreign"], "no-such-member"):
+        c = await WsClient.connect(http, node)
+        reply = await c.hello(app_token(world["merchant"], member))
+        assert isinstance(reply, Error) and reply.code == "token_invalid", reply
+        assert await c.wait_closed() == CloseCode.TOKEN_INVALID
+    c = await WsClient.connect(http, node)
+    assert isinstance(await c.hello(app_token(world["other_merchant"], world["foreign"])), Welcome)
+    await c.close()
+
+
 async def test_unknown_member(http, node, world):
     c = await pos(http, node, world["merchant"])
     reply = await c.request({"type": "balance", "member": "no-such-member"})
