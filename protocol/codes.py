@@ -89,7 +89,11 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.ALREADY_AUTHENTICATED: "`hello` was already accepted on this session.",
     ErrorCode.TOKEN_INVALID: "The token is malformed, has a bad signature, or lacks its scope.",
     ErrorCode.TOKEN_EXPIRED: "The token has expired; obtain a new one.",
-    ErrorCode.FORBIDDEN: "The member, hold or operation is outside this session's scope.",
+    ErrorCode.FORBIDDEN: (
+        "The member, hold or operation is outside this session's scope (an app reaching another"
+        " member, an app changing points). Another merchant's member is `member_not_found`, as"
+        " an unknown one."
+    ),
     ErrorCode.RATE_LIMITED: "Too many commands on this session; slow down and retry.",
     ErrorCode.TOO_MANY_SUBSCRIPTIONS: "The session watches the maximum number of members.",
     ErrorCode.INTERNAL: "Unexpected server error; nothing was applied; retry with the same id.",

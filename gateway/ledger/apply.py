@@ -136,10 +136,10 @@ def expire_overdue(state: BatchState, acct: Account) -> int:
 def _account(state: BatchState, op: Op, member: str) -> Account | Outcome:
     acct = state.accounts.get(member)
     op_id = getattr(op, "op", "")
-    if acct is None:
+    if acct is None or acct.merchant != op.origin.merchant:
+        # another merchant's member is answered exactly as one that does not exist: no
+        # merchant learns which ids exist elsewhere
         return refuse(op_id, ErrorCode.MEMBER_NOT_FOUND)
-    if acct.merchant != op.origin.merchant:
-        return refuse(op_id, ErrorCode.FORBIDDEN, "the member belongs to another merchant")
     return acct
 
 

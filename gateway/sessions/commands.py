@@ -94,10 +94,10 @@ class Dispatcher:
         if p.kind == "app" and member != p.member:
             raise Forbidden("an app session may only reach its own member")
         owner = await self.s.reads.member_merchant(member)
-        if owner is None:
-            raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
         if owner != p.merchant:
-            raise Forbidden("the member belongs to another merchant")
+            # another merchant's member is answered exactly as an unknown one: no existence
+            # oracle across merchants
+            raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
 
     @staticmethod
     def require_pos(p: Principal) -> None:

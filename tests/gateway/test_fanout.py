@@ -71,7 +71,7 @@ async def test_app_session_watches_only_its_member(http, pg_dsn, redis_prefix, w
             assert isinstance(r, Error) and r.code == "forbidden"
         till = await pos(http, node.url, world["other_merchant"])
         r = await till.request({"type": "subscribe", "member": a})
-        assert isinstance(r, Error) and r.code == "forbidden"
+        assert isinstance(r, Error) and r.code == "member_not_found"  # as if it did not exist
         await phone.close()
         await till.close()
 

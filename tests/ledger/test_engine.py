@@ -48,7 +48,7 @@ async def test_refusals_change_nothing(world: LedgerWorld):
     cases = [
         (Reserve(unique("r"), m, 41, 60_000, w.origin), ErrorCode.INSUFFICIENT_POINTS),
         (Reserve(unique("r"), "no-such-member", 1, 60_000, w.origin), ErrorCode.MEMBER_NOT_FOUND),
-        (Reserve(unique("r"), m, 1, 60_000, foreign), ErrorCode.FORBIDDEN),
+        (Reserve(unique("r"), m, 1, 60_000, foreign), ErrorCode.MEMBER_NOT_FOUND),
         (Commit(unique("c"), m, "no-such-hold", None, w.origin), ErrorCode.HOLD_NOT_FOUND),
         (Commit(unique("c"), other, hold, None, w.origin), ErrorCode.HOLD_NOT_FOUND),
         (Commit(unique("c"), m, hold, 61, w.origin), ErrorCode.COMMIT_EXCEEDS_HOLD),
@@ -62,7 +62,7 @@ async def test_refusals_change_nothing(world: LedgerWorld):
     # a hold of another merchant with the same id is invisible
     out = await w.ledger.execute(Commit(unique("c"), m, hold, None, Origin(unique("m2"))))
     assert not out.ok and out.error.code in (
-        ErrorCode.FORBIDDEN.value,
+        ErrorCode.MEMBER_NOT_FOUND.value,
         ErrorCode.HOLD_NOT_FOUND.value,
     )
     # resolve once: release, then commit and release again are refused

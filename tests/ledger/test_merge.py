@@ -125,9 +125,9 @@ async def test_refusals(world: LedgerWorld, db):
     await create_members(db, foreign_merchant, [foreign])
     cases = [
         (Merge(unique("m"), a, a, w.origin), ErrorCode.INVALID_FIELD),
-        (Merge(unique("m"), a, foreign, w.origin), ErrorCode.FORBIDDEN),
-        (Merge(unique("m"), foreign, a, w.origin), ErrorCode.FORBIDDEN),
-        (Merge(unique("m"), a, b, Origin(foreign_merchant)), ErrorCode.FORBIDDEN),
+        (Merge(unique("m"), a, foreign, w.origin), ErrorCode.MEMBER_NOT_FOUND),
+        (Merge(unique("m"), foreign, a, w.origin), ErrorCode.MEMBER_NOT_FOUND),
+        (Merge(unique("m"), a, b, Origin(foreign_merchant)), ErrorCode.MEMBER_NOT_FOUND),
         (Merge(unique("m"), a, "no-such-member", w.origin), ErrorCode.MEMBER_NOT_FOUND),
         (Merge(unique("m"), "no-such-member", a, w.origin), ErrorCode.MEMBER_NOT_FOUND),
     ]
