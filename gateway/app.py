@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from gateway import auth
 from gateway.api import setup_api
 from gateway.auth import Principal
 from gateway.background import stop
@@ -120,6 +122,7 @@ class Node:
                 reads=self.reads,
                 feeds=self.feeds,
                 max_subscriptions=s.session.max_subscriptions,
+                verify=functools.partial(auth.verify, s.auth.jwt_secret, leeway=s.auth.leeway),
             )
         )
         self.loyalty = install(self)

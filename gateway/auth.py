@@ -32,6 +32,20 @@ class Principal:
     store: str | None = None
     terminal: str | None = None
     member: str | None = None
+    #: When the session must stop acting on this token (its ``exp`` plus the leeway; seconds
+    #: since the epoch): the heartbeat closes a session past it with 3501.
+    expires: float = float("inf")
+
+    def same_scope(self, other: Principal) -> bool:
+        """Whether ``other`` reaches exactly what this does (a refresh may only extend it)."""
+        return (self.kind, self.merchant, self.channel, self.store, self.terminal, self.member) == (
+            other.kind,
+            other.merchant,
+            other.channel,
+            other.store,
+            other.terminal,
+            other.member,
+        )
 
 
 def mint(secret: str, claims: dict[str, object], ttl_seconds: float = 3600.0) -> str:
@@ -73,6 +87,7 @@ def verify(secret: str, token: str, leeway: float = 5.0) -> Principal:
         raise AuthError(f"token rejected: {exc.__class__.__name__}") from None
     typ = claims.get("typ")
     merchant = _claim(claims, "mer")
+    expires = float(claims["exp"]) + leeway
     if typ == "pos":
         channel = claims.get("chn", "pos")
         if channel not in ("pos", "web"):
@@ -83,10 +98,13 @@ def verify(secret: str, token: str, leeway: float = 5.0) -> Principal:
             str(channel),
             store=_claim(claims, "sto"),
             terminal=_claim(claims, "ter"),
+            expires=expires,
         )
     if typ == "app":
         channel = claims.get("chn", "app")
         if channel not in ("app", "web"):
             raise AuthError("token claim 'chn' is invalid")
-        return Principal("app", merchant, str(channel), member=_claim(claims, "sub"))
+        return Principal(
+            "app", merchant, str(channel), member=_claim(claims, "sub"), expires=expires
+        )
     raise AuthError("token claim 'typ' must be 'pos' or 'app'")

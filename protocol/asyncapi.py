@@ -40,6 +40,8 @@ from protocol.messages import (
     PointsLine,
     Pong,
     Presence,
+    Refresh,
+    Refreshed,
     Release,
     Reserve,
     Result,
@@ -96,6 +98,7 @@ _HOLD = HoldState(
 EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
     "Hello": [("hello", Hello(id="1", versions=[1], token="eyJhbGciOi...", client="pos/7.2"))],
     "Ping": [("ping", Ping(id="2"))],
+    "Refresh": [("refresh", Refresh(id="2b", token="eyJhbGciOi..."))],
     "Subscribe": [("resume", Subscribe(id="3", member="m-42", since=17))],
     "Unsubscribe": [("unsubscribe", Unsubscribe(id="4", member="m-42"))],
     "GetBalance": [("balance", GetBalance(id="5", member="m-42"))],
@@ -135,6 +138,7 @@ EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
     ],
     "Result": [
         ("pong", Result(id="2", data=Pong())),
+        ("refreshed", Result(id="2b", data=Refreshed(expires_at=1_735_693_200_000))),
         ("balance", Result(id="5", data=_B)),
         ("subscribed", Result(id="3", data=Subscribed(member="m-42", balance=_B_AFTER))),
         ("sale", Result(id="6", data=_RECEIPT)),

@@ -50,6 +50,7 @@ from protocol.messages import (
     HoldState,
     Outcome,
     Ping,
+    Refresh,
     Release,
     Reserve,
     Result,
@@ -268,6 +269,10 @@ class ClientSession:
 
     def ping(self) -> bytes:
         return self.send(Ping(id=self.next_id()))
+
+    def refresh(self, token: str) -> bytes:
+        """A new token of the same scope, sent before the session's own expires (else 3501)."""
+        return self.send(Refresh(id=self.next_id(), token=token))
 
     def subscribe(
         self, member: str, since: int | None = None, replace: bool = False, presence: bool = False

@@ -56,6 +56,14 @@ class Ping(_Client, tag="ping", frozen=True):
     id: RequestId
 
 
+class Refresh(_Client, tag="refresh", frozen=True):
+    """A new token for this session before its own expires (same scope: kind, merchant, store,
+    terminal, member, channel). A session whose token expired is closed with 3501."""
+
+    id: RequestId
+    token: Token
+
+
 class Subscribe(_Client, tag="subscribe", frozen=True):
     """Watch a member's balance. ``since`` is the last version the client saw, if any: the
     reply then carries the changes missed since, or ``recovered=false`` and the current state."""
@@ -142,6 +150,7 @@ class GetOutcome(_Client, tag="outcome", frozen=True):
 ClientFrame = (
     Hello
     | Ping
+    | Refresh
     | Subscribe
     | Unsubscribe
     | GetBalance
@@ -263,8 +272,21 @@ class Pong(_Data, tag="pong", frozen=True):
     pass
 
 
+class Refreshed(_Data, tag="refreshed", frozen=True):
+    expires_at: int
+    """When the new token expires (ms since the Unix epoch); refresh again before."""
+
+
 ResultData = (
-    Balance | Subscribed | Unsubscribed | SaleReceipt | HoldState | Outcome | Pong | LoyaltyResult
+    Balance
+    | Subscribed
+    | Unsubscribed
+    | SaleReceipt
+    | HoldState
+    | Outcome
+    | Pong
+    | Refreshed
+    | LoyaltyResult
 )
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import Forbidden, GatewayError, Refused
+from gateway.errors import AuthError, Forbidden, GatewayError, Refused
 from gateway.ledger import model
 from gateway.ledger.engine import Ledger
 from gateway.ledger.reads import Reads
@@ -26,6 +26,8 @@ from protocol.messages import (
     Outcome,
     Ping,
     Pong,
+    Refresh,
+    Refreshed,
     Release,
     Reserve,
     Result,
@@ -59,6 +61,12 @@ class Services:
     reads: Reads
     feeds: Feeds
     max_subscriptions: int
+    #: Checks a token (``gateway.auth.verify`` with the node's secret and leeway).
+    verify: Callable[[str], Principal] = field(default=lambda token: _no_tokens())
+
+
+def _no_tokens() -> Principal:
+    raise AuthError("this node checks no tokens")
 
 
 def origin(p: Principal) -> model.Origin:
@@ -78,6 +86,7 @@ class Dispatcher:
         self.s = services
         self._handlers: dict[type, Handler] = {
             Ping: _ping,
+            Refresh: _refresh,
             Subscribe: _subscribe,
             Unsubscribe: _unsubscribe,
             GetBalance: _balance,
@@ -116,6 +125,15 @@ class Dispatcher:
 
 async def _ping(d: Dispatcher, session: Session, p: Principal, frame: Ping) -> object:
     return Result(id=frame.id, data=Pong())
+
+
+async def _refresh(d: Dispatcher, session: Session, p: Principal, frame: Refresh) -> object:
+    """A new token for the same scope: the session goes on past the old one's expiry."""
+    new = d.s.verify(frame.token)  # AuthError: token_invalid / token_expired, session kept
+    if not new.same_scope(p):
+        raise AuthError("a refresh token must have the session's scope")
+    session.principal = new
+    return Result(id=frame.id, data=Refreshed(expires_at=int(new.expires * 1000)))
 
 
 @contextlib.asynccontextmanager

@@ -244,6 +244,11 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
             )
         )
         return
+    p = session.principal
+    if p is not None and p.expires < time.time():  # between two heartbeats, per command
+        session.send(Error(id=rid, code=ErrorCode.TOKEN_EXPIRED.value, message="token expired"))
+        session.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: refresh before exp")
+        return
     if node.draining:
         session.send(
             Error(

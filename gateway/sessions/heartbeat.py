@@ -6,6 +6,8 @@ tick counter at the start of each walk:
 
 - a session that has received nothing (no frame, no pong) for two ticks is dropped and recorded
   as 3003: a dead peer is reaped between two and three intervals after the last byte it sent;
+- a session whose token expired (its ``exp`` plus the leeway, unless a ``refresh`` moved it)
+  is closed with 3501: it is closed within one interval after its credentials end;
 - every other session gets a websocket ping, the same two unmasked bytes for all of them,
   written straight into its transport.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection
 
 from gateway.background import stop
@@ -44,6 +47,7 @@ class Heartbeat:
         #: Beats so far; a session stores it when it receives a frame.
         self.tick = 0
         self.reaped = 0
+        self.expired = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -65,6 +69,7 @@ class Heartbeat:
         """One walk over every session, paced over ``spread`` seconds."""
         self.tick += 1
         stale = self.tick - 2
+        now = time.time()
         sessions = tuple(self._sessions())
         chunks = -(-len(sessions) // CHUNK)
         pause = spread / chunks if chunks else 0.0
@@ -80,6 +85,9 @@ class Heartbeat:
                     s.closing = True
                     self.reaped += 1
                     t.abort()
+                elif s.principal is not None and s.principal.expires < now:
+                    self.expired += 1
+                    s.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: refresh before exp")
                 else:
                     t.write(PING)
 

@@ -35,6 +35,7 @@ class FakeSession:
         self.closing = False
         self.seen = seen
         self.on_close: int | None = None
+        self.principal = None
 
 
 async def test_a_walk_pings_the_live_drops_the_silent_and_lets_other_work_run():

@@ -290,3 +290,31 @@ async def test_valid_frames_between_garbage_do_not_reset_the_bad_frame_count(
         assert await c.wait_closed() == CloseCode.PROTOCOL_VIOLATION
         codes = [f.code for f in c.frames if isinstance(f, Error)]
         assert codes.count("malformed_frame") >= 10 and "rate_limited" in codes
+
+
+async def test_a_session_ends_with_its_token_unless_refreshed(http, pg_dsn, redis_prefix, world):
+    """Found in review: a session went on selling after its token expired, for as long as the
+    socket lived. Now it is closed with 3501 once its token's exp (plus the leeway) passes,
+    unless a ``refresh`` with a token of the same scope moved it."""
+    from dataclasses import replace
+
+    settings = settings_for(pg_dsn, REDIS_URL, "n1", heartbeat=0.2)
+    settings = replace(settings, auth=replace(settings.auth, leeway=0.0))
+    merchant = world["merchant"]
+    async with running_node(settings, redis_prefix) as rn:
+        kept, left = [await WsClient.connect(http, rn.url) for _ in range(2)]
+        for c in (kept, left):
+            assert isinstance(await c.hello(pos_token(merchant, ttl=2)), Welcome)
+        for token, code in (
+            (pos_token(merchant, terminal="t2"), "token_invalid"),  # another scope
+            (pos_token(world["other_merchant"]), "token_invalid"),
+            (pos_token(merchant, ttl=-60), "token_expired"),
+            ("not-a-token", "token_invalid"),
+        ):
+            reply = await kept.request({"type": "refresh", "token": token})
+            assert isinstance(reply, Error) and reply.code == code, (token, reply)
+        reply = await kept.request({"type": "refresh", "token": pos_token(merchant)})
+        assert isinstance(reply, Result) and reply.data.expires_at > (time.time() + 3000) * 1000
+        assert await left.wait_closed(timeout=10) == CloseCode.TOKEN_EXPIRED
+        assert isinstance(await kept.request({"type": "ping"}), Result)
+        await kept.close()

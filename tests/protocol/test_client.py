@@ -29,6 +29,7 @@ from protocol.messages import (
     Outcome,
     Ping,
     Pong,
+    Refresh,
     Release,
     Reserve,
     Result,
@@ -93,6 +94,7 @@ def test_builders_make_valid_frames() -> None:
     built = [
         (s.hello("tok"), Hello),
         (s.ping(), Ping),
+        (s.refresh("tok"), Refresh),
         (s.subscribe(M, since=3), Subscribe),
         (s.unsubscribe(M), Unsubscribe),
         (s.balance(M), GetBalance),

@@ -41,6 +41,7 @@ from protocol.messages import (
     PointsLine,
     Pong,
     Presence,
+    Refresh,
     Release,
     Reserve,
     Result,
@@ -74,6 +75,7 @@ _HOLD = HoldState(op="h", hold="h", member="m-1", status="active", points=2, exp
 CLIENT_FRAMES: list[Any] = [
     Hello(id="1", versions=[1, 2], token="t", client="pos/1"),
     Ping(id="2"),
+    Refresh(id="2b", token="t"),
     Subscribe(id="3", member="m-1"),
     Subscribe(id="3b", member="m-1", since=0),
     Unsubscribe(id="4", member="m-1"),
