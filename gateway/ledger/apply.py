@@ -24,6 +24,7 @@ from gateway.ledger.model import (
     Reserve,
 )
 from protocol.codes import ErrorCode
+from protocol.limits import HOLD_TTL_MAX_MS, HOLD_TTL_MIN_MS, MAX_POINTS
 from protocol.messages import Balance, ErrorInfo, HoldState, Outcome, SaleReceipt
 
 
@@ -151,8 +152,31 @@ def merged_refusal(op: str, acct: Account) -> Outcome:
     )
 
 
+#: Largest magnitude an earn or adjustment may post: far inside int8, so no sum overflows.
+_MAX_POSTED = 2**53
+
+
+def _out_of_bounds(op: Op) -> str | None:
+    """The protocol's bounds, checked again here for callers inside the node: a value the
+    database would refuse must be refused alone, not fail every operation of its batch."""
+    if isinstance(op, Reserve):
+        if not 1 <= op.points <= MAX_POINTS:
+            return f"points must be 1..{MAX_POINTS}"
+        if not HOLD_TTL_MIN_MS <= op.ttl_ms <= HOLD_TTL_MAX_MS:
+            return f"ttl_ms must be {HOLD_TTL_MIN_MS}..{HOLD_TTL_MAX_MS}"
+    elif isinstance(op, Commit):
+        if op.points is not None and not 1 <= op.points <= MAX_POINTS:
+            return f"points must be 1..{MAX_POINTS}"
+    elif isinstance(op, Earn) and not -_MAX_POSTED <= op.points <= _MAX_POSTED:
+        return "points out of range"
+    return None
+
+
 def apply(state: BatchState, op: Op) -> Outcome:
     """Apply one operation to the state; return its outcome (refusals change nothing)."""
+    bad = _out_of_bounds(op)
+    if bad is not None:
+        return refuse(getattr(op, "op", ""), ErrorCode.INVALID_FIELD, bad)
     got = _account(state, op, op.member)
     if isinstance(got, Outcome):
         return got

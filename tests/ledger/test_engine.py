@@ -267,3 +267,31 @@ async def test_expiry_is_judged_by_the_clock_after_the_lock_wait(world: LedgerWo
     assert left_ms > 500, left_ms  # its whole ttl from the commit, not already past
     assert await balance(w, m) == (100, 10, 4)  # earn, reserve, expire, reserve
     await check_invariants(w.db, [m])
+
+
+async def test_an_out_of_bounds_operation_is_refused_alone_not_with_its_batch(world: LedgerWorld):
+    """Found in review: the engine trusted its callers' values; a reserve of 0 or -5 points or
+    a commit of -5 failed the database's check and with it every operation of the batch (an
+    unrelated earn included, as 'internal'), and a negative ttl made a hold born expired."""
+    w, m = world, world.members[1]
+    await fund(w, m, 100)
+    hold = unique("h")
+    assert (await w.ledger.execute(Reserve(hold, m, 10, 60_000, w.origin))).ok
+    before = await balance(w, m)
+    bad = [
+        Reserve(unique("r"), m, 0, 60_000, w.origin),
+        Reserve(unique("r"), m, -5, 60_000, w.origin),
+        Reserve(unique("r"), m, 1, -1, w.origin),
+        Reserve(unique("r"), m, 1, 10**13, w.origin),
+        Commit(unique("c"), m, hold, -5, w.origin),
+        Earn(unique("e"), m, 2**63, w.origin),
+    ]
+    good = Earn(unique("e"), m, 7, w.origin)
+    futures = [w.ledger.submit(op) for op in (*bad, good)]  # one lane, one batch
+    outs = await asyncio.gather(*futures)
+    for op, out in zip(bad, outs, strict=False):
+        assert not out.ok and out.error.code == ErrorCode.INVALID_FIELD.value, (op, out)
+    assert outs[-1].ok, outs[-1]
+    posted, held, version = before
+    assert await balance(w, m) == (posted + 7, held, version + 1)
+    await check_invariants(w.db, [m])
