@@ -29,18 +29,20 @@ async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_
     svc = rn.runner.app[SERVICE].loyalty
     assert svc is not None
     # two runners at once (two nodes): the balance expires once
-    runs = await asyncio.gather(svc.run_expiry(), svc.run_expiry())
+    runs = await asyncio.gather(
+        svc.run_expiry(merchant=merchant), svc.run_expiry(merchant=merchant)
+    )
     assert sum(runs) == 1
     push = await next_push(app, BalanceChanged)
     assert push.cause.kind == "points_expiry" and push.available == 0
     bal = await ok(till, {"type": "balance", "member": m})
     assert bal.posted == 0
     assert (await ok(till, {"type": "balance", "member": active})).posted == 50
-    assert await svc.run_expiry() == 0
+    assert await svc.run_expiry(merchant=merchant) == 0
     # a later "now" expires the active member too; held points are not touched
     await ok(till, {"type": "reserve", "op": hold, "member": active, "points": 20})
     later = datetime.now(UTC) + timedelta(days=31)
-    assert await svc.run_expiry(later) >= 1
+    assert await svc.run_expiry(later, merchant) >= 1
     after = await ok(till, {"type": "balance", "member": active})
     assert (after.posted, after.held, after.available) == (20, 20, 0)
 
@@ -52,7 +54,7 @@ async def test_expiry_hands_no_advisory_lock_back_to_the_pool(clients, merchant,
 
     svc = rn.runner.app[SERVICE].loyalty
     assert svc is not None
-    await svc.run_expiry()
+    await svc.run_expiry(merchant=merchant)
     db = await asyncpg.connect(pg_dsn)
     try:
         held = await db.fetchval(
@@ -62,7 +64,7 @@ async def test_expiry_hands_no_advisory_lock_back_to_the_pool(clients, merchant,
     finally:
         await db.close()
     assert held == 0
-    assert await svc.run_expiry() == 0  # and it can run again
+    assert await svc.run_expiry(merchant=merchant) == 0  # and it can run again
 
 
 async def test_a_client_cannot_take_the_expiry_op_id_first(clients, merchant, pg_dsn, rn):
@@ -82,5 +84,5 @@ async def test_a_client_cannot_take_the_expiry_op_id_first(clients, merchant, pg
     )
     svc = rn.runner.app[SERVICE].loyalty
     assert svc is not None
-    assert await svc.run_expiry() == 1
+    assert await svc.run_expiry(merchant=merchant) == 1
     assert (await ok(till, {"type": "balance", "member": m})).posted == 0

@@ -333,7 +333,7 @@ async def test_expiry_passes_over_erased_members(clients, http, rn, merchant, pg
         before = await conn.fetchval(
             "SELECT count(*) FROM operations WHERE merchant_id = $1", merchant
         )
-        assert await svc.run_expiry() == 1
+        assert await svc.run_expiry(merchant=merchant) == 1
         after = await conn.fetchval(
             "SELECT count(*) FROM operations WHERE merchant_id = $1", merchant
         )
