@@ -3,8 +3,11 @@
 POS token claims: ``typ="pos"``, ``mer`` merchant, ``sto`` store, ``ter`` terminal, optional
 ``chn`` channel ("pos" or "web" for a web shop's server integration). App/web token claims:
 ``typ="app"``, ``mer`` merchant, ``sub`` member, optional ``chn`` ("app" or "web").
-Both carry ``exp``. Tokens are minted by ``python -m gateway token ...`` (or the merchant's
-back end with the shared secret).
+Both carry ``exp``. Tokens are minted by ``python -m gateway token ...`` or by the operator's
+own token service, never by a merchant: one secret signs every merchant's tokens and ``mer`` is
+taken as signed, so whoever holds the secret can act as any merchant. (Per-merchant signing
+keys, selected by ``kid`` and bound to ``mer``, are not built; until then a merchant's back end
+asks the operator for tokens.)
 """
 
 from __future__ import annotations
