@@ -17,7 +17,7 @@ from gateway.errors import GatewayError, Refused
 from gateway.loyalty.live import MemberEvents
 from gateway.loyalty.replies import member_balance
 from gateway.loyalty.service import Loyalty
-from gateway.sessions.commands import Dispatcher, origin, outcome_frame
+from gateway.sessions.commands import Dispatcher, op_id, origin, outcome_frame
 from protocol.codes import ErrorCode
 from protocol.loyalty import (
     CashierState,
@@ -94,7 +94,8 @@ def register(d: Dispatcher, svc: Loyalty) -> None:
 
     async def redeem(d: Dispatcher, s: Session, p: Principal, f: RedeemReward) -> object:
         await d.authorize_member(p, f.member)
-        return Result(id=f.id, data=await svc.redeem_reward(origin(p), f.member, f.reward, f.op))
+        op = op_id(p, f.op)  # an app's ids cannot collide with a register's
+        return Result(id=f.id, data=await svc.redeem_reward(origin(p), f.member, f.reward, op))
 
     async def use_code(d: Dispatcher, s: Session, p: Principal, f: UseCode) -> object:
         d.require_pos(p)

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from gateway.errors import AuthError, Forbidden, GatewayError, Refused
 from gateway.ledger import model
 from gateway.ledger.engine import Ledger
@@ -23,6 +25,7 @@ from protocol.messages import (
     Error,
     GetBalance,
     GetOutcome,
+    HoldState,
     Outcome,
     Ping,
     Pong,
@@ -31,6 +34,7 @@ from protocol.messages import (
     Release,
     Reserve,
     Result,
+    SaleReceipt,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -173,11 +177,24 @@ async def _balance(d: Dispatcher, session: Session, p: Principal, frame: GetBala
     return Result(id=frame.id, data=bal)
 
 
+def op_id(p: Principal, op: str) -> str:
+    """The ledger id of a client's ``op``. A register's is its own (receipt numbers, say); an
+    app's lives in a space of its member's, so an app can neither take a register's future id
+    first (its sale would get idempotency_conflict) nor probe which ids exist. ``~`` and ``/``
+    are outside the client id charset: no client can name this space."""
+    return op if p.kind == "pos" else f"~app/{p.member}/{op}"
+
+
 async def _outcome(d: Dispatcher, session: Session, p: Principal, frame: GetOutcome) -> object:
-    found = await d.s.reads.outcome(p.merchant, frame.op)
+    found = await d.s.reads.outcome(p.merchant, op_id(p, frame.op))
     if found is None or (p.kind == "app" and _outcome_member(found) != p.member):
         raise Refused("no operation with that id", ErrorCode.OPERATION_NOT_FOUND)
     d.s.ledger.replied([found])  # this node's reads now never go below the version it tells
+    if found.op != frame.op:  # an app's: told by the id it sent
+        data = found.data
+        if isinstance(data, SaleReceipt | HoldState):
+            data = msgspec.structs.replace(data, op=frame.op)
+        found = msgspec.structs.replace(found, op=frame.op, data=data)
     return Result(id=frame.id, data=found)
 
 

@@ -60,6 +60,27 @@ async def test_app_member_redeems_own_points(clients, merchant, pg_dsn):
     )
 
 
+async def test_an_apps_op_ids_cannot_take_a_registers(clients, merchant, pg_dsn):
+    """Found in review: an app's redeem_reward used the merchant's op id space, so an app could
+    take a register's next receipt number first (the sale then got idempotency_conflict) and
+    probe which ids exist. An app's ids now live in a space of its member's."""
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 20_000)
+    app = await clients.app(merchant, m)
+    receipt = unique("rcpt")
+    code = await ok(app, redeem(m, "coffee", op=receipt))
+    assert await ok(app, redeem(m, "coffee", op=receipt)) == code  # its retry replays
+    sold = await ok(till, {"type": "sale", "op": receipt, "member": m, "total": 1_000})
+    assert sold.points == 10  # the register's id was still free
+    mine = await ok(app, {"type": "outcome", "op": receipt})
+    assert mine.op == mine.data.op == receipt and mine.data.points == -150  # the app's own
+    theirs = await ok(till, {"type": "outcome", "op": receipt})
+    assert theirs.data.points == 10  # the register's
+    probe = unique("never")
+    assert (await err(app, {"type": "outcome", "op": probe})).code == "operation_not_found"
+
+
 async def test_code_redeemed_exactly_once_by_two_registers_at_once(clients, merchant, pg_dsn):
     await catalogue(pg_dsn, merchant)
     t1 = await clients.pos(merchant, store="s1", terminal="a")
