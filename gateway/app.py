@@ -296,6 +296,7 @@ async def metrics(request: web.Request) -> web.Response:
     m.outbox.set(node.relay.pending)
     m.batches.set(node.ledger.stats.batches)
     m.ledger_ops.set(node.ledger.stats.ops)
+    m.ledger_shed.set(node.ledger.stats.shed)
     m.gc_reclaimed.set(node.collector.reclaimed)
     return web.Response(body=m.render(), content_type="text/plain")
 

@@ -36,6 +36,11 @@ class Metrics:
         self.outbox = Gauge("gateway_outbox_pending", "Unpublished committed changes", registry=r)
         self.batches = Gauge("gateway_ledger_batches", "Group-commit transactions", registry=r)
         self.ledger_ops = Gauge("gateway_ledger_operations", "Ledger operations", registry=r)
+        self.ledger_shed = Gauge(
+            "gateway_ledger_shed",
+            "Operations refused at once (unavailable) because their lane's queue waited too long",
+            registry=r,
+        )
         self.ready = Gauge("gateway_ready", "1 when the node is ready", registry=r)
         self.gc_pauses = Histogram(
             "gateway_gc_pause_seconds",

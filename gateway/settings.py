@@ -72,6 +72,10 @@ class LedgerSettings:
     #: committing, ``timeout`` (ask for the outcome). Without it a PostgreSQL that stops
     #: answering would hold the batch, and the node's shutdown, until TCP gave up.
     command_timeout: float = 10.0
+    #: Seconds the oldest queued operation of a lane may have waited before the lane refuses
+    #: new ones at once with ``unavailable`` (retry with the same id, nothing applied): past
+    #: its capacity a node answers fast instead of queueing every till for seconds.
+    max_queue_wait: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,7 @@ class Settings:
                 relay_interval=_float(e, "GATEWAY_RELAY_SECONDS", 1.0, 0.05, 3600.0),
                 relay_min_age=_float(e, "GATEWAY_RELAY_MIN_AGE", 3.0, 0.0, 3600.0),
                 command_timeout=_float(e, "GATEWAY_LEDGER_COMMAND_TIMEOUT", 10.0, 0.1, 600.0),
+                max_queue_wait=_float(e, "GATEWAY_LEDGER_MAX_QUEUE_WAIT", 2.0, 0.01, 600.0),
             ),
             session=SessionSettings(
                 heartbeat=_float(e, "GATEWAY_HEARTBEAT_SECONDS", 15.0, 0.1, 600.0),

@@ -99,23 +99,27 @@ def op_kind(op: Op) -> str:
 
 
 class _Item:
-    __slots__ = ("fp", "future", "op")
+    __slots__ = ("at", "fp", "future", "op")
 
-    def __init__(self, op: Op, future: asyncio.Future[Outcome]) -> None:
+    def __init__(self, op: Op, future: asyncio.Future[Outcome], at: float = 0.0) -> None:
         self.op = op
         self.future = future
         self.fp = b"" if isinstance(op, Expire) else fingerprint(op)
+        #: When it was queued (the loop's clock).
+        self.at = at
 
 
 class BatchStats:
     """Counters a benchmark or /metrics can read."""
 
-    __slots__ = ("batches", "ops", "rereads", "retries")
+    __slots__ = ("batches", "ops", "rereads", "retries", "shed")
 
     def __init__(self) -> None:
         self.batches = 0
         self.ops = 0
         self.retries = 0
+        #: Operations refused at once because their lane's queue had waited too long.
+        self.shed = 0
         #: Batches whose reads were stale after a lock wait and were read again.
         self.rereads = 0
 
@@ -183,7 +187,17 @@ class Ledger:
             fut.set_exception(GatewayError("ledger is shutting down", ErrorCode.DRAINING))
             return fut
         lane = self._lanes[zlib.crc32(op.member.encode()) % len(self._lanes)]
-        lane.put(_Item(op, fut))
+        now = loop.time()
+        queue = lane.queue
+        if queue and queue[0] is not None and now - queue[0].at > self._settings.max_queue_wait:
+            # Past the lane's capacity: a fast, retryable refusal (nothing applied) rather
+            # than a wait that only grows. What is queued already still runs, in order.
+            self.stats.shed += 1
+            fut.set_exception(
+                GatewayError("the ledger is overloaded: retry the same id", ErrorCode.UNAVAILABLE)
+            )
+            return fut
+        lane.put(_Item(op, fut, now))
         queued = QUEUED.get()
         if queued is not None and not queued.done():
             queued.set_result(None)

@@ -9,6 +9,7 @@ import time
 import asyncpg
 import pytest
 
+from gateway.errors import GatewayError
 from gateway.ledger.model import Commit, Earn, Expire, Origin, Release, Reserve
 from protocol.codes import ErrorCode
 from tests.conftest import unique
@@ -295,3 +296,44 @@ async def test_an_out_of_bounds_operation_is_refused_alone_not_with_its_batch(wo
     posted, held, version = before
     assert await balance(w, m) == (posted + 7, held, version + 1)
     await check_invariants(w.db, [m])
+
+
+async def test_past_its_capacity_a_lane_refuses_new_operations_at_once(
+    world: LedgerWorld, pg_dsn: str
+):
+    """A lane whose oldest queued operation has waited past ``max_queue_wait`` refuses new
+    ones at once, retryable and unapplied, instead of queueing them behind it: in one bench
+    run a cluster past its capacity queued every till for up to 11 s. What was queued before
+    still runs, and the refused one applies once retried."""
+    from gateway.ledger.engine import Ledger
+    from gateway.settings import LedgerSettings
+
+    w, (m, n) = world, world.members[:2]
+    await fund(w, m, 100)
+    await fund(w, n, 100)
+    ledger = Ledger(pg_dsn, LedgerSettings(lanes=1, max_queue_wait=0.2), None)
+    await ledger.start()
+    blocker = await asyncpg.connect(pg_dsn)
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", m)
+        stuck = ledger.submit(Earn(unique("e"), m, 1, w.origin))  # its batch waits on the lock
+        await asyncio.sleep(0.05)
+        queued = ledger.submit(Earn(unique("e"), n, 2, w.origin))  # queued behind it
+        await asyncio.sleep(0.3)  # the queue has now waited past 0.2 s
+        late = Earn(unique("e"), n, 3, w.origin)
+        shed = ledger.submit(late)
+        assert shed.done(), "refused at once, not queued"
+        with pytest.raises(GatewayError) as refused:
+            await shed
+        assert refused.value.code == ErrorCode.UNAVAILABLE and refused.value.retryable
+        assert ledger.stats.shed == 1
+        await blocker.execute("COMMIT")
+        assert (await asyncio.wait_for(stuck, 10)).ok
+        assert (await asyncio.wait_for(queued, 10)).ok
+        assert (await ledger.execute(late)).ok  # the retry, once the lane caught up
+    finally:
+        await blocker.close()
+        await ledger.close()
+    assert await balance(w, n) == (105, 0, 3)  # 100, +2, +3: nothing twice, nothing lost
+    await check_invariants(w.db, [m, n])
