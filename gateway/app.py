@@ -44,7 +44,7 @@ from gateway.sessions.session import Session
 from gateway.settings import Settings
 from gateway.store import db
 from gateway.store.keys import CACHE_EPOCH, Keys
-from gateway.store.redis import REDIS_ERRORS, CacheEpoch, Redis, create_client
+from gateway.store.redis import REDIS_ERRORS, CacheEpoch, Redis, cache_risks, create_client
 from protocol.codes import CloseCode
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class Node:
             s.store.database_url, s.store.db_pool_size, s.store.command_timeout
         )
         self.redis = create_client(s.store.redis_url)
+        for risk in await cache_risks(self.redis):
+            log.warning("Redis configuration: %s", risk)
         epoch = CacheEpoch()  # the cache epoch, shared by the node's cache writers
         with contextlib.suppress(*REDIS_ERRORS):  # else learned from the first write's reply
             epoch.learn(await self.redis.register_script(CACHE_EPOCH)(keys=[self.keys.epoch()]))

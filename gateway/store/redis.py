@@ -120,3 +120,27 @@ def translate_errors(what: str) -> Iterator[None]:
         yield
     except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"Redis unavailable during {what}: {type(exc).__name__}") from exc
+
+
+async def cache_risks(redis: Redis) -> list[str]:
+    """What in this Redis's configuration the cache's guards cannot see (see the README's
+    "How the ledger stays correct"): evicting single keys, or bringing back older data after a
+    restart. Empty when nothing is wrong, or when Redis does not allow CONFIG (managed)."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy", "")
+        save = (await redis.config_get("save")).get("save", "")
+        aof = (await redis.config_get("appendonly")).get("appendonly", "no")
+    except REDIS_ERRORS:
+        return []
+    risks = []
+    if str(policy).startswith("allkeys"):
+        risks.append(
+            f"maxmemory-policy {policy} may evict a single balance key, and a late write could "
+            "then store an older balance: use noeviction"
+        )
+    if save or aof == "yes":
+        risks.append(
+            "persistence is on (save/appendonly): a restart restores older balances under the "
+            "same epoch; run the cache without it, or FLUSHDB the key space after a restart"
+        )
+    return risks

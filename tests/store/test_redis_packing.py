@@ -65,3 +65,23 @@ async def test_round_trips(redis_prefix: str) -> None:
     finally:
         await client.delete(key, key + "h")
         await client.aclose()
+
+
+async def test_a_redis_that_could_bring_back_older_balances_is_reported() -> None:
+    """The cache's epoch sees a Redis that lost everything, not one that evicts single keys or
+    restores a snapshot: the node warns at start when the configuration allows either."""
+    from gateway.store.redis import cache_risks, create_client
+    from tests.servers import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    client = create_client(server.url)
+    try:
+        assert await cache_risks(client) == []  # no persistence, noeviction
+        await client.config_set("maxmemory-policy", "allkeys-lru")
+        await client.config_set("appendonly", "yes")
+        risks = await cache_risks(client)
+        assert len(risks) == 2 and "allkeys-lru" in risks[0] and "persistence" in risks[1]
+    finally:
+        await client.aclose()
+        server.stop()
