@@ -274,7 +274,8 @@ class Pong(_Data, tag="pong", frozen=True):
 
 class Refreshed(_Data, tag="refreshed", frozen=True):
     expires_at: int
-    """When the new token expires (ms since the Unix epoch); refresh again before."""
+    """When the session ends unless refreshed again: the new token's ``exp`` plus the node's
+    leeway (ms since the Unix epoch)."""
 
 
 ResultData = (

@@ -193,9 +193,7 @@ class Ledger:
             # Past the lane's capacity: a fast, retryable refusal (nothing applied) rather
             # than a wait that only grows. What is queued already still runs, in order.
             self.stats.shed += 1
-            fut.set_exception(
-                GatewayError("the ledger is overloaded: retry the same id", ErrorCode.UNAVAILABLE)
-            )
+            fut.set_exception(StoreUnavailable("the ledger is overloaded: retry the same id"))
             return fut
         lane.put(_Item(op, fut, now))
         queued = QUEUED.get()

@@ -18,6 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 
 from gateway.errors import StoreUnavailable
 from gateway.ledger import queries as q
@@ -29,6 +36,18 @@ from gateway.store.redis import REDIS_ERRORS, Breaker, CacheEpoch, Redis
 from protocol.messages import Balance, BalanceChanged, Cause, Outcome
 
 log = logging.getLogger(__name__)
+
+#: Seconds a cached read may take before it is given up for PostgreSQL.
+READ_TIMEOUT = 0.5
+#: Redis refusing writes (and so the cached-read script): an outage, not a fault to log.
+#: redis-py turns some codes into classes (and drops the code from the message), the others
+#: stay plain ResponseErrors that start with their code.
+_REFUSED = (OutOfMemoryError, ReadOnlyError, MasterDownError, BusyLoadingError)
+_REFUSAL_CODES = ("MISCONF", "NOREPLICAS", "BUSY")
+
+
+def _refusal(exc: ResponseError) -> bool:
+    return isinstance(exc, _REFUSED) or str(exc).startswith(_REFUSAL_CODES)
 
 
 class Reads:
@@ -104,8 +123,13 @@ class Reads:
         if self.breaker.is_open:
             return await self.balance_from_db(member)
         try:
-            p, h, v, f = await self._read(keys=[key])
-        except REDIS_ERRORS:
+            # Bounded below the client's 2 s socket timeout: Redis holds such scripts (not
+            # plain reads) while a failover pauses writes (CLIENT PAUSE WRITE).
+            async with asyncio.timeout(READ_TIMEOUT):
+                p, h, v, f = await self._read(keys=[key])
+        except REDIS_ERRORS as exc:
+            if isinstance(exc, ResponseError) and not _refusal(exc):
+                log.warning("cached read of %s failed: %s", member, exc)  # a bad key, a bug
             self.breaker.trip()
             return await self.balance_from_db(member)
         if (

@@ -49,9 +49,13 @@ class Sweeper:
             self._ledger.submit(Expire(member=r["member_id"], origin=Origin(r["merchant_id"])))
             for r in rows
         ]
-        await asyncio.gather(*futures, return_exceptions=True)
-        self.expired_members += len(rows)
-        return len(rows)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        done = sum(1 for r in results if not isinstance(r, BaseException))
+        self.expired_members += done
+        # A failed expiry (a lane shedding load, PostgreSQL away) ends this pass: the next one
+        # comes after ``interval``, not at once (a failing pass looping back to back hammered
+        # an overloaded PostgreSQL with its query).
+        return done if done == len(rows) else 0
 
     async def _run(self) -> None:
         while True:

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.errors import Refused
+from gateway.errors import GatewayError, Refused, nothing_applied
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import Ledger, decode_outcome
 from gateway.ledger.model import Earn, Origin
@@ -262,6 +262,16 @@ class RewardsMixin:
                 raise Refused("", ErrorCode.CODE_EXPIRED)
         return self._code(row)
 
+    async def _unvoid(self, merchant: str, code: str, op: str) -> None:
+        with translate_errors("code void"):
+            await self.pool.execute(
+                """UPDATE reward_codes SET status = 'issued', voided_at = NULL, void_op = NULL
+                    WHERE merchant_id = $1 AND code = $2 AND status = 'voided' AND void_op = $3""",
+                merchant,
+                code,
+                op,
+            )
+
     async def void_code(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""
         merchant = origin.merchant
@@ -280,30 +290,27 @@ class RewardsMixin:
             raise Refused("", ErrorCode.CODE_ALREADY_REDEEMED)
         if row["void_op"] != op:
             raise Refused("", ErrorCode.CODE_VOIDED)
-        outcome = await self.ledger.execute(
-            Earn(
-                op=op,
-                member=row["member_id"],
-                points=row["points"],
-                origin=origin,
-                kind="refund",
-                contra="redemption",
-                breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
-                detail=msgspec.json.encode(("void", row["code"])),
+        try:
+            outcome = await self.ledger.execute(
+                Earn(
+                    op=op,
+                    member=row["member_id"],
+                    points=row["points"],
+                    origin=origin,
+                    kind="refund",
+                    contra="redemption",
+                    breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
+                    detail=msgspec.json.encode(("void", row["code"])),
+                )
             )
-        )
+        except GatewayError as exc:
+            if nothing_applied(exc):  # shed, draining, store away: the void did not happen
+                await self._unvoid(merchant, row["code"], op)
+            raise
         if not outcome.ok:
             # Nothing was refunded (e.g. the op id belongs to another operation): the code
             # goes back to issued, usable and voidable, rather than lost with its points.
-            with translate_errors("code void"):
-                await self.pool.execute(
-                    """UPDATE reward_codes SET status = 'issued', voided_at = NULL, void_op = NULL
-                        WHERE merchant_id = $1 AND code = $2 AND status = 'voided'
-                          AND void_op = $3""",
-                    merchant,
-                    row["code"],
-                    op,
-                )
+            await self._unvoid(merchant, row["code"], op)
             raise refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.errors import GatewayError, Refused, StoreUnavailable
+from gateway.errors import GatewayError, Refused, StoreUnavailable, nothing_applied
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import Ledger
 from gateway.ledger.model import Earn, Origin, SaleRecord
@@ -231,22 +231,27 @@ class Loyalty(RewardsMixin):
         if isinstance(plan, Outcome):
             raise refused(plan)
         net = plan.restored - plan.clawback
-        outcome = await self.ledger.execute(
-            Earn(
-                op=frame.op,
-                member=frame.member,
-                points=net,
-                origin=origin,
-                kind="return",
-                contra="issuance",
-                clamp=True,
-                breakdown=(
-                    PointsLine(rule="return", points=-plan.clawback),
-                    PointsLine(rule="refund", points=plan.restored),
-                ),
-                detail=plan.fingerprint,
+        try:
+            outcome = await self.ledger.execute(
+                Earn(
+                    op=frame.op,
+                    member=frame.member,
+                    points=net,
+                    origin=origin,
+                    kind="return",
+                    contra="issuance",
+                    clamp=True,
+                    breakdown=(
+                        PointsLine(rule="return", points=-plan.clawback),
+                        PointsLine(rule="refund", points=plan.restored),
+                    ),
+                    detail=plan.fingerprint,
+                )
             )
-        )
+        except GatewayError as exc:
+            if nothing_applied(exc):  # shed, draining, store away: the return did not happen
+                await sales.forget_return(self.pool, origin.merchant, frame.op, plan.fingerprint)
+            raise
         if not outcome.ok:
             await sales.forget_return(self.pool, origin.merchant, frame.op, plan.fingerprint)
             raise refused(outcome)

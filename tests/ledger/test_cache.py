@@ -6,6 +6,7 @@ removed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -322,6 +323,41 @@ async def test_while_redis_refuses_writes_no_node_serves_the_balance_it_could_no
         assert (await other.balance(unread)) is not None  # a miss reads PostgreSQL, no error
     finally:
         await ledger.close()
+        await pool.close()
+        await redis.aclose()
+        server.stop()
+
+
+async def test_a_failover_pause_costs_a_read_half_a_second_not_the_socket_timeout(
+    world: LedgerWorld, pg_dsn: str
+):
+    """Found in review: Redis holds scripts like the cached read (not plain reads) while a
+    failover pauses writes (CLIENT PAUSE WRITE); each read then waited the client's 2 s socket
+    timeout. It is bounded at READ_TIMEOUT and read from PostgreSQL."""
+    import time
+
+    from gateway.ledger.reads import READ_TIMEOUT
+    from gateway.store.keys import Keys
+    from gateway.store.redis import create_client
+    from tests.servers import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    redis = create_client(server.url)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    reads = Reads(pool, redis, Keys(unique("pause")))
+    m = world.members[0]
+    try:
+        await reads.balance(m)  # learns the epoch, loads the script
+        await redis.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+        started = time.monotonic()
+        bal = await reads.balance(m)
+        took = time.monotonic() - started
+        assert bal is not None and bal.member == m
+        assert took < READ_TIMEOUT + 0.5, took
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.execute_command("CLIENT", "UNPAUSE")
         await pool.close()
         await redis.aclose()
         server.stop()
