@@ -44,15 +44,6 @@ class StoreUnavailable(GatewayError):
     code = ErrorCode.UNAVAILABLE
 
 
-def nothing_applied(exc: BaseException) -> bool:
-    """Whether a ledger call that raised ``exc`` certainly applied nothing (a store that did not
-    answer before COMMIT, a lane shedding load, a node draining), so what the caller wrote
-    beside it may be undone. ``OutcomeUnknown`` may have committed: never undo on it."""
-    if isinstance(exc, StoreUnavailable):
-        return True
-    return isinstance(exc, GatewayError) and exc.code == ErrorCode.DRAINING
-
-
 class OutcomeUnknown(GatewayError):
     """The commit may or may not have happened (connection lost during COMMIT)."""
 

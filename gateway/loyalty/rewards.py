@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.errors import GatewayError, Refused, nothing_applied
+from gateway.errors import Refused
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import Ledger, decode_outcome
 from gateway.ledger.model import Earn, Origin
@@ -290,23 +290,21 @@ class RewardsMixin:
             raise Refused("", ErrorCode.CODE_ALREADY_REDEEMED)
         if row["void_op"] != op:
             raise Refused("", ErrorCode.CODE_VOIDED)
-        try:
-            outcome = await self.ledger.execute(
-                Earn(
-                    op=op,
-                    member=row["member_id"],
-                    points=row["points"],
-                    origin=origin,
-                    kind="refund",
-                    contra="redemption",
-                    breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
-                    detail=msgspec.json.encode(("void", row["code"])),
-                )
+        # A failure here (``unavailable``, ``timeout``) leaves the code voided under this op:
+        # the client retries the same op, which finds it and completes the refund. Undoing it
+        # here could undo a void that an earlier attempt of the same op did apply.
+        outcome = await self.ledger.execute(
+            Earn(
+                op=op,
+                member=row["member_id"],
+                points=row["points"],
+                origin=origin,
+                kind="refund",
+                contra="redemption",
+                breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
+                detail=msgspec.json.encode(("void", row["code"])),
             )
-        except GatewayError as exc:
-            if nothing_applied(exc):  # shed, draining, store away: the void did not happen
-                await self._unvoid(merchant, row["code"], op)
-            raise
+        )
         if not outcome.ok:
             # Nothing was refunded (e.g. the op id belongs to another operation): the code
             # goes back to issued, usable and voidable, rather than lost with its points.

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.errors import GatewayError, Refused, StoreUnavailable, nothing_applied
+from gateway.errors import GatewayError, Refused, StoreUnavailable
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import Ledger
 from gateway.ledger.model import Earn, Origin, SaleRecord
@@ -231,27 +231,25 @@ class Loyalty(RewardsMixin):
         if isinstance(plan, Outcome):
             raise refused(plan)
         net = plan.restored - plan.clawback
-        try:
-            outcome = await self.ledger.execute(
-                Earn(
-                    op=frame.op,
-                    member=frame.member,
-                    points=net,
-                    origin=origin,
-                    kind="return",
-                    contra="issuance",
-                    clamp=True,
-                    breakdown=(
-                        PointsLine(rule="return", points=-plan.clawback),
-                        PointsLine(rule="refund", points=plan.restored),
-                    ),
-                    detail=plan.fingerprint,
-                )
+        # A failure here (``unavailable``, ``timeout``) leaves the return's row under this op:
+        # the client retries the same op, which finds it. Deleting it here could delete the row
+        # of a return that an earlier attempt of the same op did apply.
+        outcome = await self.ledger.execute(
+            Earn(
+                op=frame.op,
+                member=frame.member,
+                points=net,
+                origin=origin,
+                kind="return",
+                contra="issuance",
+                clamp=True,
+                breakdown=(
+                    PointsLine(rule="return", points=-plan.clawback),
+                    PointsLine(rule="refund", points=plan.restored),
+                ),
+                detail=plan.fingerprint,
             )
-        except GatewayError as exc:
-            if nothing_applied(exc):  # shed, draining, store away: the return did not happen
-                await sales.forget_return(self.pool, origin.merchant, frame.op, plan.fingerprint)
-            raise
+        )
         if not outcome.ok:
             await sales.forget_return(self.pool, origin.merchant, frame.op, plan.fingerprint)
             raise refused(outcome)

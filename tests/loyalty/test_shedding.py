@@ -1,6 +1,8 @@
-"""What a ledger lane refuses while it sheds load (``GATEWAY_LEDGER_MAX_QUEUE_WAIT``) applies
-nothing, and what was written beside it is undone: found in a review of the shedding, each of
-these left something half-applied. A node with one lane that sheds after 0.2 s of queueing."""
+"""What a ledger lane refuses while it sheds load (``GATEWAY_LEDGER_MAX_QUEUE_WAIT``) moves no
+points, and a retry of the same op (as ``unavailable`` asks) completes it exactly once. A review
+found a shed void and return half-done; undoing their side rows on the refusal was then found
+to undo a void or return an earlier attempt of the same op had applied (points refunded twice),
+so the side row stays for the retry. A node with one lane that sheds after 0.2 s of queueing."""
 
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ async def overloaded(clients, merchant: str, pg_dsn: str) -> AsyncIterator[None]
         await asyncio.gather(*waiting)
 
 
-async def test_a_shed_void_leaves_the_code_issued(clients, merchant, pg_dsn):
+async def test_a_shed_void_completes_once_on_its_retry(clients, merchant, pg_dsn):
     await setup_db(
         pg_dsn,
         """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
@@ -66,25 +68,34 @@ async def test_a_shed_void_leaves_the_code_issued(clients, merchant, pg_dsn):
     code = await ok(
         till, {"type": "redeem_reward", "op": unique("r"), "member": m, "reward": "ten-off"}
     )
+    void = {"type": "void_code", "op": unique("v"), "code": code.code}
     async with overloaded(clients, merchant, pg_dsn):
-        shed = await err(till, {"type": "void_code", "op": unique("v"), "code": code.code})
+        shed = await err(till, void)
         assert shed.code == "unavailable" and shed.retryable
-    # it was left voided with its points not refunded, and a new void got code_voided
-    voided = await ok(till, {"type": "void_code", "op": unique("v"), "code": code.code})
+    assert (await ok(till, {"type": "balance", "member": m})).available == 100  # nothing moved
+    voided = await ok(till, void)  # the retry, same op
     assert voided.status == "voided" and voided.balance.available == 600
+    assert await ok(till, void) == voided  # and again: refunded once
+    again = await err(till, {"type": "void_code", "op": unique("v"), "code": code.code})
+    assert again.code == "code_voided"
+    assert (await ok(till, {"type": "balance", "member": m})).available == 600
 
 
-async def test_a_shed_return_does_not_count_against_its_sale(clients, merchant, pg_dsn):
+async def test_a_shed_return_completes_once_on_its_retry(clients, merchant, pg_dsn):
     till = await clients.pos(merchant)
     m = await member_with_points(till, 0)
     sale = unique("s")
     await ok(till, {"type": "sale", "op": sale, "member": m, "total": 10_000})
+    ret = {"type": "return", "op": unique("t"), "member": m, "sale": sale}
     async with overloaded(clients, merchant, pg_dsn):
-        shed = await err(till, {"type": "return", "op": unique("t"), "member": m, "sale": sale})
+        shed = await err(till, ret)
         assert shed.code == "unavailable"
-    # its row was left behind and a return under a new id got return_exceeds_sale
-    back = await ok(till, {"type": "return", "op": unique("t"), "member": m, "sale": sale})
+    assert (await ok(till, {"type": "balance", "member": m})).available == 100  # nothing moved
+    back = await ok(till, ret)  # the retry, same op
     assert back.clawback == 100 and back.balance.available == 0
+    assert await ok(till, ret) == back
+    more = await err(till, {"type": "return", "op": unique("t"), "member": m, "sale": sale})
+    assert more.code == "return_exceeds_sale"  # the sale was returned once
 
 
 async def test_a_sweep_whose_expiries_are_shed_waits_for_its_next_pass(
