@@ -207,7 +207,7 @@ class Feeds:
         # than what the client was already told here. Read the rest from PostgreSQL.
         told = self._reads.version_floor(member)
         if told > feed.version:
-            await self._catch_up(feed, told)
+            await self._catch_up(feed, min(told - feed.version, self._max_recovery))
         missed: list[BalanceChanged] = []
         recovered = True
         if since is not None and since < feed.version:
@@ -239,12 +239,11 @@ class Feeds:
                 feed.presence = None
         return feed.balance, missed, recovered, peers_now
 
-    async def _catch_up(self, feed: Feed, version: int) -> None:
-        """Deliver the changes up to ``version`` from the ledger, ahead of the channel."""
-        limit = min(version - feed.version, self._max_recovery)
+    async def _catch_up(self, feed: Feed, limit: int) -> None:
+        """Deliver the next ``limit`` changes from the ledger, ahead of the channel."""
         for frame in await self._reads.history(feed.member, feed.version, limit):
-            if frame.version > feed.version and frame.version not in feed.pending:
-                feed.pending[frame.version] = (frame, encode(frame))
+            if frame.version > feed.version:
+                feed.pending.setdefault(frame.version, (frame, encode(frame)))
         self._advance(feed)
 
     def leave(self, member: str, session: Subscriber) -> None:
@@ -447,16 +446,8 @@ class Feeds:
         except GatewayError:
             return
         if bal is not None and bal.version > feed.version and feed.ready.is_set():
-            try:
-                missing = await self._reads.history(
-                    feed.member, feed.version, bal.version - feed.version
-                )
-            except GatewayError:
-                return
-            for frame in missing:
-                if frame.version > feed.version:
-                    feed.pending.setdefault(frame.version, (frame, encode(frame)))
-            self._advance(feed)
+            with contextlib.suppress(GatewayError):
+                await self._catch_up(feed, bal.version - feed.version)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

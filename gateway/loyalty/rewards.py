@@ -262,16 +262,6 @@ class RewardsMixin:
                 raise Refused("", ErrorCode.CODE_EXPIRED)
         return self._code(row)
 
-    async def _unvoid(self, merchant: str, code: str, op: str) -> None:
-        with translate_errors("code void"):
-            await self.pool.execute(
-                """UPDATE reward_codes SET status = 'issued', voided_at = NULL, void_op = NULL
-                    WHERE merchant_id = $1 AND code = $2 AND status = 'voided' AND void_op = $3""",
-                merchant,
-                code,
-                op,
-            )
-
     async def void_code(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""
         merchant = origin.merchant
@@ -308,7 +298,15 @@ class RewardsMixin:
         if not outcome.ok:
             # Nothing was refunded (e.g. the op id belongs to another operation): the code
             # goes back to issued, usable and voidable, rather than lost with its points.
-            await self._unvoid(merchant, row["code"], op)
+            with translate_errors("code void"):
+                await self.pool.execute(
+                    """UPDATE reward_codes SET status = 'issued', voided_at = NULL, void_op = NULL
+                        WHERE merchant_id = $1 AND code = $2 AND status = 'voided'
+                          AND void_op = $3""",
+                    merchant,
+                    row["code"],
+                    op,
+                )
             raise refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)

@@ -127,11 +127,12 @@ async def cache_risks(redis: Redis) -> list[str]:
     "How the ledger stays correct"): evicting single keys, or bringing back older data after a
     restart. Empty when nothing is wrong, or when Redis does not allow CONFIG (managed)."""
     try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy", "")
-        save = (await redis.config_get("save")).get("save", "")
-        aof = (await redis.config_get("appendonly")).get("appendonly", "no")
+        config = await redis.config_get("maxmemory-policy", "save", "appendonly")
     except REDIS_ERRORS:
         return []
+    policy = config.get("maxmemory-policy", "")
+    save = config.get("save", "")
+    aof = config.get("appendonly", "no")
     risks = []
     if str(policy).startswith("allkeys"):
         risks.append(
