@@ -6,6 +6,11 @@ one read before it has queued its operation in the ledger (or ended without one)
 member's lane runs them in that order. A ``sale`` looks up the member, the programme and the
 tier before it reaches the ledger; without the wait a ``reserve`` pipelined behind it went
 first and was refused for points the sale was about to post.
+
+A command that reads what an earlier one wrote before it reaches the ledger (a ``return``
+reads its sale, a ``void_code`` its code, an ``outcome`` its op) waits longer: until every
+mutating command read before it has ended. Pipelined right behind its sale, a return read no
+sale (``sale_not_found``) and an outcome no op (``operation_not_found``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from gateway.sessions.commands import error_frame
 from gateway.sessions.session import CLOSE_TIMEOUT, Session
 from protocol.codec import DecodeError, decode_client
 from protocol.codes import CloseCode, ErrorCode
-from protocol.messages import Error, Hello, Scope, Welcome
+from protocol.loyalty import Return, VoidCode
+from protocol.messages import Error, GetOutcome, Hello, Scope, Welcome
 from protocol.version import SUPPORTED_VERSIONS, negotiate
 
 if TYPE_CHECKING:
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Commands one session may have in flight; past this the session stops reading.
 MAX_INFLIGHT = 64
+#: Commands that read what earlier commands wrote before they reach the ledger: they wait
+#: until every mutating command read before them has ended (see the module's docstring).
+READS_EARLIER = (Return, VoidCode, GetOutcome)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -279,14 +288,19 @@ async def _run(node: Node, session: Session, frame: object, rid: str | None) -> 
     started = time.perf_counter()
     name = type(frame).__name__.lower()
     turn: asyncio.Future[None] | None = None
+    ended: asyncio.Future[None] | None = None
     before: asyncio.Future[None] | None = None
+    before_ended: asyncio.Future[None] | None = None
     if hasattr(frame, "op"):  # tasks first run in creation order: turns are taken as read
-        before = session.ledger_turn
-        turn = asyncio.get_running_loop().create_future()
-        session.ledger_turn = turn
+        loop = asyncio.get_running_loop()
+        before, before_ended = session.ledger_turn, session.ledger_ended
+        if isinstance(frame, READS_EARLIER):
+            before = before_ended
+        turn, ended = loop.create_future(), loop.create_future()
+        session.ledger_turn, session.ledger_ended = turn, ended
         QUEUED.set(turn)  # this task's own context: the ledger sets it once the op is queued
     try:
-        if turn is not None and before is not None and not before.done():
+        if before is not None and not before.done():
             await asyncio.wait((before,))  # never cancels ``before`` if this task is cancelled
         reply = await node.dispatcher.handle(session, frame)
     except GatewayError as exc:
@@ -307,5 +321,22 @@ async def _run(node: Node, session: Session, frame: object, rid: str | None) -> 
                 turn.set_result(None)
             if session.ledger_turn is turn:
                 session.ledger_turn = None
+        if ended is not None:
+            _end_after(ended, before_ended)
+            if session.ledger_ended is ended:
+                session.ledger_ended = None
     session.send(reply)
     node.metrics.command(name, time.perf_counter() - started, reply)
+
+
+def _end_after(ended: asyncio.Future[None], before: asyncio.Future[None] | None) -> None:
+    """Mark this command ended once every mutating command read before it has ended too."""
+
+    def end(_: object = None) -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    if before is None or before.done():
+        end()
+    else:
+        before.add_done_callback(end)

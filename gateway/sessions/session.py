@@ -79,6 +79,7 @@ class Session:
         "closing",
         "id",
         "inflight",
+        "ledger_ended",
         "ledger_turn",
         "max_queue_bytes",
         "on_close",
@@ -119,6 +120,8 @@ class Session:
         #: The newest mutating command's turn: done once its operation is queued in the
         #: ledger (or it ended without one); see ``handler._run``.
         self.ledger_turn: asyncio.Future[None] | None = None
+        #: Done once the newest mutating command and every one read before it have ended.
+        self.ledger_ended: asyncio.Future[None] | None = None
         #: Members whose presence this session watches (None until it asks).
         self.presence: set[str] | None = None
         self.bucket = TokenBucket(rate, 2 * rate)

@@ -242,3 +242,27 @@ async def test_a_line_return_is_valued_exactly(clients, merchant):
         till, {"type": "return", "op": unique("r"), "member": m, "sale": sale, "lines": one}
     )
     assert back.clawback == 100  # a third of 300 points, exactly
+
+
+async def test_a_return_and_an_outcome_pipelined_behind_their_sale_see_it(clients, merchant):
+    """A return and an outcome query sent right behind their sale, before its reply, read the
+    sale after it committed: the return read the sale first (sale_not_found) and the outcome
+    answered operation_not_found."""
+    till = await clients.pos(merchant)
+    for i in range(3):
+        m = (await enrol(till, phone=phone())).member
+        sale = f"s{i}-{m}"
+        sold = asyncio.ensure_future(
+            ok(till, {"type": "sale", "op": sale, "member": m, "total": 1_200, "lines": LINES})
+        )
+        returned = asyncio.ensure_future(
+            till.request({"type": "return", "op": f"r{i}-{m}", "member": m, "sale": sale})
+        )
+        asked = asyncio.ensure_future(till.request({"type": "outcome", "op": sale}))
+        await sold
+        reply = await returned
+        assert not isinstance(reply, Error), (i, reply)
+        assert reply.data.clawback == 12
+        outcome = await asked
+        assert not isinstance(outcome, Error), (i, outcome)  # was operation_not_found
+        assert outcome.data.ok and outcome.data.data.op == sale
