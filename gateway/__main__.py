@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run a gateway node")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("rebuild-cache", help="rebuild Redis balances from PostgreSQL")
-    tok = sub.add_parser("token", help="mint a session token (uses GATEWAY_JWT_SECRET)")
+    tok = sub.add_parser(
+        "token",
+        help="mint a session token (GATEWAY_JWT_SECRET, or with --kid a merchant's key from "
+        "GATEWAY_MERCHANT_KEYS_FILE)",
+    )
     tok.add_argument("kind", choices=["pos", "app"])
     tok.add_argument("--merchant", required=True)
     tok.add_argument("--store")
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--member")
     tok.add_argument("--channel")
     tok.add_argument("--ttl", type=float, default=3600.0)
+    tok.add_argument("--kid", help="sign with this merchant key (its merchant must be --merchant)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
@@ -101,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         from gateway import auth
 
         secret = settings.auth.jwt_secret
+        if args.kid is not None:
+            found = settings.auth.merchant_keys.signing_key(args.kid)
+            if found is None or found[0] != args.merchant:
+                parser.error(f"no key {args.kid!r} of merchant {args.merchant!r}")
+            secret = found[1]
         if args.kind == "pos":
             if not (args.store and args.terminal):
                 parser.error("pos tokens need --store and --terminal")
@@ -112,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                     args.terminal,
                     args.ttl,
                     args.channel or "pos",
+                    args.kid,
                 )
             )
         else:
             if not args.member:
                 parser.error("app tokens need --member")
             print(
-                auth.mint_app(secret, args.merchant, args.member, args.ttl, args.channel or "app")
+                auth.mint_app(
+                    secret, args.merchant, args.member, args.ttl, args.channel or "app", args.kid
+                )
             )
     return 0
 

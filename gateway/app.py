@@ -124,7 +124,9 @@ class Node:
                 reads=self.reads,
                 feeds=self.feeds,
                 max_subscriptions=s.session.max_subscriptions,
-                verify=functools.partial(auth.verify, s.auth.jwt_secret, leeway=s.auth.leeway),
+                verify=functools.partial(
+                    auth.verify, s.auth.jwt_secret, leeway=s.auth.leeway, keys=s.auth.merchant_keys
+                ),
             )
         )
         self.loyalty = install(self)
@@ -304,12 +306,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def admin_broadcast(request: web.Request) -> web.Response:
-    """``POST /admin/broadcast`` (``Authorization: Bearer <GATEWAY_ADMIN_TOKEN>``), body
+    """``POST /admin/broadcast`` (``Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`` or the
+    merchant's own admin token), body
     ``{"merchant": ..., "kind": "offer", "payload": {...}}``: a ``notice`` to every session of
     the merchant on every node."""
     node: Node = request.app[NODE]
     return await handle_admin_broadcast(
-        request, node.redis, node.keys, node.settings.auth.admin_token
+        request,
+        node.redis,
+        node.keys,
+        node.settings.auth.admin_token,
+        node.settings.auth.merchant_keys,
     )
 
 

@@ -3,11 +3,16 @@
 POS token claims: ``typ="pos"``, ``mer`` merchant, ``sto`` store, ``ter`` terminal, optional
 ``chn`` channel ("pos" or "web" for a web shop's server integration). App/web token claims:
 ``typ="app"``, ``mer`` merchant, ``sub`` member, optional ``chn`` ("app" or "web").
-Both carry ``exp``. Tokens are minted by ``python -m gateway token ...`` or by the operator's
-own token service, never by a merchant: one secret signs every merchant's tokens and ``mer`` is
-taken as signed, so whoever holds the secret can act as any merchant. (Per-merchant signing
-keys, selected by ``kid`` and bound to ``mer``, are not built; until then a merchant's back end
-asks the operator for tokens.)
+Both carry ``exp``.
+
+Two kinds of signer:
+
+* the operator (``python -m gateway token ...`` or the operator's own token service), with
+  ``GATEWAY_JWT_SECRET`` and no ``kid`` header: its ``mer`` is taken as signed, so that
+  secret reaches every merchant and stays with the operator;
+* a merchant's own back end, with one of its keys from ``GATEWAY_MERCHANT_KEYS_FILE``
+  (``gateway/merchant_keys.py``), named by the JWT header's ``kid``: the token is refused
+  unless its ``mer`` is that key's merchant, so a merchant's key reaches that merchant only.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Literal
 import jwt
 
 from gateway.errors import AuthError
+from gateway.merchant_keys import MerchantKeys
 from protocol.codes import ErrorCode
 from protocol.limits import ID_PATTERN
 
@@ -51,24 +57,44 @@ class Principal:
         )
 
 
-def mint(secret: str, claims: dict[str, object], ttl_seconds: float = 3600.0) -> str:
+def mint(
+    secret: str, claims: dict[str, object], ttl_seconds: float = 3600.0, kid: str | None = None
+) -> str:
+    """Sign ``claims``; ``kid`` names a merchant key (None: the operator's secret)."""
     body = dict(claims)
     body.setdefault("exp", int(time.time() + ttl_seconds))
-    return jwt.encode(body, secret, algorithm="HS256")
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(body, secret, algorithm="HS256", headers=headers)
 
 
 def mint_pos(
-    secret: str, merchant: str, store: str, terminal: str, ttl: float = 3600.0, channel: str = "pos"
+    secret: str,
+    merchant: str,
+    store: str,
+    terminal: str,
+    ttl: float = 3600.0,
+    channel: str = "pos",
+    kid: str | None = None,
 ) -> str:
-    return mint(
-        secret, {"typ": "pos", "mer": merchant, "sto": store, "ter": terminal, "chn": channel}, ttl
-    )
+    claims: dict[str, object] = {
+        "typ": "pos",
+        "mer": merchant,
+        "sto": store,
+        "ter": terminal,
+        "chn": channel,
+    }
+    return mint(secret, claims, ttl, kid)
 
 
 def mint_app(
-    secret: str, merchant: str, member: str, ttl: float = 3600.0, channel: str = "app"
+    secret: str,
+    merchant: str,
+    member: str,
+    ttl: float = 3600.0,
+    channel: str = "app",
+    kid: str | None = None,
 ) -> str:
-    return mint(secret, {"typ": "app", "mer": merchant, "sub": member, "chn": channel}, ttl)
+    return mint(secret, {"typ": "app", "mer": merchant, "sub": member, "chn": channel}, ttl, kid)
 
 
 def _claim(claims: dict[str, object], name: str) -> str:
@@ -78,9 +104,19 @@ def _claim(claims: dict[str, object], name: str) -> str:
     return value
 
 
-def verify(secret: str, token: str, leeway: float = 5.0) -> Principal:
-    """Check signature, expiry and scope claims; raise ``AuthError`` with the right code."""
+def verify(
+    secret: str, token: str, leeway: float = 5.0, keys: MerchantKeys | None = None
+) -> Principal:
+    """Check signature, expiry and scope claims; raise ``AuthError`` with the right code.
+    A token naming a merchant key (``kid``) must be of that key's merchant."""
+    bound: str | None = None
     try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        if kid is not None:
+            found = keys.signing_key(kid) if keys is not None and isinstance(kid, str) else None
+            if found is None:
+                raise AuthError("token signed by an unknown key")
+            bound, secret = found
         claims = jwt.decode(
             token, secret, algorithms=_ALGORITHMS, leeway=leeway, options={"require": ["exp"]}
         )
@@ -90,6 +126,8 @@ def verify(secret: str, token: str, leeway: float = 5.0) -> Principal:
         raise AuthError(f"token rejected: {exc.__class__.__name__}") from None
     typ = claims.get("typ")
     merchant = _claim(claims, "mer")
+    if bound is not None and merchant != bound:
+        raise AuthError("token claim 'mer' is not its signing key's merchant")
     expires = float(claims["exp"]) + leeway
     if typ == "pos":
         channel = claims.get("chn", "pos")

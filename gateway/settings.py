@@ -11,6 +11,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.merchant_keys import MerchantKeys
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/loyalty"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEV_JWT_SECRET = "dev-only-secret-change-me-not-for-production"
@@ -109,6 +111,9 @@ class AuthSettings:
     #: Leeway in seconds when checking token expiry.
     leeway: float = 5.0
     admin_token: str = field(default="dev-admin-token", repr=False)
+    #: Per-merchant signing keys and admin tokens (``GATEWAY_MERCHANT_KEYS_FILE``; see
+    #: ``gateway/merchant_keys.py``). Empty: only the operator's secrets are accepted.
+    merchant_keys: MerchantKeys = field(default_factory=MerchantKeys, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,5 +182,9 @@ class Settings:
                 jwt_secret=e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET),
                 leeway=_float(e, "GATEWAY_TOKEN_LEEWAY", 5.0, 0.0, 3600.0),
                 admin_token=e.get("GATEWAY_ADMIN_TOKEN", "dev-admin-token"),
+                merchant_keys=MerchantKeys.load(
+                    e.get("GATEWAY_MERCHANT_KEYS_FILE", ""),
+                    e.get("GATEWAY_ADMIN_TOKEN", "dev-admin-token"),
+                ),
             ),
         )

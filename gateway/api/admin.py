@@ -3,7 +3,9 @@ its members (enrol, look up, history, export, erase), plus the tier evaluation a
 expiry jobs.
 
 Every route is under ``/admin/v1/merchants/{merchant}`` and needs ``Authorization: Bearer
-<GATEWAY_ADMIN_TOKEN>``. Every query is scoped by the merchant in the path: another merchant's
+<GATEWAY_ADMIN_TOKEN>`` (the operator's: every merchant) or one of that merchant's admin
+tokens (``gateway/merchant_keys.py``); a merchant's token naming another merchant is answered
+as an unknown merchant (404). Every query is scoped by the merchant in the path: another merchant's
 member, rule, reward or code answers 404 exactly like one that does not exist.
 
 ``setup_api(app, node)`` mounts the routes; they serve the loyalty service the node builds
@@ -13,7 +15,6 @@ and answer 503 before that.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from gateway.api.bodies import (
 from gateway.errors import GatewayError
 from gateway.loyalty.directory import create_merchant
 from gateway.loyalty.service import Loyalty
+from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
 from protocol.limits import ID_PATTERN
@@ -110,16 +112,13 @@ def _svc(request: web.Request) -> Loyalty:
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/admin/v1/"):
         return await handler(request)
-    token: str = request.app[TOKEN]
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if not (
-        scheme.lower() == "bearer"
-        and token
-        and hmac.compare_digest(given.strip().encode(), token.encode())
-    ):
+    reach = admin_reach(
+        request.headers.get("Authorization", ""), request.app[TOKEN], request.app[KEYS]
+    )
+    if reach is None:
         return _error(401, "unauthorized", "a valid admin bearer token is required")
     merchant = request.match_info.get("merchant", "")
-    if merchant and not _ID.match(merchant):
+    if merchant and (not _ID.match(merchant) or reach not in (ANY_MERCHANT, merchant)):
         return _error(404, "not_found", "no such merchant")
     try:
         return await handler(request)
@@ -130,6 +129,7 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
+KEYS: web.AppKey[MerchantKeys] = web.AppKey("merchant_keys", MerchantKeys)
 
 
 async def _merchant_exists(request: web.Request) -> str:
@@ -537,6 +537,7 @@ def setup_api(app: web.Application, node: Node) -> None:
     builds when it starts."""
     app[SERVICE] = node
     app[TOKEN] = node.settings.auth.admin_token
+    app[KEYS] = node.settings.auth.merchant_keys
     app.middlewares.append(admin_auth)
     for method, path, handler in ROUTES:
         app.router.add_route(method, PREFIX + path, handler)

@@ -141,7 +141,8 @@ def build() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "GATEWAY_ADMIN_TOKEN",
+                    "description": "GATEWAY_ADMIN_TOKEN (every merchant) or one of the "
+                    "merchant's own admin tokens (GATEWAY_MERCHANT_KEYS_FILE: that merchant only)",
                 }
             },
         },

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMessage, WSMsgType, web
 
-from gateway import auth
 from gateway.errors import AuthError, GatewayError
 from gateway.ledger.engine import QUEUED
 from gateway.sessions.commands import error_frame
@@ -135,9 +134,7 @@ async def _serve(node: Node, session: Session) -> None:
         await _close(session, CloseCode.UNSUPPORTED_VERSION, "unsupported version")
         return
     try:
-        principal = auth.verify(
-            node.settings.auth.jwt_secret, frame.token, node.settings.auth.leeway
-        )
+        principal = node.dispatcher.s.verify(frame.token)  # the node's secret, keys, leeway
     except AuthError as exc:
         session.send(error_frame(frame.id, exc))
         code = (
