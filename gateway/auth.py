@@ -128,7 +128,10 @@ def verify(
     merchant = _claim(claims, "mer")
     if bound is not None and merchant != bound:
         raise AuthError("token claim 'mer' is not its signing key's merchant")
-    expires = float(claims["exp"]) + leeway
+    try:
+        expires = float(claims["exp"]) + leeway
+    except OverflowError:  # a signed exp of 10**400: PyJWT compares ints, float() cannot
+        raise AuthError("token claim 'exp' is out of range") from None
     if typ == "pos":
         channel = claims.get("chn", "pos")
         if channel not in ("pos", "web"):

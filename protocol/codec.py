@@ -77,7 +77,7 @@ def _envelope(data: bytes) -> tuple[str | None, str | None] | None:
     """The frame's ``type`` (if a string) and request id (if valid), or None if not an object."""
     try:
         env = _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
         return None
     type_ = env.type if isinstance(env.type, str) else None
     rid = env.id if isinstance(env.id, str) and _request_id_re.search(env.id) else None
@@ -109,6 +109,8 @@ def decode_client(data: bytes | str) -> ClientFrame:
         raise _classify(raw, exc, _CLIENT_TYPES) from None
     except (msgspec.DecodeError, RecursionError):
         raise DecodeError(ErrorCode.MALFORMED_FRAME, "frame is not valid JSON") from None
+    except UnicodeDecodeError:  # a binary frame with non-UTF-8 bytes inside a string
+        raise DecodeError(ErrorCode.MALFORMED_FRAME, "frame is not valid UTF-8") from None
     return frame
 
 
@@ -125,6 +127,6 @@ def decode_server(data: bytes | str) -> ServerFrame:
         frame: ServerFrame = _server_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise _classify(raw, exc, _SERVER_TYPES) from None
-    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
+    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError, UnicodeDecodeError):
         raise DecodeError(ErrorCode.MALFORMED_FRAME, "not a server frame") from None
     return frame

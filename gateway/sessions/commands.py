@@ -222,13 +222,11 @@ async def _subscribe_in_turn(
     d: Dispatcher, session: Session, p: Principal, frame: Subscribe
 ) -> object:
     await d.authorize_member(p, frame.member)
-    if frame.replace:
-        # A POS moving on to the next customer: stop watching everyone else first.
-        for other in [m for m in session.subscriptions if m != frame.member]:
-            session.subscriptions.discard(other)
-            d.s.feeds.leave(other, session)
+    # A POS moving on to the next customer stops watching everyone else, once the new member
+    # is watched: a refused subscribe changes nothing.
+    others = [m for m in session.subscriptions if m != frame.member] if frame.replace else []
     if frame.member not in session.subscriptions:
-        if len(session.subscriptions) >= d.s.max_subscriptions:
+        if len(session.subscriptions) - len(others) >= d.s.max_subscriptions:
             raise Refused(
                 f"at most {d.s.max_subscriptions} members per session",
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
@@ -245,6 +243,10 @@ async def _subscribe_in_turn(
         if not watched:  # a re-subscribe that failed leaves the subscription as it was
             session.subscriptions.discard(frame.member)
         raise
+    for other in others:
+        if other in session.subscriptions:
+            session.subscriptions.discard(other)
+            d.s.feeds.leave(other, session)
     if session.closing or frame.member not in session.subscriptions:
         d.s.feeds.leave(frame.member, session)
     # Queued before any later change can be: join() returned without yielding after adding

@@ -241,15 +241,6 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
             session.close_soon(CloseCode.PROTOCOL_VIOLATION, "too many malformed frames")
         return
     rid = getattr(frame, "id", None)
-    if isinstance(frame, Hello):
-        session.send(
-            Error(
-                id=rid,
-                code=ErrorCode.ALREADY_AUTHENTICATED.value,
-                message=ErrorCode.ALREADY_AUTHENTICATED.description,
-            )
-        )
-        return
     p = session.principal
     if p is not None and p.expires < time.time():  # between two heartbeats, per command
         session.send(Error(id=rid, code=ErrorCode.TOKEN_EXPIRED.value, message="token expired"))
@@ -275,6 +266,15 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
             )
         )
         return
+    if isinstance(frame, Hello):
+        session.send(
+            Error(
+                id=rid,
+                code=ErrorCode.ALREADY_AUTHENTICATED.value,
+                message=ErrorCode.ALREADY_AUTHENTICATED.description,
+            )
+        )
+        return
     session.bad_frames = 0
     task = asyncio.create_task(_run(node, session, frame, rid))
     session.inflight.add(task)
@@ -283,7 +283,7 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
 
 async def _run(node: Node, session: Session, frame: object, rid: str | None) -> None:
     started = time.perf_counter()
-    name = type(frame).__name__.lower()
+    name = _wire_type(frame)
     turn: asyncio.Future[None] | None = None
     ended: asyncio.Future[None] | None = None
     before: asyncio.Future[None] | None = None
@@ -337,3 +337,9 @@ def _end_after(ended: asyncio.Future[None], before: asyncio.Future[None] | None)
         end()
     else:
         before.add_done_callback(end)
+
+
+def _wire_type(frame: object) -> str:
+    """The frame's ``type`` on the wire (``balance``, not the class ``GetBalance``)."""
+    tag = getattr(getattr(type(frame), "__struct_config__", None), "tag", None)
+    return tag if isinstance(tag, str) else type(frame).__name__.lower()
