@@ -262,6 +262,20 @@ class RewardsMixin:
                 raise Refused("", ErrorCode.CODE_EXPIRED)
         return self._code(row)
 
+    async def _applied_refund(self, merchant: str, op: str, code: str) -> SaleReceipt | None:
+        """The receipt of the refund ``op`` applied for voiding ``code``, if it did."""
+        with translate_errors("code void"):
+            raw = await self.pool.fetchval(
+                """SELECT result FROM operations
+                    WHERE merchant_id = $1 AND op_id = $2 AND kind = 'refund' AND ok""",
+                merchant,
+                op,
+            )
+        data = decode_outcome(raw).data if raw is not None else None
+        if isinstance(data, SaleReceipt) and any(b.rule == f"void:{code}" for b in data.breakdown):
+            return data
+        return None
+
     async def void_code(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""
         merchant = origin.merchant
@@ -295,7 +309,13 @@ class RewardsMixin:
                 detail=msgspec.json.encode(("void", row["code"])),
             )
         )
-        if not outcome.ok:
+        if not outcome.ok and outcome.error is not None:
+            if outcome.error.code == ErrorCode.IDEMPOTENCY_CONFLICT:
+                applied = await self._applied_refund(merchant, op, row["code"])
+                if applied is not None:
+                    # This void's refund, applied by an earlier attempt to the member that
+                    # owned the code then (a merge has since moved the code): its reply.
+                    return self._code(row, applied.balance)
             # Nothing was refunded (e.g. the op id belongs to another operation): the code
             # goes back to issued, usable and voidable, rather than lost with its points.
             with translate_errors("code void"):

@@ -92,7 +92,8 @@ _COUNTS = """NOT EXISTS (SELECT 1 FROM operations o
 _RETURNS_OF = """
 SELECT r.sale_op, r.lines, r.clawback
   FROM sale_returns r
-  JOIN operations o ON o.merchant_id = r.merchant_id AND o.op_id = r.op_id AND o.ok
+  JOIN operations o ON o.merchant_id = r.merchant_id AND o.op_id = r.op_id
+                   AND o.ok AND o.kind = 'return'
  WHERE r.merchant_id = $1 AND r.sale_op = ANY($2::text[])
 """
 
@@ -144,18 +145,37 @@ async def history(
 @dataclass(frozen=True, slots=True)
 class PlannedReturn:
     member: str
+    """The member the ledger moves the points of: the sale's owner now (a survivor, if the
+    member named was merged)."""
     sale: str
     clawback: int
     restored: int
     fingerprint: bytes
+    recorded: Outcome | None = None
+    """The ledger's outcome of this op, when an earlier attempt applied it: replayed."""
 
 
 def return_fingerprint(frame: Return) -> bytes:
+    """What a retry must repeat. Not the member: the sale names it, and a retry after a merge
+    may name the duplicate or the survivor (``_plan`` checks it is one of those)."""
     lines = sorted((ln.sku, ln.qty) for ln in frame.lines)
-    raw = msgspec.json.encode(
-        ("return", frame.member, frame.sale, lines, frame.amount, frame.redemption)
-    )
+    raw = msgspec.json.encode(("return", frame.sale, lines, frame.amount, frame.redemption))
     return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+#: Whether member $1 was merged, directly or through other merges, into member $2.
+_MERGED_INTO = """
+WITH RECURSIVE chain(member) AS (
+    SELECT survivor_id FROM member_merges WHERE source_id = $1
+    UNION
+    SELECT m.survivor_id FROM member_merges m JOIN chain c ON m.source_id = c.member
+)
+SELECT EXISTS (SELECT 1 FROM chain WHERE member = $2)
+"""
+
+
+async def _same_member(conn: Any, named: str, owner: str) -> bool:
+    return named == owner or bool(await conn.fetchval(_MERGED_INTO, named, owner))
 
 
 class _Refusal(Exception):
@@ -181,6 +201,30 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     def fail(code: ErrorCode, message: str = "") -> _Refusal:
         return _Refusal(refuse(frame.op, code, message))
 
+    # A retry first: found by its op, whichever of a merged pair it names.
+    mine = await conn.fetchrow(
+        """SELECT member_id, sale_op, fingerprint, clawback, restored FROM sale_returns
+            WHERE merchant_id = $1 AND op_id = $2 FOR UPDATE""",
+        merchant,
+        frame.op,
+    )
+    if mine is not None:
+        if mine["fingerprint"] != fp:
+            raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
+        if not await _same_member(conn, frame.member, mine["member_id"]):
+            raise fail(ErrorCode.SALE_NOT_FOUND)
+        raw = await conn.fetchval(
+            "SELECT result FROM operations WHERE merchant_id = $1 AND op_id = $2",
+            merchant,
+            frame.op,
+        )
+        recorded = decode_outcome(raw) if raw is not None else None
+        if recorded is not None and not recorded.ok:
+            raise _Refusal(recorded)
+        return PlannedReturn(
+            mine["member_id"], frame.sale, mine["clawback"], mine["restored"], fp, recorded
+        )
+
     sale = await conn.fetchrow(
         """SELECT s.member_id, s.total, s.points, s.lines FROM sales s
              JOIN operations o ON o.merchant_id = s.merchant_id AND o.op_id = s.op_id
@@ -192,15 +236,6 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     )
     if sale is None or sale["member_id"] != frame.member:
         raise fail(ErrorCode.SALE_NOT_FOUND)
-    mine = await conn.fetchrow(
-        "SELECT fingerprint, clawback, restored FROM sale_returns WHERE merchant_id = $1 AND op_id = $2",
-        merchant,
-        frame.op,
-    )
-    if mine is not None:
-        if mine["fingerprint"] != fp:
-            raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
-        return PlannedReturn(frame.member, frame.sale, mine["clawback"], mine["restored"], fp)
 
     prior = await conn.fetch(
         "SELECT lines, value, clawback FROM sale_returns r"
@@ -276,14 +311,9 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
             frame.redemption,
         )
         data = decode_outcome(raw).data if raw is not None else None
-        if not isinstance(data, HoldState) or (
-            data.member != frame.member
-            # a redemption made by a duplicate since merged into this member counts too
-            and not await conn.fetchval(
-                "SELECT 1 FROM member_merges WHERE source_id = $1 AND survivor_id = $2",
-                data.member,
-                frame.member,
-            )
+        # a redemption made by a duplicate since merged into this member counts too
+        if not isinstance(data, HoldState) or not await _same_member(
+            conn, data.member, frame.member
         ):
             raise fail(ErrorCode.OPERATION_NOT_FOUND, "no committed redemption with that op")
         cited = await conn.fetch(
@@ -330,7 +360,11 @@ async def forget_return(pool: asyncpg.Pool[Any], merchant: str, op: str, fp: byt
     otherwise look pending forever). A retry with the same id plans it afresh."""
     with translate_errors("return"):
         await pool.execute(
-            "DELETE FROM sale_returns WHERE merchant_id = $1 AND op_id = $2 AND fingerprint = $3",
+            """DELETE FROM sale_returns r
+                WHERE merchant_id = $1 AND op_id = $2 AND fingerprint = $3
+                  AND NOT EXISTS (SELECT 1 FROM operations o
+                                   WHERE o.merchant_id = $1 AND o.op_id = $2
+                                     AND o.ok AND o.kind = 'return')""",
             merchant,
             op,
             fp,

@@ -234,10 +234,10 @@ class Loyalty(RewardsMixin):
         # A failure here (``unavailable``, ``timeout``) leaves the return's row under this op:
         # the client retries the same op, which finds it. Deleting it here could delete the row
         # of a return that an earlier attempt of the same op did apply.
-        outcome = await self.ledger.execute(
+        outcome = plan.recorded or await self.ledger.execute(
             Earn(
                 op=frame.op,
-                member=frame.member,
+                member=plan.member,
                 points=net,
                 origin=origin,
                 kind="return",
@@ -258,7 +258,7 @@ class Loyalty(RewardsMixin):
         return ReturnReceipt(
             op=frame.op,
             sale=frame.sale,
-            member=frame.member,
+            member=receipt.member,
             clawback=plan.clawback,
             restored=plan.restored,
             applied=receipt.points,

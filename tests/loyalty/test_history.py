@@ -3,6 +3,7 @@ keyed by the sale's op (retries never duplicate), queryable per member with keys
 
 from __future__ import annotations
 
+from tests.conftest import unique
 from tests.loyalty.world import enrol, err, ok, phone
 
 
@@ -101,3 +102,37 @@ async def test_retry_after_a_rule_change_replays_the_first_receipt(clients, merc
     assert again == first
     page = await ok(till, {"type": "history", "member": m})
     assert sorted(p.points for p in page.purchases) == [10, 30]
+
+
+async def test_history_counts_only_applied_returns(clients, merchant, pg_dsn):
+    """History counted a return row whose op id the ledger holds for another operation (a
+    row left by a node that died before forgetting it): returned_points read 200 on a
+    100-point sale, where the return rules ignore that row (found in review)."""
+    import asyncpg
+
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    first = unique("s")
+    await ok(till, sale(first, m, 10_000))
+    taken = unique("used")
+    await ok(till, sale(taken, m, 100))
+    refused = await err(till, {"type": "return", "op": taken, "member": m, "sale": first})
+    assert refused.code == "idempotency_conflict"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(
+            """INSERT INTO sale_returns (merchant_id, op_id, sale_op, member_id, lines, value,
+                                         clawback, restored, fingerprint)
+               VALUES ($1, $2, $3, $4, '{}', 10000, 100, 0, '\\x00')""",
+            merchant,
+            taken,
+            first,
+            m,
+        )
+    finally:
+        await conn.close()
+    back = await ok(till, {"type": "return", "op": unique("r"), "member": m, "sale": first})
+    assert back.clawback == 100
+    page = await ok(till, {"type": "history", "member": m})
+    p = next(x for x in page.purchases if x.op == first)
+    assert p.returned_points == p.points == 100, p

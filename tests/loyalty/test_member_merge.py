@@ -18,6 +18,14 @@ from tests.ledger.conftest import check_invariants
 from tests.loyalty.world import ADMIN, enrol, err, next_push, ok, phone, setup_db
 
 
+async def invariants(pg_dsn: str, members: list[str]) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await check_invariants(conn, members)
+    finally:
+        await conn.close()
+
+
 async def merge(http: Any, url: str, merchant: str, survivor: str, body: Any) -> tuple[int, Any]:
     async with http.post(
         f"{url}/admin/v1/merchants/{merchant}/members/{survivor}/merge", json=body, headers=ADMIN
@@ -420,3 +428,91 @@ async def test_erase_merges_and_sales_at_once_never_fail_the_erase_or_leave_it_h
                 assert r["closed"] and r["ids"] == 0, dict(r)
             else:  # the merge lost to the erase: the duplicate is untouched
                 assert not r["closed"] and r["merged_into"] is None, dict(r)
+
+
+# Found in a review of sales and returns (each failed on the old code).
+
+
+async def test_a_void_retried_after_a_merge_refunds_once(clients, http, rn, merchant, pg_dsn):
+    """The retry of an applied void, after a merge moved the code to the survivor, posted its
+    refund to the survivor: the ledger refused it (idempotency_conflict, the op was the
+    duplicate's refund), the refusal set the code back to issued, and a second void then
+    refunded the same 500 points again."""
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
+           VALUES ($1, 'ten-off', '$10 off', 500, 'amount_off', 1000)""",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 60_000})  # 600
+    redeem = {"type": "redeem_reward", "op": unique("rw"), "member": dup, "reward": "ten-off"}
+    code = await ok(till, redeem)
+    void = {"type": "void_code", "op": unique("v"), "code": code.code}
+    first = await ok(till, void)  # refunded; its reply is lost
+    assert first.balance.available == 600
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("m")})
+    assert status == 200
+    retry = await ok(till, void)
+    assert retry.status == "voided" and retry.balance == first.balance  # the original reply
+    again = await err(till, {"type": "void_code", "op": unique("v"), "code": code.code})
+    assert again.code == "code_voided"
+    assert (await ok(till, {"type": "balance", "member": survivor})).posted == 600
+    await invariants(pg_dsn, [survivor, dup])
+
+
+async def test_a_return_retried_after_a_merge_replays_naming_either_member(
+    clients, http, rn, merchant, pg_dsn
+):
+    """An applied return retried after its member was merged got sale_not_found naming the
+    duplicate (not retryable: a register would return again under a new op) and
+    idempotency_conflict naming the survivor; a sale retried the same way replays."""
+    till = await clients.pos(merchant)
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    sale = unique("s")
+    await ok(till, {"type": "sale", "op": sale, "member": dup, "total": 10_000})  # 100
+    ret = {"type": "return", "op": unique("r"), "member": dup, "sale": sale, "amount": 4_000}
+    first = await ok(till, ret)
+    assert first.clawback == 40
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("m")})
+    assert status == 200
+    assert await ok(till, ret) == first
+    assert await ok(till, {**ret, "member": survivor}) == first
+    changed = await err(till, {**ret, "member": survivor, "amount": 5_000})
+    assert changed.code == "idempotency_conflict"
+    # A member that is neither the sale's nor merged into it is still refused.
+    stranger = (await enrol(till, phone=phone())).member
+    assert (await err(till, {**ret, "member": stranger})).code == "sale_not_found"
+    rest = await ok(till, {"type": "return", "op": unique("r"), "member": survivor, "sale": sale})
+    assert rest.clawback == 60
+    assert (await ok(till, {"type": "balance", "member": survivor})).posted == 0
+    await invariants(pg_dsn, [survivor, dup, stranger])
+
+
+async def test_a_return_cites_a_redemption_of_a_member_merged_twice(
+    clients, http, rn, merchant, pg_dsn
+):
+    """Only one merge was followed: X merged into Y, Y into V, a return naming V citing X's
+    redemption was refused (operation_not_found) and the spent points were never restored."""
+    till = await clients.pos(merchant)
+    x, y, v = [(await enrol(till, phone=phone())).member for _ in range(3)]
+    await ok(till, {"type": "sale", "op": unique("s"), "member": x, "total": 50_000})
+    hold, pay = unique("h"), unique("c")
+    await ok(till, {"type": "reserve", "op": hold, "member": x, "points": 200})
+    await ok(till, {"type": "commit", "op": pay, "member": x, "hold": hold})
+    sale = unique("s")
+    await ok(till, {"type": "sale", "op": sale, "member": x, "total": 10_000})
+    for survivor, source in ((y, x), (v, y)):
+        status, _ = await merge(
+            http, rn.url, merchant, survivor, {"source": source, "op": unique("m")}
+        )
+        assert status == 200
+    back = await ok(
+        till,
+        {"type": "return", "op": unique("r"), "member": v, "sale": sale, "redemption": pay},
+    )
+    assert back.restored == 200
+    await invariants(pg_dsn, [x, y, v])

@@ -124,3 +124,30 @@ async def test_a_sweep_whose_expiries_are_shed_waits_for_its_next_pass(
             break
         await asyncio.sleep(0.05)
     assert left == 0
+
+
+async def test_a_shed_return_retried_after_a_merge_completes(clients, http, rn, merchant, pg_dsn):
+    """A return the lane shed keeps its row for the retry; after a merge moved the sale and
+    that row to the survivor, the retry got sale_not_found naming the duplicate and
+    idempotency_conflict naming the survivor, and the stranded row kept counting against the
+    sale: returning the rest clawed back 50 of its 100 points (found in review)."""
+    from tests.loyalty.test_member_merge import merge
+    from tests.loyalty.world import enrol, phone
+
+    till = await clients.pos(merchant)
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    sale = unique("s")
+    await ok(till, {"type": "sale", "op": sale, "member": dup, "total": 10_000})  # 100
+    ret = {"type": "return", "op": unique("r"), "member": dup, "sale": sale, "amount": 5_000}
+    async with overloaded(clients, merchant, pg_dsn):
+        shed = await err(till, ret)
+        assert shed.code == "unavailable" and shed.retryable
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("m")})
+    assert status == 200
+    done = await ok(till, ret)
+    assert done.clawback == 50
+    assert await ok(till, {**ret, "member": survivor}) == done
+    rest = await ok(till, {"type": "return", "op": unique("r"), "member": survivor, "sale": sale})
+    assert rest.clawback == 50
+    assert (await ok(till, {"type": "balance", "member": survivor})).posted == 0
