@@ -42,5 +42,6 @@ MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=MAX_MINOR_UNITS)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 TtlMs = Annotated[int, msgspec.Meta(ge=HOLD_TTL_MIN_MS, le=HOLD_TTL_MAX_MS)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LEN)]
-Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_LEN)]
+#: Free text holds no NUL (PostgreSQL text cannot store one).
+Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_LEN, pattern="^[^\\x00]*$")]
 Version = Annotated[int, msgspec.Meta(ge=0, le=MAX_VERSION)]

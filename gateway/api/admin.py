@@ -120,6 +120,9 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     merchant = request.match_info.get("merchant", "")
     if merchant and (not _ID.match(merchant) or reach not in (ANY_MERCHANT, merchant)):
         return _error(404, "not_found", "no such merchant")
+    for name, value in request.match_info.items():
+        if not _ID.match(value):  # no id holds anything else (a NUL reached the database)
+            return _error(404, "not_found", f"no such {name}")
     try:
         return await handler(request)
     except GatewayError as exc:
@@ -197,6 +200,8 @@ async def put_programme(request: web.Request) -> web.Response:
                 "code_valid_days",
             ):
                 if column in present:
+                    if fields[column] is None and column not in _NULLABLE:
+                        raise BadRequest(f"{column} may not be null")
                     await conn.execute(
                         f"UPDATE programmes SET {column} = $2, updated_at = now() "
                         "WHERE merchant_id = $1",
@@ -204,6 +209,10 @@ async def put_programme(request: web.Request) -> web.Response:
                         fields[column],
                     )
     return _json(await programme_view(svc, merchant))
+
+
+#: Programme settings a ``null`` clears (the others always hold a value).
+_NULLABLE = frozenset({"max_points_per_sale", "expiry_days"})
 
 
 async def get_programme(request: web.Request) -> web.Response:
@@ -350,6 +359,9 @@ async def evaluate_tiers(request: web.Request) -> web.Response:
     b: EvaluateIn = await _body(request, EvaluateIn)
     svc = _svc(request)
     svc.programmes.invalidate(merchant)
+    if b.at is not None and b.at > datetime.now(UTC) + EXPIRY_SKEW:
+        # tiers evaluated as of a later day would drop members before their window ends
+        return _error(400, "invalid_field", "at may not be in the future")
     return _json(await svc.evaluate_tiers(merchant, b.at))
 
 

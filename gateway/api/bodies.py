@@ -3,7 +3,7 @@ decoded; ``gateway/api/openapi.py`` derives their JSON Schemas from these Struct
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -18,6 +18,15 @@ Rate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,8}(\.[0-9]{1,4})?$(?!\n)")
 Multiplier = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,6}(\.[0-9]{1,4})?$(?!\n)")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 Days = Annotated[int, msgspec.Meta(ge=1, le=36_500)]
+#: An instant with its offset (a naive time cannot be compared with the clock).
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
+#: Earliest instant accepted: windows and validity periods are counted back from it.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _not_before_2000(at: datetime | None) -> None:
+    if at is not None and at < EARLIEST:
+        raise ValueError("the instant must be in 2000 or later")
 
 
 class ProgrammeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -41,8 +50,8 @@ class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bonus: Count = 0
     min_total: Count = 0
     tier: Id | None = None
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: Instant | None = None
+    ends_at: Instant | None = None
 
 
 class TierIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -87,11 +96,17 @@ class MergeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class EvaluateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    at: datetime | None = None
+    at: Instant | None = None
+
+    def __post_init__(self) -> None:
+        _not_before_2000(self.at)
 
 
 class ExpiryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    now: datetime | None = None
+    now: Instant | None = None
+
+    def __post_init__(self) -> None:
+        _not_before_2000(self.now)
 
 
 class TiersIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -19,7 +19,7 @@ from protocol.limits import ID_PATTERN
 
 #: Seconds a member pass (QR) stays valid.
 PASS_TTL_SECONDS = 300
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 _ID = re.compile(ID_PATTERN)
 
 

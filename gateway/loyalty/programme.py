@@ -77,6 +77,15 @@ class Programme:
                 return i + 1
         return 0
 
+    def reaches(self, tier: str | None, min_tier: str | None) -> bool:
+        """Whether a member of ``tier`` may have what is kept for ``min_tier`` and above. A
+        ``min_tier`` the programme does not define (a typo, a tier since dropped) is reached
+        by no one: closed, rather than open to every member."""
+        if not min_tier:
+            return True
+        needed = self.tier_rank(min_tier)
+        return needed > 0 and self.tier_rank(tier) >= needed
+
     def tier_for(self, qualifying: int) -> Tier | None:
         best = None
         for t in self.tiers:

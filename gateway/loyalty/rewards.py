@@ -62,7 +62,6 @@ class RewardsMixin:
     def reward_options(
         self, programme: Programme, tier: str, available: int, catalogue: list[asyncpg.Record]
     ) -> list[RewardOption]:
-        rank = programme.tier_rank(tier)
         return [
             RewardOption(
                 reward=r["id"],
@@ -75,7 +74,7 @@ class RewardsMixin:
                 affordable=r["cost"] <= available,
             )
             for r in catalogue
-            if r["active"] and (not r["min_tier"] or rank >= programme.tier_rank(r["min_tier"]))
+            if r["active"] and programme.reaches(tier, r["min_tier"])
         ]
 
     def _code(self, r: asyncpg.Record, balance: Balance | None = None) -> RewardCode:
@@ -154,8 +153,7 @@ class RewardsMixin:
             raise Refused("", ErrorCode.REWARD_NOT_FOUND)
         if r["min_tier"] and not retry:
             prof = await directory.profile(self.pool, merchant, member)
-            have = programme.tier_rank(prof.tier if prof else "")
-            if have < programme.tier_rank(r["min_tier"]):
+            if not programme.reaches(prof.tier if prof else "", r["min_tier"]):
                 raise Refused(
                     f"reward for tier {r['min_tier']} and above", ErrorCode.REWARD_NOT_ELIGIBLE
                 )

@@ -192,3 +192,13 @@ async def test_an_app_cannot_tell_who_is_enrolled(clients, merchant):
             "no member with that identity",
         )
     )
+
+
+async def test_a_nul_in_an_email_or_a_name_is_refused_with_its_code(clients, merchant):
+    """PostgreSQL cannot store a NUL: an email or a name holding one answered `internal`
+    (retryable), found in review."""
+    till = await clients.pos(merchant)
+    bad_email = await till.request({"type": "enrol", "email": "a\u0000b@example.com"})
+    assert getattr(bad_email, "code", None) == "identity_invalid", bad_email
+    bad_name = await till.request({"type": "enrol", "phone": phone(), "name": "Ann\u0000"})
+    assert getattr(bad_name, "code", None) == "invalid_field", bad_name

@@ -215,3 +215,26 @@ async def test_redemption_retry_replays_at_the_cost_it_paid(clients, merchant, p
     assert again.status == "issued" and again.points == 150
     assert again.balance.available == 800 - 500 - 150  # spent once
     assert (await err(till, redeem(m, "coffee"))).code == "reward_not_found"  # a new one is not
+
+
+async def test_a_reward_for_an_undefined_tier_is_open_to_no_one(clients, merchant, pg_dsn):
+    """A reward kept for a tier the programme does not define (a typo, a tier since dropped)
+    was redeemable by, and offered to, members of no tier at all (found in review)."""
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO tiers (merchant_id, id, name, threshold) VALUES
+           ($1, 'silver', 'Silver', 1000), ($1, 'gold', 'Gold', 5000)""",
+        merchant,
+    )
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value, min_tier)
+           VALUES ($1, 'vip', 'VIP', 10, 'amount_off', 5000, 'platinum')""",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 10_000)  # 100 points, no tier
+    reply = await till.request(redeem(m, "vip"))
+    assert getattr(reply, "code", None) == "reward_not_eligible", reply
+    view = await ok(till, {"type": "cashier_view", "member": m})
+    assert "vip" not in [r.reward for r in view.rewards]
