@@ -138,17 +138,28 @@ class RewardsMixin:
                 merchant,
                 op,
             )
-        if prior is not None and (prior["member_id"], prior["reward_id"]) != (member, reward):
-            raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
-        if r is None:
-            raise Refused("", ErrorCode.REWARD_NOT_FOUND)
         # A retry of a redemption the ledger already applied is replayed at the cost it paid,
         # whatever the catalogue says now: its code is issued even if the node died between
-        # the ledger and the code, and the reward was repriced or withdrawn since.
-        cost = await self._cost_paid(merchant, op, member, reward)
-        retry = prior is not None or cost is not None
-        if cost is None:
-            cost = r["cost"]
+        # the ledger and the code, and the reward was repriced or withdrawn since. After a
+        # merge it may name the duplicate or the survivor; the ledger is asked again with the
+        # member the redemption was applied to, so that it replays.
+        paid = await self._paid(merchant, op, reward)
+        payer = member
+        if prior is not None or paid is not None:
+            named = await directory.resolve(self.pool, member)
+            if prior is not None and (
+                prior["reward_id"] != reward
+                or await directory.resolve(self.pool, prior["member_id"]) != named
+            ):
+                raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
+            if paid is not None:
+                if await directory.resolve(self.pool, paid[1]) != named:
+                    raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
+                payer = paid[1]
+        if r is None:
+            raise Refused("", ErrorCode.REWARD_NOT_FOUND)
+        retry = prior is not None or paid is not None
+        cost = r["cost"] if paid is None else paid[0]
         if not r["active"] and not retry:
             raise Refused("", ErrorCode.REWARD_NOT_FOUND)
         if r["min_tier"] and not retry:
@@ -160,7 +171,7 @@ class RewardsMixin:
         outcome = await self.ledger.execute(
             Earn(
                 op=op,
-                member=member,
+                member=payer,
                 points=-cost,
                 origin=origin,
                 kind="reward",
@@ -178,7 +189,7 @@ class RewardsMixin:
         # The code belongs to whoever holds the member's points now: if a merge moved them
         # since the ledger took them (a retry after a crash, or a merge in between), to the
         # survivor, as the merge moved the member's other codes.
-        owner = await directory.resolve(self.pool, member)
+        owner = await directory.resolve(self.pool, payer)
         with translate_errors("code issue"):
             await self.pool.execute(
                 """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
@@ -209,8 +220,8 @@ class RewardsMixin:
         assert row is not None
         return self._code(row, receipt.balance)
 
-    async def _cost_paid(self, merchant: str, op: str, member: str, reward: str) -> int | None:
-        """The points an applied redemption of ``reward`` under ``op`` took, if there is one."""
+    async def _paid(self, merchant: str, op: str, reward: str) -> tuple[int, str] | None:
+        """The points an applied redemption of ``reward`` under ``op`` took, and from whom."""
         with translate_errors("reward read"):
             raw = await self.pool.fetchval(
                 """SELECT result FROM operations
@@ -219,33 +230,35 @@ class RewardsMixin:
                 op,
             )
         data = None if raw is None else decode_outcome(raw).data
-        if (
-            isinstance(data, SaleReceipt)
-            and data.member == member
-            and [b.rule for b in data.breakdown] == [f"reward:{reward}"]
-        ):
-            return -data.points
+        if isinstance(data, SaleReceipt) and [b.rule for b in data.breakdown] == [
+            f"reward:{reward}"
+        ]:
+            return -data.points, data.member
         return None
 
     async def use_code(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Redeem a code: one conditional UPDATE, so of two registers presenting it at the same
-        instant exactly one succeeds; the other gets ``code_already_redeemed``."""
+        instant exactly one succeeds; the other gets ``code_already_redeemed``. An ``op`` names
+        one code: the same ``op`` on another code, or an ``op`` the ledger holds for another
+        operation, is a changed retry (``idempotency_conflict``)."""
         merchant = origin.merchant
         with translate_errors("code redemption"):
-            won = await self.pool.fetchval(
-                """UPDATE reward_codes
-                      SET status = 'redeemed', redeemed_at = now(), redeemed_op = $3,
-                          redeemed_channel = $4, redeemed_store = $5, redeemed_terminal = $6
-                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'
-                      AND expires_at > now()
-                   RETURNING 1""",
+            taken = await self.pool.fetchval(
+                """SELECT 1 FROM operations WHERE merchant_id = $1 AND op_id = $2
+                   UNION ALL
+                   SELECT 1 FROM reward_codes
+                    WHERE merchant_id = $1 AND redeemed_op = $2 AND code <> $3""",
                 merchant,
-                code.upper(),
                 op,
-                origin.channel,
-                origin.store,
-                origin.terminal,
+                code.upper(),
             )
+        if taken:
+            raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
+        with translate_errors("code redemption"):
+            try:
+                won = await self._redeem(origin, code, op)
+            except asyncpg.UniqueViolationError:  # the same op, another code, at the same time
+                raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT) from None
         row = await self._find_code(merchant, code)
         if row is None:
             raise Refused("", ErrorCode.CODE_NOT_FOUND)
@@ -259,6 +272,24 @@ class RewardsMixin:
             else:
                 raise Refused("", ErrorCode.CODE_EXPIRED)
         return self._code(row)
+
+    async def _redeem(self, origin: Origin, code: str, op: str) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                """UPDATE reward_codes
+                      SET status = 'redeemed', redeemed_at = now(), redeemed_op = $3,
+                          redeemed_channel = $4, redeemed_store = $5, redeemed_terminal = $6
+                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'
+                      AND expires_at > now()
+                   RETURNING 1""",
+                origin.merchant,
+                code.upper(),
+                op,
+                origin.channel,
+                origin.store,
+                origin.terminal,
+            )
+        )
 
     async def _applied_refund(self, merchant: str, op: str, code: str) -> SaleReceipt | None:
         """The receipt of the refund ``op`` applied for voiding ``code``, if it did."""

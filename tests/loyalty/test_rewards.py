@@ -238,3 +238,56 @@ async def test_a_reward_for_an_undefined_tier_is_open_to_no_one(clients, merchan
     assert getattr(reply, "code", None) == "reward_not_eligible", reply
     view = await ok(till, {"type": "cashier_view", "member": m})
     assert "vip" not in [r.reward for r in view.rewards]
+
+
+async def test_a_use_code_op_names_one_code(clients, merchant, pg_dsn):
+    """The same op on a second code redeemed it too, where a changed retry must be refused;
+    so did an op the ledger holds for a sale (found in review)."""
+    import asyncio
+
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 160_000)
+    first, second, third = [(await ok(till, redeem(m))).code for _ in range(3)]
+    op = unique("use")
+    await ok(till, {"type": "use_code", "op": op, "code": first})
+    changed = await err(till, {"type": "use_code", "op": op, "code": second})
+    assert changed.code == "idempotency_conflict"
+    assert (await ok(till, {"type": "use_code", "op": op, "code": first})).status == "redeemed"
+    sold = unique("s")
+    await ok(till, {"type": "sale", "op": sold, "member": m, "total": 100})
+    assert (await err(till, {"type": "use_code", "op": sold, "code": second})).code == (
+        "idempotency_conflict"
+    )
+    # Two codes under one new op at the same instant: exactly one is redeemed.
+    both = unique("use")
+    replies = await asyncio.gather(
+        till.request({"type": "use_code", "op": both, "code": second}),
+        till.request({"type": "use_code", "op": both, "code": third}),
+    )
+    assert sorted(type(r).__name__ for r in replies) == ["Error", "Result"], replies
+    assert [r.code for r in replies if isinstance(r, Error)] == ["idempotency_conflict"]
+
+
+async def test_a_redemption_retried_after_a_merge_replays_its_code(
+    clients, merchant, pg_dsn, http, rn
+):
+    """An applied redemption retried after its member was merged was refused naming either
+    member (idempotency_conflict): the points were taken and the register never got the
+    code (found in review)."""
+    from tests.loyalty.test_member_merge import merge
+
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    dup = await member_with_points(till, 60_000)
+    survivor = await member_with_points(till, 10_000)
+    frame = redeem(dup)
+    code = await ok(till, frame)
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("m")})
+    assert status == 200
+    again = await ok(till, frame)
+    assert again.code == code.code and again.member == survivor
+    assert (await ok(till, {**frame, "member": survivor})).code == code.code
+    assert (await ok(till, {"type": "balance", "member": survivor})).posted == 700 - 500
+    other = await member_with_points(till, 60_000)
+    assert (await err(till, {**frame, "member": other})).code == "idempotency_conflict"
