@@ -173,6 +173,17 @@ async def enrol(
                             owner = min(found, key=lambda r: _PRIORITY[r["kind"]])["member_id"]
                             # an identity left on a merged duplicate names its survivor
                             owner = await resolve(conn, owner)
+                            # Waits for an erase of the owner in flight (it holds the account
+                            # FOR UPDATE): erased, its identities are gone and the next pass
+                            # enrols afresh, rather than giving the erased member personal
+                            # data again.
+                            closed = await conn.fetchval(
+                                """SELECT closed_at IS NOT NULL FROM accounts
+                                    WHERE member_id = $1 FOR KEY SHARE""",
+                                owner,
+                            )
+                            if closed:
+                                raise _Lost()
                             await _attach(conn, merchant, owner, kinds, values)
                             return owner, False
                         member = new_member_id()

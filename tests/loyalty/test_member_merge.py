@@ -12,7 +12,7 @@ import asyncpg
 
 from protocol.codes import ErrorCode
 from protocol.loyalty import MemberMerged
-from protocol.messages import BalanceChanged
+from protocol.messages import BalanceChanged, Error
 from tests.conftest import unique
 from tests.ledger.conftest import check_invariants
 from tests.loyalty.world import ADMIN, enrol, err, next_push, ok, phone, setup_db
@@ -516,3 +516,40 @@ async def test_a_return_cites_a_redemption_of_a_member_merged_twice(
     )
     assert back.restored == 200
     await invariants(pg_dsn, [x, y, v])
+
+
+async def test_an_enrolment_racing_an_erase_enrols_afresh(clients, merchant, rn, http, monkeypatch):
+    """An enrolment that found the member just before an erase committed attached the phone
+    and email to the erased member again (its export showed them), and every later enrolment
+    of them answered member_not_found (found in review)."""
+    import asyncio
+
+    from gateway.loyalty import directory
+
+    till = await clients.pos(merchant)
+    p = phone()
+    m = (await enrol(till, phone=p)).member
+    real_attach = directory._attach
+    paused, go = asyncio.Event(), asyncio.Event()
+
+    async def slow_attach(conn, merchant_, member, kinds, values):  # type: ignore[no-untyped-def]
+        if member == m and not go.is_set():
+            paused.set()
+            await go.wait()  # the enrolment found m; the erase runs now
+        return await real_attach(conn, merchant_, member, kinds, values)
+
+    monkeypatch.setattr(directory, "_attach", slow_attach)
+    email = f"{m}@example.com"
+    pending = asyncio.create_task(till.request({"type": "enrol", "phone": p, "email": email}))
+    await asyncio.wait_for(paused.wait(), 10)
+    erase = asyncio.create_task(_erase(http, rn.url, merchant, m))
+    await asyncio.sleep(0.3)  # the old code's erase commits here, under the paused enrolment
+    go.set()
+    assert await erase == 200
+    enrolled = await pending  # m before the erase, or a new member after it
+    assert not isinstance(enrolled, Error), enrolled
+    export = await _export(http, rn.url, merchant, m)
+    held = export["member"]
+    assert (held.get("phone"), held.get("email")) == (None, None), held
+    again = await ok(till, {"type": "enrol", "email": email})  # was member_not_found
+    assert again.member != m

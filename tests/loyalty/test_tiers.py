@@ -3,8 +3,6 @@ downgrade only at the evaluation date; tier multiplier and tier-only rewards."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from protocol.loyalty import TierChanged
 from tests.loyalty.world import err, member_with_points, next_push, ok, setup_db
 
@@ -71,9 +69,14 @@ async def test_rolling_window_at_evaluation(clients, merchant, pg_dsn, http, rn)
     till = await clients.pos(merchant)
     m = await member_with_points(till, 20_000)  # 200 -> silver
     assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == "silver"
-    later = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    # 400 days on (an evaluation as of a future day is refused: it would drop tiers early)
+    await setup_db(
+        pg_dsn,
+        "UPDATE sales SET created_at = created_at - interval '400 days' WHERE member_id = $1",
+        m,
+    )
     url = f"{rn.url}/admin/v1/merchants/{merchant}/tiers/evaluate"
-    async with http.post(url, json={"at": later}, headers=ADMIN) as resp:
+    async with http.post(url, json={}, headers=ADMIN) as resp:
         assert resp.status == 200
     assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == ""
 
