@@ -16,9 +16,13 @@ Multipliers stack by multiplication. The breakdown shows each factor's extra poi
 once per sale, not multiplied) follow, then ``cap`` (negative) if the programme caps a sale.
 
 Rounding (per programme): ``line`` floors each rule's points on each line, then adds them up;
-``sale`` adds each rule's exact points over the sale's lines, then floors once per rule. Either
-way the breakdown adds up exactly to the points, and the shopper is never credited a fraction
-the programme did not grant. The arithmetic is exact: with 28-digit decimals, a sale of 100
+``sale`` adds each rule's exact points over the sale's lines, then floors once per rule. A rule
+that takes points off (a multiplier below 1, such as 0 for an excluded category) is rounded
+toward zero instead, so it never takes more than its own line's points: a coffee for 10 points
+and an excluded item for 2.50 earn 10, not 9. The sale then earns at most its exact points,
+floored (the last rule that took points off gives up any difference). Either way the breakdown
+adds up exactly to the points, and the shopper is never credited a fraction the programme did
+not grant. The arithmetic is exact: with 28-digit decimals, a sale of 100
 over three equal lines summed its thirds to 0.999... and floored it to 0 points. Every amount
 is kept multiplied by the lines' value (``scale``), which makes each line's share of the total
 a whole number; rates and multipliers have at most 4 decimals, so every product is an exact
@@ -61,6 +65,12 @@ def _floor(x: Decimal, scale: int) -> int:
     """floor(x / scale), exactly (``x`` is an exact decimal)."""
     num, den = x.as_integer_ratio()
     return num // (den * scale)
+
+
+def _round(x: Decimal, scale: int) -> int:
+    """``x / scale`` rounded toward zero: a gain floored, a loss (a multiplier below 1)
+    never more than its own share."""
+    return _floor(x, scale) if x >= 0 else -_floor(-x, scale)
 
 
 def _best(rules: Sequence[Rule]) -> Rule | None:
@@ -116,7 +126,7 @@ def _compute(
     def add(name: str, sku: str | None, value: Decimal) -> None:
         key = (name, sku)
         exact[key] = exact.get(key, Decimal(0)) + value
-        floored[key] = floored.get(key, 0) + _floor(value, scale)
+        floored[key] = floored.get(key, 0) + _round(value, scale)
 
     rate = programme.points_per_unit
     for sku, category, paid in items:
@@ -144,9 +154,15 @@ def _compute(
             m *= f
 
     if programme.rounding == "sale":
-        parts = {k: _floor(v, scale) for k, v in exact.items()}
+        parts = {k: _round(v, scale) for k, v in exact.items()}
     else:
         parts = dict(floored)
+    # Losses were rounded toward zero; the sale still earns at most its exact points, floored
+    # (the last rule that took points off gives up the difference).
+    excess = sum(parts.values()) - _floor(sum(exact.values(), Decimal(0)), scale)
+    if excess > 0:
+        last_loss = [k for k, v in parts.items() if v < 0 or exact[k] < 0][-1]
+        parts[last_loss] -= excess
     for p in promos:
         if p.bonus and any(p.matches(sku, cat) for sku, cat, _ in items):
             key = (f"promo:{p.id}", None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from gateway.loyalty.earning import compute
 from gateway.loyalty.programme import Programme, Rule, Tier
 from protocol.messages import SaleLine
@@ -170,11 +172,34 @@ def test_both_roundings_match_an_exact_reference_with_stacked_multipliers() -> N
             base.append(b)
             extra_c.append(b * (m - 1))
             extra_t.append(b * m * (Fraction(tier.multiplier) - 1))
+
+        def toward_zero(x: Fraction) -> int:  # gains floored, losses never beyond their share
+            return math.floor(x) if x >= 0 else -math.floor(-x)
+
+        exact = sum(base) + sum(extra_c) + sum(extra_t)
         for rounding in ("sale", "line"):
             p = prog(rounding=rounding, points_per_unit=rate, rules=rules_, tiers=(tier,))
             got = compute(p, total, lines, tier="t", at=NOW)
             if rounding == "sale":
-                want = sum(math.floor(sum(parts)) for parts in (base, extra_c, extra_t))
+                want = sum(toward_zero(sum(parts)) for parts in (base, extra_c, extra_t))
             else:
-                want = sum(math.floor(x) for parts in (base, extra_c, extra_t) for x in parts)
+                want = sum(toward_zero(x) for parts in (base, extra_c, extra_t) for x in parts)
+            want = min(want, math.floor(exact))  # never above the exact points
             assert got.points == max(0, want), (rounding, rate, cat, tier, total, lines)
+            assert sum(b.points for b in got.breakdown) == got.points
+
+
+@pytest.mark.parametrize("rounding", ["line", "sale"])
+def test_an_excluded_line_takes_no_points_from_the_others(rounding: str) -> None:
+    """A multiplier-0 line's loss was floored: -2.5 became -3, and a coffee for 10 points with
+    a 2.50 excluded item earned 9 (found in review)."""
+    rules_ = (Rule(id="no-tobacco", kind="category", category="tobacco", multiplier=Decimal(0)),)
+    p = prog(rounding=rounding, rules=rules_)
+    coffee = SaleLine(sku="beans", qty=1, price=1_000, category="coffee")
+    tobacco = SaleLine(sku="cigs", qty=1, price=250, category="tobacco")
+    assert compute(p, 1_000, [coffee], at=NOW).points == 10
+    both = compute(p, 1_250, [coffee, tobacco], at=NOW)
+    assert both.points == 10, both.breakdown
+    assert sum(b.points for b in both.breakdown) == 10
+    alone = compute(p, 250, [tobacco], at=NOW)
+    assert alone.points == 0, alone.breakdown
