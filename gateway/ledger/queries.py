@@ -172,11 +172,11 @@ obx AS (
 ),
 sal AS (
   INSERT INTO sales (merchant_id, op_id, member_id, channel, store_id, terminal_id, total,
-                     points, breakdown, lines, fingerprint, created_at)
-  SELECT m, o, mb, ch, st, te, tot, pts, bd::jsonb, ln::jsonb, decode(fp, 'hex'), $1
+                     points, breakdown, lines, line_points, fingerprint, created_at)
+  SELECT m, o, mb, ch, st, te, tot, pts, bd::jsonb, ln::jsonb, lp::jsonb, decode(fp, 'hex'), $1
     FROM json_to_recordset($7::json)
          AS s(m text, o text, mb text, ch text, st text, te text, tot int8, pts int8, bd text,
-              ln text, fp text)
+              ln text, lp text, fp text)
   ON CONFLICT (merchant_id, op_id) DO NOTHING
   RETURNING 1
 )

@@ -59,6 +59,9 @@ _EXACT = decimal.Context(prec=400, traps=[decimal.Inexact, decimal.InvalidOperat
 class Computed:
     points: int
     breakdown: tuple[PointsLine, ...]
+    weights: tuple[str, ...] = ()
+    """Each line's exact points before any bonus or cap (decimal strings, one scale for all
+    lines): what a return of some of the lines claws back a share by."""
 
 
 def _floor(x: Decimal, scale: int) -> int:
@@ -120,6 +123,7 @@ def _compute(
     else:
         items.append(("", None, Decimal(total)))
 
+    weights: list[Decimal] = []
     exact: dict[tuple[str, str | None], Decimal] = {("base", None): Decimal(0)}
     floored: dict[tuple[str, str | None], int] = {("base", None): 0}
 
@@ -152,6 +156,7 @@ def _compute(
             if f != _ONE:
                 add(name, rule_sku, base * m * (f - _ONE))
             m *= f
+        weights.append(base * m)
 
     if programme.rounding == "sale":
         parts = {k: _round(v, scale) for k, v in exact.items()}
@@ -181,7 +186,7 @@ def _compute(
     if points < 0:  # only with multipliers below 1 and per-line flooring
         breakdown.append(PointsLine(rule="rounding", points=-points))
         points = 0
-    return Computed(points, tuple(breakdown))
+    return Computed(points, tuple(breakdown), tuple(str(w) for w in weights) if lines else ())
 
 
 def sale_detail(sale: Sale) -> bytes:

@@ -41,6 +41,7 @@ from protocol.loyalty import Purchase, PurchaseLine, Return
 from protocol.messages import HoldState, Outcome, PointsLine
 
 _lines_decoder = msgspec.json.Decoder(list[PurchaseLine])
+_weights_decoder = msgspec.json.Decoder(list[str])
 _breakdown_decoder = msgspec.json.Decoder(list[PointsLine])
 _counts_decoder = msgspec.json.Decoder(dict[str, int])
 
@@ -226,7 +227,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         )
 
     sale = await conn.fetchrow(
-        """SELECT s.member_id, s.total, s.points, s.lines FROM sales s
+        """SELECT s.member_id, s.total, s.points, s.lines, s.line_points FROM sales s
              JOIN operations o ON o.merchant_id = s.merchant_id AND o.op_id = s.op_id
                               AND o.ok AND o.kind = 'earn'
             WHERE s.merchant_id = $1 AND s.op_id = $2
@@ -251,6 +252,11 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     for ln in sold_lines:
         sold_qty[ln.sku] += ln.qty
         sold_value[ln.sku] += ln.qty * ln.price
+    # What each SKU earned (NULL for sales recorded without it: shares by value then).
+    sold_points: dict[str, Fraction] = {}
+    if sale["line_points"] is not None:
+        for ln, w in zip(sold_lines, _weights_decoder.decode(sale["line_points"]), strict=True):
+            sold_points[ln.sku] = sold_points.get(ln.sku, Fraction(0)) + Fraction(w)
     whole = sum(sold_value.values())
     done_qty: Counter[str] = Counter()
     done_value = 0
@@ -260,6 +266,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     left_value = total - done_value
 
     counts: dict[str, int] = {}
+    share_of_points: Fraction | None = None
     if frame.lines:
         if frame.amount is not None:
             raise fail(ErrorCode.INVALID_FIELD, "give lines or amount, not both")
@@ -283,6 +290,12 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         else:  # every line priced 0: the total is split by quantity
             share = Fraction(sum(want.values()), sum(sold_qty.values()))
         value = left_value if completes else min(left_value, math.floor(share * total))
+        earned = sum(sold_points.values(), Fraction(0))
+        if earned > 0:  # the returned lines' share of what the sale earned, not of its value
+            share_of_points = (
+                sum((sold_points[s] * q / sold_qty[s] for s, q in want.items()), Fraction(0))
+                / earned
+            )
     elif frame.amount is not None:
         if frame.amount > left_value or frame.amount == 0:
             raise fail(ErrorCode.RETURN_EXCEEDS_SALE, f"{left_value} left of the sale")
@@ -298,6 +311,8 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     clawed = sum(p["clawback"] for p in prior)
     if completes:
         clawback = points - clawed
+    elif share_of_points is not None:
+        clawback = min(points - clawed, math.floor(points * share_of_points))
     else:
         clawback = min(points - clawed, points * value // total) if total else 0
 

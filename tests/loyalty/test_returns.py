@@ -266,3 +266,54 @@ async def test_a_return_and_an_outcome_pipelined_behind_their_sale_see_it(client
         outcome = await asked
         assert not isinstance(outcome, Error), (i, outcome)  # was operation_not_found
         assert outcome.data.ok and outcome.data.data.op == sale
+
+
+async def test_a_line_return_claws_back_what_those_lines_earned(clients, merchant, pg_dsn):
+    """Returns clawed back by money value: a doubled coffee (20 points) and an excluded item
+    (0 points) of equal price, the coffee returned, clawed back 10 and left the shopper 10
+    points the excluded item never earned; returning the excluded item took coffee points
+    (found in review)."""
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO earning_rules (merchant_id, id, kind, category, multiplier) VALUES
+           ($1, 'no-tobacco', 'category', 'tobacco', 0), ($1, 'coffee-2x', 'category', 'coffee', 2)""",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    coffee = {"sku": "beans", "qty": 2, "price": 500, "category": "coffee"}
+    tobacco = {"sku": "cigs", "qty": 1, "price": 1_000, "category": "tobacco"}
+    for first, clawed in (("beans", 20), ("cigs", 0)):
+        m = (await enrol(till, phone=phone())).member
+        sale = unique("s")
+        frame = {"type": "sale", "op": sale, "member": m, "total": 2_000}
+        got = await ok(till, {**frame, "lines": [coffee, tobacco]})
+        assert got.points == 20
+        back = await ok(
+            till,
+            {
+                "type": "return",
+                "op": unique("r"),
+                "member": m,
+                "sale": sale,
+                "lines": [{"sku": first, "qty": 2 if first == "beans" else 1}],
+            },
+        )
+        assert back.clawback == clawed, (first, back)
+        rest = await ok(till, {"type": "return", "op": unique("r"), "member": m, "sale": sale})
+        assert rest.clawback == 20 - clawed and rest.balance.posted == 0
+    # One of the two coffees: half of what the coffees earned.
+    m = (await enrol(till, phone=phone())).member
+    sale = unique("s")
+    await ok(till, {"type": "sale", "op": sale, "member": m, "total": 2_000,
+                    "lines": [coffee, tobacco]})  # fmt: skip
+    one = await ok(
+        till,
+        {
+            "type": "return",
+            "op": unique("r"),
+            "member": m,
+            "sale": sale,
+            "lines": [{"sku": "beans", "qty": 1}],
+        },
+    )
+    assert one.clawback == 10
