@@ -104,6 +104,7 @@ class Node:
         self.reads.version_floor = self.ledger.known_version
         await self.ledger.start()
         self.feeds = Feeds(self.redis, self.keys, self.reads, s.session.max_recovery)
+        self.ledger.on_committed = self.feeds.deliver_committed
         self.presence = PresenceBook(
             self.redis,
             self.keys,

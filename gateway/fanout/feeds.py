@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
 from gateway.errors import GatewayError
+from gateway.fanout.publisher import change_frame
+from gateway.ledger.model import Entry
 from gateway.ledger.reads import Reads
 from gateway.sessions.session import text_frame
 from gateway.store.keys import Keys
@@ -363,6 +365,22 @@ class Feeds:
         feed.pending[frame.version] = (frame, data)
         if feed.ready.is_set():
             self._advance(feed)
+
+    def deliver_committed(self, entries: Sequence[Entry]) -> None:
+        """Changes this node has just committed, to its own watchers at once: before the
+        replies go out, and without the round trip through Redis (as Socket.IO's adapter
+        emits to the local members of a room). The same change coming back from Redis is
+        then dropped as seen; one committed by another node meanwhile holds these back in
+        order as any gap does (``_advance``)."""
+        feeds = self._feeds
+        for e in entries:
+            feed = feeds.get(e.member)
+            if feed is None or e.version <= feed.version:
+                continue
+            frame = change_frame(e)
+            feed.pending[e.version] = (frame, encode(frame))
+            if feed.ready.is_set():
+                self._advance(feed)
 
     def _advance(self, feed: Feed) -> None:
         """Deliver pending changes that are next in order; start a gap filler if stuck."""

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Protocol
@@ -131,6 +131,10 @@ class Ledger:
         self._sink = sink
         self._lanes = [_Lane(self, i) for i in range(settings.lanes)]
         self.stats = BatchStats()
+        #: Called with each batch's committed changes before its replies are released: this
+        #: node's own watchers get them at once (``Feeds.deliver_committed``), not after
+        #: their round trip through Redis.
+        self.on_committed: Callable[[Sequence[Entry]], None] | None = None
         self._closed = False
         # Latest version committed through this node per member (bounded): reads on this node
         # never show a cached balance older than a change this node already replied to.
@@ -365,6 +369,11 @@ class _Lane:
             ledger.stats.ops += len(batch)
             ledger._committed(entries)
             ledger.replied(outcomes)
+            if entries and ledger.on_committed is not None:
+                try:
+                    ledger.on_committed(entries)
+                except Exception:  # the replies and the publish must go out regardless
+                    log.exception("local delivery of %d changes failed", len(entries))
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)
