@@ -61,7 +61,9 @@ class MerchantKeys:
         return self.admin.get(_digest(token))
 
     @classmethod
-    def parse(cls, raw: object, operator_admin_token: str = "") -> MerchantKeys:
+    def parse(
+        cls, raw: object, operator_admin_token: str = "", operator_secret: str = ""
+    ) -> MerchantKeys:
         """Build from the file's JSON; ``ValueError`` says what is wrong."""
         if not isinstance(raw, dict):
             raise ValueError("merchant keys: the file must hold a JSON object of merchants")
@@ -87,6 +89,11 @@ class MerchantKeys:
                         f"merchant keys: {merchant}: key {kid!r} must be a string of at least "
                         f"{MIN_SECRET_BYTES} bytes"
                     )
+                if operator_secret and secret == operator_secret:
+                    # it would also sign kid-less tokens, which reach every merchant
+                    raise ValueError(
+                        f"merchant keys: {merchant}: key {kid!r} equals GATEWAY_JWT_SECRET"
+                    )
                 signing[kid] = (merchant, secret)
             tokens = entry.get("admin_tokens", [])
             if not isinstance(tokens, list):
@@ -108,14 +115,16 @@ class MerchantKeys:
         return cls(signing, admin)
 
     @classmethod
-    def load(cls, path: str, operator_admin_token: str = "") -> MerchantKeys:
+    def load(
+        cls, path: str, operator_admin_token: str = "", operator_secret: str = ""
+    ) -> MerchantKeys:
         if not path:
             return cls()
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"GATEWAY_MERCHANT_KEYS_FILE {path!r}: {exc}") from None
-        return cls.parse(raw, operator_admin_token)
+        return cls.parse(raw, operator_admin_token, operator_secret)
 
 
 #: What the operator's admin token reaches (no merchant id matches ``ID_PATTERN`` with it).

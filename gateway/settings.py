@@ -185,6 +185,7 @@ class Settings:
                 merchant_keys=MerchantKeys.load(
                     e.get("GATEWAY_MERCHANT_KEYS_FILE", ""),
                     e.get("GATEWAY_ADMIN_TOKEN", "dev-admin-token"),
+                    e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET),
                 ),
             ),
         )

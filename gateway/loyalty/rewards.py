@@ -326,18 +326,29 @@ class RewardsMixin:
         # A failure here (``unavailable``, ``timeout``) leaves the code voided under this op:
         # the client retries the same op, which finds it and completes the refund. Undoing it
         # here could undo a void that an earlier attempt of the same op did apply.
-        outcome = await self.ledger.execute(
-            Earn(
-                op=op,
-                member=row["member_id"],
-                points=row["points"],
-                origin=origin,
-                kind="refund",
-                contra="redemption",
-                breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
-                detail=msgspec.json.encode(("void", row["code"])),
+        for _ in range(3):
+            outcome = await self.ledger.execute(
+                Earn(
+                    op=op,
+                    member=row["member_id"],
+                    points=row["points"],
+                    origin=origin,
+                    kind="refund",
+                    contra="redemption",
+                    breakdown=(PointsLine(rule=f"void:{row['code']}", points=row["points"]),),
+                    detail=msgspec.json.encode(("void", row["code"])),
+                )
             )
-        )
+            if outcome.ok or outcome.error is None:
+                break
+            if outcome.error.code != ErrorCode.MEMBER_MERGED:
+                break
+            # Merged while this refund was queued: the merge moved the code to the survivor,
+            # which the refund goes to (the same op; a retry racing this one gets it once).
+            fresh = await self._find_code(merchant, code)
+            if fresh is None or fresh["void_op"] != op or fresh["member_id"] == row["member_id"]:
+                break
+            row = fresh
         if not outcome.ok and outcome.error is not None:
             if outcome.error.code == ErrorCode.IDEMPOTENCY_CONFLICT:
                 applied = await self._applied_refund(merchant, op, row["code"])
@@ -346,15 +357,17 @@ class RewardsMixin:
                     # owned the code then (a merge has since moved the code): its reply.
                     return self._code(row, applied.balance)
             # Nothing was refunded (e.g. the op id belongs to another operation): the code
-            # goes back to issued, usable and voidable, rather than lost with its points.
+            # goes back to issued, usable and voidable, rather than lost with its points;
+            # unless a merge has moved it since (a retry may be refunding it there).
             with translate_errors("code void"):
                 await self.pool.execute(
                     """UPDATE reward_codes SET status = 'issued', voided_at = NULL, void_op = NULL
                         WHERE merchant_id = $1 AND code = $2 AND status = 'voided'
-                          AND void_op = $3""",
+                          AND void_op = $3 AND member_id = $4""",
                     merchant,
                     row["code"],
                     op,
+                    row["member_id"],
                 )
             raise refused(outcome)
         receipt = outcome.data

@@ -214,12 +214,14 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
             raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
         if not await _same_member(conn, frame.member, mine["member_id"]):
             raise fail(ErrorCode.SALE_NOT_FOUND)
-        raw = await conn.fetchval(
-            "SELECT result FROM operations WHERE merchant_id = $1 AND op_id = $2",
+        held = await conn.fetchrow(
+            "SELECT kind, result FROM operations WHERE merchant_id = $1 AND op_id = $2",
             merchant,
             frame.op,
         )
-        recorded = decode_outcome(raw) if raw is not None else None
+        if held is not None and held["kind"] != "return":
+            raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)  # another command took the op id
+        recorded = decode_outcome(held["result"]) if held is not None else None
         if recorded is not None and not recorded.ok:
             raise _Refusal(recorded)
         return PlannedReturn(

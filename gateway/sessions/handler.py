@@ -320,7 +320,8 @@ async def _run(node: Node, session: Session, frame: object, rid: str | None) -> 
                 session.ledger_turn = None
         if ended is not None:
             _end_after(ended, before_ended)
-            if session.ledger_ended is ended:
+            # Kept while an earlier command is still running: the chain goes through it.
+            if session.ledger_ended is ended and ended.done():
                 session.ledger_ended = None
     session.send(reply)
     node.metrics.command(name, time.perf_counter() - started, reply)

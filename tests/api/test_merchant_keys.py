@@ -64,6 +64,12 @@ def test_a_bad_keys_file_is_refused_with_its_reason(raw: object, says: str) -> N
         MerchantKeys.parse(raw, "dev-admin-token" * 3)
 
 
+def test_a_merchant_key_may_not_be_the_operators_secret() -> None:
+    """It would also sign kid-less tokens, which reach every merchant (found in review)."""
+    with pytest.raises(ValueError, match="GATEWAY_JWT_SECRET"):
+        MerchantKeys.parse({"a": {"signing_keys": {"k": SECRET}}}, "", SECRET)
+
+
 def test_the_keys_file_is_read_from_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     path.write_text(json.dumps({"acme": {"signing_keys": {"acme-1": KEY_A}}}))

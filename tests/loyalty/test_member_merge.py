@@ -5,11 +5,13 @@ every later command with `member_merged`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import asyncpg
 
+from gateway.ledger.model import Origin
 from protocol.codes import ErrorCode
 from protocol.loyalty import MemberMerged
 from protocol.messages import BalanceChanged, Error
@@ -287,7 +289,6 @@ async def test_erase_waits_for_a_batch_on_the_member_without_a_deadlock(
     """Found in review: erase locked the member row FOR UPDATE, then the account; a ledger
     batch holding the account and inserting a sale (whose foreign key takes KEY SHARE on the
     member row) closed the cycle: PostgreSQL broke it after a second, failing one side."""
-    import asyncio
     import time
 
     till = await clients.pos(merchant)
@@ -356,7 +357,6 @@ async def test_an_erase_racing_a_merge_into_the_member_erases_the_duplicate_too(
     """Found in a stress run (85 of 150 trials): erase listed the merged duplicates before
     locking anything, so a duplicate merged in meanwhile stayed open, and its identities then
     moved onto the erased member."""
-    import asyncio
 
     till = await clients.pos(merchant)
     m = (await enrol(till, phone=phone())).member
@@ -393,7 +393,6 @@ async def test_erase_merges_and_sales_at_once_never_fail_the_erase_or_leave_it_h
     a lock cycle gets in the way. Whether a deadlock happens is timing; this test checks the
     outcome (in three runs before the fix it took 3.8-4.9 s, PostgreSQL's deadlock timeout
     included, against 1.8 s after)."""
-    import asyncio
 
     till = await clients.pos(merchant)
     for _ in range(8):
@@ -522,7 +521,6 @@ async def test_an_enrolment_racing_an_erase_enrols_afresh(clients, merchant, rn,
     """An enrolment that found the member just before an erase committed attached the phone
     and email to the erased member again (its export showed them), and every later enrolment
     of them answered member_not_found (found in review)."""
-    import asyncio
 
     from gateway.loyalty import directory
 
@@ -553,3 +551,83 @@ async def test_an_enrolment_racing_an_erase_enrols_afresh(clients, merchant, rn,
     assert (held.get("phone"), held.get("email")) == (None, None), held
     again = await ok(till, {"type": "enrol", "email": email})  # was member_not_found
     assert again.member != m
+
+
+# Found in a review of this session's changes (failed on the code before the fix):
+# A void attempt refused by the ledger with member_merged (its member merged while it was
+# queued) sets the code back to issued, even though a retry of the same op, made after the
+# merge moved the code, is posting that op's refund to the survivor: the refund is applied and
+# the code is usable again (its points are spent twice). The undo checks the ledger only for
+# idempotency_conflict.
+async def test_a_member_merged_undo_does_not_reissue_a_code_whose_refund_a_retry_applies(
+    clients, rn, merchant, pg_dsn
+):
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
+           VALUES ($1, 'ten-off', '$10 off', 500, 'amount_off', 1000)""",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    till2 = await clients.pos(merchant, terminal="t2")
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 60_000})  # 600
+    code = await ok(
+        till, {"type": "redeem_reward", "op": unique("rw"), "member": dup, "reward": "ten-off"}
+    )
+    void = {"type": "void_code", "op": unique("v"), "code": code.code}
+
+    ledger = rn.node.ledger
+    real_submit = ledger.submit
+    retry_submitted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[None]] = []
+
+    def chained(op, wait):
+        outer = loop.create_future()
+
+        async def go() -> None:
+            await wait()
+            inner = real_submit(op)
+            try:
+                outer.set_result(await inner)
+            except Exception as exc:
+                outer.set_exception(exc)
+
+        tasks.append(asyncio.ensure_future(go()))
+        return outer
+
+    def submit(op):
+        if getattr(op, "kind", None) != "refund":
+            return real_submit(op)
+        if op.member == dup:  # attempt 1: its lane is busy until the retry is on its way
+            return chained(op, retry_submitted.wait)
+        retry_submitted.set()  # attempt 2 (the survivor): a little slower than attempt 1
+        return chained(op, lambda: asyncio.sleep(0.5))
+
+    ledger.submit = submit
+    first = asyncio.ensure_future(till.request(void))  # its reply will be lost to the client
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        conn = await __import__("asyncpg").connect(pg_dsn)
+        status = await conn.fetchval(
+            "SELECT status FROM reward_codes WHERE merchant_id = $1 AND code = $2",
+            merchant,
+            code.code,
+        )
+        await conn.close()
+        if status == "voided":
+            break
+    await rn.node.loyalty.merge(
+        Origin(merchant=merchant, channel="admin"), survivor, dup, unique("m")
+    )
+    retry = await till2.request(void)  # the client retries the same op after a timeout
+    await first
+    ledger.submit = real_submit
+    bal = await ok(till, {"type": "balance", "member": survivor})
+    used = await till.request({"type": "use_code", "op": unique("u"), "code": code.code})
+    # The refund of 500 was applied once (by the retry) ...
+    assert bal.posted == 600, (bal, retry)
+    # ... so the code must stay voided; it was set back to issued and is spent again.
+    assert getattr(used, "code", None) == "code_voided", used

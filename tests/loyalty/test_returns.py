@@ -8,6 +8,7 @@ import asyncio
 
 import asyncpg
 
+from gateway.errors import StoreUnavailable
 from protocol.messages import Error, Result
 from tests.conftest import unique
 from tests.loyalty.world import enrol, err, ok, phone, setup_db
@@ -317,3 +318,85 @@ async def test_a_line_return_claws_back_what_those_lines_earned(clients, merchan
         },
     )
     assert one.clawback == 10
+
+
+# Found in a review of this session's changes (failed on the code before the fix):
+# The return waits "until every mutating command read before it has ended", but a later
+# command that ends first resets session.ledger_ended to None while its own `ended` is still
+# pending: a return read after it waits for nothing.
+async def test_return_waits_for_its_sale_even_if_a_later_sale_ended_first(clients, merchant, rn):
+    till = await clients.pos(merchant)
+    x = (await enrol(till, phone=phone())).member
+    y = (await enrol(till, phone=phone())).member
+    ledger = rn.node.ledger
+    real_submit = ledger.submit
+
+    def submit(op):  # member x's lane is busy: its op is queued, applied 0.5 s later
+        if op.member != x:
+            return real_submit(op)
+        from gateway.ledger.engine import QUEUED
+
+        queued = QUEUED.get()
+        if queued is not None and not queued.done():
+            queued.set_result(None)
+        loop = asyncio.get_running_loop()
+        outer = loop.create_future()
+
+        def later() -> None:
+            inner = real_submit(op)
+            inner.add_done_callback(
+                lambda f: (
+                    outer.set_exception(f.exception())
+                    if f.exception()
+                    else outer.set_result(f.result())
+                )
+            )
+
+        loop.call_later(0.5, later)
+        return outer
+
+    ledger.submit = submit
+    sale = f"s-{x}"
+    sold = asyncio.ensure_future(
+        ok(till, {"type": "sale", "op": sale, "member": x, "total": 1_200})
+    )
+    other = asyncio.ensure_future(
+        ok(till, {"type": "sale", "op": f"s-{y}", "member": y, "total": 1_000})
+    )
+    await other  # y's sale ended first (x's is still in its lane)
+    returned = await till.request({"type": "return", "op": f"r-{x}", "member": x, "sale": sale})
+    await sold
+    assert not isinstance(returned, Error), returned  # got sale_not_found
+    assert returned.data.clawback == 12
+
+
+# Found in a review of this session's changes (failed on the code before the fix):
+# A return's retry replays whatever `operations` holds under its op id, of any kind: a
+# return that was shed (row left, nothing applied) and whose op id a sale then took is answered
+# as applied, with the sale's receipt (+points), where the ledger answered idempotency_conflict.
+async def test_a_shed_return_whose_op_a_sale_took_is_not_replayed_as_applied(clients, merchant, rn):
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    sale = f"s-{m}"
+    await ok(till, {"type": "sale", "op": sale, "member": m, "total": 1_200})
+    ledger = rn.node.ledger
+    real_submit = ledger.submit
+    shed = {"n": 0}
+
+    def submit(op):  # the return's first attempt is shed by the ledger (nothing applied)
+        if getattr(op, "kind", None) == "return" and shed["n"] == 0:
+            shed["n"] += 1
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(StoreUnavailable("the ledger is overloaded: retry the same id"))
+            return fut
+        return real_submit(op)
+
+    ledger.submit = submit
+    ret = {"type": "return", "op": f"r-{m}", "member": m, "sale": sale}
+    first = await till.request(ret)
+    assert isinstance(first, Error) and first.code == "unavailable", first
+    # The same op id is then used by a sale (a client bug, or an id collision).
+    other = await ok(till, {"type": "sale", "op": f"r-{m}", "member": m, "total": 500})
+    assert other.points == 5
+    again = await till.request(ret)
+    assert isinstance(again, Error) and again.code == "idempotency_conflict", again
