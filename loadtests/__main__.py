@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any, NoReturn
 
-from loadtests.config import SCENARIOS, Config, build, load_file
+from loadtests.config import DURATIONS, SCENARIOS, Config, build, load_file
 
 EXIT_USAGE = 64
 
@@ -68,15 +68,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action="append", default=argparse.SUPPRESS, help=help_)
         elif "int" in str(field_type) and "float" not in str(field_type):
             p.add_argument(flag, type=int, default=argparse.SUPPRESS, help=help_)
-        elif "float" in str(field_type) and name not in (
-            "duration",
-            "ramp",
-            "churn_down",
-            "broadcast_interval",
-            "timeout",
-            "quiesce",
-            "setup_timeout",
-        ):
+        elif "float" in str(field_type) and name not in DURATIONS:
             p.add_argument(flag, type=float, default=argparse.SUPPRESS, help=help_)
         else:
             p.add_argument(flag, default=argparse.SUPPRESS, help=help_)

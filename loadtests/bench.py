@@ -117,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
         v = getattr(args, k)
         if v is not None:
             sizes[k] = v
+    sizes["push_sessions_per_member"] = args.push_sessions_per_member
     started = time.monotonic()
 
     def on_term(signum: int, frame: Any) -> None:  # clean up nodes and the database on SIGTERM

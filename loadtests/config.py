@@ -159,9 +159,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-_DURATIONS = {
+DURATIONS = {
     "duration",
     "ramp",
+    "warmup",
     "churn_down",
     "broadcast_interval",
     "timeout",
@@ -188,7 +189,7 @@ def normalize(values: dict[str, Any]) -> dict[str, Any]:
         key = key.replace("-", "_")
         if key not in names:
             raise ValueError(f"unknown setting {key!r} (known: {', '.join(sorted(names))})")
-        if key in _DURATIONS and value is not None:
+        if key in DURATIONS and value is not None:
             value = parse_duration(value)
         elif key in _LISTS and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -234,6 +235,8 @@ def validate(cfg: Config) -> None:
         raise ValueError("churn needs sessions > 0")
     if cfg.broadcast_count > 0 and cfg.sessions == 0:
         raise ValueError("broadcast needs sessions > 0")
+    if not 0 <= cfg.warmup < max(cfg.load_seconds, 1e-9) and cfg.warmup != 0:
+        raise ValueError("warmup must be at least 0 and shorter than the load")
     for u in cfg.url:
         if not u.startswith(("http://", "https://")):
             raise ValueError(f"url {u!r} must start with http:// or https://")

@@ -114,6 +114,8 @@ class Run:
         members = self.seeded.members
         n = min(cfg.auto_workers(), len(members))
         terminals = cfg.auto_terminals() if cfg.steps and cfg.peak_rate() > 0 else 0
+        if terminals:  # every worker paces its share of the rate through terminals of its own
+            terminals = max(terminals, n)
         conns = cfg.sessions + terminals
         if cfg.source_ips is None:
             cfg.source_ips = pre.auto_source_ips(cfg.url, conns)
@@ -376,7 +378,11 @@ class Run:
             max(1e-9, self.load_ended - self.load_started) if self.load_ended else cfg.load_seconds
         )
         load_s = cfg.load_seconds or seconds
-        latency = hist.summaries(load_s)
+        # Histograms leave the warmup out: their rates are over the recorded window only.
+        latency = hist.summaries(max(1e-9, load_s - cfg.warmup))
+        bc = self.broadcast_report(receipts, hist)
+        if bc.get("deliveries"):
+            latency["broadcast"] = hist.summary("broadcast")
         for s in cfg.slo:  # percentiles outside the standard set, computed from the merge
             slo = parse_slo(s)
             if (
@@ -387,9 +393,6 @@ class Run:
                 latency[slo.metric][f"{slo.stat}_ms"] = round(
                     hist.h[slo.metric].get_value_at_percentile(float(slo.stat[1:])) / 1000, 3
                 )
-        bc = self.broadcast_report(receipts, hist)
-        if bc.get("deliveries"):
-            latency["broadcast"] = hist.summary("broadcast")
         checks = await self.checks(seen, last_replies, counters)
         report: dict[str, Any] = {
             "scenario": cfg.scenario,

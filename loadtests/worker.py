@@ -36,7 +36,7 @@ from loadtests.client import Link, LinkClosed, connectors
 from loadtests.hist import Histograms
 from loadtests.matching import PushMatcher
 from loadtests.seed import app_token, card_for, pos_token
-from protocol.client import Changed, Event, Failed, Gap, Reply, Resync
+from protocol.client import Changed, Event, Failed, Gap, Reply, Resync, Stale
 from protocol.messages import (
     Balance,
     Commit,
@@ -298,6 +298,8 @@ class Worker:
                     w.last = (b.posted, b.held, b.available, b.version)
             elif isinstance(ev, Failed):
                 self.errors[f"unmatched:{ev.error.code}"] += 1
+            elif isinstance(ev, Stale):  # a change delivered again (or older than one seen)
+                self.counters["pushes_duplicate"] += 1
 
     def _on_subscribed(self, w: Watcher, ev: Reply) -> None:
         data = ev.data
@@ -310,7 +312,12 @@ class Worker:
         if since is None:
             return
         if w.gaps_open:  # were the missing versions returned, or the gap said out loud?
-            self.counters["gaps_recovered" if data.recovered else "gaps_resynced"] += w.gaps_open
+            if not data.recovered:
+                self.counters["gaps_resynced"] += w.gaps_open
+            elif [c.version for c in data.missed] == list(range(since + 1, b.version + 1)):
+                self.counters["gaps_recovered"] += w.gaps_open
+            else:  # "recovered" without the versions it missed: a gap the verdict fails on
+                self.counters["gaps_broken"] += w.gaps_open
             w.gaps_open = 0
         if w.since_gap is not None:  # a gap fill, not a resume
             w.since_gap = None
