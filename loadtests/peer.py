@@ -333,9 +333,10 @@ class _Worker:
             pi = i % len(self.publishers)
             pub = self.publishers[pi]
             payload = change_payload(member, versions[member], f"store{self.idx}")
+            sent = min(due, time.monotonic_ns())  # as the gateway's flows: never before the send
             ack_id = await pub.emit("change", payload, ack=True)
             assert ack_id is not None
-            acks[(pi, ack_id)] = (member, versions[member], due)
+            acks[(pi, ack_id)] = (member, versions[member], sent)
             self.counters["published"] += 1
         # quiesce: every acked change reaches every session of its member, or the wait ends
         per_member = Counter(m for m, link in self.sessions if link.open)

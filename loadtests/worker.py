@@ -420,7 +420,9 @@ class Worker:
         cfg = self.cfg
         link = self.member_terminal[member]
         proto = link.proto
-        prev = due
+        # From the scheduled time, or from the send if the pacer's sleep ended early (uvloop's
+        # timers tick in whole milliseconds): never from before the command left.
+        start = prev = min(due, time.monotonic_ns())
         hold = ""
         try:
             for step in cfg["steps"]:
@@ -475,10 +477,10 @@ class Worker:
                     )
                 prev = t
             done = time.monotonic_ns()
-            self.record("flow", done - due, due)
+            self.record("flow", done - start, due)
             rec = self.recent["flow"]
             if len(rec) < 100_000:
-                rec.append(done - due)
+                rec.append(done - start)
             self.counters["flows_ok"] += 1
         finally:
             self.inflight -= 1

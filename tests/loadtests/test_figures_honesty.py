@@ -304,3 +304,34 @@ def test_push_row_says_the_sessions_per_member_that_ran() -> None:
     push = {"latency": {"push": {**ROW, "count": 10}}, "connections": {"sessions_asked": 10_000}}
     md = markdown(_bench_results(push=push))  # --push-sessions-per-member 5 on 2,000 members
     assert "5 sessions/member" in md  # fails: always "3 sessions/member"
+
+
+async def test_a_flow_sent_before_its_scheduled_time_counts_from_its_send() -> None:
+    """uvloop's timers tick in whole milliseconds, so the pacer's sleep can end before an
+    arrival is due; the flow then went out early and its latency, counted from the scheduled
+    time, read low (here 5 ms low: clamped to 1 us)."""
+    from loadtests.worker import Worker
+    from protocol.client import ClientSession
+    from protocol.messages import Balance, HoldState, Result
+
+    spec = {"config": {"timeout": 1, "url": ["http://x"], "steps": ["reserve"], "points": 1,
+                       "release_fraction": 0.0, "sale_total": 100},
+            "index": 0, "count": 1, "run": "r", "merchant": "m", "members": ["a"],
+            "secret": "s"}  # fmt: skip
+    w = Worker(spec, None)  # type: ignore[arg-type]
+
+    class Link:  # answers after 2 ms of its own
+        proto = ClientSession("l")
+
+        async def request(self, frame: Any, timeout: float) -> tuple[Any, int]:
+            await asyncio.sleep(0.002)
+            b = Balance(member="a", posted=1, held=1, available=0, version=2)
+            data = HoldState(op=frame.op, hold=frame.op, member="a", status="active", points=1,
+                             balance=b)  # fmt: skip
+            return Result(id=frame.id, data=data), time.monotonic_ns()
+
+    w.member_terminal["a"] = Link()  # type: ignore[assignment]
+    w.inflight = 1
+    await w.flow(time.monotonic_ns() + 5_000_000, "a")  # due 5 ms from now, sent at once
+    recorded = w.hist.h["reserve"].get_min_value()
+    assert 1_500 <= recorded <= 50_000, recorded  # ~2 ms (us), not 1 us
