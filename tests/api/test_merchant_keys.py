@@ -12,18 +12,16 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from gateway import auth
 from gateway.errors import AuthError
-from gateway.loyalty.directory import create_merchant
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.settings import Settings
 from protocol.codes import CloseCode
 from protocol.messages import Error, Welcome
 from tests.conftest import REDIS_URL, unique
-from tests.loyalty.world import ADMIN, ok, phone
+from tests.loyalty.world import ADMIN, new_merchant, ok, phone
 from tests.support import SECRET, RunningNode, WsClient, running_node, settings_for
 
 KEY_A = "a" * 40
@@ -134,20 +132,9 @@ def test_admin_reach() -> None:
 # ----------------------------------------------------------------------------- a node
 
 
-async def _merchant(pg_dsn: str) -> str:
-    m = unique("mer")
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await create_merchant(conn, m)
-        await conn.execute("INSERT INTO programmes (merchant_id, region) VALUES ($1, 'US')", m)
-    finally:
-        await conn.close()
-    return m
-
-
 @pytest.fixture
 async def two(pg_dsn: str) -> tuple[str, str]:
-    return await _merchant(pg_dsn), await _merchant(pg_dsn)
+    return await new_merchant(pg_dsn), await new_merchant(pg_dsn)
 
 
 @pytest.fixture

@@ -182,26 +182,11 @@ def _change(member: str, v: int) -> Any:
                           cause=Cause(kind="earn", op=f"o{v}"), at=0)  # fmt: skip
 
 
-def _worker() -> Any:
-    from loadtests.worker import Worker
-
-    spec = {"config": {"timeout": 1, "url": ["http://x"]}, "index": 0, "count": 1, "run": "r",
-            "merchant": "m", "members": ["a"], "secret": "s"}  # fmt: skip
-    return Worker(spec, None)  # type: ignore[arg-type]
-
-
-async def test_a_gap_fill_that_says_recovered_but_lacks_the_missed_versions_fails_gaps() -> None:
+def _watching(w: Any, answer: Any) -> Any:
+    """A link of worker ``w`` watching member "a", subscribed at version 1."""
     from loadtests.worker import Watcher
     from protocol.codec import encode
     from protocol.messages import Balance, Result, Subscribed
-
-    w = _worker()
-
-    def answer(frame: Any) -> bytes:  # "recovered", but version 2 is not among the missed
-        b = Balance(member="a", posted=3, held=0, available=3, version=3)
-        return encode(
-            Result(id=frame.id, data=Subscribed(member="a", balance=b, missed=[], recovered=True))
-        )
 
     link = _AnsweringLink("la", w, answer)
     wa = Watcher(0, "a", link)  # type: ignore[arg-type]
@@ -214,6 +199,30 @@ async def test_a_gap_fill_that_says_recovered_but_lacks_the_missed_versions_fail
     w.on_events(
         link, link.proto.receive(encode(Result(id=f"la{link.proto._counter}", data=first))), 0
     )
+    return link
+
+
+def _worker() -> Any:
+    from loadtests.worker import Worker
+
+    spec = {"config": {"timeout": 1, "url": ["http://x"]}, "index": 0, "count": 1, "run": "r",
+            "merchant": "m", "members": ["a"], "secret": "s"}  # fmt: skip
+    return Worker(spec, None)  # type: ignore[arg-type]
+
+
+async def test_a_gap_fill_that_says_recovered_but_lacks_the_missed_versions_fails_gaps() -> None:
+    from protocol.codec import encode
+    from protocol.messages import Balance, Result, Subscribed
+
+    w = _worker()
+
+    def answer(frame: Any) -> bytes:  # "recovered", but version 2 is not among the missed
+        b = Balance(member="a", posted=3, held=0, available=3, version=3)
+        return encode(
+            Result(id=frame.id, data=Subscribed(member="a", balance=b, missed=[], recovered=True))
+        )
+
+    link = _watching(w, answer)
     w.on_events(link, link.proto.receive(encode(_change("a", 3))), 0)  # version 2 lost
     await asyncio.sleep(0.05)  # the gap fill runs
     c = w.counters
@@ -224,22 +233,10 @@ async def test_a_gap_fill_that_says_recovered_but_lacks_the_missed_versions_fail
 
 
 def test_a_duplicated_push_is_counted() -> None:
-    from loadtests.worker import Watcher
     from protocol.codec import encode
-    from protocol.messages import Balance, Result, Subscribed
 
     w = _worker()
-    link = _AnsweringLink("la", w, None)
-    wa = Watcher(0, "a", link)  # type: ignore[arg-type]
-    w.by_link = {id(link): wa}
-    w.watchers = [wa]
-    first = Subscribed(
-        member="a", balance=Balance(member="a", posted=1, held=0, available=1, version=1)
-    )
-    link.proto.subscribe("a")
-    w.on_events(
-        link, link.proto.receive(encode(Result(id=f"la{link.proto._counter}", data=first))), 0
-    )
+    link = _watching(w, None)
     for _ in range(2):  # the gateway delivers version 2 twice
         w.on_events(link, link.proto.receive(encode(_change("a", 2))), 0)
     assert w.counters["pushes"] == 1

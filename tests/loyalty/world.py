@@ -30,8 +30,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-@pytest.fixture
-async def merchant(pg_dsn: str) -> str:
+async def new_merchant(pg_dsn: str) -> str:
+    """A merchant of its own, with a programme of defaults."""
     m = unique("mer")
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -40,6 +40,11 @@ async def merchant(pg_dsn: str) -> str:
     finally:
         await conn.close()
     return m
+
+
+@pytest.fixture
+async def merchant(pg_dsn: str) -> str:
+    return await new_merchant(pg_dsn)
 
 
 class Clients:
