@@ -31,11 +31,15 @@ import aiohttp
 from loadtests import preflight as pre
 from loadtests import verdict as vd
 from loadtests.config import Config
-from loadtests.hist import Histograms
+from loadtests.hist import Histograms, summarize
 from loadtests.seed import Seeded, seed
 from loadtests.slo import evaluate, parse_slo
 
 EXIT_OK, EXIT_SETUP, EXIT_ERRORS, EXIT_SLO, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
+
+
+#: Histograms recorded from the start of the load, warmup included (the rest leave it out).
+_FROM_START = frozenset({"connect", "resubscribe", "reconnect", "broadcast"})
 
 
 class SetupError(RuntimeError):
@@ -378,8 +382,12 @@ class Run:
             max(1e-9, self.load_ended - self.load_started) if self.load_ended else cfg.load_seconds
         )
         load_s = cfg.load_seconds or seconds
-        # Histograms leave the warmup out: their rates are over the recorded window only.
-        latency = hist.summaries(max(1e-9, load_s - cfg.warmup))
+        # The flows' steps and the pushes leave the warmup out: their rates are over the
+        # recorded window; the rest (connects, reconnects, resubscribes) over the whole load.
+        latency = {
+            name: summarize(h, load_s if name in _FROM_START else max(1e-9, load_s - cfg.warmup))
+            for name, h in sorted(hist.h.items())
+        }
         bc = self.broadcast_report(receipts, hist)
         if bc.get("deliveries"):
             latency["broadcast"] = hist.summary("broadcast")

@@ -210,6 +210,13 @@ class Feeds:
         told = self._reads.version_floor(member)
         if told > feed.version:
             await self._catch_up(feed, min(told - feed.version, self._max_recovery))
+        if presence and feed.peers is None and self.presence_reader is not None:
+            # The channel is subscribed: any announcement after this read updates feed.peers.
+            # Read before the missed changes: a change delivered during this wait would be in
+            # neither the missed list nor a push to this session.
+            peers, seq = await self.presence_reader(member)
+            if seq > feed.presence_seq:
+                feed.peers, feed.presence_seq = peers, seq
         missed: list[BalanceChanged] = []
         recovered = True
         if since is not None and since < feed.version:
@@ -222,11 +229,7 @@ class Feeds:
                 if feed.version == want or (missed and missed[-1].version >= feed.version):
                     break
             missed = [m for m in missed if m.version <= feed.version]
-        if presence and feed.peers is None and self.presence_reader is not None:
-            # The channel is subscribed: any announcement after this read updates feed.peers.
-            peers, seq = await self.presence_reader(member)
-            if seq > feed.presence_seq:
-                feed.peers, feed.presence_seq = peers, seq
+        # No wait from here on: the session joins at exactly the version ``missed`` ends at.
         assert feed.balance is not None
         feed.sessions.add(session)
         peers_now: list[Peer] | None = None

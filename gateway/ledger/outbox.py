@@ -129,9 +129,9 @@ class OutboxRelay:
             try:
                 # Counted first: during a Redis outage the rest fails, and that is exactly
                 # when the backlog grows (gateway_outbox_pending).
+                await self.flush()  # published rows first: they are no backlog
                 self.pending = await self._pool.fetchval(_BACKLOG, self._min_age)
                 await self._publisher.publish(())  # raises floors left by failed publishes
-                await self.flush()
                 while await self.relay_once() == self._batch:
                     pass
             except TRANSIENT_ERRORS:

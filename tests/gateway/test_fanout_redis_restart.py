@@ -117,3 +117,26 @@ async def test_the_backlog_gauge_counts_only_changes_not_published_in_time(
             await db.execute("DELETE FROM outbox WHERE member_id = $1", member)
             await db.close()
         await till.close()
+
+
+async def test_the_backlog_gauge_leaves_out_changes_published_before_the_pass(
+    http, pg_dsn, redis_prefix, world
+):
+    """The relay counted the backlog before deleting the rows of published changes (flush): a
+    change published right after one pass's flush still had its row at the next pass's count,
+    aged the relay interval. With a relay interval longer than min_age (here 2 s and 0.5 s,
+    both valid) every change published in time counted as backlog (found in review)."""
+    m = world["members"][0]
+    base = settings_for(pg_dsn, REDIS_URL, "bg2")
+    s = replace(base, ledger=replace(base.ledger, relay_interval=2.0, relay_min_age=0.5))
+    async with running_node(s, redis_prefix) as rn:
+        relay = rn.node.relay
+        till = await pos(http, rn.url, world["merchant"])
+        relay.pending = -1
+        await eventually(lambda: relay.pending >= 0, 10, "a relay pass")
+        assert relay.pending == 0
+        await sale(till, m)  # published at once (Redis is up)
+        relay.pending = -1
+        await eventually(lambda: relay.pending >= 0, 10, "the next relay pass")
+        assert relay.pending == 0, "a change published in time counted as backlog"
+        await till.close()

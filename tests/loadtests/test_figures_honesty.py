@@ -332,3 +332,25 @@ async def test_a_flow_sent_before_its_scheduled_time_counts_from_its_send() -> N
     await w.flow(time.monotonic_ns() + 5_000_000, "a")  # due 5 ms from now, sent at once
     recorded = w.hist.h["reserve"].get_min_value()
     assert 1_500 <= recorded <= 50_000, recorded  # ~2 ms (us), not 1 us
+
+
+async def test_an_unfiltered_histogram_rate_is_not_over_the_recorded_window() -> None:
+    """Only flow steps and pushes leave the warmup out; the churn's reconnects are recorded from
+    the start, and dividing them by the recorded window read their rate high."""
+    """Only flow steps (and pushes) leave the warmup out; ``reconnect`` (churn) and
+    ``resubscribe`` (gap fills) record from the load's start. Their rate is now divided by
+    the load less the warmup: 50 reconnects/s over a 12 s load read 60/s."""
+    cfg = build(
+        "churn", None,
+        {"rate": 0.0, "duration": 10.0, "ramp": 2.0, "warmup": 2.0, "churn_rate": 50.0},
+    )  # fmt: skip
+    run = Run(cfg, Seeded("m", ["a"]))
+    h = Histograms()
+    for _ in range(600):  # 50/s over the whole 12 s load (churn paces from t0, unfiltered)
+        h.record_us("reconnect", 1000)
+    wh = WorkerHandle(0, None, None)  # type: ignore[arg-type]
+    wh.result = {"histograms": h.encode(), "counters": {"reconnects": 600,
+                 "reconnects_attempted": 600}}  # fmt: skip
+    run.workers = [wh]
+    report = await run.report()
+    assert report["latency"]["reconnect"]["rate_per_s"] == 50.0  # 60.0: 600 / 10 s
