@@ -201,6 +201,8 @@ class Node:
         if hasattr(self, "presence"):
             with contextlib.suppress(Exception):
                 await self.presence.close()
+        if getattr(self, "ledger", None) is not None:
+            self.ledger.on_committed = None  # a batch still finishing finds the feeds closed
         for component in ("broadcast", "sweeper", "relay", "feeds", "ledger"):
             obj = getattr(self, component, None)
             if obj is not None:
