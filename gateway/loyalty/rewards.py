@@ -220,21 +220,26 @@ class RewardsMixin:
         assert row is not None
         return self._code(row, receipt.balance)
 
-    async def _paid(self, merchant: str, op: str, reward: str) -> tuple[int, str] | None:
-        """The points an applied redemption of ``reward`` under ``op`` took, and from whom."""
-        with translate_errors("reward read"):
+    async def _applied(self, merchant: str, op: str, kind: str, rule: str) -> SaleReceipt | None:
+        """The receipt of the operation of ``kind`` applied under ``op``, if it has a points
+        line of ``rule`` (``reward:<id>``, ``void:<code>``)."""
+        with translate_errors("operation read"):
             raw = await self.pool.fetchval(
                 """SELECT result FROM operations
-                    WHERE merchant_id = $1 AND op_id = $2 AND kind = 'reward' AND ok""",
+                    WHERE merchant_id = $1 AND op_id = $2 AND kind = $3 AND ok""",
                 merchant,
                 op,
+                kind,
             )
         data = None if raw is None else decode_outcome(raw).data
-        if isinstance(data, SaleReceipt) and [b.rule for b in data.breakdown] == [
-            f"reward:{reward}"
-        ]:
-            return -data.points, data.member
+        if isinstance(data, SaleReceipt) and any(b.rule == rule for b in data.breakdown):
+            return data
         return None
+
+    async def _paid(self, merchant: str, op: str, reward: str) -> tuple[int, str] | None:
+        """The points an applied redemption of ``reward`` under ``op`` took, and from whom."""
+        receipt = await self._applied(merchant, op, "reward", f"reward:{reward}")
+        return None if receipt is None else (-receipt.points, receipt.member)
 
     async def use_code(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Redeem a code: one conditional UPDATE, so of two registers presenting it at the same
@@ -291,20 +296,6 @@ class RewardsMixin:
             )
         )
 
-    async def _applied_refund(self, merchant: str, op: str, code: str) -> SaleReceipt | None:
-        """The receipt of the refund ``op`` applied for voiding ``code``, if it did."""
-        with translate_errors("code void"):
-            raw = await self.pool.fetchval(
-                """SELECT result FROM operations
-                    WHERE merchant_id = $1 AND op_id = $2 AND kind = 'refund' AND ok""",
-                merchant,
-                op,
-            )
-        data = decode_outcome(raw).data if raw is not None else None
-        if isinstance(data, SaleReceipt) and any(b.rule == f"void:{code}" for b in data.breakdown):
-            return data
-        return None
-
     async def void_code(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""
         merchant = origin.merchant
@@ -351,7 +342,7 @@ class RewardsMixin:
             row = fresh
         if not outcome.ok and outcome.error is not None:
             if outcome.error.code == ErrorCode.IDEMPOTENCY_CONFLICT:
-                applied = await self._applied_refund(merchant, op, row["code"])
+                applied = await self._applied(merchant, op, "refund", f"void:{row['code']}")
                 if applied is not None:
                     # This void's refund, applied by an earlier attempt to the member that
                     # owned the code then (a merge has since moved the code): its reply.

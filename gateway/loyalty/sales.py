@@ -35,6 +35,7 @@ import msgspec
 from gateway.errors import Refused
 from gateway.ledger.apply import epoch_ms, refuse
 from gateway.ledger.engine import decode_outcome
+from gateway.loyalty import directory
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
 from protocol.loyalty import Purchase, PurchaseLine, Return
@@ -164,19 +165,9 @@ def return_fingerprint(frame: Return) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).digest()
 
 
-#: Whether member $1 was merged, directly or through other merges, into member $2.
-_MERGED_INTO = """
-WITH RECURSIVE chain(member) AS (
-    SELECT survivor_id FROM member_merges WHERE source_id = $1
-    UNION
-    SELECT m.survivor_id FROM member_merges m JOIN chain c ON m.source_id = c.member
-)
-SELECT EXISTS (SELECT 1 FROM chain WHERE member = $2)
-"""
-
-
 async def _same_member(conn: Any, named: str, owner: str) -> bool:
-    return named == owner or bool(await conn.fetchval(_MERGED_INTO, named, owner))
+    """Whether ``named`` is ``owner``, or was merged into it (through any chain of merges)."""
+    return named == owner or await directory.resolve(conn, named) == owner
 
 
 class _Refusal(Exception):
