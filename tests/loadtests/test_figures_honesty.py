@@ -354,3 +354,24 @@ async def test_an_unfiltered_histogram_rate_is_not_over_the_recorded_window() ->
     run.workers = [wh]
     report = await run.report()
     assert report["latency"]["reconnect"]["rate_per_s"] == 50.0  # 60.0: 600 / 10 s
+
+
+async def test_a_gap_fill_replaying_a_change_already_pushed_is_no_duplicate() -> None:
+    """A fill's replayed changes overlap the push that revealed the gap by design: only a push
+    of a change already seen counts in pushes_duplicate."""
+    from protocol.codec import encode
+    from protocol.messages import Balance, Result, Subscribed
+
+    w = _worker()
+
+    def answer(frame: Any) -> bytes:
+        b = Balance(member="a", posted=3, held=0, available=3, version=3)
+        missed = [_change("a", 2), _change("a", 3)]
+        return encode(Result(id=frame.id, data=Subscribed(member="a", balance=b, missed=missed)))
+
+    link = _watching(w, answer)
+    w.on_events(link, link.proto.receive(encode(_change("a", 3))), 0)  # 2 missing: a fill
+    await asyncio.sleep(0.05)
+    c = w.counters
+    assert (c["gaps"], c["gaps_recovered"]) == (1, 1)
+    assert c["pushes_duplicate"] == 0
