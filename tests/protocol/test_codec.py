@@ -369,7 +369,10 @@ def test_frame_like_objects_are_classified(value: dict[str, Any]) -> None:
 
 
 ids = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
-texts = st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=L.TEXT_MAX_LEN)
+texts = st.text(
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+    max_size=L.TEXT_MAX_LEN,
+)
 points = st.integers(1, L.MAX_POINTS)
 versions = st.integers(0, L.MAX_VERSION)
 sale_lines = st.builds(
