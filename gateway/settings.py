@@ -16,6 +16,7 @@ from gateway.merchant_keys import MerchantKeys
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/loyalty"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEV_JWT_SECRET = "dev-only-secret-change-me-not-for-production"
+DEV_ADMIN_TOKEN = "dev-admin-token"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -110,7 +111,7 @@ class AuthSettings:
     jwt_secret: str = field(default=DEV_JWT_SECRET, repr=False)
     #: Leeway in seconds when checking token expiry.
     leeway: float = 5.0
-    admin_token: str = field(default="dev-admin-token", repr=False)
+    admin_token: str = field(default=DEV_ADMIN_TOKEN, repr=False)
     #: Per-merchant signing keys and admin tokens (``GATEWAY_MERCHANT_KEYS_FILE``; see
     #: ``gateway/merchant_keys.py``). Empty: only the operator's secrets are accepted.
     merchant_keys: MerchantKeys = field(default_factory=MerchantKeys, repr=False)
@@ -141,6 +142,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
+        jwt_secret = e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET)
+        admin_token = e.get("GATEWAY_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
         return cls(
             server=ServerSettings(
                 host=e.get("GATEWAY_HOST", "127.0.0.1"),
@@ -179,13 +182,11 @@ class Settings:
                 max_recovery=_int(e, "GATEWAY_MAX_RECOVERY", 100, 0, 100_000),
             ),
             auth=AuthSettings(
-                jwt_secret=e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET),
+                jwt_secret=jwt_secret,
                 leeway=_float(e, "GATEWAY_TOKEN_LEEWAY", 5.0, 0.0, 3600.0),
-                admin_token=e.get("GATEWAY_ADMIN_TOKEN", "dev-admin-token"),
+                admin_token=admin_token,
                 merchant_keys=MerchantKeys.load(
-                    e.get("GATEWAY_MERCHANT_KEYS_FILE", ""),
-                    e.get("GATEWAY_ADMIN_TOKEN", "dev-admin-token"),
-                    e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET),
+                    e.get("GATEWAY_MERCHANT_KEYS_FILE", ""), admin_token, jwt_secret
                 ),
             ),
         )

@@ -235,7 +235,7 @@ def validate(cfg: Config) -> None:
         raise ValueError("churn needs sessions > 0")
     if cfg.broadcast_count > 0 and cfg.sessions == 0:
         raise ValueError("broadcast needs sessions > 0")
-    if not 0 <= cfg.warmup < max(cfg.load_seconds, 1e-9) and cfg.warmup != 0:
+    if cfg.warmup < 0 or (cfg.warmup and cfg.warmup >= cfg.load_seconds):
         raise ValueError("warmup must be at least 0 and shorter than the load")
     for u in cfg.url:
         if not u.startswith(("http://", "https://")):

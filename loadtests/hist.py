@@ -64,9 +64,6 @@ class Histograms:
     def summary(self, name: str, seconds: float | None = None) -> dict[str, Any]:
         return summarize(self.get(name), seconds)
 
-    def summaries(self, seconds: float | None = None) -> dict[str, dict[str, Any]]:
-        return {name: summarize(h, seconds) for name, h in sorted(self.h.items())}
-
 
 def summarize(hist: HdrHistogram, seconds: float | None = None) -> dict[str, Any]:
     """count, p50/p90/p99/p99.9/max/mean in milliseconds, and rate per second if timed."""

@@ -31,7 +31,7 @@ import aiohttp
 from loadtests import preflight as pre
 from loadtests import verdict as vd
 from loadtests.config import Config
-from loadtests.hist import Histograms, summarize
+from loadtests.hist import Histograms
 from loadtests.seed import Seeded, seed
 from loadtests.slo import evaluate, parse_slo
 
@@ -385,8 +385,10 @@ class Run:
         # The flows' steps and the pushes leave the warmup out: their rates are over the
         # recorded window; the rest (connects, reconnects, resubscribes) over the whole load.
         latency = {
-            name: summarize(h, load_s if name in _FROM_START else max(1e-9, load_s - cfg.warmup))
-            for name, h in sorted(hist.h.items())
+            name: hist.summary(
+                name, load_s if name in _FROM_START else max(1e-9, load_s - cfg.warmup)
+            )
+            for name in sorted(hist.h)
         }
         bc = self.broadcast_report(receipts, hist)
         if bc.get("deliveries"):

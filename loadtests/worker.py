@@ -313,10 +313,12 @@ class Worker:
         since = request.since if isinstance(request, Subscribe) else None
         if since is None:
             return
+        got = [c.version for c in data.missed]
+        complete = got == list(range(since + 1, b.version + 1))  # every version it missed
         if w.gaps_open:  # were the missing versions returned, or the gap said out loud?
             if not data.recovered:
                 self.counters["gaps_resynced"] += w.gaps_open
-            elif [c.version for c in data.missed] == list(range(since + 1, b.version + 1)):
+            elif complete:
                 self.counters["gaps_recovered"] += w.gaps_open
             else:  # "recovered" without the versions it missed: a gap the verdict fails on
                 self.counters["gaps_broken"] += w.gaps_open
@@ -328,8 +330,7 @@ class Worker:
         if not data.recovered:
             self.counters["resumes_not_recovered"] += 1
             return
-        got = [c.version for c in data.missed]
-        if got != list(range(since + 1, b.version + 1)):
+        if not complete:
             self.counters["resumes_broken"] += 1
         else:
             self.counters["resumes_recovered"] += 1

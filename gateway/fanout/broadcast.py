@@ -122,13 +122,11 @@ async def handle_admin_broadcast(
     redis: Redis,
     keys: Keys,
     admin_token: str,
-    merchant_keys: MerchantKeys | None = None,
+    merchant_keys: MerchantKeys,
 ) -> web.Response:
     """Needs the operator's admin token, or one of the named merchant's admin tokens (any
     other merchant is answered as an unknown one: 404)."""
-    reach = admin_reach(
-        request.headers.get("Authorization", ""), admin_token, merchant_keys or MerchantKeys()
-    )
+    reach = admin_reach(request.headers.get("Authorization", ""), admin_token, merchant_keys)
     if reach is None:
         return web.json_response({"error": "unauthorized"}, status=401)
     body = await request.read()

@@ -540,7 +540,7 @@ def _sales(new_ops: list[tuple[_Item, Outcome, bytes]]) -> list[dict[str, Any]]:
                 "pts": getattr(out.data, "points", op.points),
                 "bd": op.sale.breakdown.decode(),
                 "ln": op.sale.lines.decode(),
-                "lp": None if op.sale.line_points == b"null" else op.sale.line_points.decode(),
+                "lp": None if op.sale.line_points is None else op.sale.line_points.decode(),
                 "fp": op.sale.fingerprint.hex(),
             }
         )

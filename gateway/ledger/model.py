@@ -32,9 +32,9 @@ class SaleRecord:
     breakdown: bytes
     """JSON list of the receipt's points lines."""
     fingerprint: bytes
-    line_points: bytes = b"null"
-    """JSON list of each line's exact points (decimal strings), or null: a return of some
-    lines claws back their share of the sale's points."""
+    line_points: bytes | None = None
+    """JSON list of each line's exact points (decimal strings; None for a sale without
+    lines): a return of some lines claws back their share of the sale's points."""
 
 
 @dataclass(frozen=True, slots=True)

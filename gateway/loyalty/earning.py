@@ -166,7 +166,7 @@ def _compute(
     # (the last rule that took points off gives up the difference).
     excess = sum(parts.values()) - _floor(sum(exact.values(), Decimal(0)), scale)
     if excess > 0:
-        last_loss = [k for k, v in parts.items() if v < 0 or exact[k] < 0][-1]
+        last_loss = [k for k in parts if exact[k] < 0][-1]
         parts[last_loss] -= excess
     for p in promos:
         if p.bonus and any(p.matches(sku, cat) for sku, cat, _ in items):

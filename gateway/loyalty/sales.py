@@ -195,7 +195,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
 
     # A retry first: found by its op, whichever of a merged pair it names.
     mine = await conn.fetchrow(
-        """SELECT member_id, sale_op, fingerprint, clawback, restored FROM sale_returns
+        """SELECT member_id, fingerprint, clawback, restored FROM sale_returns
             WHERE merchant_id = $1 AND op_id = $2 FOR UPDATE""",
         merchant,
         frame.op,

@@ -207,7 +207,7 @@ class Loyalty(RewardsMixin):
                     lines=msgspec.json.encode(lines),
                     breakdown=msgspec.json.encode(list(computed.breakdown)),
                     fingerprint=detail_fingerprint(detail),
-                    line_points=msgspec.json.encode(list(computed.weights) or None),
+                    line_points=msgspec.json.encode(computed.weights) if computed.weights else None,
                 ),
             )
         )
