@@ -101,6 +101,7 @@ class Node:
         )
         self.publisher.on_published = self.relay.mark_published
         self.ledger = Ledger(s.store.database_url, s.ledger, self.publisher)
+        self.ledger.on_batch_timed = self.metrics.ledger_batch
         self.reads.version_floor = self.ledger.known_version
         await self.ledger.start()
         self.feeds = Feeds(self.redis, self.keys, self.reads, s.session.max_recovery)

@@ -41,6 +41,17 @@ class Metrics:
             "Operations refused at once (unavailable) because their lane's queue waited too long",
             registry=r,
         )
+        self.batch_phases = Histogram(
+            "gateway_ledger_batch_seconds",
+            "Each group-commit batch by phase: queue (its oldest operation's wait in the lane), "
+            "statements (locks, reads, writes), commit (the WAL flush every reply waits on)",
+            ["phase"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self._queue = self.batch_phases.labels("queue")
+        self._statements = self.batch_phases.labels("statements")
+        self._commit = self.batch_phases.labels("commit")
         self.ready = Gauge("gateway_ready", "1 when the node is ready", registry=r)
         self.gc_pauses = Histogram(
             "gateway_gc_pause_seconds",
@@ -72,6 +83,11 @@ class Metrics:
     def unwatch_gc(self) -> None:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+
+    def ledger_batch(self, queue: float, statements: float, commit: float) -> None:
+        self._queue.observe(queue)
+        self._statements.observe(statements)
+        self._commit.observe(commit)
 
     def command(self, name: str, seconds: float, reply: object) -> None:
         self.commands.labels(name).observe(seconds)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -105,7 +106,7 @@ class _Item:
         self.op = op
         self.future = future
         self.fp = b"" if isinstance(op, Expire) else fingerprint(op)
-        #: When it was queued (the loop's clock).
+        #: When it was queued (``time.perf_counter``).
         self.at = at
 
 
@@ -135,6 +136,10 @@ class Ledger:
         #: node's own watchers get them at once (``Feeds.deliver_committed``), not after
         #: their round trip through Redis.
         self.on_committed: Callable[[Sequence[Entry]], None] | None = None
+        #: Called once per committed batch with its phases, in seconds: how long its oldest
+        #: operation waited in the lane, its statements, its COMMIT (the WAL flush every
+        #: durable reply waits on). ``gateway_ledger_batch_seconds`` (see ``gateway.metrics``).
+        self.on_batch_timed: Callable[[float, float, float], None] | None = None
         self._closed = False
         # Latest version committed through this node per member (bounded): reads on this node
         # never show a cached balance older than a change this node already replied to.
@@ -185,13 +190,12 @@ class Ledger:
     def submit(self, op: Op) -> asyncio.Future[Outcome]:
         """Queue ``op``; the future resolves to its outcome after COMMIT, or raises a
         retryable ``GatewayError`` (nothing applied, or outcome unknown: retry the same id)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Outcome] = loop.create_future()
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(GatewayError("ledger is shutting down", ErrorCode.DRAINING))
             return fut
         lane = self._lanes[zlib.crc32(op.member.encode()) % len(self._lanes)]
-        now = loop.time()
+        now = time.perf_counter()
         queue = lane.queue
         if queue and queue[0] is not None and now - queue[0].at > self._settings.max_queue_wait:
             # Past the lane's capacity: a fast, retryable refusal (nothing applied) rather
@@ -313,6 +317,7 @@ class _Lane:
             epoch = "" if sink is None else sink.cache_epoch()
             try:
                 conn = await self._connection()
+                started = time.perf_counter()
                 if not self.begun:
                     await conn.execute("BEGIN")
                 self.begun = False
@@ -326,6 +331,7 @@ class _Lane:
                             await conn.execute("ROLLBACK")
                     raise
                 committing = True
+                written = time.perf_counter()
                 # The next batch's BEGIN rides on this COMMIT: one round trip less per batch.
                 # An empty transaction takes no snapshot and no xid until its first statement,
                 # so the lane idles "in transaction" without holding back vacuum. Every
@@ -333,6 +339,7 @@ class _Lane:
                 # never now(), which would be this BEGIN's time.
                 await conn.execute("COMMIT; BEGIN")
                 self.begun = True
+                committed = time.perf_counter()
             except _RERUN:
                 ledger.stats.retries += 1
                 await asyncio.sleep(0.001 * (attempt + 1))
@@ -369,6 +376,11 @@ class _Lane:
             ledger.stats.ops += len(batch)
             ledger._committed(entries)
             ledger.replied(outcomes)
+            if ledger.on_batch_timed is not None:
+                with contextlib.suppress(Exception):  # a metric never fails a committed batch
+                    ledger.on_batch_timed(
+                        started - batch[0].at, written - started, committed - written
+                    )
             if entries and ledger.on_committed is not None:
                 try:
                     ledger.on_committed(entries)

@@ -318,3 +318,21 @@ async def test_a_session_ends_with_its_token_unless_refreshed(http, pg_dsn, redi
         assert await left.wait_closed(timeout=10) == CloseCode.TOKEN_EXPIRED
         assert isinstance(await kept.request({"type": "ping"}), Result)
         await kept.close()
+
+
+async def test_metrics_time_every_ledger_batch_by_phase(http, node, world):
+    """A reserve's batch shows in ``gateway_ledger_batch_seconds`` under each phase."""
+    till = await pos(http, node, world["merchant"])
+    r = await till.request(
+        {"type": "reserve", "op": unique("h"), "member": world["member"], "points": 1}
+    )
+    assert isinstance(r, Error | Result)  # refused (no points) or not, its batch ran
+    await till.close()
+    async with http.get(node + "/metrics") as resp:
+        text = await resp.text()
+    counts = {
+        line.split('phase="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_ledger_batch_seconds_count")
+    }
+    assert counts.keys() == {"queue", "statements", "commit"} and min(counts.values()) >= 1

@@ -337,3 +337,39 @@ async def test_past_its_capacity_a_lane_refuses_new_operations_at_once(
         await ledger.close()
     assert await balance(w, n) == (105, 0, 3)  # 100, +2, +3: nothing twice, nothing lost
     await check_invariants(w.db, [m, n])
+
+
+async def test_each_batch_reports_its_queue_statement_and_commit_times(
+    world: LedgerWorld, pg_dsn: str
+):
+    """``gateway_ledger_batch_seconds`` tells a slow disk (commit) from lock waits
+    (statements) and a busy lane (queue). A batch held on a row lock spends that time in its
+    statements; the batch queued behind it spends it in the queue; both commit fast."""
+    from gateway.ledger.engine import Ledger
+    from gateway.settings import LedgerSettings
+
+    w, (m, n) = world, world.members[:2]
+    await fund(w, m, 100)
+    await fund(w, n, 100)
+    timed: list[tuple[float, float, float]] = []
+    ledger = Ledger(pg_dsn, LedgerSettings(lanes=1), None)
+    ledger.on_batch_timed = lambda *phases: timed.append(phases)
+    await ledger.start()
+    blocker = await asyncpg.connect(pg_dsn)
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", m)
+        held = ledger.submit(Earn(unique("e"), m, 1, w.origin))
+        await asyncio.sleep(0.05)
+        behind = ledger.submit(Earn(unique("e"), n, 2, w.origin))
+        await asyncio.sleep(0.3)
+        await blocker.execute("COMMIT")
+        assert (await held).ok and (await behind).ok
+    finally:
+        await blocker.close()
+        await ledger.close()
+    assert len(timed) == 2, timed
+    (queue1, statements1, commit1), (queue2, statements2, commit2) = timed
+    assert statements1 >= 0.3 and queue1 < 0.1, timed[0]
+    assert queue2 >= 0.25 and statements2 < 0.25, timed[1]
+    assert 0 < commit1 < 0.25 and 0 < commit2 < 0.25, timed
