@@ -211,10 +211,12 @@ class Bench:
                 run.start_workers()
                 await run.wait_for("ready", run.setup_timeout())
                 gc0 = [await nodes.gc_pauses(n.url) for n in ns]
+                lp0 = [await nodes.ledger_phases(n.url) for n in ns]
                 cpu0, t0 = [nodes.cpu_seconds(n.pid) for n in ns], time.monotonic()
                 await run.run_load()
                 wall = time.monotonic() - t0
                 gc1 = [await nodes.gc_pauses(n.url) for n in ns]
+                lp1 = [await nodes.ledger_phases(n.url) for n in ns]
                 cpu = [
                     round((nodes.cpu_seconds(n.pid) - c) / wall * 100, 1)
                     for n, c in zip(ns, cpu0, strict=True)
@@ -223,7 +225,12 @@ class Bench:
                 report = await run.report()
                 report["node_cpu_percent_of_core"] = cpu
                 report["node_gc_pauses"] = {
-                    n.node_id: nodes.gc_delta(a, b) for n, a, b in zip(ns, gc0, gc1, strict=True)
+                    n.node_id: nodes.histogram_delta(a, b)
+                    for n, a, b in zip(ns, gc0, gc1, strict=True)
+                }
+                report["node_ledger_phases"] = {
+                    n.node_id: nodes.histogram_delta(a, b)
+                    for n, a, b in zip(ns, lp0, lp1, strict=True)
                 }
                 return report, run
             finally:
@@ -443,7 +450,7 @@ class Bench:
 
 def _slim(report: dict[str, Any]) -> dict[str, Any]:
     keep = ("latency", "throughput", "counters", "errors", "connections", "verdict", "offered_rate_per_s",
-            "duration_s", "workers", "client_notes", "node_cpu_percent_of_core", "node_gc_pauses")  # fmt: skip
+            "duration_s", "workers", "client_notes", "node_cpu_percent_of_core", "node_gc_pauses", "node_ledger_phases")  # fmt: skip
     out = {k: report.get(k) for k in keep}
     out["verdict_ok"] = report["verdict"]["ok"]
     return out

@@ -271,6 +271,7 @@ def _checkout_section(co: dict[str, Any], default_nodes: int) -> list[str]:
     lines += _latency_table(co, ("reserve", "commit", "flow"))
     lines += _run_notes(co)
     lines += _gc_lines(co)
+    lines += _ledger_phase_lines(co)
     return lines
 
 
@@ -284,6 +285,23 @@ def _gc_lines(stage: dict[str, Any]) -> list[str]:
             for g, x in sorted(gens.items())
         )
         out.append(f"Collector pauses on {node_id} over the load: {parts}.")
+    return out
+
+
+def _ledger_phase_lines(stage: dict[str, Any]) -> list[str]:
+    """Each node's ledger batches over a stage's load by phase (from its /metrics): a tail
+    from the COMMIT (the WAL flush: the disk) reads differently from one in the statements
+    (locks) or the queue (a lane that cannot keep up)."""
+    names = {"queue": "queue", "statements": "statements", "commit": "COMMIT (WAL flush)"}
+    out = []
+    for node_id, phases in sorted((stage.get("node_ledger_phases") or {}).items()):
+        parts = ", ".join(
+            f"{names[p]} mean {_f(x['mean_ms'], 2)} ms, {_f(x['over_10ms'], 0)} over 10 ms, "
+            f"{_f(x.get('over_50ms', 0), 0)} over 50 ms"
+            for p, x in ((p, phases[p]) for p in names if p in phases)
+        )
+        count = _f(max((x["count"] for x in phases.values()), default=0), 0)
+        out.append(f"Ledger batches on {node_id} over the load: {count}; {parts}.")
     return out
 
 

@@ -197,45 +197,63 @@ async def cluster(scratch: Scratch, n: int, extra_env: dict[str, str] | None = N
             node.stop()
 
 
-async def gc_pauses(url: str) -> dict[str, dict[str, float]]:
-    """The node's collector pauses so far, per generation: count, total and mean ms (from
-    ``gateway_gc_pause_seconds`` on ``/metrics``)."""
-    import re
-
+async def _metrics_text(url: str) -> str:
     import aiohttp
 
     async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
-        text = await resp.text()
-    sums = dict(re.findall(r'gateway_gc_pause_seconds_sum\{generation="(\d)"\} (\S+)', text))
-    counts = dict(re.findall(r'gateway_gc_pause_seconds_count\{generation="(\d)"\} (\S+)', text))
-    upto10 = dict(
-        re.findall(r'gateway_gc_pause_seconds_bucket\{generation="(\d)",le="0\.01"\} (\S+)', text)
-    )
+        return await resp.text()
+
+
+def _histogram(text: str, metric: str, label: str) -> dict[str, dict[str, float]]:
+    """One labelled Prometheus histogram of a ``/metrics`` text, per label value: count,
+    total and mean ms, and how many observations were above 10 ms and above 50 ms."""
+    import re
+
+    def series(suffix: str, le: str = "") -> dict[str, str]:
+        pattern = rf'{metric}_{suffix}\{{{label}="([^"]+)"{le}\}} (\S+)'
+        return dict(re.findall(pattern, text))
+
+    sums, counts = series("sum"), series("count")
+    upto10, upto50 = series("bucket", r',le="0\.01"'), series("bucket", r',le="0\.05"')
     out = {}
-    for gen, n in counts.items():
-        total = float(sums.get(gen, 0.0)) * 1000
-        out[gen] = {
+    for key, n in counts.items():
+        total = float(sums.get(key, 0.0)) * 1000
+        out[key] = {
             "count": float(n),
             "total_ms": round(total, 1),
             "mean_ms": round(total / max(1.0, float(n)), 2),
-            "over_10ms": float(n) - float(upto10.get(gen, n)),
+            "over_10ms": float(n) - float(upto10.get(key, n)),
+            "over_50ms": float(n) - float(upto50.get(key, n)),
         }
     return out
 
 
-def gc_delta(
+async def gc_pauses(url: str) -> dict[str, dict[str, float]]:
+    """The node's collector pauses so far, per generation (``gateway_gc_pause_seconds``)."""
+    return _histogram(await _metrics_text(url), "gateway_gc_pause_seconds", "generation")
+
+
+async def ledger_phases(url: str) -> dict[str, dict[str, float]]:
+    """The node's ledger batches so far, per phase: queue, statements, commit (the WAL flush)
+    (``gateway_ledger_batch_seconds``)."""
+    return _histogram(await _metrics_text(url), "gateway_ledger_batch_seconds", "phase")
+
+
+def histogram_delta(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
 ) -> dict[str, dict[str, float]]:
-    """The pauses between two ``gc_pauses`` readings of one node."""
+    """What a node's histogram (``gc_pauses``, ``ledger_phases``) recorded between two
+    readings."""
     out = {}
-    for gen, a in after.items():
-        b = before.get(gen, {})
+    for key, a in after.items():
+        b = before.get(key, {})
         n = a["count"] - b.get("count", 0.0)
         total = a["total_ms"] - b.get("total_ms", 0.0)
-        out[gen] = {
+        out[key] = {
             "count": n,
             "total_ms": round(total, 1),
             "mean_ms": round(total / max(1.0, n), 2),
             "over_10ms": a.get("over_10ms", 0.0) - b.get("over_10ms", 0.0),
+            "over_50ms": a.get("over_50ms", 0.0) - b.get("over_50ms", 0.0),
         }
     return out

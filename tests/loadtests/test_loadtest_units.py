@@ -300,16 +300,55 @@ def test_bench_clusters_run_about_one_ledger_lane_per_two_cores(
 def test_collector_pauses_over_a_stage_are_the_difference_of_two_readings():
     from loadtests.bench_markdown import _gc_lines
 
-    before = {"2": {"count": 3.0, "total_ms": 30.0, "mean_ms": 10.0, "over_10ms": 1.0}}
+    before = {
+        "2": {"count": 3.0, "total_ms": 30.0, "mean_ms": 10.0, "over_10ms": 1.0, "over_50ms": 0.0}
+    }
     after = {
         "0": {"count": 5.0, "total_ms": 2.5, "mean_ms": 0.5, "over_10ms": 0.0},
-        "2": {"count": 5.0, "total_ms": 190.0, "mean_ms": 38.0, "over_10ms": 3.0},
+        "2": {"count": 5.0, "total_ms": 190.0, "mean_ms": 38.0, "over_10ms": 3.0, "over_50ms": 1.0},
     }
-    d = nodes.gc_delta(before, after)
-    assert d["2"] == {"count": 2.0, "total_ms": 160.0, "mean_ms": 80.0, "over_10ms": 2.0}
+    d = nodes.histogram_delta(before, after)
+    assert d["2"] == {
+        "count": 2.0,
+        "total_ms": 160.0,
+        "mean_ms": 80.0,
+        "over_10ms": 2.0,
+        "over_50ms": 1.0,
+    }
     assert d["0"]["count"] == 5.0 and d["0"]["mean_ms"] == 0.5
     (line,) = _gc_lines({"node_gc_pauses": {"bench-a": d}})
     assert "gen 2: 2 pauses, mean 80.00 ms, 2 over 10 ms" in line
+
+
+def test_ledger_phases_are_read_from_the_nodes_metrics_and_reported_per_phase():
+    """The checkout report says where each node's batches spent their time, from the
+    gateway's own ``gateway_ledger_batch_seconds`` (a tail in the COMMIT is the disk)."""
+    from loadtests.bench_markdown import _ledger_phase_lines
+
+    def text(commits: int, slow: int, over50: int) -> str:
+        lines = []
+        for phase, n, s10, s50, total in (
+            ("queue", commits, 0, 0, 0.002 * commits),
+            ("statements", commits, 0, 0, 0.003 * commits),
+            ("commit", commits, slow, over50, 0.001 * commits),
+        ):
+            lines += [
+                f'gateway_ledger_batch_seconds_bucket{{phase="{phase}",le="0.01"}} {n - s10}.0',
+                f'gateway_ledger_batch_seconds_bucket{{phase="{phase}",le="0.05"}} {n - s50}.0',
+                f'gateway_ledger_batch_seconds_bucket{{phase="{phase}",le="+Inf"}} {n}.0',
+                f'gateway_ledger_batch_seconds_count{{phase="{phase}"}} {n}.0',
+                f'gateway_ledger_batch_seconds_sum{{phase="{phase}"}} {total}',
+            ]
+        return "\n".join(lines)
+
+    before = nodes._histogram(text(100, 1, 0), "gateway_ledger_batch_seconds", "phase")
+    after = nodes._histogram(text(1100, 14, 5), "gateway_ledger_batch_seconds", "phase")
+    d = nodes.histogram_delta(before, after)
+    assert d["commit"]["count"] == 1000 and d["commit"]["over_10ms"] == 13
+    assert d["commit"]["over_50ms"] == 5 and d["commit"]["mean_ms"] == 1.0
+    (line,) = _ledger_phase_lines({"node_ledger_phases": {"bench-a": d}})
+    assert line.startswith("Ledger batches on bench-a over the load: 1,000;")
+    assert "COMMIT (WAL flush) mean 1.00 ms, 13 over 10 ms, 5 over 50 ms" in line
 
 
 async def test_paced_arrivals_keep_the_timetable_and_hand_out_late_ones_at_once():
