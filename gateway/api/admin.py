@@ -38,6 +38,7 @@ from gateway.api.bodies import (
 )
 from gateway.errors import GatewayError
 from gateway.loyalty.directory import create_merchant
+from gateway.loyalty.programme import plain
 from gateway.loyalty.service import Loyalty
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.store.db import translate_errors
@@ -157,7 +158,7 @@ async def programme_view(svc: Loyalty, merchant: str) -> dict[str, Any]:
         "merchant": merchant,
         "name": name,
         "currency": p.currency,
-        "points_per_unit": str(p.points_per_unit.normalize()),
+        "points_per_unit": plain(p.points_per_unit),
         "region": p.region,
         "rounding": p.rounding,
         "max_points_per_sale": p.max_points_per_sale,
@@ -230,7 +231,7 @@ def _rule_out(r: Any) -> dict[str, Any]:
         "name": r["name"],
         "sku": r["sku"],
         "category": r["category"],
-        "multiplier": str(Decimal(r["multiplier"]).normalize()),
+        "multiplier": plain(Decimal(r["multiplier"])),
         "bonus": r["bonus"],
         "min_total": r["min_total"],
         "tier": r["tier"],
@@ -322,7 +323,7 @@ async def _tiers(svc: Loyalty, merchant: str) -> dict[str, Any]:
                 "id": r["id"],
                 "name": r["name"],
                 "threshold": r["threshold"],
-                "multiplier": str(Decimal(r["multiplier"]).normalize()),
+                "multiplier": plain(Decimal(r["multiplier"])),
             }
             for r in rows
         ]
@@ -490,9 +491,10 @@ async def export_member(request: web.Request) -> web.Response:
 async def erase_member(request: web.Request) -> web.Response:
     merchant = await _merchant_exists(request)
     member = request.match_info["member"]
-    if not await _svc(request).erase(merchant, member):
+    erased = await _svc(request).erase(merchant, member)
+    if erased is None:
         return _error(404, "member_not_found", "no such member")
-    return _json({"member": member, "erased": True})
+    return _json({"member": erased, "erased": True})  # a merged id names its survivor
 
 
 async def merge_member(request: web.Request) -> web.Response:

@@ -35,7 +35,9 @@ SUMMARIES: dict[tuple[str, str], tuple[str, type | None]] = {
     ("GET", "/members"): ("Look a member up by phone, email or card (one query parameter)", None),
     ("GET", "/members/{member}"): ("Read a member's profile and balance", None),
     ("DELETE", "/members/{member}"): (
-        "Erase a member's personal data (GDPR); ledger amounts stay, anonymised",
+        "Erase a member's personal data (GDPR), and that of the duplicates merged into it; a "
+        "merged duplicate's id erases its survivor, which the reply names; ledger amounts "
+        "stay, anonymised",
         None,
     ),
     ("GET", "/members/{member}/history"): ("Purchase history, newest first, keyset pages", None),

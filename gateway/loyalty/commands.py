@@ -86,10 +86,12 @@ def register(d: Dispatcher, svc: Loyalty) -> None:
 
     async def issue_pass(d: Dispatcher, s: Session, p: Principal, f: IssuePass) -> object:
         await d.authorize_member(p, f.member)
+        await svc.profile(p.merchant, f.member)  # not for an erased member
         return Result(id=f.id, data=svc.issue_pass(p.merchant, f.member))
 
     async def history(d: Dispatcher, s: Session, p: Principal, f: GetHistory) -> object:
         await d.authorize_member(p, f.member)
+        await svc.profile(p.merchant, f.member)  # an erased member's purchases are not served
         return Result(id=f.id, data=await svc.history(p.merchant, f.member, f.before, f.limit))
 
     async def redeem(d: Dispatcher, s: Session, p: Principal, f: RedeemReward) -> object:

@@ -18,6 +18,13 @@ from protocol.codes import ErrorCode
 CACHE_SECONDS = 5.0
 
 
+def plain(d: Decimal) -> str:
+    """A rate or multiplier as the admin API and the protocol write it, and as the admin API
+    reads it back: no exponent, no trailing zeros ("10", "1.5"; ``str`` of a normalised 10
+    is "1E+1")."""
+    return format(d.normalize(), "f")
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str

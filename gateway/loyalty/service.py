@@ -18,6 +18,7 @@ from gateway.ledger.engine import Ledger
 from gateway.ledger.model import Earn, Origin, SaleRecord
 from gateway.ledger.reads import Reads
 from gateway.loyalty import directory, sales
+from gateway.loyalty.directory import Profile
 from gateway.loyalty.earning import Earning, detail_fingerprint, sale_detail
 from gateway.loyalty.identity import (
     invalid,
@@ -29,7 +30,7 @@ from gateway.loyalty.identity import (
 )
 from gateway.loyalty.live import MemberEvents
 from gateway.loyalty.merge import MergeResult, merge_members
-from gateway.loyalty.programme import Programme, Programmes
+from gateway.loyalty.programme import Programme, Programmes, plain
 from gateway.loyalty.replies import member_balance, refused
 from gateway.loyalty.rewards import RewardsMixin
 from gateway.store.db import translate_errors
@@ -156,10 +157,8 @@ class Loyalty(RewardsMixin):
         """The member's profile and balance; a merged duplicate answers with its survivor
         (``Member.member`` then names the survivor), as lookups do. An erased member is not
         found, except with ``erased`` (the export's anonymised record)."""
-        member = await directory.resolve(self.pool, member)
-        prof = await directory.profile(self.pool, merchant, member)
-        if prof is None or (prof.erased and not erased):
-            raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
+        prof = await self.profile(merchant, member, erased)
+        member = prof.member
         bal = await self.reads.balance(member)
         return Member(
             member=member,
@@ -171,6 +170,17 @@ class Loyalty(RewardsMixin):
             tier=prof.tier,
             balance=None if bal is None else member_balance(bal),
         )
+
+    async def profile(self, merchant: str, member: str, erased: bool = False) -> Profile:
+        """The profile of ``member``, or of the survivor it was merged into; refused with
+        ``member_not_found`` for another merchant's member and, unless ``erased``, for an
+        erased one (whose history and passes are not served either)."""
+        prof = await directory.profile(
+            self.pool, merchant, await directory.resolve(self.pool, member)
+        )
+        if prof is None or (prof.erased and not erased):
+            raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
+        return prof
 
     def issue_pass(self, merchant: str, member: str) -> Pass:
         token, expires = mint_pass(self.secret, merchant, member)
@@ -279,7 +289,7 @@ class Loyalty(RewardsMixin):
         return TierInfo(
             tier=tier,
             name=cur.name if cur else "",
-            multiplier=str(cur.multiplier.normalize()) if cur else "1",
+            multiplier=plain(cur.multiplier) if cur else "1",
             qualifying=q,
             window_days=programme.tier_window_days,
             next=nxt.id if nxt else None,
@@ -368,7 +378,7 @@ class Loyalty(RewardsMixin):
             Offer(
                 offer=r.id,
                 name=r.name,
-                multiplier=str(r.multiplier.normalize()),
+                multiplier=plain(r.multiplier),
                 bonus=r.bonus,
                 min_total=r.min_total,
                 sku=r.sku,
@@ -502,17 +512,22 @@ class Loyalty(RewardsMixin):
             ],
         }
 
-    async def erase(self, merchant: str, member: str) -> bool:
+    async def erase(self, merchant: str, member: str) -> str | None:
         """Right to erasure: identities and profile data are deleted, for the member and for
         every duplicate merged into it (a merge leaves the duplicate's extra identities and
         name behind); the opaque member ids, their ledger entries and sales amounts stay, so
         balances and audits still add up. Their accounts are closed: the ledger refuses every
         operation on them (``member_not_found``) but hold expiry, so an erased member can
-        neither earn nor spend, nor be merged into and given personal data again."""
+        neither earn nor spend, nor be merged into and given personal data again.
+
+        A merged duplicate's id erases the member it was merged into, as reads of that id
+        answer with that member (the shopper's data moved there with the merge). Returns the
+        member erased, or None if ``member`` is not the merchant's."""
         for attempt in range(5):
             try:
                 with translate_errors("erase"):
-                    return await self._erase_once(merchant, member)
+                    target = await directory.resolve(self.pool, member)
+                    return target if await self._erase_once(merchant, target) else None
             except (_MoreMerged, asyncpg.DeadlockDetectedError):
                 # A merge into the member committed while the erase listed the duplicates, or
                 # PostgreSQL broke a lock cycle with a merge's second step: start again.
@@ -528,6 +543,10 @@ class Loyalty(RewardsMixin):
             )
             if owner != merchant:
                 return False
+            if await conn.fetchval(
+                "SELECT merged_into FROM accounts WHERE member_id = $1", member
+            ):  # merged since it was resolved: erase the survivor instead
+                raise _MoreMerged
             # The accounts of the member and of its merged duplicates, locked as a ledger
             # batch locks them (by key, in order), then listed again: a merge into the member
             # in flight has committed by then (its duplicate was not locked: start over), and

@@ -6,7 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 from protocol.messages import BalanceChanged
 from tests.conftest import unique
-from tests.loyalty.world import err, member_with_points, next_push, ok, setup_db
+from tests.loyalty.world import (
+    admin,
+    enrol,
+    err,
+    member_with_points,
+    next_push,
+    ok,
+    phone,
+    setup_db,
+)
 
 
 async def test_cashier_view_then_live_changes(clients, merchant, pg_dsn):
@@ -59,3 +68,22 @@ async def test_cashier_view_is_pos_only_and_merchant_scoped(clients, merchant):
     assert (await err(till, {"type": "cashier_view", "member": "ghost"})).code == (
         "member_not_found"
     )
+
+
+async def test_a_ten_times_offer_reads_10_and_its_rule_can_be_put_back(clients, http, rn, merchant):
+    """Found in review: multipliers and rates of 10, 20, 100... were written "1E+1" (``str`` of
+    a normalised Decimal) in the cashier view's offers and the admin API, and a rule read back
+    from GET was refused by PUT."""
+    base = f"{rn.url}/admin/v1/merchants/{merchant}"
+    status, rule = await admin(
+        http, "PUT", f"{base}/rules/ten-x", json={"kind": "promotion", "multiplier": "10"}
+    )
+    assert status == 200, rule
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    view = await ok(till, {"type": "cashier_view", "member": m})
+    assert [(o.offer, o.multiplier) for o in view.offers] == [("ten-x", "10")]
+    _, listed = await admin(http, "GET", f"{base}/rules")
+    body = {k: v for k, v in listed["rules"][0].items() if k != "id" and v is not None}
+    assert body["multiplier"] == "10"
+    assert (await admin(http, "PUT", f"{base}/rules/ten-x", json=body))[0] == 200

@@ -4,7 +4,7 @@ keyed by the sale's op (retries never duplicate), queryable per member with keys
 from __future__ import annotations
 
 from tests.conftest import unique
-from tests.loyalty.world import enrol, err, ok, phone
+from tests.loyalty.world import admin, enrol, err, ok, phone
 
 
 def sale(op: str, member: str, total: int, lines: list[dict] | None = None) -> dict:
@@ -136,3 +136,19 @@ async def test_history_counts_only_applied_returns(clients, merchant, pg_dsn):
     page = await ok(till, {"type": "history", "member": m})
     p = next(x for x in page.purchases if x.op == first)
     assert p.returned_points == p.points == 100, p
+
+
+async def test_an_erased_members_history_and_pass_are_not_served(clients, http, rn, merchant):
+    """Found in review: after an erase the admin history answered 404 and the cashier view
+    member_not_found, but the websocket ``history`` still listed the purchases (stores,
+    amounts, SKUs) to any register, and ``pass`` still issued a pass."""
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone(), name="Gone")).member
+    line = {"sku": "SKU-1", "qty": 1, "price": 5_000, "name": "Test item"}
+    await ok(till, sale(unique("s"), m, 5_000, [line]))
+    assert (await ok(till, {"type": "history", "member": m})).purchases
+    assert (await admin(http, "DELETE", f"{rn.url}/admin/v1/merchants/{merchant}/members/{m}"))[
+        0
+    ] == 200
+    for frame in ({"type": "history", "member": m}, {"type": "pass", "member": m}):
+        assert (await err(till, frame)).code == "member_not_found", frame

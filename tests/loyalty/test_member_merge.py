@@ -17,7 +17,7 @@ from protocol.loyalty import MemberMerged
 from protocol.messages import BalanceChanged, Error
 from tests.conftest import unique
 from tests.ledger.conftest import check_invariants
-from tests.loyalty.world import ADMIN, enrol, err, next_push, ok, phone, setup_db
+from tests.loyalty.world import ADMIN, admin, enrol, err, next_push, ok, phone, setup_db
 
 
 async def invariants(pg_dsn: str, members: list[str]) -> None:
@@ -631,3 +631,27 @@ async def test_a_member_merged_undo_does_not_reissue_a_code_whose_refund_a_retry
     assert bal.posted == 600, (bal, retry)
     # ... so the code must stay voided; it was set back to issued and is spent again.
     assert getattr(used, "code", None) == "code_voided", used
+
+
+async def test_erasing_a_merged_duplicates_id_erases_the_shopper(clients, http, rn, merchant):
+    """Found in review: reads of a merged duplicate's id answer with its survivor, but an
+    erase of that id erased only the empty duplicate and answered ``erased``, leaving the
+    shopper's name and phone served under the same id. It now erases the survivor (and all
+    merged into it), and the reply names it."""
+    till = await clients.pos(merchant)
+    number = phone()
+    dup = (await enrol(till, phone=number, name="Alice")).member
+    survivor = (await enrol(till, email=f"{unique('a')}@example.com")).member
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("mg")})
+    assert status == 200
+    base = f"{rn.url}/admin/v1/merchants/{merchant}/members"
+    assert await admin(http, "DELETE", f"{base}/{dup}") == (
+        200,
+        {"member": survivor, "erased": True},
+    )
+    for url, params in ((f"{base}/{dup}", None), (base, {"phone": number})):
+        status, body = await admin(http, "GET", url, params=params)
+        assert status == 404, body
+    assert (await err(till, {"type": "cashier_view", "member": survivor})).code == (
+        "member_not_found"
+    )

@@ -3,6 +3,7 @@ websocket helpers for POS and app sessions."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,13 @@ from tests.conftest import REDIS_URL, unique
 from tests.support import RunningNode, WsClient, app_token, pos_token, running_node, settings_for
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
+
+
+async def admin(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, Any]:
+    """One admin API request with the operator's token: its status and JSON body (or None)."""
+    async with http.request(method, url, headers=ADMIN, **kw) as resp:
+        text = await resp.text()
+        return resp.status, (json.loads(text) if text else None)
 
 
 @pytest.fixture
