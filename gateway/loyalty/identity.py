@@ -10,6 +10,7 @@ import re
 import time
 import unicodedata
 
+import idna
 import jwt
 import phonenumbers
 
@@ -47,12 +48,25 @@ def _canonical(raw: str) -> str:
 
 
 def normalise_email(raw: str) -> str:
-    """Canonical Unicode (``_canonical``), trimmed and lower-cased; must look like
-    ``local@domain.tld``."""
+    """Canonical Unicode (``_canonical``), trimmed and lower-cased, the domain's ASCII
+    (``xn--``) labels in their Unicode spelling; must look like ``local@domain.tld``."""
     email = _canonical(raw).lower()
     if len(email) > 254 or not _EMAIL.match(email):
         raise invalid("the email address is not valid")
-    return email
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{'.'.join(_unicode_label(label) for label in domain.split('.'))}"
+
+
+def _unicode_label(label: str) -> str:
+    """A domain label as Unicode: mail clients and web forms send an internationalised
+    domain either way (``bücher.de`` or ``xn--bcher-kva.de``), and both are one mailbox. A
+    label that is not valid IDNA is kept as written."""
+    if not label.startswith("xn--"):
+        return label
+    try:
+        return str(idna.decode(label))
+    except idna.IDNAError:
+        return label
 
 
 def normalise_card(raw: str) -> str:

@@ -51,6 +51,17 @@ def test_email_trimmed_and_lowercased() -> None:
         normalise_email("no-at-sign.example.com")
 
 
+def test_an_internationalised_domain_in_either_spelling_is_one_email() -> None:
+    """Found in review: ``ana@bücher.de`` and ``ana@xn--bcher-kva.de`` (the same mailbox, as
+    mail clients and web forms send it either way) were two identities, so two members."""
+    one = normalise_email("ana@bücher.de")
+    assert one == "ana@bücher.de"
+    for other in ("ana@xn--bcher-kva.de", "ANA@XN--BCHER-KVA.DE", "ana@mail.xn--bcher-kva.de"):
+        assert normalise_email(other).endswith("bücher.de"), other
+    assert normalise_email("ana@xn--bcher-kva.de") == one
+    assert normalise_email("ana@xn--zz.de") == "ana@xn--zz.de"  # not IDNA: kept as written
+
+
 def test_one_email_in_any_unicode_form_is_one_identity() -> None:
     """Found in review: ``é`` decomposed, or a zero-width space pasted in, enrolled the same
     address as a second member."""
@@ -202,3 +213,13 @@ async def test_a_nul_in_an_email_or_a_name_is_refused_with_its_code(clients, mer
     assert getattr(bad_email, "code", None) == "identity_invalid", bad_email
     bad_name = await till.request({"type": "enrol", "phone": phone(), "name": "Ann\u0000"})
     assert getattr(bad_name, "code", None) == "invalid_field", bad_name
+
+
+async def test_an_internationalised_email_enrolled_in_either_spelling_is_one_member(
+    clients, merchant
+):
+    till = await clients.pos(merchant)
+    first = await enrol(till, email=f"{unique('ana')}@bücher.de")
+    local = first.email.split("@")[0]
+    again = await enrol(till, email=f"{local}@xn--bcher-kva.de")
+    assert (again.member, again.created) == (first.member, False)
