@@ -452,8 +452,11 @@ class Loyalty(RewardsMixin):
 
     # ------------------------------------------------------------------ GDPR
     async def export(self, merchant: str, member: str) -> dict[str, Any]:
-        """Everything the programme holds about the member (right of access)."""
+        """Everything the programme holds about the member (right of access). A merged
+        duplicate's id exports the member it was merged into, as its reads do; the duplicate
+        is listed there under ``merged_duplicates``."""
         m = await self.member(merchant, member, erased=True)
+        member = m.member
         purchases = []
         before = None
         while True:

@@ -655,3 +655,20 @@ async def test_erasing_a_merged_duplicates_id_erases_the_shopper(clients, http, 
     assert (await err(till, {"type": "cashier_view", "member": survivor})).code == (
         "member_not_found"
     )
+
+
+async def test_a_merged_duplicates_export_is_its_survivors(clients, http, rn, merchant):
+    """Found in review: the export of a merged duplicate's id showed the survivor's profile
+    but the duplicate's (emptied) purchases, ledger and codes."""
+    till = await clients.pos(merchant)
+    dup = (await enrol(till, phone=phone(), name="Bo")).member
+    survivor = (await enrol(till, email=f"{unique('b')}@example.com")).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 2_000})
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("mg")})
+    assert status == 200
+    base = f"{rn.url}/admin/v1/merchants/{merchant}/members"
+    by_dup = await admin(http, "GET", f"{base}/{dup}/export")
+    by_survivor = await admin(http, "GET", f"{base}/{survivor}/export")
+    assert by_dup == by_survivor and by_dup[0] == 200
+    assert by_dup[1]["member"]["member"] == survivor
+    assert [d["member"] for d in by_dup[1]["merged_duplicates"]] == [dup]
