@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 
 PREFIX = "/admin/v1/merchants/{merchant}"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-#: How far ahead of this node's clock an expiry run's ``now`` may be (clock skew).
+#: How far ahead of this node's clock an expiry run's ``now`` or a tier evaluation's ``at``
+#: may be (clock skew) before it is refused; within it, the instant is read as the database's
+#: clock, so nothing expires and no tier drops early.
 EXPIRY_SKEW = timedelta(seconds=60)
 #: The node whose loyalty service the API serves (``Node.loyalty`` is built in ``start``).
 SERVICE: web.AppKey[Node] = web.AppKey("node")

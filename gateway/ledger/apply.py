@@ -201,7 +201,9 @@ def apply(state: BatchState, op: Op) -> Outcome:
 
 def _earn(state: BatchState, acct: Account, op: Earn) -> Outcome:
     points = op.points
-    if points < 0 and -points > acct.available:
+    if op.if_version is not None and acct.version != op.if_version:
+        points = 0  # the account moved since it was read: nothing is posted
+    elif points < 0 and -points > acct.available:
         if not op.clamp:
             return refuse(op.op, ErrorCode.INSUFFICIENT_POINTS)
         points = -acct.available

@@ -57,6 +57,10 @@ class Earn:
     detail: bytes = b""
     #: Set for a sale's earn: recorded in the purchase history with the entry.
     sale: SaleRecord | None = None
+    #: Apply only while the account is still at this version, else post nothing (points
+    #: expiry: a change committed since the account was read is activity, which postpones
+    #: it). Checked under the batch's row lock; the op id carries the version.
+    if_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

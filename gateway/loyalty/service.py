@@ -347,17 +347,18 @@ class Loyalty(RewardsMixin):
     async def evaluate_tiers(self, merchant: str, at: datetime | None = None) -> dict[str, int]:
         """The evaluation date: every member gets the tier its window earns (down or up)."""
         programme = await self.programmes.get(merchant)
-        at = at or datetime.now(UTC)
-        since = at - timedelta(days=programme.tier_window_days)
         with translate_errors("tier evaluation"):
+            # As of ``at`` but never later than the database's clock, which stamps the sales:
+            # an instant ahead of it (node clock skew) would drop tiers early.
             rows = await self.pool.fetch(
-                f"""SELECT m.id, COALESCE(p.tier, '') AS tier,
-                           {sales.qualifying_expr("m.id", "$2", "$3")} AS q
-                      FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
+                f"""WITH t AS (SELECT LEAST(COALESCE($2::timestamptz, now()), now()) AS at)
+                    SELECT m.id, COALESCE(p.tier, '') AS tier,
+                           {sales.qualifying_expr("m.id", "t.at - make_interval(days => $3)", "t.at")} AS q
+                      FROM t, members m LEFT JOIN member_profiles p ON p.member_id = m.id
                      WHERE m.merchant_id = $1""",
                 merchant,
-                since,
                 at,
+                programme.tier_window_days,
             )
         counts = {"up": 0, "down": 0, "same": 0}
         for r in rows:
@@ -408,7 +409,7 @@ class Loyalty(RewardsMixin):
                             WHERE p.expiry_days IS NOT NULL AND a.posted - a.held > 0
                               AND a.closed_at IS NULL
                               AND ($3::text IS NULL OR a.merchant_id = $3)
-                              AND a.updated_at < COALESCE($1, now())
+                              AND a.updated_at < LEAST(COALESCE($1, now()), now())
                                                  - make_interval(days => p.expiry_days)
                             LIMIT $2""",
                         now,
@@ -429,6 +430,9 @@ class Loyalty(RewardsMixin):
                                     contra="expiry",
                                     clamp=True,
                                     breakdown=(PointsLine(rule="expiry", points=-r["av"]),),
+                                    # a sale, reserve, commit or release since this read
+                                    # is activity: under the lock, the expiry posts nothing
+                                    if_version=r["version"],
                                 )
                             )
                             for r in rows
@@ -443,7 +447,11 @@ class Loyalty(RewardsMixin):
                         # release does not unlock, see store.db): ending it frees the lock
                         conn.terminate()
                         raise
-        return sum(1 for o in outcomes if isinstance(o, Outcome) and o.ok)
+        return sum(
+            1
+            for o in outcomes
+            if isinstance(o, Outcome) and o.ok and getattr(o.data, "points", 0) != 0
+        )
 
     # ------------------------------------------------------------------ merging duplicates
     async def merge(self, origin: Origin, survivor: str, source: str, op: str) -> MergeResult:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+
 from gateway.api.admin import SERVICE
 from protocol.messages import BalanceChanged
-from tests.loyalty.world import member_with_points, next_push, ok, setup_db
+from tests.loyalty.world import admin, member_with_points, next_push, ok, setup_db
 
 
 async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_dsn, rn):
@@ -39,10 +41,14 @@ async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_
     assert bal.posted == 0
     assert (await ok(till, {"type": "balance", "member": active})).posted == 50
     assert await svc.run_expiry(merchant=merchant) == 0
-    # a later "now" expires the active member too; held points are not touched
+    # once inactive long enough the active member expires too; held points are not touched
     await ok(till, {"type": "reserve", "op": hold, "member": active, "points": 20})
-    later = datetime.now(UTC) + timedelta(days=31)
-    assert await svc.run_expiry(later, merchant) >= 1
+    await setup_db(
+        pg_dsn,
+        "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
+        active,
+    )
+    assert await svc.run_expiry(merchant=merchant) == 1
     after = await ok(till, {"type": "balance", "member": active})
     assert (after.posted, after.held, after.available) == (20, 20, 0)
 
@@ -86,3 +92,71 @@ async def test_a_client_cannot_take_the_expiry_op_id_first(clients, merchant, pg
     assert svc is not None
     assert await svc.run_expiry(merchant=merchant) == 1
     assert (await ok(till, {"type": "balance", "member": m})).posted == 0
+
+
+async def _kinds(pg_dsn: str, m: str) -> list[str]:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT kind FROM ledger_entries WHERE member_id = $1 ORDER BY version", m
+        )
+    finally:
+        await conn.close()
+    return [r["kind"] for r in rows]
+
+
+async def test_activity_committed_before_the_expiry_postpones_it(clients, merchant, pg_dsn, rn):
+    """Found in review: the expiry job read an inactive account, then queued a debit of its
+    balance; a sale committed in between (another node's, or one queued ahead in the lane)
+    counted for nothing and the old balance was taken right after it. The expiry now posts
+    only while the account is still at the version it read, checked under the row lock."""
+    await setup_db(
+        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+    )
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 12_300)  # 123 points
+    await setup_db(
+        pg_dsn,
+        "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
+        m,
+    )
+    svc = rn.runner.app[SERVICE].loyalty
+    blocker = await asyncpg.connect(pg_dsn)  # another node's batch on this member, in flight
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", m)
+        sale = asyncio.ensure_future(
+            ok(till, {"type": "sale", "op": f"s-{m}", "member": m, "total": 5_000})
+        )
+        await asyncio.sleep(0.3)  # the sale waits for the lock in its lane
+        expiry = asyncio.ensure_future(svc.run_expiry(merchant=merchant))
+        await asyncio.sleep(0.3)  # the job has read the account and queued its expiry
+        await blocker.execute("COMMIT")
+    finally:
+        await blocker.close()
+    assert (await asyncio.wait_for(sale, 10)).points == 50
+    assert await asyncio.wait_for(expiry, 10) == 0
+    bal = await ok(till, {"type": "balance", "member": m})
+    assert (bal.posted, await _kinds(pg_dsn, m)) == (173, ["earn", "earn"])
+
+
+async def test_an_expiry_run_never_expires_points_before_their_time(
+    clients, merchant, pg_dsn, http, rn
+):
+    """Found in review: a ``now`` up to 60 s ahead of the node's clock (the skew allowed) was
+    used as is, so points due in 20 s expired at once. It is read as the database's clock."""
+    await setup_db(
+        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+    )
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 10_000)  # 100 points
+    await setup_db(
+        pg_dsn,
+        "UPDATE accounts SET updated_at = now() - interval '30 days' + interval '20 seconds'"
+        " WHERE member_id = $1",
+        m,
+    )
+    ahead = (datetime.now(UTC) + timedelta(seconds=50)).isoformat()
+    url = f"{rn.url}/admin/v1/merchants/{merchant}/expiry/run"
+    assert await admin(http, "POST", url, json={"now": ahead}) == (200, {"expired": 0})
+    assert (await ok(till, {"type": "balance", "member": m})).posted == 100

@@ -4,7 +4,7 @@ downgrade only at the evaluation date; tier multiplier and tier-only rewards."""
 from __future__ import annotations
 
 from protocol.loyalty import TierChanged
-from tests.loyalty.world import err, member_with_points, next_push, ok, setup_db
+from tests.loyalty.world import admin, err, member_with_points, next_push, ok, setup_db
 
 
 async def tiers(pg_dsn: str, merchant: str) -> None:
@@ -201,3 +201,33 @@ async def test_a_reserve_pipelined_behind_a_sale_runs_after_it(clients, merchant
         reply = await held
         assert getattr(reply, "code", None) is None, (i, reply)
         assert reply.data.status == "active"
+
+
+async def test_tier_evaluation_never_drops_a_tier_before_its_window_ends(
+    clients, merchant, pg_dsn, http, rn
+):
+    """Found in review: an ``at`` up to 60 s ahead of the node's clock (the skew allowed) was
+    used as is, so a tier whose window ends in 20 s dropped at once. It is read as the
+    database's clock."""
+    from datetime import UTC, datetime, timedelta
+
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO tiers (merchant_id, id, name, threshold, multiplier)
+           VALUES ($1, 'silver', 'Silver', 100, 1)""",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 20_000)  # 200 points: silver
+    assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == "silver"
+    await setup_db(
+        pg_dsn,
+        "UPDATE sales SET created_at = now() - interval '365 days' + interval '20 seconds'"
+        " WHERE member_id = $1",
+        m,
+    )
+    ahead = (datetime.now(UTC) + timedelta(seconds=50)).isoformat()
+    url = f"{rn.url}/admin/v1/merchants/{merchant}/tiers/evaluate"
+    status, body = await admin(http, "POST", url, json={"at": ahead})
+    assert (status, body["down"]) == (200, 0), body
+    assert (await ok(till, {"type": "cashier_view", "member": m})).member.tier == "silver"
