@@ -205,9 +205,11 @@ class Feeds:
     ) -> tuple[Balance, list[BalanceChanged], bool, list[Peer] | None]:
         member = feed.member
         # This node replied with a newer version than the channel has brought (its publish is
-        # still on the way, or failed and waits for the relay): the answer must not be older
-        # than what the client was already told here. Read the rest from PostgreSQL.
-        told = self._reads.version_floor(member)
+        # still on the way, or failed and waits for the relay), or the client resumes from a
+        # version it saw elsewhere (another node delivered its own change at once, then died
+        # before publishing it): the answer must not be older than what the client was told.
+        # Read the rest from PostgreSQL.
+        told = max(self._reads.version_floor(member), -1 if since is None else since)
         if told > feed.version:
             await self._catch_up(feed, min(told - feed.version, self._max_recovery))
         if presence and feed.peers is None and self.presence_reader is not None:
@@ -219,7 +221,11 @@ class Feeds:
                 feed.peers, feed.presence_seq = peers, seq
         missed: list[BalanceChanged] = []
         recovered = True
-        if since is not None and since < feed.version:
+        if since is not None and since > feed.version:
+            # Still ahead of the ledger (or further ahead than a resume reads): the balance
+            # is the truth, said so explicitly, never a "recovered" answer older than since.
+            recovered = False
+        elif since is not None and since < feed.version:
             while True:
                 want = feed.version
                 if want - since > self._max_recovery:

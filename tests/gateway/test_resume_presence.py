@@ -57,3 +57,45 @@ async def test_a_resume_with_presence_never_skips_a_change_silently(
         # the session was told version since+2 is current, but never got since+2 itself
         assert seen == list(range(since + 1, balance.version + 1)), (seen, balance.version)
         await till.close()
+
+
+async def test_a_resume_on_another_node_never_answers_older_than_since(
+    http, pg_dsn, redis_prefix, world, monkeypatch
+):
+    """Found in review: a till saw v(n+1) from node A (which delivers its own changes at
+    once), A's publish never reached Redis, and the till resumed on node B with since=n+1.
+    B answered recovered=true, nothing missed, balance v(n): older than since, as complete.
+    B now reads the ledger up to since first; past the ledger it says recovered=false."""
+    from protocol.messages import Result
+    from tests.gateway.live_support import next_of
+
+    m = world["members"][0]
+    async with (
+        running_node(settings_for(pg_dsn, REDIS_URL, "na"), redis_prefix) as a,
+        running_node(settings_for(pg_dsn, REDIS_URL, "nb"), redis_prefix) as b,
+    ):
+        watcher = await pos(http, b.url, world["merchant"], "tb")  # B's feed is open at v(n)
+        opened = await watcher.request({"type": "subscribe", "member": m})
+        assert isinstance(opened, Result)
+        n = opened.data.balance.version
+        till = await pos(http, a.url, world["merchant"], "ta")
+        assert isinstance(await till.request({"type": "subscribe", "member": m}), Result)
+
+        async def lost(entries: Any, epoch: str = "") -> None:
+            return None  # A dies before its publish leaves
+
+        monkeypatch.setattr(a.node.publisher, "publish", lost)
+        done = await sale(till, m)
+        seen = (await next_of(till, BalanceChanged)).version
+        assert seen == done.data.balance.version == n + 1
+        await till.close()
+
+        again = await pos(http, b.url, world["merchant"], "ta")
+        r = await again.request({"type": "subscribe", "member": m, "since": seen})
+        assert isinstance(r, Result)
+        assert (r.data.recovered, r.data.balance.version, r.data.missed) == (True, seen, [])
+        ahead = await again.request({"type": "subscribe", "member": m, "since": seen + 5})
+        assert isinstance(ahead, Result)
+        assert (ahead.data.recovered, ahead.data.balance.version) == (False, seen)
+        await again.close()
+        await watcher.close()
