@@ -257,6 +257,11 @@ class Feeds:
                 feed.pending.setdefault(frame.version, (frame, encode(frame)))
         self._advance(feed)
 
+    def watches_presence(self, member: str, session: Subscriber) -> bool:
+        """Whether ``session`` gets ``member``'s presence pushes."""
+        feed = self._feeds.get(member)
+        return feed is not None and feed.presence is not None and session in feed.presence
+
     def leave(self, member: str, session: Subscriber) -> None:
         feed = self._feeds.get(member)
         if feed is None:

@@ -128,7 +128,12 @@ def register(d: Dispatcher, svc: Loyalty) -> None:
         )
         # Subscribe last and build the reply without yielding, as `subscribe` does, so the
         # reply is queued before any later push; its balance is the feed's.
-        sub = await d.handle(s, Subscribe(id=f.id, member=who, replace=f.replace))
+        # A till that asked for the member's presence keeps it (a subscribe without it
+        # would turn it off, and the client helper would still count on it).
+        presence = d.s.feeds.watches_presence(who, s)
+        sub = await d.handle(
+            s, Subscribe(id=f.id, member=who, replace=f.replace, presence=presence)
+        )
         assert isinstance(sub, Result) and isinstance(sub.data, Subscribed)
         bal = sub.data.balance
         balance = member_balance(bal)

@@ -99,3 +99,28 @@ async def test_a_resume_on_another_node_never_answers_older_than_since(
         assert (ahead.data.recovered, ahead.data.balance.version) == (False, seen)
         await again.close()
         await watcher.close()
+
+
+async def test_cashier_view_keeps_the_presence_the_register_asked_for(
+    http, pg_dsn, redis_prefix, world
+):
+    """Found in review: ``cashier_view`` subscribed again without presence, which turned off
+    the presence pushes the till had asked for (while the client helper still counted on
+    them)."""
+    from protocol.messages import Presence, Result
+    from tests.gateway.live_support import app, next_of
+
+    m = world["members"][1]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        till = await pos(http, rn.url, world["merchant"])
+        r = await till.request({"type": "subscribe", "member": m, "presence": True})
+        assert isinstance(r, Result) and r.data.presence == []
+        assert isinstance(await till.request({"type": "cashier_view", "member": m}), Result)
+        phone = await app(http, rn.url, world["merchant"], m)
+        try:
+            p = await next_of(till, Presence, 2.0)
+        except TimeoutError:
+            p = None
+        assert p is not None, "presence pushes stopped after cashier_view"
+        await phone.close()
+        await till.close()
