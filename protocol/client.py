@@ -357,8 +357,7 @@ class ClientSession:
         if isinstance(frame, BalanceChanged):
             self._on_change(frame, events)
         elif isinstance(frame, ResyncFrame):
-            self._resynced(frame.balance)
-            events.append(Resync(frame.member, frame.balance, frame.reason))
+            self._on_resync(frame.balance, frame.reason, events)
         elif isinstance(frame, Welcome):
             self._pending.pop(frame.id, None)
             self.welcome = frame
@@ -463,6 +462,32 @@ class ClientSession:
                 self._holes.pop(member, None)
         self._versions[member] = change.version
         events.append(Changed(change))
+
+    def _on_resync(self, balance: Balance, reason: str, events: list[Event]) -> None:
+        last = self._versions.get(balance.member)
+        if last is not None and balance.version < last:
+            # Older than a version already seen (a reply travelled faster than the fan-out):
+            # not the truth any more. Only the versions up to it are given up; a newer one a
+            # gap left missing is still asked for by ``refill``.
+            self._give_up(balance.member, balance.version)
+            events.append(Stale(balance.member, balance.version, last))
+            return
+        self._resynced(balance)
+        events.append(Resync(balance.member, balance, reason))
+
+    def _give_up(self, member: str, upto: int) -> None:
+        """The versions up to ``upto`` that a gap left missing will not come."""
+        holes = self._holes.get(member)
+        if holes:
+            holes.difference_update([v for v in holes if v <= upto])
+            if not holes:
+                del self._holes[member]
+        behind = self._behind.get(member)
+        if behind is not None and behind <= upto:
+            if upto + 1 < self._versions.get(member, -1):  # the missing run went past it
+                self._behind[member] = upto + 1
+            else:
+                del self._behind[member]
 
     def _resynced(self, balance: Balance) -> None:
         """The server says ``balance`` is the truth and the history before it is lost: the

@@ -214,14 +214,32 @@ def test_resync_frame_sets_the_version() -> None:
     s = ClientSession()
     s.receive(encode(changed(10)))
     frame = ResyncFrame(member=M, balance=bal(7), reason="gap")
-    assert s.receive(encode(frame)) == [Resync(M, bal(7), "gap")]
     # Versions only grow in the ledger: a lower one is older news (a reply that travelled
-    # faster than the fan-out), so the last version does not move back (found in review).
+    # faster than the fan-out), so the last version does not move back (found in review),
+    # and it is not announced as the truth either: v7 shown after v10 (a later review).
+    assert s.receive(encode(frame)) == [Stale(M, 7, 10)]
     assert s.last_versions[M] == 10
     assert s.receive(encode(changed(11))) == [Changed(changed(11))]
     s.receive(encode(changed(14)))  # a gap: 12 and 13 missing ...
     s.receive(encode(ResyncFrame(member=M, balance=bal(14), reason="gap")))
     assert s.receive(encode(changed(12))) == [Stale(M, 12, 14)]  # ... given up by the resync
+
+
+def test_an_older_resync_keeps_asking_for_newer_missing_versions() -> None:
+    """Found in review: a resync older than an open gap dropped every hole, so ``refill`` no
+    longer asked for the newer missing versions and their late pushes came out stale."""
+    s = ClientSession()
+    request = decode_client(s.subscribe(M))
+    s.receive(result(request.id, Subscribed(member=M, balance=bal(17))))
+    assert s.receive(encode(changed(20))) == [Gap(M, 18, 20), Changed(changed(20))]
+    assert s.receive(encode(ResyncFrame(member=M, balance=bal(15), reason="gap"))) == [
+        Stale(M, 15, 20)
+    ]
+    assert decode_client(s.refill(M)).since == 17  # type: ignore[union-attr]
+    assert s.receive(encode(changed(18))) == [Changed(changed(18), filled=True)]
+    # a resync at 18 gives up 18 (already here) but not 19
+    s.receive(encode(ResyncFrame(member=M, balance=bal(18), reason="gap")))
+    assert s.receive(encode(changed(19))) == [Changed(changed(19), filled=True)]
 
 
 def test_balances_inside_results_advance_versions() -> None:
