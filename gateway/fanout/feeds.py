@@ -44,6 +44,10 @@ _change_decoder = msgspec.json.Decoder(BalanceChanged | Presence)
 
 #: Seconds a change may wait for a missing predecessor before the feed reads it from the ledger.
 GAP_WAIT = 0.05
+#: Reads of the missing changes before the gap is announced as a ``resync``; the pause after a
+#: failed read starts at ``GAP_RETRY_PAUSE`` and doubles (about 13 s in all).
+GAP_READS = 8
+GAP_RETRY_PAUSE = 0.05
 #: Seconds a feed nobody watches lingers before its channel is unsubscribed (absorbs churn).
 LINGER = 5.0
 
@@ -415,8 +419,8 @@ class Feeds:
     async def _fill_gap(self, feed: Feed) -> None:
         try:
             await asyncio.sleep(GAP_WAIT)
-            delay = 0.05
-            for _ in range(8):
+            delay = GAP_RETRY_PAUSE
+            for _ in range(GAP_READS):
                 if not feed.pending or self._feeds.get(feed.member) is not feed:
                     return
                 target = max(feed.pending)
@@ -438,6 +442,8 @@ class Feeds:
                     return  # a newer gap got its own filler
                 if not feed.pending:
                     return
+            if not feed.pending or self._feeds.get(feed.member) is not feed:
+                return  # the channel closed the gap during the last pause
             # The ledger could not be read: say so explicitly rather than leave a gap.
             frame, _ = feed.pending[max(feed.pending)]
             feed.pending.clear()

@@ -175,3 +175,53 @@ async def test_a_subscribe_never_answers_older_than_this_node_already_replied(
         assert balance.version == version, "the subscribe answered older than the sale's reply"
         assert watching.versions == [version]  # the feed delivered it, in order
         await till.close()
+
+
+async def test_a_gap_the_channel_closes_during_the_last_retry_ends_quietly(
+    pg_dsn, redis_prefix, world, monkeypatch
+):
+    """Found in review: with the ledger unreadable, a gap filler whose last pause saw the
+    channel bring the missing change took ``max()`` of the now empty pending changes and died
+    with ValueError. It now ends quietly: the session got every change, and no resync."""
+    from gateway.errors import GatewayError
+    from gateway.fanout import feeds as feeds_module
+    from protocol.codec import encode
+    from protocol.codes import ErrorCode
+    from protocol.messages import Cause
+
+    monkeypatch.setattr(feeds_module, "GAP_RETRY_PAUSE", 0.001)
+    m = world["members"][0]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        feeds = rn.node.feeds
+        sink = Sink()
+        await feeds.join(m, sink, None)
+        feed = feeds._feeds[m]
+        v = feed.version
+
+        def change(version: int) -> BalanceChanged:
+            return BalanceChanged(
+                member=m, posted=version, held=0, available=version, version=version,
+                cause=Cause(kind="earn", op=f"op-{version}"), at=1,
+            )  # fmt: skip
+
+        reads = 0
+
+        async def unreadable(*_: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            if reads == feeds_module.GAP_READS:  # the channel brings it meanwhile
+                loop = asyncio.get_running_loop()
+                loop.call_soon(
+                    feed.pending.__setitem__, v + 1, (change(v + 1), encode(change(v + 1)))
+                )
+                loop.call_soon(feeds._advance, feed)
+            raise GatewayError("the ledger is down", ErrorCode.UNAVAILABLE)
+
+        monkeypatch.setattr(feeds._reads, "history", unreadable)
+        resyncs = feeds.resyncs
+        feed.pending[v + 2] = (change(v + 2), encode(change(v + 2)))
+        feeds._advance(feed)
+        filler = feed.filler
+        assert filler is not None
+        await asyncio.wait_for(filler, 5)  # raised ValueError before
+        assert sink.versions == [v + 1, v + 2] and feeds.resyncs == resyncs
