@@ -173,7 +173,7 @@ async def expiry_loop(svc: Loyalty, interval: float = EXPIRY_INTERVAL) -> None:
         await asyncio.sleep(interval * random.uniform(0.5, 1.0))
         with contextlib.suppress(GatewayError):
             try:
-                n = await svc.run_expiry()
+                n = await svc.run_expiry(drain=True)
                 if n:
                     log.info("points expiry: %d members expired", n)
             except GatewayError:

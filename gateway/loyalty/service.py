@@ -53,8 +53,11 @@ log = logging.getLogger(__name__)
 
 #: Advisory lock key of the points-expiry job (one runner at a time across nodes).
 EXPIRY_LOCK = 0x6C6F79616C7478  # "loyaltx"
-#: Members one expiry pass handles (the next pass continues).
+#: Members one expiry pass reads (with ``drain``, a full pass is followed by another).
 EXPIRY_BATCH = 5000
+#: Expiries queued in the ledger at a time: a pass waits for each chunk, so the lanes serve the
+#: tills in between (5,000 at once queued every till behind them for about a second).
+EXPIRY_CHUNK = 200
 
 
 def _dt(v: datetime | None) -> int:
@@ -391,16 +394,32 @@ class Loyalty(RewardsMixin):
         ]
 
     # ------------------------------------------------------------------ points expiry
-    async def run_expiry(self, now: datetime | None = None, merchant: str | None = None) -> int:
+    async def run_expiry(
+        self, now: datetime | None = None, merchant: str | None = None, drain: bool = False
+    ) -> int:
         """Expire the available points of members inactive for the programme's
         ``expiry_days``: every merchant's (the background loop), or only ``merchant``'s (its
         admin API). One runner at a time across nodes (advisory lock); each expiry is a
         ledger operation with an id derived from the account version it saw, so even two
-        overlapping runs expire a balance once. Returns the number of members expired."""
+        overlapping runs expire a balance once. A pass reads at most ``EXPIRY_BATCH`` members;
+        with ``drain`` (the background loop) passes follow each other while they come back
+        full, so a backlog larger than a pass does not wait an hour per pass. Returns the number
+        of members expired."""
+        expired = 0
+        while True:
+            done, full = await self._expiry_pass(now, merchant)
+            expired += done
+            if not (drain and full and done):  # a pass that expired nothing ends it too
+                return expired
+
+    async def _expiry_pass(self, now: datetime | None, merchant: str | None) -> tuple[int, bool]:
+        """One pass: (members expired, whether it read a full batch)."""
+        outcomes: list[Outcome | BaseException] = []
+        rows: list[Any] = []
         with translate_errors("points expiry"):
             async with self.pool.acquire() as conn:
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", EXPIRY_LOCK):
-                    return 0
+                    return 0, False
                 try:
                     rows = await conn.fetch(
                         """SELECT a.member_id, a.merchant_id, a.version, a.posted - a.held AS av
@@ -416,29 +435,30 @@ class Loyalty(RewardsMixin):
                         EXPIRY_BATCH,
                         merchant,
                     )
-                    outcomes = await asyncio.gather(
-                        *(
-                            self.ledger.submit(
-                                Earn(
-                                    # '~' and '/' are outside the client id charset:
-                                    # no client can take this id first and block it
-                                    op=f"~expiry/{r['member_id']}/{r['version']}",
-                                    member=r["member_id"],
-                                    points=-r["av"],
-                                    origin=Origin(merchant=r["merchant_id"], channel="system"),
-                                    kind="points_expiry",
-                                    contra="expiry",
-                                    clamp=True,
-                                    breakdown=(PointsLine(rule="expiry", points=-r["av"]),),
-                                    # a sale, reserve, commit or release since this read
-                                    # is activity: under the lock, the expiry posts nothing
-                                    if_version=r["version"],
+                    for i in range(0, len(rows), EXPIRY_CHUNK):
+                        outcomes += await asyncio.gather(
+                            *(
+                                self.ledger.submit(
+                                    Earn(
+                                        # '~' and '/' are outside the client id charset:
+                                        # no client can take this id first and block it
+                                        op=f"~expiry/{r['member_id']}/{r['version']}",
+                                        member=r["member_id"],
+                                        points=-r["av"],
+                                        origin=Origin(merchant=r["merchant_id"], channel="system"),
+                                        kind="points_expiry",
+                                        contra="expiry",
+                                        clamp=True,
+                                        breakdown=(PointsLine(rule="expiry", points=-r["av"]),),
+                                        # a sale, reserve, commit or release since this read
+                                        # is activity: under the lock, the expiry posts nothing
+                                        if_version=r["version"],
+                                    )
                                 )
-                            )
-                            for r in rows
-                        ),
-                        return_exceptions=True,
-                    )
+                                for r in rows[i : i + EXPIRY_CHUNK]
+                            ),
+                            return_exceptions=True,
+                        )
                 finally:
                     try:
                         await conn.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK)
@@ -447,11 +467,12 @@ class Loyalty(RewardsMixin):
                         # release does not unlock, see store.db): ending it frees the lock
                         conn.terminate()
                         raise
-        return sum(
+        expired = sum(
             1
             for o in outcomes
             if isinstance(o, Outcome) and o.ok and getattr(o.data, "points", 0) != 0
         )
+        return expired, len(rows) == EXPIRY_BATCH
 
     # ------------------------------------------------------------------ merging duplicates
     async def merge(self, origin: Origin, survivor: str, source: str, op: str) -> MergeResult:

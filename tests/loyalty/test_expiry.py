@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -160,3 +161,49 @@ async def test_an_expiry_run_never_expires_points_before_their_time(
     url = f"{rn.url}/admin/v1/merchants/{merchant}/expiry/run"
     assert await admin(http, "POST", url, json={"now": ahead}) == (200, {"expired": 0})
     assert (await ok(till, {"type": "balance", "member": m})).posted == 100
+
+
+async def test_expiry_queues_a_chunk_at_a_time_and_drains_a_backlog(
+    clients, merchant, pg_dsn, rn, monkeypatch
+):
+    """A pass queued every expiry of its batch (5,000) in the ledger at once, which queued the
+    tills behind them for about a second, and a backlog larger than a pass waited an hour per
+    pass. Expiries now go a chunk at a time, and the background loop's passes follow each
+    other while they come back full."""
+    from gateway.loyalty import service as service_module
+
+    monkeypatch.setattr(service_module, "EXPIRY_BATCH", 3)
+    monkeypatch.setattr(service_module, "EXPIRY_CHUNK", 2)
+    await setup_db(
+        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+    )
+    till = await clients.pos(merchant)
+    members = [await member_with_points(till, 1_000) for _ in range(7)]
+    await setup_db(
+        pg_dsn,
+        "UPDATE accounts SET updated_at = now() - interval '31 days'"
+        " WHERE member_id = ANY($1::text[])",
+        members,
+    )
+    svc = rn.runner.app[SERVICE].loyalty
+    submit, in_flight, most = svc.ledger.submit, 0, 0
+
+    def counted(op: Any) -> Any:
+        nonlocal in_flight, most
+        fut = submit(op)
+        in_flight += 1
+        most = max(most, in_flight)
+
+        def done(_: Any) -> None:
+            nonlocal in_flight
+            in_flight -= 1
+
+        fut.add_done_callback(done)
+        return fut
+
+    monkeypatch.setattr(svc.ledger, "submit", counted)
+    assert await svc.run_expiry(merchant=merchant) == 3  # one pass
+    assert most == 2
+    assert await svc.run_expiry(merchant=merchant, drain=True) == 4  # the rest, pass after pass
+    for m in members:
+        assert (await ok(till, {"type": "balance", "member": m})).posted == 0
