@@ -432,8 +432,7 @@ class ClientSession:
         for change in data.missed:
             self._on_change(change, events)
         if not data.recovered:
-            self._resynced(data.balance)
-            events.append(Resync(data.member, data.balance, "not_recovered"))
+            self._on_resync(data.balance, "not_recovered", events)
         else:
             self._advance(data.balance)
 

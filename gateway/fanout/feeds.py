@@ -48,6 +48,8 @@ GAP_WAIT = 0.05
 #: failed read starts at ``GAP_RETRY_PAUSE`` and doubles (about 13 s in all).
 GAP_READS = 8
 GAP_RETRY_PAUSE = 0.05
+#: Changes one catch-up read takes from the ledger (a feed behind a version a client saw).
+CATCH_UP_PAGE = 100
 #: Seconds a feed nobody watches lingers before its channel is unsubscribed (absorbs churn).
 LINGER = 5.0
 
@@ -214,8 +216,11 @@ class Feeds:
         # before publishing it): the answer must not be older than what the client was told.
         # Read the rest from PostgreSQL.
         told = max(self._reads.version_floor(member), -1 if since is None else since)
-        if told > feed.version:
-            await self._catch_up(feed, min(told - feed.version, self._max_recovery))
+        while told > feed.version:  # bounded by the changes that exist past the feed
+            before = feed.version
+            await self._catch_up(feed, min(told - feed.version, CATCH_UP_PAGE))
+            if feed.version == before:
+                break  # the ledger ends here (a ``since`` beyond it)
         if presence and feed.peers is None and self.presence_reader is not None:
             # The channel is subscribed: any announcement after this read updates feed.peers.
             # Read before the missed changes: a change delivered during this wait would be in
@@ -226,8 +231,8 @@ class Feeds:
         missed: list[BalanceChanged] = []
         recovered = True
         if since is not None and since > feed.version:
-            # Still ahead of the ledger (or further ahead than a resume reads): the balance
-            # is the truth, said so explicitly, never a "recovered" answer older than since.
+            # Still ahead of the ledger: the balance is the truth, said so explicitly, never a
+            # "recovered" answer older than since.
             recovered = False
         elif since is not None and since < feed.version:
             while True:

@@ -124,3 +124,49 @@ async def test_cashier_view_keeps_the_presence_the_register_asked_for(
         assert p is not None, "presence pushes stopped after cashier_view"
         await phone.close()
         await till.close()
+
+
+async def test_a_resume_ahead_of_a_lagging_node_is_never_an_older_truth(
+    http, pg_dsn, redis_prefix, world, monkeypatch
+):
+    """Found in review of the fix above: the catch-up read at most ``max_recovery`` changes,
+    and a feed still behind ``since`` answered recovered=false with its older balance, which
+    the client helper then took as the truth. The node reads on until it reaches ``since``."""
+    import json
+
+    from protocol import encode
+    from protocol.client import ClientSession, Resync
+    from protocol.messages import Result
+
+    m = world["members"][0]
+    async with (
+        running_node(settings_for(pg_dsn, REDIS_URL, "na"), redis_prefix) as a,
+        running_node(settings_for(pg_dsn, REDIS_URL, "nb", max_recovery=2), redis_prefix) as b,
+    ):
+        watcher = await pos(http, b.url, world["merchant"], "tb")  # B's feed open at v(n)
+        opened = await watcher.request({"type": "subscribe", "member": m})
+        assert isinstance(opened, Result)
+        n = opened.data.balance.version
+
+        async def lost(entries: Any, epoch: str = "") -> None:
+            return None  # no publish reaches Redis (yet): B's feed stays at v(n)
+
+        monkeypatch.setattr(a.node.publisher, "publish", lost)
+        monkeypatch.setattr(b.node.publisher, "publish", lost)
+        cs = ClientSession()
+        till = await pos(http, a.url, world["merchant"], "ta")
+        cs.receive(encode(await till.request(json.loads(cs.subscribe(m)))))
+        for _ in range(3):
+            cs.receive(encode(await sale(till, m)))
+        seen = cs.last_versions[m]
+        assert seen == n + 3
+        await till.close()
+
+        again = await pos(http, b.url, world["merchant"], "ta")
+        [frame] = cs.resume()
+        reply = await again.request(json.loads(frame))
+        assert isinstance(reply, Result)
+        assert (reply.data.recovered, reply.data.balance.version) == (True, seen)
+        assert not [e for e in cs.receive(encode(reply)) if isinstance(e, Resync)]
+        await again.close()
+        await watcher.close()

@@ -225,6 +225,18 @@ def test_resync_frame_sets_the_version() -> None:
     assert s.receive(encode(changed(12))) == [Stale(M, 12, 14)]  # ... given up by the resync
 
 
+def test_a_not_recovered_resume_older_than_a_version_seen_is_stale() -> None:
+    """Found in review: a ``subscribed`` reply with recovered=false and a balance older than
+    the last version seen was announced as the truth (``Resync``), as older resync frames
+    were."""
+    s = ClientSession()
+    s.receive(encode(changed(10)))
+    request = decode_client(s.subscribe(M, since=10))
+    reply = Subscribed(member=M, balance=bal(8), recovered=False)
+    assert s.receive(result(request.id, reply)) == [Reply(request, reply), Stale(M, 8, 10)]
+    assert s.last_versions[M] == 10
+
+
 def test_an_older_resync_keeps_asking_for_newer_missing_versions() -> None:
     """Found in review: a resync older than an open gap dropped every hole, so ``refill`` no
     longer asked for the newer missing versions and their late pushes came out stale."""
