@@ -130,10 +130,7 @@ def register(d: Dispatcher, svc: Loyalty) -> None:
         # reply is queued before any later push; its balance is the feed's.
         # A till that asked for the member's presence keeps it (a subscribe without it
         # would turn it off, and the client helper would still count on it).
-        presence = d.s.feeds.watches_presence(who, s)
-        sub = await d.handle(
-            s, Subscribe(id=f.id, member=who, replace=f.replace, presence=presence)
-        )
+        sub = await d.subscribe_on_behalf(s, Subscribe(id=f.id, member=who, replace=f.replace))
         assert isinstance(sub, Result) and isinstance(sub.data, Subscribed)
         bal = sub.data.balance
         balance = member_balance(bal)

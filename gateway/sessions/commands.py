@@ -126,6 +126,17 @@ class Dispatcher:
             raise Refused("unsupported command", ErrorCode.UNKNOWN_TYPE)
         return await handler(self, session, p, frame)
 
+    async def subscribe_on_behalf(self, session: Session, frame: Subscribe) -> object:
+        """A subscribe another command makes for the session (``cashier_view``): it keeps the
+        presence pushes the session has asked for, decided in the session's watch turn, so a
+        ``subscribe`` the till sent around it (turning presence on or off) is not undone."""
+        p = session.principal
+        assert p is not None
+        async with watch_turn(session):
+            if not frame.presence and self.s.feeds.watches_presence(frame.member, session):
+                frame = msgspec.structs.replace(frame, presence=True)
+            return await _subscribe_in_turn(self, session, p, frame)
+
 
 async def _ping(d: Dispatcher, session: Session, p: Principal, frame: Ping) -> object:
     return Result(id=frame.id, data=Pong())

@@ -170,3 +170,50 @@ async def test_a_resume_ahead_of_a_lagging_node_is_never_an_older_truth(
         assert not [e for e in cs.receive(encode(reply)) if isinstance(e, Resync)]
         await again.close()
         await watcher.close()
+
+
+async def test_presence_turned_off_after_a_cashier_view_stays_off(
+    http, pg_dsn, redis_prefix, world, monkeypatch
+):
+    """Found in a review of the fix above: the view read whether the till watched presence
+    before its turn among the session's subscription commands, so a ``subscribe`` turning
+    presence off, sent after the view but taking effect first, was undone by the view."""
+    import asyncio
+    import json
+
+    from protocol.messages import Presence, Result
+    from tests.gateway.live_support import app
+
+    m = world["members"][1]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        till = await pos(http, rn.url, world["merchant"])
+        r = await till.request({"type": "subscribe", "member": m, "presence": True})
+        assert isinstance(r, Result)
+        since = r.data.balance.version
+        await sale(till, m)
+        reads = rn.node.reads
+        real_history = reads.history
+
+        async def slow_history(*a: Any, **kw: Any) -> Any:  # a busy PostgreSQL
+            await asyncio.sleep(0.5)
+            return await real_history(*a, **kw)
+
+        monkeypatch.setattr(reads, "history", slow_history)
+        await till.send_raw(json.dumps({"type": "cashier_view", "id": "c1", "member": m}))
+        off = await till.request(
+            {"type": "subscribe", "id": "s2", "member": m, "since": since, "presence": False}
+        )
+        assert isinstance(off, Result)
+        await asyncio.sleep(0.3)
+        monkeypatch.setattr(reads, "history", real_history)
+        phone = await app(http, rn.url, world["merchant"], m)
+        got = None
+        try:
+            while got is None:
+                f = await asyncio.wait_for(till.pushes.get(), 1.5)
+                got = f if isinstance(f, Presence) else None
+        except TimeoutError:
+            pass
+        assert got is None, "presence pushed to a till whose last subscribe turned it off"
+        await phone.close()
+        await till.close()
