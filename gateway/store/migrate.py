@@ -8,6 +8,7 @@ migration is reported instead of silently skipped).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -24,6 +25,43 @@ def available() -> list[tuple[str, str]]:
 
 class MigrationError(RuntimeError):
     pass
+
+
+async def email_idna(conn: asyncpg.Connection[Any]) -> None:
+    """Email identities stored with an ``xn--`` domain label before the IDNA rule (2026-11-24)
+    are rewritten in the Unicode spelling ``normalise_email`` now gives: the two spellings are
+    one mailbox, and the old row would match neither. A row whose new spelling another member
+    of the merchant already holds (that mailbox was enrolled twice, as two members) is left as
+    it was: merge the two members."""
+    from gateway.errors import Refused
+    from gateway.loyalty.identity import normalise_email
+
+    rows = await conn.fetch(
+        "SELECT merchant_id, value FROM member_identities WHERE kind = 'email'"
+        " AND value LIKE '%xn--%'"
+    )
+    for r in rows:
+        try:
+            new = normalise_email(r["value"])
+        except Refused:
+            continue
+        if new != r["value"]:
+            await conn.execute(
+                """UPDATE member_identities SET value = $3
+                    WHERE merchant_id = $1 AND kind = 'email' AND value = $2
+                      AND NOT EXISTS (SELECT 1 FROM member_identities
+                                       WHERE merchant_id = $1 AND kind = 'email'
+                                         AND value = $3)""",
+                r["merchant_id"],
+                r["value"],
+                new,
+            )
+
+
+#: Data migrations PostgreSQL cannot do itself, applied once each after the SQL ones.
+PYTHON_STEPS: list[tuple[str, Callable[[asyncpg.Connection[Any]], Awaitable[None]]]] = [
+    ("0110_email_idna.py", email_idna),
+]
 
 
 async def migrate(conn: asyncpg.Connection[Any]) -> list[str]:
@@ -51,6 +89,15 @@ async def migrate(conn: asyncpg.Connection[Any]) -> list[str]:
                 await conn.execute(sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
+                )
+            applied_now.append(name)
+        for name, step in PYTHON_STEPS:
+            if name in done:
+                continue
+            async with conn.transaction():
+                await step(conn)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (name, checksum) VALUES ($1, 'python')", name
                 )
             applied_now.append(name)
     finally:

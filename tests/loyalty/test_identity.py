@@ -223,3 +223,33 @@ async def test_an_internationalised_email_enrolled_in_either_spelling_is_one_mem
     local = first.email.split("@")[0]
     again = await enrol(till, email=f"{local}@xn--bcher-kva.de")
     assert (again.member, again.created) == (first.member, False)
+
+
+async def test_an_address_stored_before_the_idna_rule_is_rewritten_by_the_migration(
+    clients, merchant, pg_dsn
+):
+    """Found in a review of the IDNA rule: a row stored with an ``xn--`` domain matched
+    neither spelling any more, so the shopper enrolled again as a second member. The
+    migration's data step rewrites such rows (once, after the SQL migrations)."""
+    import asyncpg
+
+    from gateway.store.migrate import email_idna
+    from tests.loyalty.world import setup_db
+
+    till = await clients.pos(merchant)
+    local = unique("ana")
+    first = await enrol(till, email=f"{local}@bücher.de")
+    await setup_db(  # the row as the previous release wrote it
+        pg_dsn,
+        "UPDATE member_identities SET value = $2 WHERE member_id = $1 AND kind = 'email'",
+        first.member,
+        f"{local}@xn--bcher-kva.de",
+    )
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await email_idna(conn)
+    finally:
+        await conn.close()
+    for spelling in (f"{local}@xn--bcher-kva.de", f"{local}@bücher.de"):
+        again = await enrol(till, email=spelling)
+        assert (again.member, again.created) == (first.member, False), spelling
