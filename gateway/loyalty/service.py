@@ -575,10 +575,6 @@ class Loyalty(RewardsMixin):
             )
             if owner != merchant:
                 return False
-            if await conn.fetchval(
-                "SELECT merged_into FROM accounts WHERE member_id = $1", member
-            ):  # merged since it was resolved: erase the survivor instead
-                raise _MoreMerged
             # The accounts of the member and of its merged duplicates, locked as a ledger
             # batch locks them (by key, in order), then listed again: a merge into the member
             # in flight has committed by then (its duplicate was not locked: start over), and
@@ -591,6 +587,10 @@ class Loyalty(RewardsMixin):
             )
             ids = sorted(await conn.fetchval(_MERGED_INTO, member))
             if ids != listed:
+                raise _MoreMerged
+            if await conn.fetchval(
+                "SELECT merged_into FROM accounts WHERE member_id = $1", member
+            ):  # merged since it was resolved (read under the lock): erase the survivor
                 raise _MoreMerged
             await conn.execute(
                 """UPDATE accounts SET closed_at = COALESCE(closed_at, now())

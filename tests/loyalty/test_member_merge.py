@@ -672,3 +672,31 @@ async def test_a_merged_duplicates_export_is_its_survivors(clients, http, rn, me
     assert by_dup == by_survivor and by_dup[0] == 200
     assert by_dup[1]["member"]["member"] == survivor
     assert [d["member"] for d in by_dup[1]["merged_duplicates"]] == [dup]
+
+
+async def test_an_erase_racing_a_merge_of_its_member_erases_the_survivor(
+    clients, http, rn, merchant, pg_dsn
+):
+    """Found in a review of the fix above: whether the member had been merged away was read
+    before its account was locked; a merge committing in between left the erase closing the
+    emptied duplicate and the shopper's data on the survivor."""
+    import asyncio
+
+    till = await clients.pos(merchant)
+    dup = (await enrol(till, phone=phone(), name="Cy")).member
+    survivor = (await enrol(till, email=f"{unique('c')}@example.com")).member
+    merging = await asyncpg.connect(pg_dsn)  # a merge's batch, holding the duplicate's row
+    try:
+        await merging.execute("BEGIN")
+        await merging.execute("SELECT 1 FROM accounts WHERE member_id = $1 FOR UPDATE", dup)
+        base = f"{rn.url}/admin/v1/merchants/{merchant}/members"
+        erase = asyncio.ensure_future(admin(http, "DELETE", f"{base}/{dup}"))
+        await asyncio.sleep(0.3)  # the erase waits on the duplicate's row
+        await merging.execute(
+            "UPDATE accounts SET merged_into = $2 WHERE member_id = $1", dup, survivor
+        )
+        await merging.execute("COMMIT")
+    finally:
+        await merging.close()
+    assert await asyncio.wait_for(erase, 10) == (200, {"member": survivor, "erased": True})
+    assert (await admin(http, "GET", f"{base}/{survivor}"))[0] == 404
