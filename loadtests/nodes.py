@@ -206,24 +206,39 @@ async def _metrics_text(url: str) -> str:
 
 def _histogram(text: str, metric: str, label: str) -> dict[str, dict[str, float]]:
     """One labelled Prometheus histogram of a ``/metrics`` text, per label value: count,
-    total and mean ms, and how many observations were above 10 ms and above 50 ms."""
+    total and mean ms, and how many observations were above 10 ms and above 50 ms. Labels are
+    read by name, in any order (the client library writes them sorted: ``le`` comes before
+    ``phase`` but after ``generation``)."""
     import re
 
-    def series(suffix: str, le: str = "") -> dict[str, str]:
-        pattern = rf'{metric}_{suffix}\{{{label}="([^"]+)"{le}\}} (\S+)'
-        return dict(re.findall(pattern, text))
-
-    sums, counts = series("sum"), series("count")
-    upto10, upto50 = series("bucket", r',le="0\.01"'), series("bucket", r',le="0\.05"')
+    line = re.compile(rf"^{metric}_(bucket|sum|count)\{{([^}}]*)\}} (\S+)$", re.M)
+    pair = re.compile(r'(\w+)="([^"]*)"')
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    upto10: dict[str, float] = {}
+    upto50: dict[str, float] = {}
+    for kind, labels, value in line.findall(text):
+        names = dict(pair.findall(labels))
+        key = names.get(label)
+        if key is None:
+            continue
+        if kind == "sum":
+            sums[key] = float(value)
+        elif kind == "count":
+            counts[key] = float(value)
+        elif names.get("le") == "0.01":
+            upto10[key] = float(value)
+        elif names.get("le") == "0.05":
+            upto50[key] = float(value)
     out = {}
     for key, n in counts.items():
-        total = float(sums.get(key, 0.0)) * 1000
+        total = sums.get(key, 0.0) * 1000
         out[key] = {
-            "count": float(n),
+            "count": n,
             "total_ms": round(total, 1),
-            "mean_ms": round(total / max(1.0, float(n)), 2),
-            "over_10ms": float(n) - float(upto10.get(key, n)),
-            "over_50ms": float(n) - float(upto50.get(key, n)),
+            "mean_ms": round(total / max(1.0, n), 2),
+            "over_10ms": n - upto10.get(key, n),
+            "over_50ms": n - upto50.get(key, n),
         }
     return out
 
