@@ -95,6 +95,22 @@ async def test_a_client_cannot_take_the_expiry_op_id_first(clients, merchant, pg
     assert (await ok(till, {"type": "balance", "member": m})).posted == 0
 
 
+async def idle_member(clients: Any, merchant: str, pg_dsn: str, cents: int, idle: str) -> Any:
+    """A till and a member with ``cents`` worth of points whose last activity was ``idle``
+    (an SQL interval) ago, under a 30-day expiry."""
+    await setup_db(
+        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
+    )
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, cents)
+    await setup_db(
+        pg_dsn,
+        f"UPDATE accounts SET updated_at = now() - interval '{idle}' WHERE member_id = $1",
+        m,
+    )
+    return till, m
+
+
 async def _kinds(pg_dsn: str, m: str) -> list[str]:
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -111,16 +127,7 @@ async def test_activity_committed_before_the_expiry_postpones_it(clients, mercha
     balance; a sale committed in between (another node's, or one queued ahead in the lane)
     counted for nothing and the old balance was taken right after it. The expiry now posts
     only while the account is still at the version it read, checked under the row lock."""
-    await setup_db(
-        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
-    )
-    till = await clients.pos(merchant)
-    m = await member_with_points(till, 12_300)  # 123 points
-    await setup_db(
-        pg_dsn,
-        "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
-        m,
-    )
+    till, m = await idle_member(clients, merchant, pg_dsn, 12_300, "31 days")  # 123 points
     svc = rn.runner.app[SERVICE].loyalty
     blocker = await asyncpg.connect(pg_dsn)  # another node's batch on this member, in flight
     try:
@@ -146,17 +153,8 @@ async def test_an_expiry_run_never_expires_points_before_their_time(
 ):
     """Found in review: a ``now`` up to 60 s ahead of the node's clock (the skew allowed) was
     used as is, so points due in 20 s expired at once. It is read as the database's clock."""
-    await setup_db(
-        pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
-    )
-    till = await clients.pos(merchant)
-    m = await member_with_points(till, 10_000)  # 100 points
-    await setup_db(
-        pg_dsn,
-        "UPDATE accounts SET updated_at = now() - interval '30 days' + interval '20 seconds'"
-        " WHERE member_id = $1",
-        m,
-    )
+    # 100 points, due in 20 s
+    till, m = await idle_member(clients, merchant, pg_dsn, 10_000, "30 days - 20 seconds")
     ahead = (datetime.now(UTC) + timedelta(seconds=50)).isoformat()
     url = f"{rn.url}/admin/v1/merchants/{merchant}/expiry/run"
     assert await admin(http, "POST", url, json={"now": ahead}) == (200, {"expired": 0})
