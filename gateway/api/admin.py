@@ -347,6 +347,10 @@ async def put_tiers(request: web.Request) -> web.Response:
     svc = _svc(request)
     with translate_errors("tiers write"):
         async with svc.pool.acquire() as conn, conn.transaction():
+            # One writer of a merchant's tiers at a time: two at once (a retry after a
+            # timeout) each deleted only the rows their snapshot saw, and the second's
+            # inserts hit the first's rows (a 500).
+            await conn.execute("SELECT 1 FROM merchants WHERE id = $1 FOR UPDATE", merchant)
             await conn.execute("DELETE FROM tiers WHERE merchant_id = $1", merchant)
             await conn.executemany(
                 """INSERT INTO tiers (merchant_id, id, name, threshold, multiplier)

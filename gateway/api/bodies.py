@@ -24,9 +24,14 @@ Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+#: Latest instant accepted: PostgreSQL's timestamps end in year 294276, and an offset can push
+#: a Python datetime of year 9999 past Python's own range in UTC.
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def _not_before_2000(at: datetime | None) -> None:
-    if at is not None and at < EARLIEST:
-        raise ValueError("the instant must be in 2000 or later")
+    if at is not None and not EARLIEST <= at < LATEST:
+        raise ValueError("the instant must be in 2000 or later, and before 9000")
 
 
 class ProgrammeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -52,6 +57,13 @@ class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tier: Id | None = None
     starts_at: Instant | None = None
     ends_at: Instant | None = None
+
+    def __post_init__(self) -> None:
+        _not_before_2000(self.starts_at)
+        _not_before_2000(self.ends_at)
+        start, end = self.starts_at, self.ends_at
+        if start is not None and end is not None and end <= start:
+            raise ValueError("ends_at must be after starts_at")
 
 
 class TierIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -163,15 +163,22 @@ class Programmes:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
         self._cache: dict[str, tuple[float, Programme]] = {}
+        #: Admin writes seen per merchant: a load that began before one is not cached.
+        self._writes: dict[str, int] = {}
 
     async def get(self, merchant: str) -> Programme:
         hit = self._cache.get(merchant)
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
+        writes = self._writes.get(merchant, 0)
         programme = await load_programme(self._pool, merchant)
-        self._cache[merchant] = (now + CACHE_SECONDS, programme)
+        if self._writes.get(merchant, 0) == writes:
+            # A load that read the old rules while a write on this node committed would
+            # otherwise be cached after the write's invalidation, for CACHE_SECONDS.
+            self._cache[merchant] = (now + CACHE_SECONDS, programme)
         return programme
 
     def invalidate(self, merchant: str) -> None:
+        self._writes[merchant] = self._writes.get(merchant, 0) + 1
         self._cache.pop(merchant, None)
