@@ -477,7 +477,12 @@ class Feeds:
             await feed.ready.wait()  # compare with the balance it opened with
             if feed.balance is None:
                 return
-        if feed.presence and self.presence_reader is not None:
+        if not feed.presence:
+            # Nobody here watches presence, so it is not read now; but the list this feed kept
+            # may have missed announcements while disconnected: the next session to ask for it
+            # reads it afresh (``_join_open``), rather than being told a closed app is online.
+            feed.peers, feed.presence_seq = None, -1
+        elif self.presence_reader is not None:
             peers, seq = await self.presence_reader(feed.member)
             if seq > feed.presence_seq:
                 feed.peers, feed.presence_seq = peers, seq

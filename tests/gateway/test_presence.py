@@ -181,3 +181,43 @@ async def test_refresh_does_not_bring_back_sessions_that_left_meanwhile(redis_pr
         if found:
             await r.delete(*found)
         await r.aclose()
+
+
+async def test_a_kept_presence_list_is_read_afresh_after_a_fanout_reconnect(
+    http, pg_dsn, redis_prefix, world
+):
+    """Found in review: a node whose tills watched a member's balance only kept the presence
+    list its feed had seen; announcements made while its fan-out connection was down were
+    lost, and the next till to ask for presence there was told a closed app was online."""
+    from tests.gateway.live_support import eventually
+
+    member = world["members"][0]
+    r = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        async with (
+            running_node(settings_for(pg_dsn, REDIS_URL, "sa"), redis_prefix) as na,
+            running_node(settings_for(pg_dsn, REDIS_URL, "sb"), redis_prefix) as nb,
+        ):
+            till = await pos(http, na.url, world["merchant"])  # the balance only
+            assert isinstance(await till.request({"type": "subscribe", "member": member}), Result)
+            watcher = await pos(http, nb.url, world["merchant"], "tw")
+            await watcher.request({"type": "subscribe", "member": member, "presence": True})
+            phone = await app(http, nb.url, world["merchant"], member)
+            await next_of(watcher, Presence)
+            feeds = na.node.feeds
+            await eventually(lambda: feeds._feeds[member].peers, 5, "A keeps the app online")
+            # A's fan-out connection drops; the app closes meanwhile
+            sock = feeds._pubsub.connection._writer.get_extra_info("sockname")
+            reconnects = feeds.reconnects
+            await r.execute_command("CLIENT", "KILL", "ADDR", f"{sock[0]}:{sock[1]}")
+            await phone.close()
+            assert (await next_of(watcher, Presence)).online == []
+            await eventually(lambda: feeds.reconnects > reconnects, 10, "fan-out reconnect")
+            await asyncio.sleep(0.5)
+            other = await pos(http, na.url, world["merchant"], "t2")
+            reply = await other.request({"type": "subscribe", "member": member, "presence": True})
+            assert isinstance(reply, Result) and reply.data.presence == []
+            for c in (till, watcher, other):
+                await c.close()
+    finally:
+        await r.aclose()
