@@ -60,6 +60,24 @@ EXPIRY_BATCH = 5000
 EXPIRY_CHUNK = 200
 
 
+def _expiry(r: Any) -> Earn:
+    """The expiry of an inactive account as read (member, merchant, version, available)."""
+    return Earn(
+        # '~' and '/' are outside the client id charset: no client can take this id first
+        op=f"~expiry/{r['member_id']}/{r['version']}",
+        member=r["member_id"],
+        points=-r["av"],
+        origin=Origin(merchant=r["merchant_id"], channel="system"),
+        kind="points_expiry",
+        contra="expiry",
+        clamp=True,
+        breakdown=(PointsLine(rule="expiry", points=-r["av"]),),
+        # a sale, reserve, commit or release since the read is activity: checked under the
+        # row lock, the expiry then posts nothing
+        if_version=r["version"],
+    )
+
+
 def _dt(v: datetime | None) -> int:
     return 0 if v is None else epoch_ms(v)
 
@@ -436,27 +454,9 @@ class Loyalty(RewardsMixin):
                         merchant,
                     )
                     for i in range(0, len(rows), EXPIRY_CHUNK):
+                        chunk = rows[i : i + EXPIRY_CHUNK]
                         outcomes += await asyncio.gather(
-                            *(
-                                self.ledger.submit(
-                                    Earn(
-                                        # '~' and '/' are outside the client id charset:
-                                        # no client can take this id first and block it
-                                        op=f"~expiry/{r['member_id']}/{r['version']}",
-                                        member=r["member_id"],
-                                        points=-r["av"],
-                                        origin=Origin(merchant=r["merchant_id"], channel="system"),
-                                        kind="points_expiry",
-                                        contra="expiry",
-                                        clamp=True,
-                                        breakdown=(PointsLine(rule="expiry", points=-r["av"]),),
-                                        # a sale, reserve, commit or release since this read
-                                        # is activity: under the lock, the expiry posts nothing
-                                        if_version=r["version"],
-                                    )
-                                )
-                                for r in rows[i : i + EXPIRY_CHUNK]
-                            ),
+                            *(self.ledger.submit(_expiry(r)) for r in chunk),
                             return_exceptions=True,
                         )
                 finally:
