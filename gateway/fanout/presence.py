@@ -122,13 +122,14 @@ class PresenceBook:
 
     async def online(self, member: str) -> tuple[list[Peer], int]:
         """The member's live app/web sessions and the presence ``seq`` they correspond to
-        (nothing, seq 0, if Redis is unavailable)."""
+        (nothing and seq -1 if Redis is unavailable: below every real seq, so a feed never
+        keeps it as the member's list)."""
         try:
             raw: dict[bytes | str, bytes | str] = await self._redis.hgetall(
                 self._keys.presence(member)
             )
         except REDIS_ERRORS:
-            return [], 0
+            return [], -1
         now = _now_ms()
         peers = []
         seq = 0

@@ -221,3 +221,36 @@ async def test_a_kept_presence_list_is_read_afresh_after_a_fanout_reconnect(
                 await c.close()
     finally:
         await r.aclose()
+
+
+async def test_a_failed_presence_read_is_not_kept_as_the_members_list(
+    http, pg_dsn, redis_prefix, world
+):
+    """Found in review: a presence read that failed (Redis unavailable for a moment) answered
+    nobody online with seq 0, and the feed kept that as the member's list: later tills on the
+    node were told nobody was online, with Redis back, until the next announcement."""
+    import redis.exceptions
+
+    member = world["members"][1]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        phone = await app(http, rn.url, world["merchant"], member)
+        balance_only = await pos(http, rn.url, world["merchant"], "t0")  # opens the feed
+        assert isinstance(
+            await balance_only.request({"type": "subscribe", "member": member}), Result
+        )
+        redis_client = rn.node.presence._redis
+        real = redis_client.hgetall
+
+        async def down_once(*a: object, **kw: object) -> object:
+            redis_client.hgetall = real
+            raise redis.exceptions.ConnectionError("Redis unavailable")
+
+        redis_client.hgetall = down_once
+        first = await pos(http, rn.url, world["merchant"], "t1")
+        r1 = await first.request({"type": "subscribe", "member": member, "presence": True})
+        assert isinstance(r1, Result) and r1.data.presence == []  # could not be read
+        second = await pos(http, rn.url, world["merchant"], "t2")
+        r2 = await second.request({"type": "subscribe", "member": member, "presence": True})
+        assert isinstance(r2, Result) and [p.channel for p in r2.data.presence] == ["app"]
+        for c in (phone, balance_only, first, second):
+            await c.close()
