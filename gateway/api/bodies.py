@@ -22,14 +22,12 @@ Days = Annotated[int, msgspec.Meta(ge=1, le=36_500)]
 Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 #: Earliest instant accepted: windows and validity periods are counted back from it.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-#: Latest instant accepted: PostgreSQL's timestamps end in year 294276, and an offset can push
-#: a Python datetime of year 9999 past Python's own range in UTC.
+#: Latest instant accepted: an offset can push a datetime of year 9999 (Python's last) past
+#: year 9999 once in UTC, which neither Python nor the driver can hold.
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
-def _not_before_2000(at: datetime | None) -> None:
+def _in_accepted_years(at: datetime | None) -> None:
     if at is not None and not EARLIEST <= at < LATEST:
         raise ValueError("the instant must be in 2000 or later, and before 9000")
 
@@ -59,8 +57,8 @@ class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ends_at: Instant | None = None
 
     def __post_init__(self) -> None:
-        _not_before_2000(self.starts_at)
-        _not_before_2000(self.ends_at)
+        _in_accepted_years(self.starts_at)
+        _in_accepted_years(self.ends_at)
         start, end = self.starts_at, self.ends_at
         if start is not None and end is not None and end <= start:
             raise ValueError("ends_at must be after starts_at")
@@ -111,14 +109,14 @@ class EvaluateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     at: Instant | None = None
 
     def __post_init__(self) -> None:
-        _not_before_2000(self.at)
+        _in_accepted_years(self.at)
 
 
 class ExpiryIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     now: Instant | None = None
 
     def __post_init__(self) -> None:
-        _not_before_2000(self.now)
+        _in_accepted_years(self.now)
 
 
 class TiersIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

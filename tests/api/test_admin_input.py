@@ -3,13 +3,16 @@ rewards and codes; each failed on the old code)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.api import test_admin_api
 from tests.api.test_admin_api import Api
-from tests.loyalty.world import ADMIN
+from tests.conftest import unique
+from tests.loyalty.world import ADMIN, enrol, ok, phone
 
 api = test_admin_api.api  # the fixture: a merchant with a programme
 
@@ -90,9 +93,6 @@ async def test_a_rule_that_ends_before_it_starts_is_400(api: Api) -> None:
 
 
 async def _waiting_on_locks(pg_dsn: str, n: int) -> None:
-    import asyncio
-
-    import asyncpg
 
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -112,9 +112,6 @@ async def _waiting_on_locks(pg_dsn: str, n: int) -> None:
 async def test_two_puts_of_the_tiers_at_once_are_not_a_500(api: Api, pg_dsn: str) -> None:
     """Found in review: two PUT /tiers at once (a retry after a timeout) each deleted the rows
     their snapshot saw, and the second's inserts hit the first's rows: a 500."""
-    import asyncio
-
-    import asyncpg
 
     tiers = {"tiers": [{"id": "silver", "threshold": 100}, {"id": "gold", "threshold": 1000}]}
     assert (await api.call("PUT", "/tiers", tiers))[0] == 200
@@ -142,12 +139,6 @@ async def test_a_rule_written_on_this_node_applies_to_its_next_sale(
 ) -> None:
     """Found in review: a programme load begun before an admin write (a sale in progress)
     finished after the write's invalidation and cached the old rules for 5 s on this node."""
-    import asyncio
-
-    import asyncpg
-
-    from tests.conftest import unique
-    from tests.loyalty.world import enrol, ok, phone
 
     merchant = api.base.rsplit("/", 1)[1]
     till1 = await clients.pos(merchant, terminal="t1")

@@ -5,12 +5,16 @@ in review; failed on the old code)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
+from protocol import encode
+from protocol.client import ClientSession, Resync
 from protocol.codec import decode_server
-from protocol.messages import BalanceChanged
+from protocol.messages import BalanceChanged, Presence, Result
 from tests.conftest import REDIS_URL
-from tests.gateway.live_support import pos, sale
+from tests.gateway.live_support import app, next_of, pos, sale
 from tests.support import running_node, settings_for
 
 
@@ -66,8 +70,6 @@ async def test_a_resume_on_another_node_never_answers_older_than_since(
     once), A's publish never reached Redis, and the till resumed on node B with since=n+1.
     B answered recovered=true, nothing missed, balance v(n): older than since, as complete.
     B now reads the ledger up to since first; past the ledger it says recovered=false."""
-    from protocol.messages import Result
-    from tests.gateway.live_support import next_of
 
     m = world["members"][0]
     async with (
@@ -107,8 +109,6 @@ async def test_cashier_view_keeps_the_presence_the_register_asked_for(
     """Found in review: ``cashier_view`` subscribed again without presence, which turned off
     the presence pushes the till had asked for (while the client helper still counted on
     them)."""
-    from protocol.messages import Presence, Result
-    from tests.gateway.live_support import app, next_of
 
     m = world["members"][1]
     async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
@@ -132,11 +132,6 @@ async def test_a_resume_ahead_of_a_lagging_node_is_never_an_older_truth(
     """Found in review of the fix above: the catch-up read at most ``max_recovery`` changes,
     and a feed still behind ``since`` answered recovered=false with its older balance, which
     the client helper then took as the truth. The node reads on until it reaches ``since``."""
-    import json
-
-    from protocol import encode
-    from protocol.client import ClientSession, Resync
-    from protocol.messages import Result
 
     m = world["members"][0]
     async with (
@@ -178,11 +173,6 @@ async def test_presence_turned_off_after_a_cashier_view_stays_off(
     """Found in a review of the fix above: the view read whether the till watched presence
     before its turn among the session's subscription commands, so a ``subscribe`` turning
     presence off, sent after the view but taking effect first, was undone by the view."""
-    import asyncio
-    import json
-
-    from protocol.messages import Presence, Result
-    from tests.gateway.live_support import app
 
     m = world["members"][1]
     async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
