@@ -267,8 +267,17 @@ def _reserve(state: BatchState, acct: Account, op: Reserve) -> Outcome:
 
 def _find_hold(state: BatchState, op: Commit | Release) -> Hold | Outcome:
     hold = state.holds.get((op.origin.merchant, op.hold))
-    if hold is None or hold.member != op.member:
+    if hold is None:
         return refuse(op.op, ErrorCode.HOLD_NOT_FOUND)
+    if hold.member != op.member:
+        # A merge moves only active holds; one that had expired, or was resolved, on the
+        # duplicate stays there. Naming the survivor, it gets its own state's answer. Any
+        # other member's hold is not found.
+        if hold.status == "active" or state.survivors.get(hold.member) != op.member:
+            return refuse(op.op, ErrorCode.HOLD_NOT_FOUND)
+        if hold.status == "expired":
+            return refuse(op.op, ErrorCode.HOLD_EXPIRED)
+        return refuse(op.op, ErrorCode.HOLD_NOT_ACTIVE, f"the hold is {hold.status}")
     if hold.status == "active" and hold.expires_at <= state.now:
         # Past expiry counts as expired whatever else happened: release it now.
         acct = state.accounts[hold.member]

@@ -452,6 +452,14 @@ async def _transact(
                 r["created_at"],
                 r["resolved_at"],
             )
+    # A hold named by a commit or release but owned by another member than the one named: where
+    # its owner was merged to, so a hold left behind on a duplicate gets its real answer
+    # (see apply._find_hold). Rare: another member's hold id, or a merged duplicate's.
+    named = (state.holds.get((o.origin.merchant, o.hold)) for o in refs)
+    strangers = {h.member for h, o in zip(named, refs, strict=True) if h and h.member != o.member}
+    if strangers:
+        for r in await conn.fetch(q.SURVIVORS, list(strangers)):
+            state.survivors[r["start"]] = r["survivor"]
     # Lazy expiry: members with an active hold past this batch's instant.
     state.overdue.update(
         h.member

@@ -197,3 +197,7 @@ class BatchState:
     #: Members that may have active holds past expiry (all of them are loaded in ``holds``);
     #: a merge's source has all its active holds loaded.
     overdue: set[str] = field(default_factory=set)
+    #: For a hold named by a commit or release whose member is not locked here (another
+    #: member's hold, or one left on a merged duplicate): the member its owner was merged
+    #: into, followed to the end of the chain, if any.
+    survivors: dict[str, str] = field(default_factory=dict)

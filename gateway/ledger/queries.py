@@ -202,6 +202,19 @@ SELECT version, kind, op_id, channel, store_id, posted_after, held_after, create
  LIMIT $3
 """
 
+# Where each of $1's members was merged into, followed to the end of the chain (a member
+# merged twice); only members that were merged come back.
+SURVIVORS = """
+WITH RECURSIVE chain(start, member_id, depth) AS (
+  SELECT a.member_id, a.merged_into, 1 FROM accounts a
+   WHERE a.member_id = ANY($1::text[]) AND a.merged_into IS NOT NULL
+  UNION ALL
+  SELECT c.start, a.merged_into, c.depth + 1 FROM chain c JOIN accounts a USING (member_id)
+   WHERE a.merged_into IS NOT NULL AND c.depth < 16
+)
+SELECT DISTINCT ON (start) start, member_id AS survivor FROM chain ORDER BY start, depth DESC
+"""
+
 OVERDUE_MEMBERS = """
 SELECT DISTINCT merchant_id, member_id
   FROM (SELECT merchant_id, member_id FROM holds

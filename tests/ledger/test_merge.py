@@ -188,3 +188,41 @@ async def test_concurrent_merge_and_operations_on_both_members(world: LedgerWorl
         2000 + applied
     )
     await check_invariants(w.db, [source, survivor])
+
+
+async def test_a_hold_left_on_a_merged_duplicate_answers_for_its_own_state(world: LedgerWorld):
+    """A merge moves only active holds. One that had expired, or was committed, on the
+    duplicate stays there; a commit or release naming the survivor (or the survivor of a
+    second merge) gets that hold's real state, while another member's hold stays not found."""
+    w = world
+    final, survivor, source, other = w.members[0], w.members[1], w.members[2], w.members[3]
+    await fund(w, source, 300)
+    await fund(w, other, 100)
+    short, done, foreign = unique("h"), unique("h"), unique("h")
+    assert (await w.ledger.execute(Reserve(short, source, 50, 1, w.origin))).ok
+    assert (await w.ledger.execute(Reserve(done, source, 40, 60_000, w.origin))).ok
+    assert (await w.ledger.execute(Commit(unique("c"), source, done, 40, w.origin))).ok
+    assert (await w.ledger.execute(Reserve(foreign, other, 10, 60_000, w.origin))).ok
+    await asyncio.sleep(0.01)
+    assert (await w.ledger.execute(Merge(unique("m"), survivor, source, w.origin))).ok
+
+    async def code(op: Commit | Release) -> ErrorCode | None:
+        out = await w.ledger.execute(op)
+        return None if out.error is None else ErrorCode(out.error.code)
+
+    assert await code(Commit(unique("c"), survivor, short, 50, w.origin)) == ErrorCode.HOLD_EXPIRED
+    assert await code(Release(unique("r"), survivor, short, w.origin)) == ErrorCode.HOLD_EXPIRED
+    assert await code(Commit(unique("c"), survivor, done, 40, w.origin)) == (
+        ErrorCode.HOLD_NOT_ACTIVE
+    )
+    assert await code(Commit(unique("c"), survivor, foreign, 10, w.origin)) == (
+        ErrorCode.HOLD_NOT_FOUND
+    )
+    assert (await w.ledger.execute(Merge(unique("m"), final, survivor, w.origin))).ok
+    assert await code(Commit(unique("c"), final, short, 50, w.origin)) == ErrorCode.HOLD_EXPIRED
+    assert await code(Release(unique("r"), final, done, w.origin)) == ErrorCode.HOLD_NOT_ACTIVE
+    assert await code(Release(unique("r"), other, short, w.origin)) == ErrorCode.HOLD_NOT_FOUND
+    # nothing moved by any of the refusals
+    assert await balance(w, final) == (260, 0, 1)
+    assert await balance(w, other) == (100, 10, 2)
+    await check_invariants(w.db, [final, survivor, source, other])
