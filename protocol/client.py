@@ -11,7 +11,9 @@ What it keeps:
   come back with the request they answer;
 * per member, the last balance version seen (``last_versions``), from ``balance_changed``
   pushes, ``subscribed`` replies and any balance inside a result. A push that skips versions
-  yields :class:`Gap`; a push at or below the last version is dropped as :class:`Stale`;
+  yields :class:`Gap`; a push at or below the last version is dropped as :class:`Stale`,
+  except a version still missing (after a gap, or skipped by a reply that overtook the pushes
+  of a watched member), which comes as ``Changed(filled=True)``;
 * the members subscribed, so after a reconnect :meth:`ClientSession.resume` re-subscribes each
   with ``since`` = last version and the server sends what was missed.
 
@@ -401,13 +403,17 @@ class ClientSession:
             # The server subscribed the session to the member it shows (the survivor, for a
             # merged duplicate), as a ``subscribe`` with the view's ``replace`` would have.
             member = data.member.member
+            b = data.balance
+            balance = Balance(member, b.posted, b.held, b.available, b.version)
+            if member in self._subscriptions:
+                self._ahead(balance)  # watched already: its pushes may be behind this reply
+            else:
+                self._advance(balance)
             if data.subscribed:
                 if isinstance(request, CashierView) and request.replace:
                     for other in [m for m in self._subscriptions if m != member]:
                         self._forget(other)
                 self._subscriptions.add(member)
-            b = data.balance
-            self._advance(Balance(member, b.posted, b.held, b.available, b.version))
         else:
             self._note_balances(data)
 
@@ -500,10 +506,25 @@ class ClientSession:
         if balance.version > self._versions.get(balance.member, -1):
             self._versions[balance.member] = balance.version
 
+    def _ahead(self, balance: Balance) -> None:
+        """A command's reply: it may be ahead of the pushes of a watched member (the reply left
+        the node before the fan-out reached this session). The versions it skipped are then
+        still on their way: they are kept as missing, so their pushes come as
+        ``Changed(filled=True)`` rather than ``Stale``, and a reconnect resumes from before them.
+        A reply on a member not watched only moves the last version."""
+        member = balance.member
+        last = self._versions.get(member)
+        if member in self._subscriptions and last is not None and balance.version > last + 1:
+            holes = self._holes.get(member, set())
+            if len(holes) + balance.version - last - 1 <= _MAX_HOLES:
+                holes.update(range(last + 1, balance.version))
+                self._holes[member] = holes
+        self._advance(balance)
+
     def _note_balances(self, data: ResultData | None) -> None:
         if isinstance(data, Balance):
-            self._advance(data)
+            self._ahead(data)
         elif isinstance(data, SaleReceipt | HoldState) and data.balance is not None:
-            self._advance(data.balance)
+            self._ahead(data.balance)
         elif isinstance(data, Outcome):
             self._note_balances(data.data)

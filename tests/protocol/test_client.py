@@ -459,3 +459,27 @@ def test_many_gaps_do_not_pile_up_holes() -> None:
         s.receive(encode(changed(version)))
     assert sum(len(h) for h in s._holes.values()) <= 1_000
     assert decode_client(s.refill(M)).since == 0  # type: ignore[union-attr]  # the first missing
+
+
+def test_a_reply_ahead_of_the_pushes_leaves_the_skipped_versions_to_come() -> None:
+    """The sale's reply (version 13) left the node before the fan-out brought another
+    register's change (12): that change came as Stale and its cause was lost to the app."""
+    s = ClientSession()
+    _subscribed_reply(s, s.subscribe(M), 11)
+    receipt = SaleReceipt(op="op-13", member=M, points=5, breakdown=[], balance=bal(13))
+    rid = decode_client(s.sale("op-13", M, 500)).id
+    s.receive(result(rid, receipt))
+    assert s.last_versions[M] == 13
+    # cut off before the push of 12: the resume asks from before it
+    assert decode_client(s.refill(M)).since == 11  # type: ignore[union-attr]
+    assert s.receive(encode(changed(12))) == [Changed(changed(12), filled=True)]
+    assert s.receive(encode(changed(13))) == [Stale(M, 13, 13)]  # the reply told it already
+    assert [decode_client(f).since for f in s.resume()] == [13]  # type: ignore[union-attr]
+    # on a member not watched, a reply only moves the last version: no push is to come
+    other = "m-7"
+    rid = decode_client(s.balance(other)).id
+    s.receive(result(rid, bal(2, other)))
+    rid = decode_client(s.balance(other)).id
+    s.receive(result(rid, bal(9, other)))
+    assert s.last_versions[other] == 9
+    assert s.receive(encode(changed(5, other))) == [Stale(other, 5, 9)]
