@@ -222,6 +222,9 @@ class Subscribed(_Data, tag="subscribed", frozen=True):
     """False when the changes since ``since`` are no longer kept: treat ``balance`` as truth."""
     presence: "list[Peer] | None" = None
     """The member's connected app/web sessions, when the subscribe asked for ``presence``."""
+    presence_seq: int | None = None
+    """With ``presence``: the ``seq`` of that list, as in a ``presence`` push (lower than one
+    already seen: the list is older than that push; -1: presence could not be read)."""
 
 
 class Unsubscribed(_Data, tag="unsubscribed", frozen=True):

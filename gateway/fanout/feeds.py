@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -66,6 +66,21 @@ def _balance(frame: BalanceChanged) -> Balance:
         available=frame.available,
         version=frame.version,
     )
+
+
+class Joined(NamedTuple):
+    """What a session joining a member's feed is told."""
+
+    #: the current balance
+    balance: Balance
+    #: the changes after the join's ``since`` (if given and still kept), in version order
+    missed: list[BalanceChanged]
+    #: whether ``missed`` is every change after ``since``
+    recovered: bool
+    #: with ``presence``, the member's connected app/web sessions
+    presence: list[Peer] | None
+    #: the presence ``seq`` that list corresponds to (-1: not known, Redis was unavailable)
+    presence_seq: int
 
 
 class Feed:
@@ -176,11 +191,10 @@ class Feeds:
     # ------------------------------------------------------------------ joining
     async def join(
         self, member: str, session: Subscriber, since: int | None, presence: bool = False
-    ) -> tuple[Balance, list[BalanceChanged], bool, list[Peer] | None]:
-        """Add ``session`` to the member's feed. Returns the current balance, the changes after
-        ``since`` (if given and still kept), whether recovery was complete, and with
-        ``presence`` the member's connected app/web sessions. The session receives every later
-        change (and presence change); the caller must queue its reply before yielding."""
+    ) -> Joined:
+        """Add ``session`` to the member's feed (see :class:`Joined` for what it answers). The
+        session receives every later change (and presence change); the caller must queue its
+        reply before yielding."""
         feed = self._feeds.get(member)
         if feed is None:
             feed = Feed(member)
@@ -208,7 +222,7 @@ class Feeds:
 
     async def _join_open(
         self, feed: Feed, session: Subscriber, since: int | None, presence: bool
-    ) -> tuple[Balance, list[BalanceChanged], bool, list[Peer] | None]:
+    ) -> Joined:
         member = feed.member
         # This node replied with a newer version than the channel has brought (its publish is
         # still on the way, or failed and waits for the relay), or the client resumes from a
@@ -257,7 +271,7 @@ class Feeds:
             feed.presence.discard(session)
             if not feed.presence:
                 feed.presence = None
-        return feed.balance, missed, recovered, peers_now
+        return Joined(feed.balance, missed, recovered, peers_now, feed.presence_seq)
 
     async def _catch_up(self, feed: Feed, limit: int) -> None:
         """Deliver the next ``limit`` changes from the ledger, ahead of the channel."""

@@ -247,9 +247,7 @@ async def _subscribe_in_turn(
     else:
         watched = True  # a re-subscribe (a gap fill, a presence change): the feed is kept
     try:
-        balance, missed, recovered, presence = await d.s.feeds.join(
-            frame.member, session, frame.since, frame.presence
-        )
+        joined = await d.s.feeds.join(frame.member, session, frame.since, frame.presence)
     except BaseException:
         if not watched:  # a re-subscribe that failed leaves the subscription as it was
             session.subscriptions.discard(frame.member)
@@ -266,10 +264,11 @@ async def _subscribe_in_turn(
         id=frame.id,
         data=Subscribed(
             member=frame.member,
-            balance=balance,
-            missed=missed,
-            recovered=recovered,
-            presence=presence,
+            balance=joined.balance,
+            missed=joined.missed,
+            recovered=joined.recovered,
+            presence=joined.presence,
+            presence_seq=None if joined.presence is None else joined.presence_seq,
         ),
     )
 

@@ -166,12 +166,12 @@ async def test_a_subscribe_never_answers_older_than_this_node_already_replied(
         node, feeds = rn.node, rn.node.feeds
         till = await pos(http, rn.url, world["merchant"])
         watching = Sink()
-        opened, _, _, _ = await feeds.join(m, watching, None)
+        opened = (await feeds.join(m, watching, None)).balance
         node.publisher.breaker.trip()  # this change's publish fails
         done = await sale(till, m)
         version = done.data.balance.version
         assert version == opened.version + 1
-        balance, _, _, _ = await feeds.join(m, Sink(), None)
+        balance = (await feeds.join(m, Sink(), None)).balance
         assert balance.version == version, "the subscribe answered older than the sale's reply"
         assert watching.versions == [version]  # the feed delivered it, in order
         await till.close()

@@ -41,10 +41,11 @@ async def test_pos_sees_app_and_web_come_and_go_across_nodes(http, pg_dsn, redis
         other = await pos(http, nb.url, world["merchant"], "t2")
         r = await other.request({"type": "subscribe", "member": member, "presence": True})
         assert sorted(x.channel for x in r.data.presence) == ["app", "web"]
+        assert r.data.presence_seq == p.seq  # the list's seq, to order it against the pushes
         # sessions without presence get no presence pushes
         plain = await pos(http, na.url, world["merchant"], "t3")
         r = await plain.request({"type": "subscribe", "member": member})
-        assert r.data.presence is None
+        assert r.data.presence is None and r.data.presence_seq is None
         await phone.close()
         p = await next_of(till, Presence)
         assert [x.channel for x in p.online] == ["web"]
@@ -249,8 +250,10 @@ async def test_a_failed_presence_read_is_not_kept_as_the_members_list(
         first = await pos(http, rn.url, world["merchant"], "t1")
         r1 = await first.request({"type": "subscribe", "member": member, "presence": True})
         assert isinstance(r1, Result) and r1.data.presence == []  # could not be read
+        assert r1.data.presence_seq == -1  # and says so: below every real seq
         second = await pos(http, rn.url, world["merchant"], "t2")
         r2 = await second.request({"type": "subscribe", "member": member, "presence": True})
         assert isinstance(r2, Result) and [p.channel for p in r2.data.presence] == ["app"]
+        assert r2.data.presence_seq > 0
         for c in (phone, balance_only, first, second):
             await c.close()

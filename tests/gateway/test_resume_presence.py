@@ -40,7 +40,7 @@ async def test_a_resume_with_presence_never_skips_a_change_silently(
         feeds = rn.node.feeds
         till = await pos(http, rn.url, world["merchant"])
         other = Sink()
-        opened, _, _, _ = await feeds.join(m, other, None)  # the feed is open, no presence yet
+        opened = (await feeds.join(m, other, None)).balance  # the feed is open, no presence yet
         since = opened.version
         await sale(till, m)  # since + 1
         read = feeds.presence_reader
@@ -53,7 +53,7 @@ async def test_a_resume_with_presence_never_skips_a_change_silently(
 
         feeds.presence_reader = presence_then_a_sale
         joiner = Sink()
-        balance, missed, recovered, _ = await feeds.join(m, joiner, since, presence=True)
+        balance, missed, recovered, _, _ = await feeds.join(m, joiner, since, presence=True)
         feeds.presence_reader = read
         seen = [c.version for c in missed] + joiner.versions
         assert recovered
