@@ -4,7 +4,6 @@ the admin API (``gateway/api``). Every points change goes through the ledger; re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.errors import GatewayError, Refused, StoreUnavailable
+from gateway.errors import GatewayError, Refused
 from gateway.ledger.apply import epoch_ms
 from gateway.ledger.engine import Ledger
 from gateway.ledger.model import Earn, Origin, SaleRecord
@@ -20,6 +19,8 @@ from gateway.ledger.reads import Reads
 from gateway.loyalty import directory, sales
 from gateway.loyalty.directory import Profile
 from gateway.loyalty.earning import Earning, detail_fingerprint, sale_detail
+from gateway.loyalty.expiry import run_expiry
+from gateway.loyalty.gdpr import erase_member, export_member
 from gateway.loyalty.identity import (
     invalid,
     mint_pass,
@@ -51,50 +52,9 @@ from protocol.messages import Outcome, PointsLine, Sale, SaleReceipt
 
 log = logging.getLogger(__name__)
 
-#: Advisory lock key of the points-expiry job (one runner at a time across nodes).
-EXPIRY_LOCK = 0x6C6F79616C7478  # "loyaltx"
-#: Members one expiry pass reads (with ``drain``, a full pass is followed by another).
-EXPIRY_BATCH = 5000
-#: Expiries queued in the ledger at a time: a pass waits for each chunk, so the lanes serve the
-#: tills in between (5,000 at once queued every till behind them for about a second).
-EXPIRY_CHUNK = 200
-
-
-def _expiry(r: Any) -> Earn:
-    """The expiry of an inactive account as read (member, merchant, version, available)."""
-    return Earn(
-        # '~' and '/' are outside the client id charset: no client can take this id first
-        op=f"~expiry/{r['member_id']}/{r['version']}",
-        member=r["member_id"],
-        points=-r["av"],
-        origin=Origin(merchant=r["merchant_id"], channel="system"),
-        kind="points_expiry",
-        contra="expiry",
-        clamp=True,
-        breakdown=(PointsLine(rule="expiry", points=-r["av"]),),
-        # a sale, reserve, commit or release since the read is activity: checked under the
-        # row lock, the expiry then posts nothing
-        if_version=r["version"],
-    )
-
 
 def _dt(v: datetime | None) -> int:
     return 0 if v is None else epoch_ms(v)
-
-
-class _MoreMerged(Exception):
-    """A duplicate was merged into the member while an erase was locking its accounts."""
-
-
-#: The member and every member merged into it, directly or through other merges.
-_MERGED_INTO = """
-WITH RECURSIVE m(id) AS (
-    SELECT $1::text
-  UNION
-    SELECT a.member_id FROM accounts a JOIN m ON a.merged_into = m.id
-)
-SELECT array_agg(id) FROM m
-"""
 
 
 class Loyalty(RewardsMixin):
@@ -415,64 +375,9 @@ class Loyalty(RewardsMixin):
     async def run_expiry(
         self, now: datetime | None = None, merchant: str | None = None, drain: bool = False
     ) -> int:
-        """Expire the available points of members inactive for the programme's
-        ``expiry_days``: every merchant's (the background loop), or only ``merchant``'s (its
-        admin API). One runner at a time across nodes (advisory lock); each expiry is a
-        ledger operation with an id derived from the account version it saw, so even two
-        overlapping runs expire a balance once. A pass reads at most ``EXPIRY_BATCH`` members;
-        with ``drain`` (the background loop) passes follow each other while they come back
-        full, so a backlog larger than a pass does not wait an hour per pass. Returns the number
-        of members expired."""
-        expired = 0
-        while True:
-            done, full = await self._expiry_pass(now, merchant)
-            expired += done
-            if not (drain and full and done):  # a pass that expired nothing ends it too
-                return expired
-
-    async def _expiry_pass(self, now: datetime | None, merchant: str | None) -> tuple[int, bool]:
-        """One pass: (members expired, whether it read a full batch)."""
-        outcomes: list[Outcome | BaseException] = []
-        rows: list[Any] = []
-        with translate_errors("points expiry"):
-            async with self.pool.acquire() as conn:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", EXPIRY_LOCK):
-                    return 0, False
-                try:
-                    rows = await conn.fetch(
-                        """SELECT a.member_id, a.merchant_id, a.version, a.posted - a.held AS av
-                             FROM accounts a
-                             JOIN programmes p ON p.merchant_id = a.merchant_id
-                            WHERE p.expiry_days IS NOT NULL AND a.posted - a.held > 0
-                              AND a.closed_at IS NULL
-                              AND ($3::text IS NULL OR a.merchant_id = $3)
-                              AND a.updated_at < LEAST(COALESCE($1, now()), now())
-                                                 - make_interval(days => p.expiry_days)
-                            LIMIT $2""",
-                        now,
-                        EXPIRY_BATCH,
-                        merchant,
-                    )
-                    for i in range(0, len(rows), EXPIRY_CHUNK):
-                        chunk = rows[i : i + EXPIRY_CHUNK]
-                        outcomes += await asyncio.gather(
-                            *(self.ledger.submit(_expiry(r)) for r in chunk),
-                            return_exceptions=True,
-                        )
-                finally:
-                    try:
-                        await conn.execute("SELECT pg_advisory_unlock($1)", EXPIRY_LOCK)
-                    except BaseException:
-                        # never hand a connection holding the lock back to the pool (its
-                        # release does not unlock, see store.db): ending it frees the lock
-                        conn.terminate()
-                        raise
-        expired = sum(
-            1
-            for o in outcomes
-            if isinstance(o, Outcome) and o.ok and getattr(o.data, "points", 0) != 0
-        )
-        return expired, len(rows) == EXPIRY_BATCH
+        """Expire the points of inactive members (see ``expiry.run_expiry``); returns how many
+        members were expired."""
+        return await run_expiry(self, now, merchant, drain)
 
     # ------------------------------------------------------------------ merging duplicates
     async def merge(self, origin: Origin, survivor: str, source: str, op: str) -> MergeResult:
@@ -481,138 +386,10 @@ class Loyalty(RewardsMixin):
 
     # ------------------------------------------------------------------ GDPR
     async def export(self, merchant: str, member: str) -> dict[str, Any]:
-        """Everything the programme holds about the member (right of access). A merged
-        duplicate's id exports the member it was merged into, as its reads do; the duplicate
-        is listed there under ``merged_duplicates``."""
-        m = await self.member(merchant, member, erased=True)
-        member = m.member
-        purchases = []
-        before = None
-        while True:
-            page = await self.history(merchant, member, before, 100)
-            purchases.extend(page.purchases)
-            if page.next is None:
-                break
-            before = page.next
-        with translate_errors("export"):
-            entries = await self.pool.fetch(
-                """SELECT version, kind, op_id, posted_delta, held_delta, posted_after,
-                          held_after, channel, store_id, created_at
-                     FROM ledger_entries WHERE member_id = $1 AND merchant_id = $2
-                    ORDER BY version""",
-                member,
-                merchant,
-            )
-            codes = await self.pool.fetch(
-                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.member_id = $2",
-                merchant,
-                member,
-            )
-            merged = await self.pool.fetchval(_MERGED_INTO, member)
-        duplicates = []
-        for dup in sorted(set(merged) - {member}):
-            prof = await directory.profile(self.pool, merchant, dup)
-            if prof is not None:
-                duplicates.append(
-                    {
-                        "member": dup,
-                        "name": prof.name,
-                        "phone": prof.phone,
-                        "email": prof.email,
-                        "card": prof.card,
-                    }
-                )
-        return {
-            "member": msgspec.to_builtins(m),
-            "merged_duplicates": duplicates,
-            "purchases": msgspec.to_builtins(purchases),
-            "codes": [msgspec.to_builtins(self._code(r)) for r in codes],
-            "ledger": [
-                {
-                    "version": e["version"],
-                    "kind": e["kind"],
-                    "op": e["op_id"],
-                    "posted_delta": e["posted_delta"],
-                    "held_delta": e["held_delta"],
-                    "posted_after": e["posted_after"],
-                    "held_after": e["held_after"],
-                    "channel": e["channel"],
-                    "store": e["store_id"],
-                    "at": epoch_ms(e["created_at"]),
-                }
-                for e in entries
-            ],
-        }
+        """Everything the programme holds about the member (see ``gdpr.export_member``)."""
+        return await export_member(self, merchant, member)
 
     async def erase(self, merchant: str, member: str) -> str | None:
-        """Right to erasure: identities and profile data are deleted, for the member and for
-        every duplicate merged into it (a merge leaves the duplicate's extra identities and
-        name behind); the opaque member ids, their ledger entries and sales amounts stay, so
-        balances and audits still add up. Their accounts are closed: the ledger refuses every
-        operation on them (``member_not_found``) but hold expiry, so an erased member can
-        neither earn nor spend, nor be merged into and given personal data again.
-
-        A merged duplicate's id erases the member it was merged into, as reads of that id
-        answer with that member (the shopper's data moved there with the merge). Returns the
-        member erased, or None if ``member`` is not the merchant's."""
-        for attempt in range(5):
-            try:
-                with translate_errors("erase"):
-                    target = await directory.resolve(self.pool, member)
-                    return target if await self._erase_once(merchant, target) else None
-            except (_MoreMerged, asyncpg.DeadlockDetectedError):
-                # A merge into the member committed while the erase listed the duplicates, or
-                # PostgreSQL broke a lock cycle with a merge's second step: start again.
-                await asyncio.sleep(0.01 * (attempt + 1))
-        raise StoreUnavailable("erase kept meeting concurrent merges; retry")
-
-    async def _erase_once(self, merchant: str, member: str) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
-            # NO KEY UPDATE: it still serialises with a merge (FOR UPDATE) but not with a
-            # ledger batch's foreign-key checks on this row (KEY SHARE).
-            owner = await conn.fetchval(
-                "SELECT merchant_id FROM members WHERE id = $1 FOR NO KEY UPDATE", member
-            )
-            if owner != merchant:
-                return False
-            # The accounts of the member and of its merged duplicates, locked as a ledger
-            # batch locks them (by key, in order), then listed again: a merge into the member
-            # in flight has committed by then (its duplicate was not locked: start over), and
-            # one after this erase finds the account closed and is refused.
-            listed = sorted(await conn.fetchval(_MERGED_INTO, member))
-            await conn.execute(
-                """SELECT 1 FROM accounts WHERE member_id = ANY($1::text[])
-                    ORDER BY member_id FOR UPDATE""",
-                listed,
-            )
-            ids = sorted(await conn.fetchval(_MERGED_INTO, member))
-            if ids != listed:
-                raise _MoreMerged
-            if await conn.fetchval(
-                "SELECT merged_into FROM accounts WHERE member_id = $1", member
-            ):  # merged since it was resolved (read under the lock): erase the survivor
-                raise _MoreMerged
-            await conn.execute(
-                """UPDATE accounts SET closed_at = COALESCE(closed_at, now())
-                    WHERE member_id = ANY($1::text[])""",
-                ids,
-            )
-            await conn.execute(
-                "DELETE FROM member_identities WHERE member_id = ANY($1::text[])", ids
-            )
-            await conn.execute(
-                """INSERT INTO member_profiles (member_id, merchant_id, erased_at)
-                   SELECT id, $2, now() FROM unnest($1::text[]) AS id
-                   ON CONFLICT (member_id) DO UPDATE
-                      SET name = '', enrolled_store = '', erased_at = now()""",
-                ids,
-                merchant,
-            )
-            await conn.execute(
-                """UPDATE sales SET lines = (
-                       SELECT COALESCE(jsonb_agg(l - 'name'), '[]'::jsonb)
-                         FROM jsonb_array_elements(lines) AS l)
-                    WHERE member_id = ANY($1::text[])""",
-                ids,
-            )
-        return True
+        """Erase the member's personal data (see ``gdpr.erase_member``); returns the member
+        erased, or None if ``member`` is not the merchant's."""
+        return await erase_member(self, merchant, member)

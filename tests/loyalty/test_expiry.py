@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from gateway.api.admin import SERVICE
+from gateway.loyalty import expiry
 from protocol.messages import BalanceChanged
 from tests.loyalty.world import admin, member_with_points, next_push, ok, setup_db
 
@@ -168,10 +169,8 @@ async def test_expiry_queues_a_chunk_at_a_time_and_drains_a_backlog(
     tills behind them for about a second, and a backlog larger than a pass waited an hour per
     pass. Expiries now go a chunk at a time, and the background loop's passes follow each
     other while they come back full."""
-    from gateway.loyalty import service as service_module
-
-    monkeypatch.setattr(service_module, "EXPIRY_BATCH", 3)
-    monkeypatch.setattr(service_module, "EXPIRY_CHUNK", 2)
+    monkeypatch.setattr(expiry, "EXPIRY_BATCH", 3)
+    monkeypatch.setattr(expiry, "EXPIRY_CHUNK", 2)
     await setup_db(
         pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
     )
