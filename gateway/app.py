@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.sessions.commands import Dispatcher, Services
 from gateway.sessions.handler import websocket
 from gateway.sessions.heartbeat import Heartbeat
-from gateway.sessions.session import Session
+from gateway.sessions.session import CLOSE_TIMEOUT, Session
 from gateway.settings import Settings
 from gateway.store import db
 from gateway.store.keys import CACHE_EPOCH, Keys
@@ -159,8 +159,14 @@ class Node:
         await asyncio.wait([grace, *inflight], timeout=max(0.05, budget * 0.5))
         grace.cancel()
         sessions = list(self.sessions)
+        # Commands still running reply before their session's close frame, within what is
+        # left of the budget once the close handshakes (CLOSE_TIMEOUT + 1 s) are set aside.
+        left = budget * 0.8 - (time.monotonic() - start)
+        reply_grace = max(0.0, left - CLOSE_TIMEOUT - 1.0)
         for s in sessions:
-            s.close_soon(CloseCode.DRAINING, "node draining: reconnect to another node")
+            s.close_soon(
+                CloseCode.DRAINING, "node draining: reconnect to another node", reply_grace
+            )
         closing = [t for s in sessions for t in s.inflight]
         left = budget * 0.8 - (time.monotonic() - start)
         if closing:

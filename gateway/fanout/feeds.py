@@ -50,6 +50,8 @@ GAP_READS = 8
 GAP_RETRY_PAUSE = 0.05
 #: Changes one catch-up read takes from the ledger (a feed behind a version a client saw).
 CATCH_UP_PAGE = 100
+#: Longest pause between two attempts of a feed's check after a fan-out reconnect.
+CHECK_RETRY_MAX = 5.0
 #: Seconds a feed nobody watches lingers before its channel is unsubscribed (absorbs churn).
 LINGER = 5.0
 
@@ -88,6 +90,7 @@ class Feed:
         "balance",
         "confirmed",
         "filler",
+        "joining",
         "linger",
         "member",
         "peers",
@@ -113,6 +116,9 @@ class Feed:
         self.ready = asyncio.Event()
         self.filler: asyncio.Task[None] | None = None
         self.linger: asyncio.TimerHandle | None = None
+        #: Joins in progress: the feed must not close under them (their reads can outlast
+        #: ``LINGER``), or the session would join a feed whose channel was unsubscribed.
+        self.joining = 0
         #: Re-subscribed after Redis dropped the channel: fill the gap once confirmed.
         self.rechecking = False
 
@@ -175,6 +181,15 @@ class Feeds:
     async def _on_connect(self, connection: Any) -> None:
         # redis-py registers this callback after the first connect, so every call is a
         # reconnect: resubscribe first, then fill what was published while disconnected.
+        # redis-py forgets a channel only when its UNSUBSCRIBE is answered, and subscribes
+        # again to every channel it still lists: a feed that closed while Redis was down would
+        # stay subscribed for good, with nobody behind it. Keep only the open feeds' channels.
+        wanted = {self._keys.member_channel(m) for m in self._feeds}
+        channels = self._pubsub.channels
+        for channel in list(channels):
+            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if name not in wanted:
+                del channels[channel]
         await self._resubscribe(connection)
         self.reconnects += 1
         log.warning("fan-out connection re-established; checking %d feeds", len(self._feeds))
@@ -213,12 +228,15 @@ class Feeds:
         if feed.linger is not None:
             feed.linger.cancel()
             feed.linger = None
+        feed.joining += 1
         try:
             return await self._join_open(feed, session, since, presence)
         except BaseException:
             if not feed.sessions:
                 self._linger(feed)  # else nobody would ever close it
             raise
+        finally:
+            feed.joining -= 1
 
     async def _join_open(
         self, feed: Feed, session: Subscriber, since: int | None, presence: bool
@@ -304,8 +322,8 @@ class Feeds:
 
     def _close_feed(self, feed: Feed) -> None:
         feed.linger = None
-        if feed.sessions or self._feeds.get(feed.member) is not feed:
-            return
+        if feed.sessions or feed.joining or self._feeds.get(feed.member) is not feed:
+            return  # a join in progress lingers the feed again if it fails
         del self._feeds[feed.member]
         if feed.filler is not None:
             feed.filler.cancel()
@@ -503,13 +521,20 @@ class Feeds:
                 framed = text_frame(encode(Presence(member=feed.member, online=peers, seq=seq)))
                 for s in tuple(feed.presence or ()):
                     s.send_framed(framed)
-        try:
-            bal = await self._reads.balance_from_db(feed.member)
-        except GatewayError:
-            return
-        if bal is not None and bal.version > feed.version and feed.ready.is_set():
-            with contextlib.suppress(GatewayError):
-                await self._catch_up(feed, bal.version - feed.version)
+        # The changes published while disconnected will not come again (their outbox rows are
+        # gone): this read is the only way to them, so it is retried, with backoff, for as
+        # long as the feed is open, rather than leave its watchers on an older balance.
+        delay = GAP_RETRY_PAUSE
+        while self._feeds.get(feed.member) is feed:
+            try:
+                bal = await self._reads.balance_from_db(feed.member)
+                if bal is not None and bal.version > feed.version and feed.ready.is_set():
+                    await self._catch_up(feed, bal.version - feed.version)
+                return
+            except GatewayError:
+                log.warning("checking %s after a fan-out reconnect failed; retrying", feed.member)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CHECK_RETRY_MAX)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -189,6 +189,14 @@ OPERATION_RESULT = """
 SELECT result FROM operations WHERE merchant_id = $1 AND op_id = $2
 """
 
+# Reads.outcome's wait for a transaction that is inserting this operation (rolled back): the
+# insert blocks on the uncommitted row of the same key until its transaction ends.
+PROBE_OPERATION = """
+INSERT INTO operations (merchant_id, op_id, kind, member_id, fingerprint, ok, result)
+VALUES ($1, $2, 'probe', NULL, ''::bytea, false, ''::bytea)
+ON CONFLICT DO NOTHING
+"""
+
 ACCOUNT = """
 SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version FROM accounts a
  WHERE a.member_id = $1

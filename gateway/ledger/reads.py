@@ -174,8 +174,21 @@ class Reads:
         ]
 
     async def outcome(self, merchant: str, op_id: str) -> Outcome | None:
+        """The recorded outcome of ``op_id``; None when none is recorded yet. An operation
+        whose transaction is committing (a till told ``timeout`` while its COMMIT waited on the
+        disk) is waited for, not reported missing: a probe insert of the same key waits for that
+        transaction to end, and is rolled back whatever happens."""
         with pg_errors("outcome read"):
-            raw = await self._pool.fetchval(q.OPERATION_RESULT, merchant, op_id)
+            async with self._pool.acquire() as conn:
+                raw = await conn.fetchval(q.OPERATION_RESULT, merchant, op_id)
+                if raw is None:
+                    tx = conn.transaction()
+                    await tx.start()
+                    try:
+                        await conn.execute(q.PROBE_OPERATION, merchant, op_id)
+                    finally:
+                        await tx.rollback()
+                    raw = await conn.fetchval(q.OPERATION_RESULT, merchant, op_id)
         return None if raw is None else decode_outcome(raw)
 
 

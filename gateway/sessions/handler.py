@@ -188,6 +188,8 @@ async def _serve(node: Node, session: Session) -> None:
     # --- command loop
     while not session.closing:
         msg = await _receive(node, session)
+        if session.closing:
+            break  # a close began while this frame was awaited: it is not applied
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             _on_frame(node, session, msg.data)
             while len(session.inflight) >= MAX_INFLIGHT:

@@ -69,13 +69,13 @@ class Heartbeat:
         """One walk over every session, paced over ``spread`` seconds."""
         self.tick += 1
         stale = self.tick - 2
-        now = time.time()
         sessions = tuple(self._sessions())
         chunks = -(-len(sessions) // CHUNK)
         pause = spread / chunks if chunks else 0.0
         for c in range(chunks):
             if c:
                 await asyncio.sleep(pause)
+            now = time.time()  # the walk takes a whole interval: a token expires during it
             for s in sessions[c * CHUNK : (c + 1) * CHUNK]:
                 t = s.transport
                 if t is None or t.is_closing() or s.closing:

@@ -36,6 +36,12 @@ WRITE_LOW = 16 * 1024
 #: Seconds a server-initiated close waits for the client's close frame before dropping the TCP
 #: connection (aiohttp's default is 10 s; a drain must fit in GATEWAY_DRAIN_SECONDS).
 CLOSE_TIMEOUT = 2.0
+#: Seconds a close (token expiry, too many bad frames, a drain) waits for the commands already
+#: running to reply before its close frame: a command read before the close is applied, so its
+#: reply must reach the client. The ledger's own command timeout (10 s) answers before it.
+REPLY_GRACE = 12.0
+#: Seconds a close waits for the queued frames to reach the client before it drops them.
+FLUSH_TIMEOUT = 1.0
 
 _LEN1 = struct.Struct("!BB").pack
 _LEN2 = struct.Struct("!BBH").pack
@@ -87,6 +93,7 @@ class Session:
         "principal",
         "queue",
         "queued_bytes",
+        "sealed",
         "seen",
         "subscriptions",
         "transport",
@@ -112,7 +119,10 @@ class Session:
         self.queued_bytes = 0
         self.max_queue_bytes = max_queue_bytes
         self.writer: asyncio.Task[None] | None = None
+        #: No more frames are read (a close has begun); replies still go out until ``sealed``.
         self.closing = False
+        #: No more frames are sent: the close frame is on its way.
+        self.sealed = False
         self.subscriptions: set[str] = set()
         #: Done when the last subscription command read so far has taken effect (see
         #: ``commands.watch_turn``); None when none is in flight.
@@ -141,7 +151,7 @@ class Session:
 
     def send_framed(self, framed: bytes) -> None:
         """Send a websocket frame made by ``text_frame`` (shared by every receiver)."""
-        if self.closing:
+        if self.sealed:
             return
         t = self.transport
         if t is None or t.is_closing():
@@ -194,30 +204,46 @@ class Session:
         return self.queued_bytes + buffered
 
     # ------------------------------------------------------------------ closing
-    def close_soon(self, code: int, reason: str) -> None:
+    def close_soon(self, code: int, reason: str, grace: float = REPLY_GRACE) -> None:
+        """Close with ``code``: read no more frames; let the commands already running reply
+        (for at most ``grace`` seconds) and the queued frames go out (``FLUSH_TIMEOUT``), then
+        send the close frame. A slow consumer's close drops its backlog and sends at once."""
         if self.closing:
             return
         self.closing = True
         self.on_close = code
-        writer = self.writer
+        commands = tuple(self.inflight)
         if code == CloseCode.SLOW_CONSUMER:
             # Drop what the client would not read; the close frame follows what the transport
             # already holds.
-            self.writer = None
-            if writer is not None:
-                writer.cancel()
-            if self.queue is not None:
-                self.queue.clear()
-            self.queued_bytes = 0
-            writer = None
-        task = asyncio.create_task(self._close(code, reason, writer))
+            self._drop_backlog()
+            commands = ()
+        task = asyncio.create_task(self._close(code, reason, commands, grace))
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
-    async def _close(self, code: int, reason: str, writer: asyncio.Task[None] | None) -> None:
+    def _drop_backlog(self) -> None:
+        self.sealed = True
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.cancel()
+        if self.queue is not None:
+            self.queue.clear()
+        self.queued_bytes = 0
+
+    async def _close(
+        self, code: int, reason: str, commands: tuple[asyncio.Task[Any], ...], grace: float
+    ) -> None:
+        if commands and grace > 0:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(commands, timeout=grace)
+        writer = self.writer
         if writer is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(writer), 1.0)
+                await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT)
+        # Nothing may follow the close frame (RFC 6455 5.5.1): a backlog the client did not
+        # read in time is dropped with any reply still to come.
+        self._drop_backlog()
         # aiohttp's close() first waits for the transport to drain, without a bound: a client
         # that stopped reading would hold it forever. Bound it, then drop the connection.
         clean = False

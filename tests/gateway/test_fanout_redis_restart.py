@@ -140,3 +140,85 @@ async def test_the_backlog_gauge_leaves_out_changes_published_before_the_pass(
         await eventually(lambda: relay.pending >= 0, 10, "the next relay pass")
         assert relay.pending == 0, "a change published in time counted as backlog"
         await till.close()
+
+
+async def test_a_feed_closed_during_an_outage_is_not_subscribed_again(
+    http, pg_dsn, private_redis, world, monkeypatch
+):
+    """Found in review: a feed whose linger ended while Redis was down sent an UNSUBSCRIBE
+    that failed; redis-py still listed the channel and subscribed it again on reconnect, with
+    no feed behind it, for good (one more per member closed in each outage)."""
+    from gateway.fanout import feeds as feeds_module
+    from tests.gateway.test_feed_races import Sink, _numsub
+
+    monkeypatch.setattr(feeds_module, "LINGER", 0.2)
+    private_redis.start()
+    m = world["members"][0]
+    async with running_node(settings_for(pg_dsn, private_redis.url, "lk"), "lgk") as rn:
+        feeds = rn.node.feeds
+        watcher = Sink()
+        await feeds.join(m, watcher, None)
+        reconnects = feeds.reconnects
+        private_redis.kill()
+        feeds.leave(m, watcher)
+        await eventually(lambda: m not in feeds._feeds, what="the feed closed")
+        await asyncio.sleep(0.2)  # its UNSUBSCRIBE failed
+        private_redis.start()
+        await eventually(lambda: feeds.reconnects > reconnects, what="the fan-out reconnect")
+        for _ in range(50):
+            try:
+                subscribed = await _numsub(rn.node, m)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        assert subscribed == 0
+        channel = rn.node.keys.member_channel(m)
+        assert channel not in feeds._pubsub.channels
+        assert channel.encode() not in feeds._pubsub.channels
+
+
+async def test_a_failed_check_after_a_reconnect_is_retried(
+    http, pg_dsn, private_redis, world, monkeypatch
+):
+    """Found in review: after a fan-out reconnect, each feed reads the ledger once for the
+    changes published while it was disconnected (they will not be published again). When that
+    read failed (the same network blip cutting PostgreSQL), nothing retried: the watchers kept
+    an older balance, with no resync, until the member changed again."""
+    from gateway.errors import StoreUnavailable
+    from tests.gateway.test_feed_races import Sink
+
+    private_redis.start()
+    m = world["members"][0]
+    sa = settings_for(pg_dsn, private_redis.url, "na")
+    sb = settings_for(pg_dsn, private_redis.url, "nb")
+    async with running_node(sa, "lgc") as na, running_node(sb, "lgc") as nb:
+        feeds = na.node.feeds
+        watcher = Sink()
+        await feeds.join(m, watcher, None)
+        till = await pos(http, nb.url, world["merchant"])
+        reads = feeds._reads
+        real_balance, real_on_change = reads.balance_from_db, feeds._on_change
+        cut = {"on": True, "fails": 0}
+
+        async def unreachable(member: str) -> Any:
+            if cut["on"]:
+                cut["fails"] += 1
+                raise StoreUnavailable("PostgreSQL unreachable")
+            return await real_balance(member)
+
+        def lost(channel: Any, data: Any) -> None:  # node A hears nothing while cut off
+            if not cut["on"]:
+                real_on_change(channel, data)
+
+        monkeypatch.setattr(reads, "balance_from_db", unreachable)
+        monkeypatch.setattr(feeds, "_on_change", lost)
+        reconnects = feeds.reconnects
+        done = await sale(till, m)  # committed and published by B
+        version = done.data.balance.version
+        await asyncio.sleep(0.3)
+        await nb.node.redis.client_kill_filter(_type="pubsub")  # A's fan-out connection too
+        await eventually(lambda: feeds.reconnects > reconnects, what="the fan-out reconnect")
+        await eventually(lambda: cut["fails"] >= 1, what="the check failing")
+        cut["on"] = False
+        await eventually(lambda: version in watcher.versions, what="the missed change")
+        await till.close()

@@ -225,3 +225,42 @@ async def test_a_gap_the_channel_closes_during_the_last_retry_ends_quietly(
         assert filler is not None
         await asyncio.wait_for(filler, 5)  # raised ValueError before
         assert sink.versions == [v + 1, v + 2] and feeds.resyncs == resyncs
+
+
+async def test_a_join_that_outlasts_the_linger_keeps_its_feed(
+    http, pg_dsn, redis_prefix, world, monkeypatch
+):
+    """Found in review: a resume whose history read was slow (a pool wait, a stalled
+    PostgreSQL) while the feed's only other watcher left: the linger closed the feed and
+    unsubscribed its channel under the join, which then added its session to that closed
+    feed. It was answered as recovered, and never got another change."""
+    from gateway.fanout import feeds as feeds_module
+
+    monkeypatch.setattr(feeds_module, "LINGER", 0.2)
+    m = world["members"][0]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        feeds = rn.node.feeds
+        till = await pos(http, rn.url, world["merchant"])
+        await sale(till, m)
+        await sale(till, m)
+        first, second = Sink(), Sink()
+        opened = (await feeds.join(m, first, None)).balance
+        real = feeds._reads.history
+
+        async def slow_history(member: str, since: int, limit: int) -> Any:
+            await asyncio.sleep(0.6)
+            return await real(member, since, limit)
+
+        monkeypatch.setattr(feeds._reads, "history", slow_history)
+        joining = asyncio.create_task(feeds.join(m, second, opened.version - 1))
+        await asyncio.sleep(0.05)
+        feeds.leave(m, first)  # the only watcher leaves while the join reads: linger armed
+        joined = await joining
+        assert joined.recovered and [c.version for c in joined.missed] == [opened.version]
+        monkeypatch.setattr(feeds._reads, "history", real)
+        assert second in feeds._feeds[m].sessions
+        done = await sale(till, m)
+        version = done.data.balance.version
+        await eventually(lambda: version in second.versions, what="the next change")
+        assert await _numsub(rn.node, m) == 1
+        await till.close()
