@@ -63,3 +63,26 @@ async def test_a_walk_pings_the_live_drops_the_silent_and_lets_other_work_run():
     # the other task ran after the walk's first chunk and before its last one
     assert first_other > 0
     assert any(kind in ("ping", "abort") for kind, _ in LOG[first_other:])
+
+
+async def test_a_token_expiring_during_the_walk_is_seen_when_its_session_is_visited():
+    """Found in review: the walk compared every token with the time the walk began, though it
+    is spread over the whole interval; a token that expired before its session's visit was
+    missed until the next walk (about two heartbeats late)."""
+    import time
+
+    closed: list[int] = []
+
+    class Expiring(FakeSession):
+        def close_soon(self, code: int, reason: str) -> None:
+            closed.append(self.transport.i)
+
+    class Principal:
+        expires = time.time() + 0.2
+
+    sessions = [Expiring(i, seen=10) for i in range(2 * heartbeat.CHUNK)]
+    sessions[-1].principal = Principal()  # type: ignore[assignment]
+    hb = Heartbeat(lambda: sessions, interval=1.0)
+    hb.tick = 10
+    await hb.beat(spread=1.0)  # the second chunk is visited about 0.5 s in
+    assert closed == [2 * heartbeat.CHUNK - 1]
