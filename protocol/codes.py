@@ -107,7 +107,10 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.HOLD_EXPIRED: "The hold passed its expiry and can no longer be committed.",
     ErrorCode.COMMIT_EXCEEDS_HOLD: "The commit amount is larger than the held amount.",
     ErrorCode.IDEMPOTENCY_CONFLICT: "The operation id was used before with different content.",
-    ErrorCode.OPERATION_NOT_FOUND: "No operation with that id is known.",
+    ErrorCode.OPERATION_NOT_FOUND: (
+        "No operation with that id is recorded (yet: send the command again with the same op"
+        " to settle it)."
+    ),
     ErrorCode.MEMBER_MERGED: (
         "The member was merged into another one (named in the message); use that member."
     ),
