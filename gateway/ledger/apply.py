@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import msgspec
+
 from gateway.ledger.model import (
     Account,
     BatchState,
@@ -181,6 +183,43 @@ def apply(state: BatchState, op: Op) -> Outcome:
     if isinstance(got, Outcome):
         return got
     acct = got
+    outcome = _apply(state, acct, op)
+    if acct.owed and acct.available > 0:
+        # Points became available (an earn, a released or expired hold, a refund, a merge)
+        # while the member owes a return's clawback: taken first, in the same batch.
+        cause = getattr(op, "op", "") or state.entries[-1].op  # an Expire: the hold's id
+        _recover(state, acct, cause, op.origin)
+        if outcome.ok:
+            outcome = _rebalanced(outcome, acct)
+    return outcome
+
+
+def _recover(state: BatchState, acct: Account, op: str, origin: Origin) -> None:
+    take = min(acct.owed, acct.available)
+    acct.owed -= take
+    _post(
+        state,
+        acct,
+        kind="recovery",
+        op=op,
+        contra="issuance",
+        posted=-take,
+        held=0,
+        origin=origin,
+    )
+
+
+def _rebalanced(outcome: Outcome, acct: Account) -> Outcome:
+    """The outcome, with the balance it reports as it stands after a recovery."""
+    data = outcome.data
+    if isinstance(data, Balance):
+        data = balance_of(acct)
+    elif isinstance(data, SaleReceipt | HoldState) and data.balance is not None:
+        data = msgspec.structs.replace(data, balance=balance_of(acct))
+    return msgspec.structs.replace(outcome, data=data)
+
+
+def _apply(state: BatchState, acct: Account, op: Op) -> Outcome:
     expire_overdue(state, acct)
     if isinstance(op, Expire):
         return Outcome(op="", ok=True, data=balance_of(acct))
@@ -206,6 +245,9 @@ def _earn(state: BatchState, acct: Account, op: Earn) -> Outcome:
     elif points < 0 and -points > acct.available:
         if not op.clamp:
             return refuse(op.op, ErrorCode.INSUFFICIENT_POINTS)
+        if op.owe:
+            acct.owed += -points - acct.available
+            acct.dirty = True
         points = -acct.available
     if points != 0:
         _post(
@@ -383,6 +425,10 @@ def _merge(state: BatchState, survivor: Account, op: Merge) -> Outcome:
             held=held,
             origin=op.origin,
         )
+    # What the duplicate owes is owed by the survivor (taken from its points at once).
+    survivor.owed += source.owed
+    source.owed = 0
     source.merged_into = survivor.member
     source.dirty = True
+    survivor.dirty = True
     return Outcome(op=op.op, ok=True, data=balance_of(survivor))

@@ -429,6 +429,7 @@ async def _transact(
             r["version"],
             r["merged_into"],
             r["closed"],
+            r["owed"],
         )
     if any(r["version"] != r["seen"] for r in locked):
         # A batch on one of these members committed between this statement's snapshot and
@@ -533,7 +534,9 @@ def _write_args(
     return [
         now,
         dumps(ops).decode(),
-        dumps({a.member: (a.posted, a.held, a.version, a.merged_into) for a in accounts}).decode(),
+        dumps(
+            {a.member: (a.posted, a.held, a.version, a.merged_into, a.owed) for a in accounts}
+        ).decode(),
         [a.member for a in accounts],
         dumps(entries).decode(),  # the dataclasses, by field name
         dumps(holds).decode(),

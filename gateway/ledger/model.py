@@ -52,6 +52,9 @@ class Earn:
     kind: str = "earn"
     contra: str = "issuance"
     clamp: bool = False
+    #: With ``clamp``: what could not be taken is owed (a return's clawback), and taken from
+    #: the next points that become available; without it, the rest is dropped (points expiry).
+    owe: bool = False
     breakdown: tuple[PointsLine, ...] = ()
     #: Extra content that identifies the request for idempotency (e.g. the sale's lines).
     detail: bytes = b""
@@ -147,6 +150,8 @@ class Account:
     merged_into: str | None = None
     #: Erased (GDPR): no operation but hold expiry applies to it any more.
     closed: bool = False
+    #: Points a return could not take back; while any are owed nothing is available.
+    owed: int = 0
     dirty: bool = False
 
     @property

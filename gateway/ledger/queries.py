@@ -63,7 +63,7 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 LOCK_AND_FIND = """
 WITH locked AS MATERIALIZED (
   SELECT a.member_id, a.merchant_id, a.posted, a.held, a.version, a.merged_into,
-         a.closed_at IS NOT NULL AS closed,
+         a.closed_at IS NOT NULL AS closed, a.owed,
          (SELECT s.version FROM accounts s WHERE s.member_id = a.member_id) AS seen
     FROM accounts a
    WHERE a.member_id = ANY($1::text[])
@@ -75,23 +75,25 @@ SELECT 'a' AS src, l.merchant_id, l.member_id AS id, NULL::bytea AS fingerprint,
        NULL::bytea AS result, l.member_id, NULL::int8 AS amount, NULL::int8 AS committed,
        NULL::text AS status, NULL::timestamptz AS expires_at, NULL::timestamptz AS created_at,
        NULL::timestamptz AS resolved_at, l.posted, l.held, l.version, l.merged_into,
-       l.seen, t.now, l.closed
+       l.seen, t.now, l.closed, l.owed
   FROM locked l CROSS JOIN t
 UNION ALL
 SELECT 'o', o.merchant_id, o.op_id, o.fingerprint, o.result, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM unnest($2::text[], $3::text[]) AS k(merchant_id, op_id)
  CROSS JOIN LATERAL (SELECT * FROM operations o
                       WHERE o.merchant_id = k.merchant_id AND o.op_id = k.op_id OFFSET 0) o
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL
   FROM unnest($4::text[], $5::text[]) AS k(merchant_id, id)
  CROSS JOIN LATERAL (SELECT * FROM holds h
                       WHERE h.merchant_id = k.merchant_id AND h.id = k.id OFFSET 0) h
 UNION ALL
 SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed, h.status,
-       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       h.expires_at, h.created_at, h.resolved_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL
   FROM holds h CROSS JOIN t
  WHERE h.status = 'active'
    AND h.member_id = ANY(array_cat($1::text[], $6::text[]))  -- holds_active_by_member
@@ -134,6 +136,7 @@ acc AS (
          held = ($3::jsonb -> a.member_id ->> 1)::int8,
          version = ($3::jsonb -> a.member_id ->> 2)::int8,
          merged_into = $3::jsonb -> a.member_id ->> 3,
+         owed = ($3::jsonb -> a.member_id ->> 4)::int8,
          updated_at = $1
    WHERE a.member_id = ANY($4::text[])
   RETURNING 1

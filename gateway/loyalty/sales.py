@@ -8,7 +8,8 @@ operation once. The history shows a sale once its ledger operation committed.
 A return is recorded in ``sale_returns`` under the sale's row lock (so concurrent returns of
 one sale never return more than was bought), then posted to the ledger as one ``return`` entry:
 ``restored - clawback``, with ``clamp`` (the clawback is capped at what is available; the rest
-is reported as ``uncollected``).
+is reported as ``uncollected`` and owed: the ledger takes it from the next points that become
+available).
 
 A return row counts (against what is left of the sale, and in tier points) while its ledger
 operation is pending or applied as a return; one the ledger refused is deleted by the caller,

@@ -235,6 +235,7 @@ class Loyalty(RewardsMixin):
                 kind="return",
                 contra="issuance",
                 clamp=True,
+                owe=True,
                 breakdown=(
                     PointsLine(rule="return", points=-plan.clawback),
                     PointsLine(rule="refund", points=plan.restored),

@@ -50,6 +50,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.origin = Origin(self.merchant, "pos", "s", "t")
         self.posted = dict.fromkeys(self.members, 0)
         self.held = dict.fromkeys(self.members, 0)
+        #: A return's clawback the available points could not cover, owed (see apply._recover).
+        self.owed = dict.fromkeys(self.members, 0)
         self.holds: dict[str, ModelHold] = {}
         self.done: list[tuple[Op, Outcome]] = []
         self.merged = False
@@ -82,12 +84,23 @@ class LedgerMachine(RuleBasedStateMachine):
     def run(self, op: Op) -> Outcome:
         return self.loop.run_until_complete(self.ledger.execute(op))
 
+    def settle(self, *members: str) -> None:
+        """After a rule updated the model for its operation: the ledger's recovery."""
+        for m in members:
+            self.recover(m)
+
     def touch(self, member: str) -> None:
         """Model of lazy expiry: any applied operation on a member expires its overdue holds."""
         for h in self.holds.values():
             if h.member == member and h.status == "active" and h.overdue:
                 h.status = "expired"
                 self.held[member] -= h.amount
+
+    def recover(self, member: str) -> None:
+        """Model of recovery: after any operation, what is owed is taken from what is available."""
+        take = min(self.owed[member], self.avail(member))
+        self.owed[member] -= take
+        self.posted[member] -= take
 
     def avail(self, member: str) -> int:
         return self.posted[member] - self.held[member]
@@ -117,6 +130,24 @@ class LedgerMachine(RuleBasedStateMachine):
         self.touch(m)
         assert out.ok
         self.posted[m] += points
+        self.settle(m)
+        self.done.append((op, out))
+
+    @rule(i=st.integers(0, 1), points=st.integers(1, 700))
+    def give_back(self, i: int, points: int) -> None:
+        """A return's clawback: capped at what is available, the rest owed."""
+        m = self.members[i]
+        op = Earn(unique("rt"), m, -points, self.origin, kind="return", clamp=True, owe=True)
+        out = self.run(op)
+        if self.refused_as_merged(m, out):
+            return
+        self.touch(m)
+        assert out.ok, out
+        take = min(points, self.avail(m))
+        assert out.data.points == -take, out
+        self.posted[m] -= take
+        self.owed[m] += points - take
+        self.settle(m)
         self.done.append((op, out))
 
     @rule(i=st.integers(0, 1), points=st.integers(1, 700))
@@ -133,6 +164,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.holds[op.op] = ModelHold(m, points)
         else:
             self.expect_refusal(out, ErrorCode.INSUFFICIENT_POINTS)
+        self.settle(m)
         self.done.append((op, out))
 
     @precondition(lambda self: self.holds)
@@ -164,6 +196,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.posted[h.member] -= take
             self.held[h.member] -= h.amount
             h.status = "committed"
+        self.settle(h.member)
         self.done.append((op, out))
 
     @precondition(lambda self: self.holds)
@@ -184,6 +217,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert out.ok, out
             self.held[h.member] -= h.amount
             h.status = "released"
+        self.settle(h.member)
         self.done.append((op, out))
 
     @precondition(lambda self: not self.merged)
@@ -199,10 +233,13 @@ class LedgerMachine(RuleBasedStateMachine):
         self.posted[survivor] += self.posted[source]
         self.held[survivor] += self.held[source]
         self.posted[source] = self.held[source] = 0
+        self.owed[survivor] += self.owed[source]
+        self.owed[source] = 0
         for h in self.holds.values():
             if h.member == source and h.status == "active":
                 h.member = survivor
         self.merged = True
+        self.settle(survivor)
         self.done.append((op, out))
 
     @precondition(lambda self: self.active_holds())
@@ -225,6 +262,7 @@ class LedgerMachine(RuleBasedStateMachine):
             out = self.run(Expire(h.member, self.origin))
             assert out.ok
             self.touch(h.member)
+            self.settle(h.member)
 
     @precondition(lambda self: self.done)
     @rule(data=st.data())
@@ -270,9 +308,11 @@ class LedgerMachine(RuleBasedStateMachine):
             await self.ledger.published()
             for m in self.members:
                 row = await self.db.fetchrow(
-                    "SELECT posted, held FROM accounts WHERE member_id=$1", m
+                    "SELECT posted, held, owed FROM accounts WHERE member_id=$1", m
                 )
                 assert (row["posted"], row["held"]) == (self.posted[m], self.held[m]), m
+                assert row["owed"] == self.owed[m], m
+                assert row["owed"] == 0 or row["posted"] == row["held"], m
             await check_invariants(self.db, self.members)
             for m in self.members:
                 # a read never shows a wrong balance, with or without the cache; after two

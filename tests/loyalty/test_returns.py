@@ -79,6 +79,29 @@ async def test_return_after_partial_redemption_caps_clawback_and_reports_rest(
     assert changed.code == "idempotency_conflict"
 
 
+async def test_the_uncollected_clawback_is_owed_so_a_void_cannot_bring_it_back(
+    clients, merchant, pg_dsn
+):
+    """Found in review: the 80 points a return could not take back (spent on a code) were
+    forgotten, so voiding the code refunded them: the shopper kept 80 points of a sale that was
+    returned in full. They are owed now, and the refund pays them back first."""
+    await setup_db(
+        pg_dsn,
+        "INSERT INTO rewards (merchant_id, id, cost, kind, value) VALUES ($1, 'r80', 80, 'amount_off', 500)",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": f"s-{m}", "member": m, "total": 10_000})
+    code = await ok(till, {"type": "redeem_reward", "op": f"rw-{m}", "member": m, "reward": "r80"})
+    back = await ok(till, {"type": "return", "op": f"r-{m}", "member": m, "sale": f"s-{m}"})
+    assert back.uncollected == 80
+    voided = await ok(till, {"type": "void_code", "op": unique("v"), "code": code.code})
+    assert voided.balance.available == 0 and voided.balance.posted == 0
+    later = await ok(till, {"type": "sale", "op": unique("s"), "member": m, "total": 5_000})
+    assert later.balance.available == 50  # the debt was paid: new points count again
+
+
 async def test_return_restores_points_spent_on_the_sale(clients, merchant):
     till = await clients.pos(merchant)
     m = (await enrol(till, phone=phone())).member
