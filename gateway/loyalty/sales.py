@@ -261,6 +261,9 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
 
     counts: dict[str, int] = {}
     share_of_points: Fraction | None = None
+    # The returned value's share of the sale, exact (what restores spent points: they paid for
+    # value). Only a return that does not complete the sale uses it.
+    share_of_value = Fraction(1)
     if frame.lines:
         if frame.amount is not None:
             raise fail(ErrorCode.INVALID_FIELD, "give lines or amount, not both")
@@ -284,6 +287,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         else:  # every line priced 0: the total is split by quantity
             share = Fraction(sum(want.values()), sum(sold_qty.values()))
         value = left_value if completes else min(left_value, math.floor(share * total))
+        share_of_value = share
         earned = sum(sold_points.values(), Fraction(0))
         if earned > 0:  # the returned lines' share of what the sale earned, not of its value
             share_of_points = (
@@ -295,6 +299,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
             raise fail(ErrorCode.RETURN_EXCEEDS_SALE, f"{left_value} left of the sale")
         value = frame.amount
         completes = value == left_value
+        share_of_value = Fraction(value, total)  # total >= left_value >= amount > 0
     else:  # the whole remainder
         counts = {s: q - done_qty[s] for s, q in sold_qty.items() if q > done_qty[s]}
         value = left_value
@@ -342,7 +347,9 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         if completes:
             restored = spent - given
         else:
-            restored = min(spent - given, spent * value // total) if total else 0
+            # Not through the floored ``value`` over ``total``: a sale paid entirely with points
+            # (total 0) restored nothing, and one of total 1 restored nothing of half its lines.
+            restored = min(spent - given, math.floor(spent * share_of_value))
         restored = max(restored, 0)
 
     await conn.execute(

@@ -182,6 +182,29 @@ async def test_a_redemption_is_restored_through_one_sale_only(clients, merchant)
     assert plain.balance.posted == 1_000 - 1_000 + 3 - 1 + 1_000 - 1
 
 
+async def test_a_partial_return_restores_the_returned_lines_share_of_spent_points(
+    clients, merchant
+):
+    """Found in review: a partial return restored spent points by its cash value, floored, over
+    the sale's total, so returning one of two equal lines of a sale paid entirely with points
+    (total 0) restored none of them, and of a sale with 1 cent left to pay restored none of
+    999. It restores the returned lines' share of the sale's value, exactly."""
+    till = await clients.pos(merchant)
+    lines = [{"sku": "a", "qty": 1, "price": 5_000}, {"sku": "b", "qty": 1, "price": 5_000}]
+    for spent, total, half in ((1_000, 0, 500), (999, 1, 499)):
+        m = (await enrol(till, phone=phone())).member
+        await ok(till, {"type": "sale", "op": unique("s"), "member": m, "total": 100_000})
+        pay = await _paid_with_points(till, m, spent)
+        sale = unique("s")
+        await ok(till, {"type": "sale", "op": sale, "member": m, "total": total, "lines": lines})
+        frame = {"type": "return", "member": m, "sale": sale, "redemption": pay}
+        one = await ok(till, {**frame, "op": unique("r"), "lines": [{"sku": "a", "qty": 1}]})
+        assert (one.clawback, one.restored, one.applied) == (0, half, half), (total, one)
+        rest = await ok(till, {**frame, "op": unique("r")})
+        assert rest.restored == spent - half, (total, rest)
+        assert rest.balance.posted == 1_000, (total, rest)
+
+
 async def test_concurrent_returns_naming_one_redemption_restore_it_once(clients, merchant):
     tills = [await clients.pos(merchant, terminal=f"t{i}") for i in range(4)]
     m = (await enrol(tills[0], phone=phone())).member
