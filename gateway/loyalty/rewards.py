@@ -95,11 +95,15 @@ class RewardsMixin:
             balance=None if balance is None else member_balance(balance),
         )
 
+    #: A code's terms (name, kind, value, sku) are its own, stored as issued: an edit of the
+    #: catalogue row since does not change what a code already paid for is worth. NULL only
+    #: for a code whose reward row was gone when migration 0112 filled them in: read as before
+    #: for a reward missing from the catalogue (a reward created since under the same id is
+    #: another reward, not this code's terms).
     _CODE_SELECT = """
         SELECT c.code, c.reward_id, c.member_id, c.status, c.points, c.expires_at, c.issue_op,
-               c.redeemed_op, c.void_op, r.name, r.kind, r.value, r.sku
+               c.redeemed_op, c.void_op, c.name, c.kind, c.value, c.sku
           FROM reward_codes c
-          LEFT JOIN rewards r ON r.merchant_id = c.merchant_id AND r.id = c.reward_id
     """
 
     async def _find_code(self, merchant: str, code: str) -> asyncpg.Record | None:
@@ -128,8 +132,8 @@ class RewardsMixin:
         programme = await self.programmes.get(merchant)
         with translate_errors("reward read"):
             r = await self.pool.fetchrow(
-                """SELECT id, cost, min_tier, valid_days, active FROM rewards
-                    WHERE merchant_id = $1 AND id = $2""",
+                """SELECT id, name, cost, kind, value, sku, min_tier, valid_days, active
+                     FROM rewards WHERE merchant_id = $1 AND id = $2""",
                 merchant,
                 reward,
             )
@@ -190,11 +194,14 @@ class RewardsMixin:
         # since the ledger took them (a retry after a crash, or a merge in between), to the
         # survivor, as the merge moved the member's other codes.
         owner = await directory.resolve(self.pool, payer)
+        # The code keeps the reward's terms as read with its cost, before the points were
+        # taken; a retry of an issued code keeps the terms it was issued with (DO NOTHING).
         with translate_errors("code issue"):
             await self.pool.execute(
                 """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
-                                             status, issue_op, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, 'issued', $6, now() + make_interval(days => $7))
+                                             status, issue_op, expires_at, name, kind, value, sku)
+                   VALUES ($1, $2, $3, $4, $5, 'issued', $6, now() + make_interval(days => $7),
+                           $8, $9, $10, $11)
                    ON CONFLICT (merchant_id, issue_op) DO NOTHING""",
                 merchant,
                 new_code(),
@@ -203,6 +210,10 @@ class RewardsMixin:
                 cost,
                 op,
                 days,
+                r["name"],
+                r["kind"],
+                r["value"],
+                r["sku"],
             )
             now_owner = await directory.resolve(self.pool, owner)
             if now_owner != owner:  # merged while the code was being inserted: follow it

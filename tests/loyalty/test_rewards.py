@@ -291,3 +291,47 @@ async def test_a_redemption_retried_after_a_merge_replays_its_code(
     assert (await ok(till, {"type": "balance", "member": survivor})).posted == 700 - 500
     other = await member_with_points(till, 60_000)
     assert (await err(till, {**frame, "member": other})).code == "idempotency_conflict"
+
+
+async def test_an_issued_code_keeps_the_rewards_terms_as_issued(
+    clients, merchant, pg_dsn, http, rn
+):
+    """Found in review: a code's terms were read from the catalogue each time, so editing a
+    reward (a $10-off made 100% off, a free latte made a free something else) changed what
+    codes already paid for were worth at the till, in the cashier view and in the export."""
+    from tests.loyalty.world import admin
+
+    await catalogue(pg_dsn, merchant)
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 120_000)  # 1,200
+    ten, coffee = redeem(m), redeem(m, "coffee")
+    issued = [await ok(till, ten), await ok(till, coffee)]
+    base = f"{rn.url}/admin/v1/merchants/{merchant}/rewards"
+    edits = {
+        "ten-off": {"name": "All free", "cost": 500, "kind": "percent_off", "value": 100},
+        "coffee": {"name": "Free cake", "cost": 150, "kind": "free_item", "sku": "cake"},
+    }
+    for reward, body in edits.items():
+        assert (await admin(http, "PUT", f"{base}/{reward}", json=body))[0] == 200
+
+    def terms(c):
+        return (c.name, c.reward_kind, c.value, c.sku)
+
+    def terms_of(c):  # an exported code: defaults left out
+        return (c.get("name", ""), c.get("reward_kind", ""), c.get("value", 0), c.get("sku"))
+
+    was = [("$10 off", "amount_off", 1_000, None), ("Free coffee", "free_item", 0, "latte")]
+    assert [terms(c) for c in issued] == was
+    assert [terms(await ok(till, f)) for f in (ten, coffee)] == was  # retries replay them
+    view = await ok(till, {"type": "cashier_view", "member": m})
+    assert sorted(terms(c) for c in view.codes) == sorted(was)
+    url = f"{rn.url}/admin/v1/merchants/{merchant}/members/{m}/export"
+    status, export = await admin(http, "GET", url)
+    assert status == 200 and sorted(terms_of(c) for c in export["codes"]) == sorted(was)
+    used = await ok(till, {"type": "use_code", "op": unique("u"), "code": issued[0].code})
+    assert terms(used) == was[0]
+    voided = await ok(till, {"type": "void_code", "op": unique("v"), "code": issued[1].code})
+    assert terms(voided) == was[1] and voided.points == 150
+    # A code redeemed after the edit has the new terms.
+    fresh = await ok(till, redeem(m))
+    assert terms(fresh) == ("All free", "percent_off", 100, None)
