@@ -94,7 +94,8 @@ class SessionSettings:
     max_queue_bytes: int = 1_048_576
     #: Sessions this node holds (new ones are closed with 3002).
     max_sessions: int = 20_000
-    #: Live sessions per member across this node (3004 above it).
+    #: Live app/web sessions per member across all nodes, counted in Redis (this node's count
+    #: while Redis is unavailable); 3004 above it.
     max_sessions_per_member: int = 50
     #: Members one session may watch at once.
     max_subscriptions: int = 16
