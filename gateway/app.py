@@ -115,8 +115,9 @@ class Node:
             ttl=3 * s.session.heartbeat,
         )
         self.feeds.presence_reader = self.presence.online
-        self.broadcast = LocalBroadcast(self.keys, self._merchant_sessions)
+        self.broadcast = LocalBroadcast(self.keys, self._merchant_sessions, self.redis)
         self.feeds.broadcast_handlers.append(self.broadcast.deliver)
+        self.feeds.reconnect_handlers.append(self.broadcast.replay)
         await self.feeds.start()
         self.presence.start(self._member_sessions, self.feeds.presence_watched)
         self.sweeper = Sweeper(self.pool, self.ledger, s.ledger.sweep_interval)

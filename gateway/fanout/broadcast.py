@@ -7,14 +7,21 @@ node.
 local session of that merchant, without awaiting any of them, a chunk of sessions at a time
 so the node's other work is not held up behind one broadcast. The admin endpoint
 ``POST /admin/broadcast`` (``handle_admin_broadcast``) calls ``publish_notice``.
+
+Pub/sub does not keep what a node misses while its connection to Redis is down. So each
+notice is also appended, in the same transaction, to a capped stream (``Keys.notice_log``);
+after a reconnect the node replays the notices of the last ``REPLAY_WINDOW_MS`` it has not
+delivered (it remembers the ids of the last ``SEEN_MAX``), so a notice published during the
+outage still reaches the node's sessions, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +41,30 @@ from protocol.messages import Notice
 if TYPE_CHECKING:
     from gateway.fanout.feeds import Subscriber
 
+log = logging.getLogger(__name__)
+
 #: Largest accepted notice payload (encoded JSON); the frame must stay under the protocol limit.
 MAX_NOTICE_BYTES = 32 * 1024
+#: Notices the log keeps (approximately: trimmed with ``MAXLEN ~``).
+NOTICE_LOG_MAX = 1000
+#: How far back a node replays notices after its fan-out connection came back: older ones are
+#: stale news (the sessions that were connected then have mostly reconnected meanwhile).
+REPLAY_WINDOW_MS = 60_000
+#: Notices read back at most, newest first, after a reconnect.
+REPLAY_MAX = 200
+#: Notice ids a node remembers having delivered, so a replay never delivers one twice.
+SEEN_MAX = 4096
+
+
+class _Head(msgspec.Struct):
+    """What a node reads of a notice frame to deliver it once."""
+
+    notice: str
+    merchant: str
+    at: int = 0
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
 
 
 class BroadcastRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -66,8 +95,12 @@ async def publish_notice(
         payload=payload,
         at=int(time.time() * 1000),
     )
+    data = encode(notice)
     with translate_errors("broadcast"):
-        nodes = await redis.publish(keys.broadcast_channel(merchant), encode(notice))
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.notice_log(), {"n": data}, maxlen=NOTICE_LOG_MAX, approximate=True)
+            pipe.publish(keys.broadcast_channel(merchant), data)
+            _, nodes = await pipe.execute()
     return notice, int(nodes)
 
 
@@ -83,15 +116,64 @@ class LocalBroadcast:
     of the moment the message arrived, ``CHUNK`` at a time, one message after another (a
     session receives two broadcasts in the order they arrived)."""
 
-    def __init__(self, keys: Keys, sessions_of: Callable[[str], Iterable[Subscriber]]) -> None:
+    def __init__(
+        self,
+        keys: Keys,
+        sessions_of: Callable[[str], Iterable[Subscriber]],
+        redis: Redis | None = None,
+    ) -> None:
         self._keys = keys
         self._sessions_of = sessions_of
+        self._redis = redis
         self.delivered = 0
+        self.replayed = 0
         self._queue: deque[tuple[tuple[Subscriber, ...], bytes]] = deque()
         self._writer: asyncio.Task[None] | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def _remember(self, notice: str) -> bool:
+        """Whether ``notice`` is new to this node (then remembered)."""
+        if notice in self._seen:
+            return False
+        self._seen[notice] = None
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
 
     def deliver(self, channel: str, data: bytes) -> None:
-        merchant = self._keys.merchant_from_broadcast(channel)
+        try:
+            head: _Head | None = _head_decoder.decode(data)
+        except msgspec.DecodeError:
+            head = None  # not a notice this node can read: delivered as it came
+        if head is not None and not self._remember(head.notice):
+            return  # replayed already
+        self._write_to(self._keys.merchant_from_broadcast(channel), data)
+
+    async def replay(self) -> None:
+        """After the fan-out connection came back: the notices of the last
+        ``REPLAY_WINDOW_MS`` this node has not delivered, oldest first."""
+        if self._redis is None:
+            return
+        try:
+            with translate_errors("notice replay"):
+                entries = await self._redis.xrevrange(self._keys.notice_log(), count=REPLAY_MAX)
+        except StoreUnavailable:
+            log.warning("notices could not be replayed after the fan-out reconnect")
+            return
+        since = int(time.time() * 1000) - REPLAY_WINDOW_MS
+        for _, fields in reversed(entries or []):
+            data = (fields or {}).get(b"n")
+            if not isinstance(data, bytes):
+                continue
+            try:
+                head = _head_decoder.decode(data)
+            except msgspec.DecodeError:
+                continue
+            if head.at >= since and self._remember(head.notice):
+                self.replayed += 1
+                self._write_to(head.merchant, data)
+
+    def _write_to(self, merchant: str, data: bytes) -> None:
         sessions = tuple(self._sessions_of(merchant))
         if not sessions:
             return

@@ -151,6 +151,9 @@ class Feeds:
         self.gaps_filled = 0
         self.resyncs = 0
         self.broadcast_handlers: list[Callable[[str, bytes], None]] = []
+        #: Run after every reconnect of the fan-out connection, once its channels are asked
+        #: for again (the broadcast replays the notices published meanwhile).
+        self.reconnect_handlers: list[Callable[[], Coroutine[Any, Any, None]]] = []
         #: Reads a member's presence (peers, seq) from the store; set by the node.
         self.presence_reader: Callable[[str], Awaitable[tuple[list[Peer], int]]] | None = None
 
@@ -198,6 +201,8 @@ class Feeds:
         for feed in self._feeds.values():
             if feed.ready.is_set():
                 feed.rechecking = True
+        for handler in self.reconnect_handlers:
+            self._spawn(handler())
 
     def presence_watched(self) -> list[str]:
         """Members some local session watches with presence."""

@@ -34,6 +34,11 @@ class Keys:
         """Pub/sub channel for merchant-wide messages (e.g. a new offer to every session)."""
         return f"{self.prefix}:bc:{merchant}"
 
+    def notice_log(self) -> str:
+        """Stream of the latest notices (every merchant's), capped: what a node replays after
+        its fan-out connection was down (see ``gateway.fanout.broadcast``)."""
+        return f"{self.prefix}:bclog"
+
     def member_events_channel(self, merchant: str) -> str:
         """Pub/sub channel for member events other than balance changes (``tier_changed``),
         each wrapped in an envelope naming the member (see ``gateway.loyalty.live``)."""

@@ -222,3 +222,43 @@ async def test_a_failed_check_after_a_reconnect_is_retried(
         cut["on"] = False
         await eventually(lambda: version in watcher.versions, what="the missed change")
         await till.close()
+
+
+async def test_a_notice_published_while_a_node_was_cut_off_reaches_its_sessions_once(
+    http, pg_dsn, private_redis, world, monkeypatch
+):
+    """Found in review: notices travel on plain pub/sub, so one published while a node's fan-out
+    connection was down never reached that node's sessions, silently. Each notice is now also
+    kept in a capped stream, and a node replays what it missed after its reconnect (and never
+    delivers one twice)."""
+    from gateway.fanout.broadcast import publish_notice
+    from protocol.messages import Notice
+
+    private_redis.start()
+    merchant = world["merchant"]
+    async with running_node(settings_for(pg_dsn, private_redis.url, "nn"), "lgn") as rn:
+        node, feeds = rn.node, rn.node.feeds
+        till = await pos(http, rn.url, merchant)
+        before, _ = await publish_notice(node.redis, node.keys, merchant, "offer", {"n": 1})
+        assert (await next_of(till, Notice)).notice == before.notice
+        cut = {"on": True}
+        handlers = list(feeds.broadcast_handlers)
+
+        def lost(channel: str, data: bytes) -> None:  # the node hears nothing while cut off
+            if not cut["on"]:
+                for handler in handlers:
+                    handler(channel, data)
+
+        monkeypatch.setattr(feeds, "broadcast_handlers", [lost])
+        missed, _ = await publish_notice(node.redis, node.keys, merchant, "offer", {"n": 2})
+        await asyncio.sleep(0.2)
+        assert not [f for f in till.frames if isinstance(f, Notice) and f.notice == missed.notice]
+        cut["on"] = False
+        reconnects = feeds.reconnects
+        await node.redis.client_kill_filter(_type="pubsub")
+        await eventually(lambda: feeds.reconnects > reconnects, what="the fan-out reconnect")
+        assert (await next_of(till, Notice)).notice == missed.notice
+        await asyncio.sleep(0.3)
+        notices = [f.notice for f in till.frames if isinstance(f, Notice)]
+        assert notices == [before.notice, missed.notice]  # each once, in order
+        await till.close()
