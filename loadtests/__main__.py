@@ -32,7 +32,7 @@ HELP = {
     "steps": "flow steps, comma-separated from lookup,reserve,commit,sale (lookup = balance in v1)",
     "release_fraction": "fraction of holds released instead of committed",
     "points": "points reserved per flow",
-    "sale_total": "sale total in minor units (points earned = total/100 at the seeded rate 1)",
+    "sale_total": "sale total in minor units (points earned = total/100: the seeded merchant is USD, rate 1)",
     "churn_rate": "session disconnect+resume per second",
     "churn_down": "seconds a churned session stays away before resuming",
     "broadcast_count": "broadcasts to send (POST /admin/broadcast)",

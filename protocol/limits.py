@@ -10,7 +10,8 @@ import msgspec
 
 #: Largest number of points one operation may move (earn, reserve, commit, return ...).
 MAX_POINTS = 10_000_000
-#: Largest sale total, in minor currency units (cents): 100 million = 1,000,000.00.
+#: Largest sale total, in minor currency units: 100 million = 1,000,000.00 USD (cents),
+#: 100,000,000 JPY (no minor unit), 100,000.000 KWD (fils).
 MAX_MINOR_UNITS = 100_000_000
 #: Identifiers (members, operations, holds, stores, terminals, merchants): 1-64 characters from
 #: ``A-Z a-z 0-9 _ - . :``. (The ``(?!\n)`` matters: msgspec matches with Python's ``re.search``,

@@ -8,12 +8,28 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from gateway.loyalty.currency import exponent
 from protocol.limits import Id, Text
 
 Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$(?!\n)")]
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$(?!\n)")]
-#: points per currency unit: numeric(12, 4) holds 8 integer digits
-Rate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,8}(\.[0-9]{1,4})?$(?!\n)")]
+#: An ISO 4217 code with a minor unit (checked in ``ProgrammeIn.__post_init__``).
+Currency = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Z]{3}$(?!\n)",
+        description="ISO 4217 currency code (USD, EUR, JPY, KWD, ...); sale amounts are in its "
+        "minor units (ISO 4217 exponent: 2 for USD, 0 for JPY, 3 for KWD). A code that is not "
+        "a current ISO 4217 currency with a minor unit (XAU, XXX) is refused.",
+    ),
+]
+#: points per whole currency unit: numeric(12, 4) holds 8 integer digits
+Rate = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9]{1,8}(\.[0-9]{1,4})?$(?!\n)",
+        description="Points per whole unit of the currency (1 USD, 1 JPY, 1 KWD), before rules.",
+    ),
+]
 #: a rule's or tier's multiplier: numeric(10, 4) holds 6 integer digits
 Multiplier = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,6}(\.[0-9]{1,4})?$(?!\n)")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
@@ -43,6 +59,12 @@ class ProgrammeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expiry_days: Days | None = None
     code_valid_days: Days | None = None
 
+    def __post_init__(self) -> None:
+        if self.currency is not None and exponent(self.currency) is None:
+            raise ValueError(
+                f"currency {self.currency!r} is not an ISO 4217 currency with a minor unit"
+            )
+
 
 class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: Literal["product", "category", "promotion"]
@@ -51,7 +73,14 @@ class RuleIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     category: Id | None = None
     multiplier: Multiplier = "1"
     bonus: Count = 0
-    min_total: Count = 0
+    min_total: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=10_000_000,
+            description="A promotion's least sale total, in minor units of the currency.",
+        ),
+    ] = 0
     tier: Id | None = None
     starts_at: Instant | None = None
     ends_at: Instant | None = None
@@ -75,7 +104,14 @@ class RewardIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Text = ""
     cost: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
     kind: Literal["amount_off", "percent_off", "free_item"]
-    value: Count = 0
+    value: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=10_000_000,
+            description="amount_off: minor units of the currency; percent_off: 1 to 100.",
+        ),
+    ] = 0
     sku: Id | None = None
     min_tier: Id | None = None
     valid_days: Days | None = None

@@ -2,9 +2,11 @@
 
 For each line the amount paid is its ``qty * price`` share of the sale's ``total`` (so discounts
 on the total spread over the lines in proportion); a sale without lines is one line of
-``total``. Then, per line::
+``total``. Amounts are in the minor units of the programme's currency and the rate is points
+per whole unit, so ``paid`` is divided by 10 ** the currency's ISO 4217 minor-unit exponent
+(``currency.py``: 100 for USD, EUR, GBP; 1 for JPY; 1000 for KWD). Then, per line::
 
-    base     = paid / 100 * points_per_unit
+    base     = paid / minor units per whole unit * points_per_unit
     rule     = the product rule for the SKU, else the category rule (most specific wins;
                the highest multiplier among several), else none
     factors  = rule multiplier, tier multiplier, each active promotion multiplier (by id)
@@ -43,11 +45,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from gateway.loyalty.currency import minor_per_unit
 from gateway.loyalty.programme import Programme, Programmes, Rule, Tier
 from protocol.limits import MAX_POINTS
 from protocol.messages import PointsLine, Sale, SaleLine
 
-_HUNDRED = Decimal(100)
 _ONE = Decimal(1)
 #: Wide enough that no product computed here is ever rounded (amounts of 20 digits times a
 #: rate and a handful of multipliers of 10 digits each stay under 100 digits); and should one
@@ -133,8 +135,9 @@ def _compute(
         floored[key] = floored.get(key, 0) + _round(value, scale)
 
     rate = programme.points_per_unit
+    unit = Decimal(minor_per_unit(programme.currency))  # minor units per whole unit
     for sku, category, paid in items:
-        base = paid / _HUNDRED * rate
+        base = paid / unit * rate
         add("base", None, base)
         factors: list[tuple[str, str | None, Decimal]] = []
         rule = _best([r for r in active if r.kind == "product" and r.sku == sku and sku])

@@ -130,6 +130,32 @@ async def test_programme_rules_tiers_rewards(api: Api, clients) -> None:
     assert rewards["rewards"][0]["active"] is False
 
 
+async def test_the_currency_sets_the_minor_units_and_an_unknown_code_is_400(
+    api: Api, clients
+) -> None:
+    """Found in review: every currency was counted in hundredths (a JPY programme at rate 1
+    earned 10 points for ¥1000), and any three capitals were taken as a currency."""
+    merchant = api.base.rsplit("/", 1)[1]
+    till = await clients.pos(merchant)
+    m = await member_with_points(till, 0)
+
+    async def earned(total: int) -> int:
+        sale = {"type": "sale", "op": unique("s"), "member": m, "total": total}
+        return int((await ok(till, sale)).points)
+
+    status, prog = await api.call("PUT", body={"currency": "JPY", "points_per_unit": "1"})
+    assert status == 200 and prog["currency"] == "JPY", prog
+    assert await earned(1_000) == 1_000  # ¥1000
+    for code in ("ZZZ", "XAU", "XXX", "jpy"):
+        status, reply = await api.call("PUT", body={"currency": code})
+        assert (status, reply.get("error")) == (400, "invalid_field"), (code, reply)
+    assert (await api.call("GET"))[1]["currency"] == "JPY"
+    assert (await api.call("PUT", body={"currency": "KWD"}))[0] == 200
+    assert await earned(1_000) == 1  # 1.000 KWD
+    assert (await api.call("PUT", body={"currency": "USD"}))[0] == 200
+    assert await earned(1_000) == 10  # $10.00, as before
+
+
 async def test_export_and_erase_keep_the_ledger_whole(api: Api, clients) -> None:
     merchant = api.base.rsplit("/", 1)[1]
     till = await clients.pos(merchant)

@@ -1,5 +1,5 @@
 """Slice 3: earning rules as worked examples (pure: no I/O). Rate 1 point per currency unit
-unless said; prices in cents."""
+unless said; prices in cents (the programme's currency is USD unless said)."""
 
 from __future__ import annotations
 
@@ -203,3 +203,82 @@ def test_an_excluded_line_takes_no_points_from_the_others(rounding: str) -> None
     assert sum(b.points for b in both.breakdown) == 10
     alone = compute(p, 250, [tobacco], at=NOW)
     assert alone.points == 0, alone.breakdown
+
+
+def test_amounts_are_in_the_minor_units_of_the_programmes_currency() -> None:
+    """Found in review: every currency was counted in hundredths, though the rate is points per
+    whole unit: a JPY programme (no minor unit) at rate 1 gave 10 points for ¥1000, a KWD one
+    (3 decimals) 10 points for 1.000 KWD."""
+    got = compute(prog(currency="JPY"), 1_000, [], at=NOW)  # ¥1000
+    assert (got.points, rules(got)) == (1_000, {"base": 1_000})
+    got = compute(prog(currency="KWD"), 1_000, [], at=NOW)  # 1.000 KWD
+    assert (got.points, rules(got)) == (1, {"base": 1})
+    assert compute(prog(currency="KWD"), 12_345, [], at=NOW).points == 12  # 12.345 KWD
+    assert compute(prog(currency="CLF"), 25_000, [], at=NOW).points == 2  # 2.5000 CLF
+    # 2 decimals as before: 123.45 earns 123
+    for code in ("USD", "EUR", "GBP"):
+        assert compute(prog(currency=code), 12_345, [], at=NOW).points == 123, code
+    # a rate with decimals, floored as ever: 1.999 KWD * 2.5 = 4.9975; ¥1999 * 2.5 = 4997.5
+    rate = Decimal("2.5")
+    assert compute(prog(currency="KWD", points_per_unit=rate), 1_999, [], at=NOW).points == 4
+    assert compute(prog(currency="JPY", points_per_unit=rate), 1_999, [], at=NOW).points == 4_997
+
+
+def test_lines_rules_and_a_min_total_in_yen() -> None:
+    coffee = SaleLine(sku="latte", qty=2, price=450, category="coffee")  # ¥900
+    bun = SaleLine(sku="bun", qty=1, price=300, category="bakery")  # ¥300
+    p = prog(
+        currency="JPY",
+        rules=(
+            Rule(id="c2", kind="category", category="coffee", multiplier=Decimal(2)),
+            Rule(id="big", kind="promotion", bonus=100, min_total=1_000),  # ¥1000 or more
+        ),
+    )
+    got = compute(p, 1_200, [coffee, bun], at=NOW)
+    assert rules(got) == {"base": 1_200, "category:coffee": 900, "promo:big": 100}
+    assert got.points == 2_200
+    got = compute(p, 600, [coffee, bun], at=NOW)  # half price overall: ¥450 + ¥150, under ¥1000
+    assert rules(got) == {"base": 600, "category:coffee": 450}
+
+
+def test_a_currency_code_stored_before_codes_were_checked_counts_two_decimals() -> None:
+    """The admin API took any three capitals before; such a programme earns as it did."""
+    assert compute(prog(currency="ZZZ"), 12_345, [], at=NOW).points == 123
+
+
+def test_minor_unit_exponents_are_iso_4217s() -> None:
+    from gateway.loyalty.currency import exponent, minor_per_unit
+
+    not_two = (
+        ("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF", 0),
+        ("BHD IQD JOD KWD LYD OMR TND", 3),
+        ("CLF UYW", 4),
+    )
+    for codes, want in not_two:
+        for code in codes.split():
+            assert exponent(code) == want, code
+    for code in ("USD", "EUR", "GBP", "CHF", "CAD", "AUD", "CNY", "INR", "MXN", "BRL"):
+        assert exponent(code) == 2, code
+    for code in ("ZZZ", "XAU", "XDR", "XTS", "XXX", "usd", ""):  # unknown, or no minor unit
+        assert exponent(code) is None, code
+    assert (minor_per_unit("JPY"), minor_per_unit("USD"), minor_per_unit("KWD")) == (1, 100, 1000)
+    assert minor_per_unit("ZZZ") == 100
+
+
+def test_points_are_the_whole_units_times_the_rate_floored_in_any_currency() -> None:
+    import random
+    from fractions import Fraction
+
+    rng = random.Random(3)
+    for _ in range(2_000):
+        code, digits = rng.choice([("JPY", 0), ("USD", 2), ("EUR", 2), ("KWD", 3), ("CLF", 4)])
+        rate = Decimal(rng.choice(["1", "2", "0.5", "1.5", "10", "0.3333"]))
+        lines = [
+            SaleLine(sku=f"s{i}", qty=rng.randint(1, 5), price=rng.randint(1, 99_999))
+            for i in range(rng.randint(0, 5))
+        ]
+        total = rng.randint(0, 2_000_000)
+        p = prog(currency=code, rounding="sale", points_per_unit=rate)
+        got = compute(p, total, lines, at=NOW)
+        want = Fraction(total, 10**digits) * Fraction(rate) // 1
+        assert got.points == min(want, 10_000_000), (code, rate, total, lines)
