@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.sessions.commands import Dispatcher, Services
 from gateway.sessions.handler import websocket
 from gateway.sessions.heartbeat import Heartbeat
-from gateway.sessions.session import CLOSE_TIMEOUT, Session
+from gateway.sessions.session import CLOSE_TIMEOUT, FLUSH_TIMEOUT, Session
 from gateway.settings import Settings
 from gateway.store import db
 from gateway.store.keys import CACHE_EPOCH, Keys
@@ -161,9 +161,9 @@ class Node:
         grace.cancel()
         sessions = list(self.sessions)
         # Commands still running reply before their session's close frame, within what is
-        # left of the budget once the close handshakes (CLOSE_TIMEOUT + 1 s) are set aside.
+        # left of the budget once the flush and the close handshake are set aside.
         left = budget * 0.8 - (time.monotonic() - start)
-        reply_grace = max(0.0, left - CLOSE_TIMEOUT - 1.0)
+        reply_grace = max(0.0, left - CLOSE_TIMEOUT - 1.0 - FLUSH_TIMEOUT)
         for s in sessions:
             s.close_soon(
                 CloseCode.DRAINING, "node draining: reconnect to another node", reply_grace

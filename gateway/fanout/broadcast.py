@@ -11,13 +11,15 @@ so the node's other work is not held up behind one broadcast. The admin endpoint
 Pub/sub does not keep what a node misses while its connection to Redis is down. So each
 notice is also appended, in the same transaction, to a capped stream (``Keys.notice_log``);
 after a reconnect the node replays the notices of the last ``REPLAY_WINDOW_MS`` it has not
-delivered (it remembers the ids of the last ``SEEN_MAX``), so a notice published during the
-outage still reaches the node's sessions, once.
+delivered (it remembers a digest of each of the last ``SEEN_MAX`` it delivered: the caller may
+reuse a notice id, e.g. an offer's, for a new publish, which must not be taken for a replay),
+so a notice published during the outage still reaches the node's sessions, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -52,7 +54,8 @@ NOTICE_LOG_MAX = 1000
 REPLAY_WINDOW_MS = 60_000
 #: Notices read back at most, newest first, after a reconnect.
 REPLAY_MAX = 200
-#: Notice ids a node remembers having delivered, so a replay never delivers one twice.
+#: Notices (digests of their frames) a node remembers having delivered, so a replay never
+#: delivers one twice.
 SEEN_MAX = 4096
 
 
@@ -129,25 +132,23 @@ class LocalBroadcast:
         self.replayed = 0
         self._queue: deque[tuple[tuple[Subscriber, ...], bytes]] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
 
-    def _remember(self, notice: str) -> bool:
-        """Whether ``notice`` is new to this node (then remembered)."""
-        if notice in self._seen:
+    def _remember(self, data: bytes) -> bool:
+        """Whether this notice frame is new to this node (then remembered). By the digest of
+        the whole frame, which carries its merchant and publish time: a notice id reused for
+        another publish is another notice."""
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if digest in self._seen:
             return False
-        self._seen[notice] = None
+        self._seen[digest] = None
         if len(self._seen) > SEEN_MAX:
             self._seen.popitem(last=False)
         return True
 
     def deliver(self, channel: str, data: bytes) -> None:
-        try:
-            head: _Head | None = _head_decoder.decode(data)
-        except msgspec.DecodeError:
-            head = None  # not a notice this node can read: delivered as it came
-        if head is not None and not self._remember(head.notice):
-            return  # replayed already
-        self._write_to(self._keys.merchant_from_broadcast(channel), data)
+        if self._remember(data):  # else replayed already
+            self._write_to(self._keys.merchant_from_broadcast(channel), data)
 
     async def replay(self) -> None:
         """After the fan-out connection came back: the notices of the last
@@ -169,7 +170,7 @@ class LocalBroadcast:
                 head = _head_decoder.decode(data)
             except msgspec.DecodeError:
                 continue
-            if head.at >= since and self._remember(head.notice):
+            if head.at >= since and self._remember(data):
                 self.replayed += 1
                 self._write_to(head.merchant, data)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -88,6 +89,7 @@ class Joined(NamedTuple):
 class Feed:
     __slots__ = (
         "balance",
+        "checker",
         "confirmed",
         "filler",
         "joining",
@@ -115,6 +117,8 @@ class Feed:
         self.confirmed = asyncio.Event()
         self.ready = asyncio.Event()
         self.filler: asyncio.Task[None] | None = None
+        #: The check after a fan-out reconnect (``Feeds._start_check``), while it runs.
+        self.checker: asyncio.Task[None] | None = None
         self.linger: asyncio.TimerHandle | None = None
         #: Joins in progress: the feed must not close under them (their reads can outlast
         #: ``LINGER``), or the session would join a feed whose channel was unsubscribed.
@@ -390,7 +394,7 @@ class Feeds:
                     feed.confirmed.set()
                     if feed.rechecking:
                         feed.rechecking = False
-                        self._spawn(self._check(feed))
+                        self._start_check(feed)
             elif kind == "unsubscribe":
                 # Any order of a closing feed's UNSUBSCRIBE and a new feed's SUBSCRIBE that
                 # still left the channel unsubscribed: subscribe again, then fill the gap.
@@ -507,7 +511,14 @@ class Feeds:
     def _check_all(self) -> None:
         """After a fan-out outage, compare every feed with the cache and fill what was missed."""
         for feed in list(self._feeds.values()):
-            self._spawn(self._check(feed))
+            self._start_check(feed)
+
+    def _start_check(self, feed: Feed) -> None:
+        """One check per feed at a time: a new reconnect replaces the one still retrying (each
+        outage would otherwise add one more task per feed, all retrying PostgreSQL)."""
+        if feed.checker is not None and not feed.checker.done():
+            feed.checker.cancel()
+        feed.checker = self._spawn(self._check(feed))
 
     async def _check(self, feed: Feed) -> None:
         if not feed.ready.is_set():
@@ -538,10 +549,11 @@ class Feeds:
                 return
             except GatewayError:
                 log.warning("checking %s after a fan-out reconnect failed; retrying", feed.member)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))  # nodes apart
                 delay = min(delay * 2, CHECK_RETRY_MAX)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

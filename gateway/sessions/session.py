@@ -93,6 +93,7 @@ class Session:
         "principal",
         "queue",
         "queued_bytes",
+        "reply_deadline",
         "sealed",
         "seen",
         "subscriptions",
@@ -123,6 +124,8 @@ class Session:
         self.closing = False
         #: No more frames are sent: the close frame is on its way.
         self.sealed = False
+        #: Event-loop time until which a close waits for the replies of running commands.
+        self.reply_deadline = 0.0
         self.subscriptions: set[str] = set()
         #: Done when the last subscription command read so far has taken effect (see
         #: ``commands.watch_turn``); None when none is in flight.
@@ -208,17 +211,22 @@ class Session:
         """Close with ``code``: read no more frames; let the commands already running reply
         (for at most ``grace`` seconds) and the queued frames go out (``FLUSH_TIMEOUT``), then
         send the close frame. A slow consumer's close drops its backlog and sends at once."""
+        loop = asyncio.get_running_loop()
         if self.closing:
+            # Already closing (a token expiry, say) when the drain closes everyone: the
+            # shorter of the two graces holds.
+            self.reply_deadline = min(self.reply_deadline, loop.time() + grace)
             return
         self.closing = True
         self.on_close = code
+        self.reply_deadline = loop.time() + grace
         commands = tuple(self.inflight)
         if code == CloseCode.SLOW_CONSUMER:
             # Drop what the client would not read; the close frame follows what the transport
             # already holds.
             self._drop_backlog()
             commands = ()
-        task = asyncio.create_task(self._close(code, reason, commands, grace))
+        task = asyncio.create_task(self._close(code, reason, commands))
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
@@ -231,12 +239,14 @@ class Session:
             self.queue.clear()
         self.queued_bytes = 0
 
-    async def _close(
-        self, code: int, reason: str, commands: tuple[asyncio.Task[Any], ...], grace: float
-    ) -> None:
-        if commands and grace > 0:
-            with contextlib.suppress(Exception):
-                await asyncio.wait(commands, timeout=grace)
+    async def _close(self, code: int, reason: str, commands: tuple[asyncio.Task[Any], ...]) -> None:
+        loop = asyncio.get_running_loop()
+        pending = set(commands)
+        while pending:  # until they end or the deadline, which a later close may bring forward
+            left = self.reply_deadline - loop.time()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
         writer = self.writer
         if writer is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -65,3 +65,32 @@ async def test_a_session_that_closed_meanwhile_is_skipped_by_its_own_send():
     await local._writer
     assert sorted(i for _, i, _ in LOG) == [0, 1, 2, 3, 4]
     await local.close()
+
+
+async def test_a_notice_id_reused_by_another_publish_is_delivered_again():
+    """Found in review: the node remembered delivered notices by id, to never deliver a replayed
+    one twice; but the caller names the id (an offer's), so another merchant's notice with the
+    same id, or the same offer announced again, was dropped as a replay."""
+    from protocol.codec import encode
+    from protocol.messages import Notice
+
+    keys = Keys("bd")
+    got: dict[str, list[bytes]] = {"m1": [], "m2": []}
+
+    class Sink:
+        def __init__(self, merchant: str) -> None:
+            self.merchant = merchant
+
+        def send_framed(self, framed: bytes) -> None:
+            got[self.merchant].append(framed)
+
+    sinks = {"m1": [Sink("m1")], "m2": [Sink("m2")]}
+    local = LocalBroadcast(keys, lambda merchant: sinks.get(merchant, []))
+    first = encode(Notice(notice="offer-42", merchant="m1", kind="offer", at=1))
+    again = encode(Notice(notice="offer-42", merchant="m1", kind="offer", payload={"v": 2}, at=2))
+    other = encode(Notice(notice="offer-42", merchant="m2", kind="offer", at=1))
+    for merchant, data in (("m1", first), ("m1", again), ("m2", other), ("m1", first)):
+        local.deliver(keys.broadcast_channel(merchant), data)
+    assert local._writer is not None
+    await local._writer
+    assert len(got["m1"]) == 2 and len(got["m2"]) == 1  # the same frame twice: once

@@ -264,3 +264,29 @@ async def test_a_join_that_outlasts_the_linger_keeps_its_feed(
         await eventually(lambda: version in second.versions, what="the next change")
         assert await _numsub(rn.node, m) == 1
         await till.close()
+
+
+async def test_reconnects_during_a_database_outage_keep_one_check_per_feed(
+    http, pg_dsn, redis_prefix, world, monkeypatch
+):
+    """Found in review: each fan-out reconnect started one more check per feed, each retrying
+    PostgreSQL until it answered; a Redis connection flapping during a PostgreSQL outage piled
+    them up. A new check now replaces the one still retrying."""
+    from gateway.errors import StoreUnavailable
+
+    m = world["members"][0]
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        feeds = rn.node.feeds
+        await feeds.join(m, Sink(), None)
+
+        async def down(member: str) -> Any:
+            raise StoreUnavailable("PostgreSQL unreachable")
+
+        monkeypatch.setattr(feeds._reads, "balance_from_db", down)
+        for _ in range(5):  # five reconnects in a row
+            feeds._check_all()
+            await asyncio.sleep(0.02)
+        checks = [
+            t for t in feeds._tasks if not t.done() and t.get_coro().__qualname__ == "Feeds._check"
+        ]
+        assert len(checks) == 1 and checks[0] is feeds._feeds[m].checker

@@ -15,7 +15,7 @@ from gateway.sessions.session import Session
 from protocol.codes import CloseCode
 from protocol.messages import Result, Welcome
 from tests.conftest import REDIS_URL, unique
-from tests.gateway.live_support import make_world, pos
+from tests.gateway.live_support import eventually, make_world, pos
 from tests.support import WsClient, pos_token, running_node, settings_for
 
 
@@ -81,6 +81,22 @@ async def test_a_close_waits_for_the_replies_of_the_commands_it_read():
     s.close_soon(CloseCode.TOKEN_EXPIRED, "token expired")
     await asyncio.gather(*s.inflight)
     assert len(t.writes) == 2 and t.writes[-1] == b"CLOSE" and b"result" in t.writes[0]
+
+
+async def test_a_drain_shortens_a_close_already_waiting_for_replies():
+    """Found in review: a session already closing (its token expired) when the drain came kept
+    its own 12 s grace, past the drain's budget, and was cut by the shutdown without its close
+    frame. The shorter grace now holds."""
+    t = Transport()
+    s = Session(Ws(t), t, "n", 1 << 20, 100)  # type: ignore[arg-type]
+    stuck = asyncio.create_task(asyncio.sleep(30))  # a command that will not end in time
+    s.inflight.add(stuck)
+    s.close_soon(CloseCode.TOKEN_EXPIRED, "token expired")  # 12 s for its reply
+    await asyncio.sleep(0.05)
+    s.close_soon(CloseCode.DRAINING, "node draining", 0.1)
+    await eventually(lambda: t.writes == [b"CLOSE"], timeout=3, what="the close frame")
+    assert s.on_close == CloseCode.TOKEN_EXPIRED
+    stuck.cancel()
 
 
 @pytest.fixture
