@@ -700,3 +700,32 @@ async def test_an_erase_racing_a_merge_of_its_member_erases_the_survivor(
         await merging.close()
     assert await asyncio.wait_for(erase, 10) == (200, {"member": survivor, "erased": True})
     assert (await admin(http, "GET", f"{base}/{survivor}"))[0] == 404
+
+
+async def test_an_app_finds_its_redemption_from_before_a_merge_with_the_duplicates_session(
+    clients, http, rn, merchant, pg_dsn
+):
+    """The guide's advice for an app whose `redeem_reward` reply was lost before its member was
+    merged: its op lives in the duplicate's space, so it asks `outcome` there, and the answer
+    is the redemption it made (sending it again as the survivor would redeem twice)."""
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
+           VALUES ($1, 'ten', 'Ten off', 10, 'amount_off', 1000)""",
+        merchant,
+    )
+    till = await clients.pos(merchant)
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 5_000})  # 50
+    phone_app = await clients.app(merchant, dup)
+    op = unique("r")
+    await ok(phone_app, {"type": "redeem_reward", "op": op, "member": dup, "reward": "ten"})
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("m")})
+    assert status == 200
+    again = await clients.app(merchant, dup)  # the duplicate's token still signs in
+    found = await ok(again, {"type": "outcome", "op": op})
+    assert found.ok and found.op == op and found.data.member == dup
+    as_survivor = await clients.app(merchant, survivor)
+    missing = await err(as_survivor, {"type": "outcome", "op": op})
+    assert missing.code == "operation_not_found"  # another space: hence the advice
