@@ -227,7 +227,7 @@ async def handle_admin_broadcast(
         notice, nodes = await publish_notice(
             redis, keys, req.merchant, req.kind, req.payload, req.notice
         )
-    except StoreUnavailable as exc:  # nothing was sent: the caller may retry the same notice
+    except StoreUnavailable as exc:  # retryable; after a timeout it may have gone out already
         return web.json_response(
             {"error": "unavailable", "message": exc.message, "retryable": True}, status=503
         )

@@ -184,14 +184,21 @@ def apply(state: BatchState, op: Op) -> Outcome:
         return got
     acct = got
     outcome = _apply(state, acct, op)
-    if acct.owed and acct.available > 0:
-        # Points became available (an earn, a released or expired hold, a refund, a merge)
-        # while the member owes a return's clawback: taken first, in the same batch.
-        cause = getattr(op, "op", "") or state.entries[-1].op  # an Expire: the hold's id
-        _recover(state, acct, cause, op.origin)
-        if outcome.ok:
-            outcome = _rebalanced(outcome, acct)
+    if _settle(state, acct, op) and outcome.ok:
+        outcome = _rebalanced(outcome, acct)
     return outcome
+
+
+def _settle(state: BatchState, acct: Account, op: Op) -> bool:
+    """Points became available (an earn, a released or expired hold, a refund, a merge, or a
+    row left so by a node of the previous release) while the member owes a return's clawback:
+    take them first. Run before the operation too, after lazy expiry, so an operation never
+    spends points that are owed. Returns whether anything was taken."""
+    if not (acct.owed and acct.available > 0):
+        return False
+    cause = getattr(op, "op", "") or (state.entries[-1].op if state.entries else "recovery")
+    _recover(state, acct, cause, op.origin)
+    return True
 
 
 def _recover(state: BatchState, acct: Account, op: str, origin: Origin) -> None:
@@ -221,6 +228,7 @@ def _rebalanced(outcome: Outcome, acct: Account) -> Outcome:
 
 def _apply(state: BatchState, acct: Account, op: Op) -> Outcome:
     expire_overdue(state, acct)
+    _settle(state, acct, op)
     if isinstance(op, Expire):
         return Outcome(op="", ok=True, data=balance_of(acct))
     if acct.merged_into is not None:

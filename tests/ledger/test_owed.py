@@ -109,3 +109,36 @@ async def test_a_merged_duplicates_debt_is_owed_by_the_survivor(world: LedgerWor
     assert (out.data.posted, out.data.held, out.data.available) == (80, 10, 70)
     assert await owed(w, source) == 0 and await owed(w, survivor) == 0
     await check_invariants(w.db, [survivor, source])
+
+
+async def test_points_freed_by_lazy_expiry_are_taken_before_the_operation_spends_them(
+    world: LedgerWorld,
+):
+    """Found in review: recovery ran after the operation, so a reserve whose own lazy expiry
+    freed a hold's points (the sweeper had not run yet) could reserve the points the member
+    owed, leaving nothing to recover."""
+    w, m = world, world.members[0]
+    await fund(w, m, 100)
+    hold = unique("h")
+    assert (await w.ledger.execute(Reserve(hold, m, 100, 60_000, w.origin))).ok
+    assert (await w.ledger.execute(clawback(w, m, 100))).data.points == 0
+    assert await owed(w, m) == 100
+    await expire_now(w, hold)
+    out = await w.ledger.execute(Reserve(unique("h"), m, 100, 60_000, w.origin))
+    assert out.error is not None and out.error.code == "insufficient_points"
+    assert await balance(w, m) == (0, 0, 4) and await owed(w, m) == 0
+    await check_invariants(w.db, [m])
+
+
+async def test_an_account_left_owing_with_points_by_an_older_node_pays_first(
+    world: LedgerWorld,
+):
+    """A node of the previous release (during a rollout) releases and earns without recovery:
+    the next operation here takes what is owed before it spends anything."""
+    w, m = world, world.members[1]
+    await fund(w, m, 100)
+    await w.db.execute("UPDATE accounts SET owed = 30 WHERE member_id = $1", m)
+    out = await w.ledger.execute(Reserve(unique("h"), m, 80, 60_000, w.origin))
+    assert out.error is not None and out.error.code == "insufficient_points"
+    assert await balance(w, m) == (70, 0, 2) and await owed(w, m) == 0
+    assert (await w.ledger.execute(Reserve(unique("h"), m, 70, 60_000, w.origin))).ok

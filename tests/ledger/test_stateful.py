@@ -128,6 +128,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.refused_as_merged(m, out):
             return
         self.touch(m)
+        self.settle(m)  # before the operation too
         assert out.ok
         self.posted[m] += points
         self.settle(m)
@@ -142,6 +143,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.refused_as_merged(m, out):
             return
         self.touch(m)
+        self.settle(m)  # before the operation too
         assert out.ok, out
         take = min(points, self.avail(m))
         assert out.data.points == -take, out
@@ -158,6 +160,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.refused_as_merged(m, out):
             return
         self.touch(m)
+        self.settle(m)  # before the operation too
         if self.avail(m) >= points:
             assert out.ok, out
             self.held[m] += points
@@ -184,6 +187,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.refused_as_merged(h.member, out):  # a hold left on the duplicate (expired)
             return
         self.touch(h.member)
+        self.settle(h.member)  # before the operation too
         if h.status == "expired":
             self.expect_refusal(out, ErrorCode.HOLD_EXPIRED)
         elif h.status != "active":
@@ -209,6 +213,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.refused_as_merged(h.member, out):  # a hold left on the duplicate (expired)
             return
         self.touch(h.member)
+        self.settle(h.member)  # before the operation too
         if h.status == "expired":
             self.expect_refusal(out, ErrorCode.HOLD_EXPIRED)
         elif h.status != "active":
@@ -229,6 +234,7 @@ class LedgerMachine(RuleBasedStateMachine):
         out = self.run(op)
         assert out.ok, out
         self.touch(survivor)
+        self.settle(survivor)  # before the operation too
         self.touch(source)
         self.posted[survivor] += self.posted[source]
         self.held[survivor] += self.held[source]

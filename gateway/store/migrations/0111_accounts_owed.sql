@@ -4,7 +4,9 @@
 -- entry. The ledger (gateway/ledger/apply.py) keeps a member who owes from holding any
 -- available point; that rule is not a CHECK yet, because nodes of the previous release keep
 -- running against this schema during a rollout and never write `owed`: a CHECK would fail
--- their whole batches. It can become one once no such node runs.
+-- their whole batches. It can become one once no such node runs. Meanwhile such a node may leave
+-- a member owing with points available (the next operation on a new node takes them first),
+-- and its merges do not move a duplicate's debt to the survivor (that debt is then dropped).
 --
 -- Every statement here is cheap under its lock: the column has a constant default (no table
 -- rewrite), and the constraints are NOT VALID (existing rows satisfy them: every `owed` is 0,
