@@ -229,7 +229,17 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         merchant,
         frame.sale,
     )
-    if sale is None or sale["member_id"] != frame.member:
+    if sale is None:
+        raise fail(ErrorCode.SALE_NOT_FOUND)
+    if sale["member_id"] != frame.member:
+        owner = sale["member_id"]
+        if await _same_member(conn, frame.member, owner):
+            # The sale moved with a merge: the named member is the duplicate, refused as every
+            # command naming it is (not recorded: the same op may name the survivor).
+            raise fail(
+                ErrorCode.MEMBER_MERGED,
+                f"member {frame.member} was merged into {owner}; use {owner}",
+            )
         raise fail(ErrorCode.SALE_NOT_FOUND)
 
     prior = await conn.fetch(

@@ -729,3 +729,22 @@ async def test_an_app_finds_its_redemption_from_before_a_merge_with_the_duplicat
     as_survivor = await clients.app(merchant, survivor)
     missing = await err(as_survivor, {"type": "outcome", "op": op})
     assert missing.code == "operation_not_found"  # another space: hence the advice
+
+
+async def test_a_return_naming_the_duplicate_is_refused_as_merged(clients, http, rn, merchant):
+    """Found in review: after a merge, a return naming the duplicate got `sale_not_found`
+    (the sale had moved to the survivor), where the guide promises `member_merged` naming the
+    survivor for every command naming the duplicate; the same op then goes through naming the
+    survivor."""
+    till = await clients.pos(merchant)
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    sale = unique("s")
+    await ok(till, {"type": "sale", "op": sale, "member": dup, "total": 5_000})
+    status, _ = await merge(http, rn.url, merchant, survivor, {"source": dup, "op": unique("m")})
+    assert status == 200
+    frame = {"type": "return", "op": unique("r"), "member": dup, "sale": sale}
+    refused = await err(till, frame)
+    assert refused.code == "member_merged" and survivor in refused.message
+    back = await ok(till, {**frame, "member": survivor})
+    assert back.clawback == 50
