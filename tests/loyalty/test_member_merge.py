@@ -17,7 +17,17 @@ from protocol.loyalty import MemberMerged
 from protocol.messages import BalanceChanged, Error
 from tests.conftest import unique
 from tests.ledger.conftest import check_invariants
-from tests.loyalty.world import ADMIN, admin, enrol, err, next_push, ok, phone, setup_db
+from tests.loyalty.world import (
+    ADMIN,
+    add_reward,
+    admin,
+    enrol,
+    err,
+    next_push,
+    ok,
+    phone,
+    setup_db,
+)
 
 
 async def invariants(pg_dsn: str, members: list[str]) -> None:
@@ -26,6 +36,15 @@ async def invariants(pg_dsn: str, members: list[str]) -> None:
         await check_invariants(conn, members)
     finally:
         await conn.close()
+
+
+async def duplicate_with_points(till: Any) -> tuple[str, str]:
+    """Two members of the register's merchant: the one that will survive, and a duplicate with
+    50 points from a sale."""
+    survivor = (await enrol(till, phone=phone())).member
+    dup = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 5_000})
+    return survivor, dup
 
 
 async def merge(http: Any, url: str, merchant: str, survivor: str, body: Any) -> tuple[int, Any]:
@@ -256,16 +275,9 @@ async def test_a_code_issued_after_a_merge_belongs_to_the_survivor(
     """Found in review: a redemption retried after a merge (its code lost when a node died
     between the ledger and the code) issued the code to the merged duplicate, where nobody
     saw it and its void was refused with member_merged: the points were stuck."""
-    await setup_db(
-        pg_dsn,
-        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
-           VALUES ($1, 'ten', 'Ten off', 10, 'amount_off', 1000)""",
-        merchant,
-    )
+    await add_reward(pg_dsn, merchant, "ten", 10, 1000, "Ten off")
     till = await clients.pos(merchant)
-    survivor = (await enrol(till, phone=phone())).member
-    dup = (await enrol(till, phone=phone())).member
-    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 5_000})  # 50
+    survivor, dup = await duplicate_with_points(till)
     frame = {"type": "redeem_reward", "op": unique("r"), "member": dup, "reward": "ten"}
     await ok(till, frame)
     await setup_db(  # as if the node died after the ledger, before the code's insert
@@ -708,16 +720,9 @@ async def test_an_app_finds_its_redemption_from_before_a_merge_with_the_duplicat
     """The guide's advice for an app whose `redeem_reward` reply was lost before its member was
     merged: its op lives in the duplicate's space, so it asks `outcome` there, and the answer
     is the redemption it made (sending it again as the survivor would redeem twice)."""
-    await setup_db(
-        pg_dsn,
-        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
-           VALUES ($1, 'ten', 'Ten off', 10, 'amount_off', 1000)""",
-        merchant,
-    )
+    await add_reward(pg_dsn, merchant, "ten", 10, 1000, "Ten off")
     till = await clients.pos(merchant)
-    survivor = (await enrol(till, phone=phone())).member
-    dup = (await enrol(till, phone=phone())).member
-    await ok(till, {"type": "sale", "op": unique("s"), "member": dup, "total": 5_000})  # 50
+    survivor, dup = await duplicate_with_points(till)
     phone_app = await clients.app(merchant, dup)
     op = unique("r")
     await ok(phone_app, {"type": "redeem_reward", "op": op, "member": dup, "reward": "ten"})

@@ -11,7 +11,7 @@ import asyncpg
 from gateway.errors import StoreUnavailable
 from protocol.messages import Error, Result
 from tests.conftest import unique
-from tests.loyalty.world import enrol, err, ok, phone, setup_db
+from tests.loyalty.world import add_reward, enrol, err, ok, phone, setup_db
 
 LINES = [
     {"sku": "latte", "qty": 2, "price": 450, "category": "coffee"},
@@ -61,11 +61,7 @@ async def test_partial_then_full_return_by_lines(clients, merchant):
 async def test_return_after_partial_redemption_caps_clawback_and_reports_rest(
     clients, merchant, pg_dsn
 ):
-    await setup_db(
-        pg_dsn,
-        "INSERT INTO rewards (merchant_id, id, cost, kind, value) VALUES ($1, 'r80', 80, 'amount_off', 500)",
-        merchant,
-    )
+    await add_reward(pg_dsn, merchant, "r80", 80, 500)
     till = await clients.pos(merchant)
     m = (await enrol(till, phone=phone())).member
     await ok(till, {"type": "sale", "op": f"s-{m}", "member": m, "total": 10_000})
@@ -85,11 +81,7 @@ async def test_the_uncollected_clawback_is_owed_so_a_void_cannot_bring_it_back(
     """Found in review: the 80 points a return could not take back (spent on a code) were
     forgotten, so voiding the code refunded them: the shopper kept 80 points of a sale that was
     returned in full. They are owed now, and the refund pays them back first."""
-    await setup_db(
-        pg_dsn,
-        "INSERT INTO rewards (merchant_id, id, cost, kind, value) VALUES ($1, 'r80', 80, 'amount_off', 500)",
-        merchant,
-    )
+    await add_reward(pg_dsn, merchant, "r80", 80, 500)
     till = await clients.pos(merchant)
     m = (await enrol(till, phone=phone())).member
     await ok(till, {"type": "sale", "op": f"s-{m}", "member": m, "total": 10_000})

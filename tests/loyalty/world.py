@@ -129,6 +129,22 @@ async def setup_db(pg_dsn: str, sql: str, *args: Any) -> None:
         await conn.close()
 
 
+async def add_reward(
+    pg_dsn: str, merchant: str, reward: str, cost: int, value: int, name: str = ""
+) -> None:
+    """An ``amount_off`` reward of ``value`` minor units for ``cost`` points."""
+    await setup_db(
+        pg_dsn,
+        """INSERT INTO rewards (merchant_id, id, name, cost, kind, value)
+           VALUES ($1, $2, $3, $4, 'amount_off', $5)""",
+        merchant,
+        reward,
+        name,
+        cost,
+        value,
+    )
+
+
 async def member_with_points(till: WsClient, total: int) -> str:
     """Enrol a fresh member and post one sale of ``total`` cents (base rate 1 per unit)."""
     m = (await enrol(till, phone=phone())).member

@@ -4,43 +4,27 @@ break during a rollout (found in review: such a CHECK failed the old node's whol
 
 from __future__ import annotations
 
-import uuid
-
-import asyncpg
-
-from gateway.store import migrate as mig
-from tests.conftest import BASE_DSN, _admin, _server_dsn
+from tests.store.scratch import migrated_before
 
 
-async def test_0111_takes_no_scan_and_lets_the_previous_release_write() -> None:
-    name = f"lg_m0111_{uuid.uuid4().hex[:10]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    try:
-        conn = await asyncpg.connect(_server_dsn(BASE_DSN, name))
-        try:
-            await mig.migrate(conn)
-            unvalidated = {
-                r["conname"]
-                for r in await conn.fetch(
-                    """SELECT conname FROM pg_constraint
-                        WHERE conrelid IN ('accounts'::regclass, 'ledger_entries'::regclass)
-                          AND NOT convalidated"""
-                )
-            }
-            # added NOT VALID: no scan of either table under its ACCESS EXCLUSIVE lock
-            assert {"owed_not_negative", "ledger_entries_kind_check"} <= unvalidated
-            await conn.execute("INSERT INTO merchants (id, name) VALUES ('acme', 'acme')")
-            await conn.execute("INSERT INTO members (id, merchant_id) VALUES ('m1', 'acme')")
-            await conn.execute(
-                "INSERT INTO accounts (member_id, merchant_id, posted, held, owed)"
-                " VALUES ('m1', 'acme', 100, 100, 40)"
+async def test_0111_takes_no_scan_and_lets_the_previous_release_write(monkeypatch) -> None:
+    async with migrated_before(None, monkeypatch) as conn:
+        unvalidated = {
+            r["conname"]
+            for r in await conn.fetch(
+                """SELECT conname FROM pg_constraint
+                    WHERE conrelid IN ('accounts'::regclass, 'ledger_entries'::regclass)
+                      AND NOT convalidated"""
             )
-            # the previous release's batch write: it sets posted, held and version, not owed
-            await conn.execute(
-                "UPDATE accounts SET posted = 100, held = 0, version = 3 WHERE member_id = 'm1'"
-            )
-            assert await conn.fetchval("SELECT owed FROM accounts") == 40
-        finally:
-            await conn.close()
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        }
+        # added NOT VALID: no scan of either table under its ACCESS EXCLUSIVE lock
+        assert {"owed_not_negative", "ledger_entries_kind_check"} <= unvalidated
+        await conn.execute(
+            "INSERT INTO accounts (member_id, merchant_id, posted, held, owed)"
+            " VALUES ('m1', 'acme', 100, 100, 40)"
+        )
+        # the previous release's batch write: it sets posted, held and version, not owed
+        await conn.execute(
+            "UPDATE accounts SET posted = 100, held = 0, version = 3 WHERE member_id = 'm1'"
+        )
+        assert await conn.fetchval("SELECT owed FROM accounts") == 40
