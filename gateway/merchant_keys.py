@@ -81,7 +81,8 @@ class MerchantKeys:
                 raise ValueError(f"merchant keys: {merchant}: 'signing_keys' must be an object")
             for kid, secret in keys.items():
                 if not _ID.match(kid):
-                    raise ValueError(f"merchant keys: {merchant}: {kid!r} is not a valid key id")
+                    # not echoed: a key id and its secret swapped would print the secret
+                    raise ValueError(f"merchant keys: {merchant}: a key id is not a valid id")
                 if kid in signing:
                     raise ValueError(f"merchant keys: key id {kid!r} is used twice")
                 if not isinstance(secret, str) or len(secret.encode()) < MIN_SECRET_BYTES:
@@ -93,6 +94,11 @@ class MerchantKeys:
                     # it would also sign kid-less tokens, which reach every merchant
                     raise ValueError(
                         f"merchant keys: {merchant}: key {kid!r} equals GATEWAY_JWT_SECRET"
+                    )
+                if any(secret == other for _, other in signing.values()):
+                    # any holder of the secret could sign with the other key's id and merchant
+                    raise ValueError(
+                        f"merchant keys: {merchant}: key {kid!r} reuses another key's secret"
                     )
                 signing[kid] = (merchant, secret)
             tokens = entry.get("admin_tokens", [])

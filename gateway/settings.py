@@ -32,6 +32,30 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+#: Shortest operator secret and admin token accepted (the development defaults excepted): the
+#: length of a random 256-bit key, as merchant keys require (``gateway/merchant_keys.py``).
+MIN_SECRET_BYTES = 32
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _check_secrets(host: str, jwt_secret: str, admin_token: str) -> None:
+    """Each of the operator's secrets reaches every merchant: one that is set must be long, and
+    the published development defaults serve only on the loopback interface (``make run``, the
+    tests, the bench); a node listening anywhere else refuses to start with them."""
+    for name, value, dev in (
+        ("GATEWAY_JWT_SECRET", jwt_secret, DEV_JWT_SECRET),
+        ("GATEWAY_ADMIN_TOKEN", admin_token, DEV_ADMIN_TOKEN),
+    ):
+        if value == dev:
+            if not host.startswith(_LOOPBACK):
+                raise ValueError(
+                    f"{name} is unset: its development default is refused on {host} "
+                    "(not a loopback address); set it to a random value of 32 bytes or more"
+                )
+        elif len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"{name} must be at least {MIN_SECRET_BYTES} bytes")
+
+
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -145,9 +169,11 @@ class Settings:
         e = os.environ if env is None else env
         jwt_secret = e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET)
         admin_token = e.get("GATEWAY_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
+        host = e.get("GATEWAY_HOST", "127.0.0.1")
+        _check_secrets(host, jwt_secret, admin_token)
         return cls(
             server=ServerSettings(
-                host=e.get("GATEWAY_HOST", "127.0.0.1"),
+                host=host,
                 port=_int(e, "GATEWAY_PORT", 8080, 0, 65535),
                 node_id=e.get("GATEWAY_NODE_ID") or socket.gethostname(),
                 drain_seconds=_float(e, "GATEWAY_DRAIN_SECONDS", 20.0, 1.0, 600.0),

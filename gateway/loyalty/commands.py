@@ -13,12 +13,11 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import GatewayError, Refused
+from gateway.errors import GatewayError
 from gateway.loyalty.live import MemberEvents
 from gateway.loyalty.replies import member_balance
 from gateway.loyalty.service import Loyalty
 from gateway.sessions.commands import Dispatcher, op_id, origin, outcome_frame
-from protocol.codes import ErrorCode
 from protocol.loyalty import (
     CashierState,
     CashierView,
@@ -77,11 +76,10 @@ def register(d: Dispatcher, svc: Loyalty) -> None:
         return Result(id=f.id, data=m)
 
     async def lookup(d: Dispatcher, s: Session, p: Principal, f: Lookup) -> object:
-        m = await svc.lookup(p.merchant, phone=f.phone, email=f.email, card=f.card, qr=f.qr)
-        if p.kind == "app" and m.member != p.member:
-            # The same answer as for an identity nobody enrolled: an app must not learn which
-            # phones and emails are members.
-            raise Refused("no member with that identity", ErrorCode.MEMBER_NOT_FOUND)
+        only = p.member if p.kind == "app" else None  # an app finds only itself
+        m = await svc.lookup(
+            p.merchant, phone=f.phone, email=f.email, card=f.card, qr=f.qr, only=only
+        )
         return Result(id=f.id, data=m)
 
     async def issue_pass(d: Dispatcher, s: Session, p: Principal, f: IssuePass) -> object:

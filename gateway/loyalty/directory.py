@@ -131,6 +131,28 @@ SELECT id FROM c ORDER BY depth DESC LIMIT 1
 """
 
 
+# Whether an identity is ``$4``'s own or one of its merged duplicates' (through any chain of
+# merges). One index probe whatever the answer, so the time it takes does not tell whether the
+# identity belongs to someone else.
+_IDENTIFIES = """
+WITH RECURSIVE mine(id) AS (
+    SELECT $4::text
+  UNION
+    SELECT a.member_id FROM accounts a JOIN mine ON a.merged_into = mine.id
+)
+SELECT EXISTS (
+  SELECT 1 FROM member_identities
+   WHERE merchant_id = $1 AND kind = $2 AND value = $3 AND member_id IN (SELECT id FROM mine)
+)
+"""
+
+
+async def identifies(conn: Any, merchant: str, kind: str, value: str, member: str) -> bool:
+    """Whether the identity is ``member``'s (or a duplicate's merged into it)."""
+    with translate_errors("identity lookup"):
+        return bool(await conn.fetchval(_IDENTIFIES, merchant, kind, value, member))
+
+
 async def resolve(conn: Any, member: str) -> str:
     """The member that holds ``member``'s points now: itself, or the survivor it was merged
     into (following later merges of that survivor too)."""

@@ -117,20 +117,32 @@ class Loyalty(RewardsMixin):
         email: str | None = None,
         card: str | None = None,
         qr: str | None = None,
+        only: str | None = None,
     ) -> Member:
+        """The member holding the identity. With ``only`` (an app's own member), anyone else's
+        identity is answered exactly as one nobody enrolled, after the same work: an app must
+        not learn, by the answer or by its time, which phones and emails are members."""
         given = [x for x in (phone, email, card, qr) if x is not None]
         if len(given) != 1:
             raise invalid("look up by exactly one of phone, email, card or qr")
+        nobody = Refused("no member with that identity", ErrorCode.MEMBER_NOT_FOUND)
         if qr is not None:
             found: str | None = verify_pass(self.secret, merchant, qr)
         else:
             programme = await self.programmes.get(merchant)
             ((kind, value),) = self.identities(programme, phone, email, card).items()
+            if only is not None:
+                if not await directory.identifies(self.pool, merchant, kind, value, only):
+                    raise nobody
+                return await self.member(merchant, only)
             found = await directory.find_member(self.pool, merchant, kind, value)
         if found is None:
-            raise Refused("no member with that identity", ErrorCode.MEMBER_NOT_FOUND)
+            raise nobody
         # An identity (or a pass) of a merged duplicate finds the member it was merged into.
-        return await self.member(merchant, await directory.resolve(self.pool, found))
+        m = await self.member(merchant, await directory.resolve(self.pool, found))
+        if only is not None and m.member != only:  # a pass is signed: it tells nothing new
+            raise nobody
+        return m
 
     async def member(
         self, merchant: str, member: str, created: bool = False, erased: bool = False

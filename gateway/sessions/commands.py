@@ -65,8 +65,9 @@ class Services:
     reads: Reads
     feeds: Feeds
     max_subscriptions: int
-    #: Checks a token (``gateway.auth.verify`` with the node's secret and leeway).
-    verify: Callable[[str], Principal] = field(default=lambda token: _no_tokens())
+    #: Checks a token (``gateway.auth.verify`` with the node's secret and leeway). Left out of
+    #: the repr: a ``functools.partial`` shows its arguments, the secret among them.
+    verify: Callable[[str], Principal] = field(default=lambda token: _no_tokens(), repr=False)
 
 
 def _no_tokens() -> Principal:

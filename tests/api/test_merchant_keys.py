@@ -62,6 +62,20 @@ def test_a_bad_keys_file_is_refused_with_its_reason(raw: object, says: str) -> N
         MerchantKeys.parse(raw, "dev-admin-token" * 3)
 
 
+def test_two_keys_may_not_share_a_secret_and_a_bad_key_id_is_not_echoed() -> None:
+    """Found in review: two merchants' keys with one secret were accepted, so merchant A could
+    sign with B's key id and ``mer`` B; and a key id swapped with its secret printed the secret
+    in the start-up error."""
+    with pytest.raises(ValueError, match="reuses another key's secret"):
+        MerchantKeys.parse(
+            {"a": {"signing_keys": {"ka": KEY_A}}, "b": {"signing_keys": {"kb": KEY_A}}}
+        )
+    swapped = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
+    with pytest.raises(ValueError, match="not a valid id") as info:
+        MerchantKeys.parse({"a": {"signing_keys": {swapped: "ka-1"}}})
+    assert swapped not in str(info.value)
+
+
 def test_a_merchant_key_may_not_be_the_operators_secret() -> None:
     """It would also sign kid-less tokens, which reach every merchant (found in review)."""
     with pytest.raises(ValueError, match="GATEWAY_JWT_SECRET"):

@@ -41,3 +41,52 @@ def test_every_setting_read_from_the_environment_is_in_the_readme() -> None:
     assert names, "no settings found"
     missing = sorted(n for n in names if f"`{n}`" not in readme and f"{n}`" not in readme)
     assert not missing, f"settings missing from README.md: {missing}"
+
+
+def test_the_services_repr_does_not_show_the_jwt_secret() -> None:
+    """Found in review: the dispatcher's services held the token verifier as a
+    ``functools.partial`` of the secret, and their dataclass repr printed it."""
+    import functools
+
+    from gateway import auth
+    from gateway.sessions.commands import Services
+    from gateway.settings import Settings
+
+    s = Settings.from_env({"GATEWAY_JWT_SECRET": "S3CRET-operator-jwt-key-0123456789abcdef"})
+    services = Services(
+        ledger=None,  # type: ignore[arg-type]
+        reads=None,  # type: ignore[arg-type]
+        feeds=None,  # type: ignore[arg-type]
+        max_subscriptions=16,
+        verify=functools.partial(auth.verify, s.auth.jwt_secret, leeway=s.auth.leeway),
+    )
+    assert "S3CRET" not in repr(services) and "S3CRET" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"GATEWAY_HOST": "0.0.0.0"}, "GATEWAY_JWT_SECRET is unset"),
+        (
+            {"GATEWAY_HOST": "0.0.0.0", "GATEWAY_JWT_SECRET": "x" * 32},
+            "GATEWAY_ADMIN_TOKEN is unset",
+        ),
+        ({"GATEWAY_JWT_SECRET": "CHANGE-ME"}, "at least 32 bytes"),
+        ({"GATEWAY_ADMIN_TOKEN": "CHANGE-ME"}, "at least 32 bytes"),
+    ],
+)
+def test_weak_or_default_operator_secrets_are_refused_off_loopback(
+    env: dict[str, str], says: str
+) -> None:
+    """Found in review: a node listening on every interface started with the published
+    development secret and admin token (anyone could mint any merchant's tokens), and a
+    placeholder such as ``CHANGE-ME`` was taken as a secret."""
+    with pytest.raises(ValueError, match=says):
+        Settings.from_env(env)
+
+
+def test_the_development_defaults_still_serve_on_loopback() -> None:
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert Settings.from_env({"GATEWAY_HOST": host}).server.host == host
+    long = {"GATEWAY_JWT_SECRET": "s" * 32, "GATEWAY_ADMIN_TOKEN": "a" * 32}
+    assert Settings.from_env({"GATEWAY_HOST": "0.0.0.0", **long}).server.host == "0.0.0.0"

@@ -205,6 +205,30 @@ async def test_an_app_cannot_tell_who_is_enrolled(clients, merchant):
     )
 
 
+async def test_an_apps_lookup_does_the_same_work_for_anyone_elses_identity(
+    clients, merchant, monkeypatch
+):
+    """Found in review: the answers were the same, but an app's lookup of an enrolled phone
+    read that member's profile and balance before refusing, about three times the time of an
+    unknown phone: timing told which numbers are members. An app's lookup now asks one
+    question whatever the answer: is this identity mine (or a merged duplicate's of mine)?"""
+    till = await clients.pos(merchant)
+    mine, theirs = phone(), phone()
+    me = (await enrol(till, phone=mine)).member
+    await enrol(till, phone=theirs)
+    app = await clients.app(merchant, me)
+
+    async def never(*args: object) -> None:
+        raise AssertionError("an app's lookup read whom an identity belongs to")
+
+    monkeypatch.setattr(directory, "find_member", never)
+    monkeypatch.setattr(directory, "resolve", never)
+    for number in (theirs, phone()):
+        assert (await err(app, {"type": "lookup", "phone": number})).code == "member_not_found"
+    monkeypatch.undo()
+    assert (await ok(app, {"type": "lookup", "phone": mine})).member == me
+
+
 async def test_a_nul_in_an_email_or_a_name_is_refused_with_its_code(clients, merchant):
     """PostgreSQL cannot store a NUL: an email or a name holding one answered `internal`
     (retryable), found in review."""
