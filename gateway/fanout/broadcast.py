@@ -9,7 +9,7 @@ so the node's other work is not held up behind one broadcast. The admin endpoint
 ``POST /admin/broadcast`` (``handle_admin_broadcast``) calls ``publish_notice``.
 
 Pub/sub does not keep what a node misses while its connection to Redis is down. So each
-notice is also appended, in the same transaction, to a capped stream (``Keys.notice_log``);
+notice is also appended, in the same script call, to a capped stream (``Keys.notice_log``);
 after a reconnect the node replays the notices of the last ``REPLAY_WINDOW_MS`` it has not
 delivered (it remembers a digest of each of the last ``SEEN_MAX`` it delivered: the caller may
 reuse a notice id, e.g. an offer's, for a new publish, which must not be taken for a replay),
@@ -34,7 +34,7 @@ from gateway.background import stop
 from gateway.errors import StoreUnavailable
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.sessions.session import text_frame
-from gateway.store.keys import Keys
+from gateway.store.keys import PUBLISH_NOTICE, Keys
 from gateway.store.redis import Redis, translate_errors
 from protocol.codec import encode
 from protocol.limits import Id
@@ -99,11 +99,11 @@ async def publish_notice(
         at=int(time.time() * 1000),
     )
     data = encode(notice)
+    publish = redis.register_script(PUBLISH_NOTICE)
     with translate_errors("broadcast"):
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(keys.notice_log(), {"n": data}, maxlen=NOTICE_LOG_MAX, approximate=True)
-            pipe.publish(keys.broadcast_channel(merchant), data)
-            _, nodes = await pipe.execute()
+        nodes = await publish(
+            keys=[keys.notice_log(), keys.broadcast_channel(merchant)], args=[data, NOTICE_LOG_MAX]
+        )
     return notice, int(nodes)
 
 

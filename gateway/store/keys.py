@@ -243,3 +243,14 @@ if removed > 0 then announce(ARGV[2], now) end
 return removed
 """
 )
+
+
+# A merchant-wide notice, in one call: appended to the capped notice log (``Keys.notice_log``,
+# what a node replays after its fan-out connection was down) and published on the merchant's
+# broadcast channel. One command, one reply: the admin's HTTP reply does not wait on several
+# reads while the node writes the same notice to its own sessions. KEYS: the log, the channel;
+# ARGV: the frame, the log's approximate cap. Returns the PUBLISH count (nodes that got it).
+PUBLISH_NOTICE = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', ARGV[1])
+return redis.call('PUBLISH', KEYS[2], ARGV[1])
+"""
