@@ -58,6 +58,8 @@ class Node:
         self.keys = Keys(redis_prefix)
         self.metrics = Metrics()
         self.sessions: set[Session] = set()
+        #: Sessions connected and not yet welcomed (``connected`` .. ``admit`` or ``forget``).
+        self.pending = 0
         #: Welcomed sessions per merchant (broadcast targets).
         self.by_merchant: dict[str, set[Session]] = {}
         self.heartbeat = Heartbeat(lambda: self.sessions, settings.session.heartbeat)
@@ -229,16 +231,25 @@ class Node:
                 self.pool.terminate()
 
     # ---------------------------------------------------------------- session indexes
+    def connected(self, session: Session) -> None:
+        """A new connection: held, and counted as pending until it is welcomed."""
+        self.sessions.add(session)
+        self.pending += 1
+
     def admit(self, session: Session) -> None:
-        """A welcomed session: index it by merchant (broadcast)."""
+        """A welcomed session: no longer pending; indexed by merchant (broadcast)."""
         p = session.principal
         assert p is not None
+        self.pending -= 1
         self.by_merchant.setdefault(p.merchant, set()).add(session)
 
     def forget(self, session: Session) -> None:
+        if session not in self.sessions:
+            return
         self.sessions.discard(session)
         p = session.principal
         if p is None:
+            self.pending -= 1  # never welcomed
             return
         group = self.by_merchant.get(p.merchant)
         if group is not None:

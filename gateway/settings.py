@@ -118,6 +118,10 @@ class SessionSettings:
     max_queue_bytes: int = 1_048_576
     #: Sessions this node holds (new ones are closed with 3002).
     max_sessions: int = 20_000
+    #: Of those, connections not yet welcomed (no valid ``hello`` yet; each waits at most
+    #: ``auth_timeout``): a flood of idle sockets takes at most this many slots from real tills
+    #: (new ones are closed with 3002 above it).
+    max_pending: int = 4_000
     #: Live app/web sessions per member across all nodes, counted in Redis (this node's count
     #: while Redis is unavailable); 3004 above it.
     max_sessions_per_member: int = 50
@@ -202,6 +206,7 @@ class Settings:
                 # below the transport's own buffer (WRITE_HIGH, 64 KiB) it would not be enforced
                 max_queue_bytes=_int(e, "GATEWAY_MAX_QUEUE_BYTES", 1_048_576, 65_536, 1 << 30),
                 max_sessions=_int(e, "GATEWAY_MAX_SESSIONS", 20_000, 1, 1_000_000),
+                max_pending=_int(e, "GATEWAY_MAX_PENDING_SESSIONS", 4_000, 1, 1_000_000),
                 max_sessions_per_member=_int(e, "GATEWAY_MAX_SESSIONS_PER_MEMBER", 50, 1, 10_000),
                 max_subscriptions=_int(e, "GATEWAY_MAX_SUBSCRIPTIONS", 16, 1, 10_000),
                 rate_per_second=_int(e, "GATEWAY_RATE_PER_SECOND", 200, 1, 1_000_000),

@@ -67,6 +67,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         node.metrics.close(CloseCode.NODE_FULL)
         await ws.close(code=CloseCode.NODE_FULL, message=b"node full")
         return ws
+    if node.pending >= cfg.max_pending:
+        # Idle sockets that never say hello may hold only so many slots: the rest are kept for
+        # tills and apps that do (each pending one is closed after GATEWAY_AUTH_TIMEOUT).
+        node.metrics.close(CloseCode.NODE_FULL)
+        await ws.close(code=CloseCode.NODE_FULL, message=b"node busy: too many awaiting hello")
+        return ws
     session = Session(
         ws,
         request.transport,
@@ -75,7 +81,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         cfg.rate_per_second,
         node.heartbeat.tick,
     )
-    node.sessions.add(session)
+    node.connected(session)
     try:
         await _serve(node, session)
     finally:

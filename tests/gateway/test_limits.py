@@ -95,3 +95,25 @@ async def test_idle_session_holds_no_task_queue_or_timer_of_its_own(
         assert not s.inflight
         assert not hasattr(s, "__dict__")
         await c.close()
+
+
+async def test_sockets_that_never_say_hello_hold_only_their_share_of_the_node(
+    http, pg_dsn, redis_prefix, world
+):
+    """Found in review: connections that had not sent ``hello`` counted like sessions, so a
+    flood of idle sockets, each renewed within the auth timeout, could fill a node and turn
+    every till away with 3002. They may now hold GATEWAY_MAX_PENDING_SESSIONS slots at most."""
+    settings = settings_for(pg_dsn, REDIS_URL, "n1", max_sessions=10, max_pending=2)
+    async with running_node(settings, redis_prefix) as node:
+        idle = [await WsClient.connect(http, node.url) for _ in range(2)]
+        await eventually(lambda: node.node.pending == 2, what="two pending sockets")
+        third = await WsClient.connect(http, node.url)
+        assert await third.wait_closed() == CloseCode.NODE_FULL
+        await idle[0].close()
+        await eventually(lambda: node.node.pending == 1, what="a pending slot freed")
+        till = await pos(http, node.url, world["merchant"])
+        assert isinstance(await till.request({"type": "ping"}), Result)
+        assert node.node.pending == 1  # the till was welcomed: no longer pending
+        await till.close()
+        await idle[1].close()
+        await eventually(lambda: node.node.pending == 0, what="nothing pending")
