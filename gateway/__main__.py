@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = Settings.from_env()
     if args.cmd == "serve":
+        try:
+            settings.check_serving()
+        except ValueError as exc:
+            parser.error(str(exc))
         _serve(settings)
     elif args.cmd == "migrate":
         asyncio.run(_migrate(settings))

@@ -79,26 +79,26 @@ class MerchantKeys:
             keys = entry.get("signing_keys", {})
             if not isinstance(keys, dict):
                 raise ValueError(f"merchant keys: {merchant}: 'signing_keys' must be an object")
-            for kid, secret in keys.items():
+            for n, (kid, secret) in enumerate(keys.items(), 1):
+                # A key is named by its place in the file, never by its id: an id swapped with
+                # its secret would print the secret.
+                key = f"signing key #{n}"
                 if not _ID.match(kid):
-                    # not echoed: a key id and its secret swapped would print the secret
-                    raise ValueError(f"merchant keys: {merchant}: a key id is not a valid id")
+                    raise ValueError(f"merchant keys: {merchant}: {key}: its id is not a valid id")
                 if kid in signing:
-                    raise ValueError(f"merchant keys: key id {kid!r} is used twice")
+                    raise ValueError(f"merchant keys: {merchant}: {key}: its id is used twice")
                 if not isinstance(secret, str) or len(secret.encode()) < MIN_SECRET_BYTES:
                     raise ValueError(
-                        f"merchant keys: {merchant}: key {kid!r} must be a string of at least "
+                        f"merchant keys: {merchant}: {key} must be a string of at least "
                         f"{MIN_SECRET_BYTES} bytes"
                     )
                 if operator_secret and secret == operator_secret:
                     # it would also sign kid-less tokens, which reach every merchant
-                    raise ValueError(
-                        f"merchant keys: {merchant}: key {kid!r} equals GATEWAY_JWT_SECRET"
-                    )
+                    raise ValueError(f"merchant keys: {merchant}: {key} equals GATEWAY_JWT_SECRET")
                 if any(secret == other for _, other in signing.values()):
                     # any holder of the secret could sign with the other key's id and merchant
                     raise ValueError(
-                        f"merchant keys: {merchant}: key {kid!r} reuses another key's secret"
+                        f"merchant keys: {merchant}: {key} reuses another key's secret"
                     )
                 signing[kid] = (merchant, secret)
             tokens = entry.get("admin_tokens", [])

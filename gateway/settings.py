@@ -6,6 +6,7 @@ receives them as arguments. Secrets are kept out of ``repr``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -35,7 +36,15 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
 #: Shortest operator secret and admin token accepted (the development defaults excepted): the
 #: length of a random 256-bit key, as merchant keys require (``gateway/merchant_keys.py``).
 MIN_SECRET_BYTES = 32
-_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost, or nothing (every interface)
 
 
 def _check_secrets(host: str, jwt_secret: str, admin_token: str) -> None:
@@ -47,7 +56,7 @@ def _check_secrets(host: str, jwt_secret: str, admin_token: str) -> None:
         ("GATEWAY_ADMIN_TOKEN", admin_token, DEV_ADMIN_TOKEN),
     ):
         if value == dev:
-            if not host.startswith(_LOOPBACK):
+            if not _loopback(host):
                 raise ValueError(
                     f"{name} is unset: its development default is refused on {host} "
                     "(not a loopback address); set it to a random value of 32 bytes or more"
@@ -168,13 +177,18 @@ class Settings:
     session: SessionSettings
     auth: AuthSettings
 
+    def check_serving(self) -> None:
+        """Refuse to serve with secrets anyone could know (``ValueError`` says which): the
+        development defaults off the loopback interface, or a value under 32 bytes. Checked by
+        ``serve`` only: ``migrate``, ``rebuild-cache`` and ``token`` need no secret to be safe."""
+        _check_secrets(self.server.host, self.auth.jwt_secret, self.auth.admin_token)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
         jwt_secret = e.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET)
         admin_token = e.get("GATEWAY_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
         host = e.get("GATEWAY_HOST", "127.0.0.1")
-        _check_secrets(host, jwt_secret, admin_token)
         return cls(
             server=ServerSettings(
                 host=host,

@@ -102,7 +102,8 @@ async def publish_notice(
     publish = redis.register_script(PUBLISH_NOTICE)
     with translate_errors("broadcast"):
         nodes = await publish(
-            keys=[keys.notice_log(), keys.broadcast_channel(merchant)], args=[data, NOTICE_LOG_MAX]
+            keys=[keys.notice_log()],
+            args=[data, NOTICE_LOG_MAX, keys.broadcast_channel(merchant)],
         )
     return notice, int(nodes)
 

@@ -132,18 +132,18 @@ SELECT id FROM c ORDER BY depth DESC LIMIT 1
 
 
 # Whether an identity is ``$4``'s own or one of its merged duplicates' (through any chain of
-# merges). One index probe whatever the answer, so the time it takes does not tell whether the
-# identity belongs to someone else.
+# merges): from the identity's holder up the chain of merges, by primary key only, so an
+# identity of someone else costs one more index probe than an unknown one, never a scan (a
+# walk down from ``$4`` would need every account merged into it: a scan of ``accounts``).
 _IDENTIFIES = """
-WITH RECURSIVE mine(id) AS (
-    SELECT $4::text
-  UNION
-    SELECT a.member_id FROM accounts a JOIN mine ON a.merged_into = mine.id
+WITH RECURSIVE up(id, depth) AS (
+    SELECT member_id, 0 FROM member_identities
+     WHERE merchant_id = $1 AND kind = $2 AND value = $3
+  UNION ALL
+    SELECT a.merged_into, up.depth + 1 FROM up JOIN accounts a ON a.member_id = up.id
+     WHERE a.merged_into IS NOT NULL AND up.depth < 32
 )
-SELECT EXISTS (
-  SELECT 1 FROM member_identities
-   WHERE merchant_id = $1 AND kind = $2 AND value = $3 AND member_id IN (SELECT id FROM mine)
-)
+SELECT EXISTS (SELECT 1 FROM up WHERE id = $4)
 """
 
 

@@ -248,9 +248,11 @@ return removed
 # A merchant-wide notice, in one call: appended to the capped notice log (``Keys.notice_log``,
 # what a node replays after its fan-out connection was down) and published on the merchant's
 # broadcast channel. One command, one reply: the admin's HTTP reply does not wait on several
-# reads while the node writes the same notice to its own sessions. KEYS: the log, the channel;
-# ARGV: the frame, the log's approximate cap. Returns the PUBLISH count (nodes that got it).
+# reads while the node writes the same notice to its own sessions. KEYS: the log; ARGV: the
+# frame, the log's approximate cap, the channel (not a key: a cluster publishes to every node
+# whatever its slot, and declared it would be in another slot than the log). Returns the
+# PUBLISH count (nodes that got it).
 PUBLISH_NOTICE = """
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', ARGV[1])
-return redis.call('PUBLISH', KEYS[2], ARGV[1])
+return redis.call('PUBLISH', ARGV[3], ARGV[1])
 """

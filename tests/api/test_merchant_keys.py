@@ -74,6 +74,10 @@ def test_two_keys_may_not_share_a_secret_and_a_bad_key_id_is_not_echoed() -> Non
     with pytest.raises(ValueError, match="not a valid id") as info:
         MerchantKeys.parse({"a": {"signing_keys": {swapped: "ka-1"}}})
     assert swapped not in str(info.value)
+    urlsafe = "Zq3" * 21  # what secrets.token_urlsafe(47) looks like: a valid id too
+    with pytest.raises(ValueError, match="at least 32 bytes") as info:
+        MerchantKeys.parse({"a": {"signing_keys": {urlsafe: "ka-1"}}})
+    assert urlsafe not in str(info.value)
 
 
 def test_a_merchant_key_may_not_be_the_operators_secret() -> None:

@@ -81,12 +81,19 @@ def test_weak_or_default_operator_secrets_are_refused_off_loopback(
     """Found in review: a node listening on every interface started with the published
     development secret and admin token (anyone could mint any merchant's tokens), and a
     placeholder such as ``CHANGE-ME`` was taken as a secret."""
+    settings = Settings.from_env(env)  # migrate, rebuild-cache and token need no secret
     with pytest.raises(ValueError, match=says):
-        Settings.from_env(env)
+        settings.check_serving()
+
+
+@pytest.mark.parametrize("host", ["::1234", "::10.0.0.5", "localhost.example.com", "127.x.y", ""])
+def test_only_a_loopback_address_serves_the_defaults(host: str) -> None:
+    with pytest.raises(ValueError, match="is unset"):
+        Settings.from_env({"GATEWAY_HOST": host}).check_serving()
 
 
 def test_the_development_defaults_still_serve_on_loopback() -> None:
-    for host in ("127.0.0.1", "::1", "localhost"):
-        assert Settings.from_env({"GATEWAY_HOST": host}).server.host == host
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "0:0:0:0:0:0:0:1", "localhost"):
+        Settings.from_env({"GATEWAY_HOST": host}).check_serving()
     long = {"GATEWAY_JWT_SECRET": "s" * 32, "GATEWAY_ADMIN_TOKEN": "a" * 32}
-    assert Settings.from_env({"GATEWAY_HOST": "0.0.0.0", **long}).server.host == "0.0.0.0"
+    Settings.from_env({"GATEWAY_HOST": "0.0.0.0", **long}).check_serving()
