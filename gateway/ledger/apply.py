@@ -146,11 +146,10 @@ def _account(state: BatchState, op: Op, member: str) -> Account | Outcome:
     return acct
 
 
-def merged_refusal(op: str, acct: Account) -> Outcome:
+def merged_refusal(op: str, member: str, into: str) -> Outcome:
+    """The refusal of an operation naming ``member``, merged into ``into``."""
     return refuse(
-        op,
-        ErrorCode.MEMBER_MERGED,
-        f"member {acct.member} was merged into {acct.merged_into}; use {acct.merged_into}",
+        op, ErrorCode.MEMBER_MERGED, f"member {member} was merged into {into}; use {into}"
     )
 
 
@@ -232,7 +231,7 @@ def _apply(state: BatchState, acct: Account, op: Op) -> Outcome:
     if isinstance(op, Expire):
         return Outcome(op="", ok=True, data=balance_of(acct))
     if acct.merged_into is not None:
-        return merged_refusal(op.op, acct)
+        return merged_refusal(op.op, acct.member, acct.merged_into)
     if acct.closed:
         return refuse(op.op, ErrorCode.MEMBER_NOT_FOUND, "the member was erased")
     if isinstance(op, Merge):
@@ -398,7 +397,7 @@ def _merge(state: BatchState, survivor: Account, op: Merge) -> Outcome:
         return got
     source = got
     if source.merged_into is not None:
-        return merged_refusal(op.op, source)
+        return merged_refusal(op.op, source.member, source.merged_into)
     if source.closed:
         return refuse(op.op, ErrorCode.MEMBER_NOT_FOUND, f"member {source.member} was erased")
     expire_overdue(state, source)

@@ -213,15 +213,16 @@ SELECT version, kind, op_id, channel, store_id, posted_after, held_after, create
  LIMIT $3
 """
 
-# Where each of $1's members was merged into, followed to the end of the chain (a member
-# merged twice); only members that were merged come back.
+# Where each of $1's members was merged into, followed to the end of the chain (a survivor may
+# itself be merged later), by primary key; only members that were merged come back. The
+# ledger's hold answers after a merge and ``loyalty.directory.resolve`` both use it.
 SURVIVORS = """
 WITH RECURSIVE chain(start, member_id, depth) AS (
   SELECT a.member_id, a.merged_into, 1 FROM accounts a
    WHERE a.member_id = ANY($1::text[]) AND a.merged_into IS NOT NULL
   UNION ALL
   SELECT c.start, a.merged_into, c.depth + 1 FROM chain c JOIN accounts a USING (member_id)
-   WHERE a.merged_into IS NOT NULL AND c.depth < 16
+   WHERE a.merged_into IS NOT NULL AND c.depth < 32
 )
 SELECT DISTINCT ON (start) start, member_id AS survivor FROM chain ORDER BY start, depth DESC
 """

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import Refused
+from gateway.ledger.queries import SURVIVORS
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
 
@@ -120,17 +121,6 @@ async def find_member(
     return member
 
 
-# Follows merged_into from member to member (a survivor may itself be merged later).
-_RESOLVE = """
-WITH RECURSIVE c(id, depth) AS (
-    SELECT $1::text, 0
-  UNION ALL
-    SELECT a.merged_into, c.depth + 1 FROM c JOIN accounts a ON a.member_id = c.id
-     WHERE a.merged_into IS NOT NULL AND c.depth < 32)
-SELECT id FROM c ORDER BY depth DESC LIMIT 1
-"""
-
-
 # Whether an identity is ``$4``'s own or one of its merged duplicates' (through any chain of
 # merges): from the identity's holder up the chain of merges, by primary key only, so an
 # identity of someone else costs one more index probe than an unknown one, never a scan (a
@@ -157,8 +147,8 @@ async def resolve(conn: Any, member: str) -> str:
     """The member that holds ``member``'s points now: itself, or the survivor it was merged
     into (following later merges of that survivor too)."""
     with translate_errors("member resolve"):
-        found = await conn.fetchval(_RESOLVE, member)
-    return member if found is None else str(found)
+        found = await conn.fetchrow(SURVIVORS, [member])
+    return member if found is None else str(found["survivor"])
 
 
 async def enrol(

@@ -34,7 +34,7 @@ import asyncpg
 import msgspec
 
 from gateway.errors import Refused
-from gateway.ledger.apply import epoch_ms, refuse
+from gateway.ledger.apply import epoch_ms, merged_refusal, refuse
 from gateway.ledger.engine import decode_outcome
 from gateway.loyalty import directory
 from gateway.store.db import translate_errors
@@ -236,10 +236,7 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         if await _same_member(conn, frame.member, owner):
             # The sale moved with a merge: the named member is the duplicate, refused as every
             # command naming it is (not recorded: the same op may name the survivor).
-            raise fail(
-                ErrorCode.MEMBER_MERGED,
-                f"member {frame.member} was merged into {owner}; use {owner}",
-            )
+            raise _Refusal(merged_refusal(frame.op, frame.member, owner))
         raise fail(ErrorCode.SALE_NOT_FOUND)
 
     prior = await conn.fetch(
