@@ -180,7 +180,7 @@ class Feeds:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         with contextlib.suppress(*REDIS_ERRORS):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
 
     def __len__(self) -> int:
         return len(self._feeds)
