@@ -1,23 +1,57 @@
 # One entry point for every chore: the README, CI and developers call these targets.
+#
+# Every install comes from uv.lock, which pins each dependency, direct and transitive, to one
+# version with its hashes, so a fresh clone installs the same thing on any day. uv itself is
+# pinned below (UV_VERSION) and bootstrapped into the venv with pip: Python 3.11 with pip and
+# venv is all a machine needs. The venv is re-synced whenever pyproject.toml or uv.lock changes;
+# the sync stops if uv.lock no longer matches pyproject.toml.
+#
+# make lock: refreshes the pins on purpose. `uv lock --upgrade` moves every dependency to the
+# newest version pyproject.toml allows, then the venv is re-synced from the new lock; run
+# `make test` and commit uv.lock with the change. To add or change one requirement without moving
+# the others, edit pyproject.toml and run `.venv/bin/uv lock` instead.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.10
+UV := $(BIN)/uv
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+# The extras the checks and tests need (pyproject.toml's optional-dependencies).
+SYNC := $(UV) sync --frozen --extra test --extra dev
 
-.PHONY: run test check lint format typecheck pytest migrate asyncapi bench clean
+# uv syncs this venv (not one that happens to be active) and never downloads a Python.
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
 
-$(STAMP): pyproject.toml
+.PHONY: install run test check lint format typecheck importlint pytest lock migrate asyncapi bench clean
+
+$(UV_STAMP):
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	rm -f $(VENV)/.uv-*
+	touch $@
+
+$(STAMP): $(UV_STAMP) pyproject.toml uv.lock
+	$(UV) lock --locked
+	$(SYNC)
+	touch $@
+
+## install: the venv, exactly as uv.lock says, with the project installed editable
+install: $(STAMP)
+
+## lock: refresh uv.lock on purpose (uv lock --upgrade), then re-sync the venv from it
+lock: $(UV_STAMP)
+	$(UV) lock --upgrade
+	$(SYNC)
 	touch $(STAMP)
 
 ## run: install, make sure PostgreSQL and Redis answer, migrate, start two nodes, run the demo
 run: $(STAMP)
 	$(BIN)/python -m scripts.demo
 
-## test: lint, type-check and the whole test suite against the real servers
-test: $(STAMP) lint typecheck pytest
+## test: lint, type-check, import contracts and the whole test suite against the real servers
+test: $(STAMP) lint typecheck importlint pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,6 +63,15 @@ format: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Skipped until pyproject.toml has a [tool.importlinter] section (lint-imports fails without
+# contracts); from then on a broken contract fails make test.
+importlint: $(STAMP)
+	@if grep -q '^\[tool.importlinter\]' pyproject.toml; then \
+	  echo "$(BIN)/lint-imports"; $(BIN)/lint-imports; \
+	else \
+	  echo "no import contracts yet"; \
+	fi
 
 pytest: $(STAMP)
 	$(BIN)/python -m scripts.services --ensure -- $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -43,4 +86,4 @@ bench: $(STAMP)
 	$(BIN)/python -m loadtests bench
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
