@@ -22,7 +22,11 @@ def _serve(settings: Settings) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         pass
-    app = build_app(settings, os.environ.get("GATEWAY_REDIS_PREFIX", "lg"))
+    prefix = os.environ.get("GATEWAY_REDIS_PREFIX", "lg")
+
+    async def app() -> web.Application:  # built inside the loop that serves it
+        return build_app(settings, prefix)
+
     logging.getLogger(__name__).info(
         "node %s listening on %s:%d",
         settings.server.node_id,
@@ -30,7 +34,7 @@ def _serve(settings: Settings) -> None:
         settings.server.port,
     )
     web.run_app(
-        app,
+        app(),
         host=settings.server.host,
         port=settings.server.port,
         # The drain (app.Node.drain) has used up to 80 % of drain_seconds and closed every
@@ -44,8 +48,8 @@ def _serve(settings: Settings) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
+    from gateway.schema import ensure_database, migrate
     from gateway.store.db import connect
-    from gateway.store.migrate import ensure_database, migrate
 
     await ensure_database(settings.store.database_url)
     conn = await connect(settings.store.database_url)
@@ -57,7 +61,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _rebuild(settings: Settings) -> None:
-    from gateway.ledger.rebuild import rebuild_cache
+    from gateway.ledger import rebuild_cache
     from gateway.store.keys import Keys
     from gateway.store.redis import create_client
 

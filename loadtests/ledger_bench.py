@@ -45,13 +45,11 @@ import redis.asyncio as aioredis
 import uvloop
 
 from gateway.collector import CollectorPolicy
-from gateway.fanout.publisher import Publisher
-from gateway.ledger.engine import Ledger
-from gateway.ledger.model import Commit, Origin, Reserve
-from gateway.ledger.rebuild import rebuild_cache
+from gateway.fanout import Publisher
+from gateway.ledger import Commit, Ledger, Origin, Reserve, rebuild_cache
+from gateway.schema import migrate
 from gateway.settings import LedgerSettings, ServerSettings
 from gateway.store.keys import Keys
-from gateway.store.migrate import migrate
 from gateway.store.redis import create_client
 from loadtests.hist import new as new_histogram
 

@@ -73,7 +73,7 @@ class Scratch:
     async def create(self) -> None:
         import asyncpg
 
-        from gateway.store.migrate import migrate
+        from gateway.schema import migrate
 
         admin = await asyncpg.connect(_dsn_for(self.admin_dsn, "postgres"))
         try:

@@ -81,8 +81,9 @@ async def seed(
     """Create (idempotently) the merchant and ``members`` members, credit new ones ``points``."""
     import asyncpg
 
-    from gateway.loyalty.directory import create_members, create_merchant
-    from gateway.store.migrate import migrate as apply_migrations
+    from gateway.members import create_members
+    from gateway.programme import create_merchant
+    from gateway.schema import migrate as apply_migrations
 
     run = run or run_id()
     merchant = merchant or f"lt{run}"

@@ -62,7 +62,7 @@ async def demo(env: dict[str, str], urls: list[str]) -> None:
     import asyncpg
 
     from gateway import auth
-    from gateway.loyalty.directory import create_merchant
+    from gateway.programme import create_merchant
     from gateway.settings import Settings
 
     secret = Settings.from_env(env).auth.jwt_secret

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from gateway.loyalty.currency import exponent
+from gateway.programme import exponent
 from protocol.limits import Id, Text
 
 Region = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$(?!\n)")]

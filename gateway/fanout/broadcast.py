@@ -6,7 +6,7 @@ node.
 ``LocalBroadcast.deliver`` frames the received bytes once and writes the same bytes to each
 local session of that merchant, without awaiting any of them, a chunk of sessions at a time
 so the node's other work is not held up behind one broadcast. The admin endpoint
-``POST /admin/broadcast`` (``handle_admin_broadcast``) calls ``publish_notice``.
+``POST /admin/broadcast`` (``gateway.api.broadcast``) calls ``publish_notice``.
 
 Pub/sub does not keep what a node misses while its connection to Redis is down. So each
 notice is also appended, in the same script call, to a capped stream (``Keys.notice_log``);
@@ -28,20 +28,17 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from aiohttp import web
 
 from gateway.background import stop
 from gateway.errors import StoreUnavailable
-from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
-from gateway.sessions.session import text_frame
 from gateway.store.keys import PUBLISH_NOTICE, Keys
 from gateway.store.redis import Redis, translate_errors
+from gateway.wire import text_frame
 from protocol.codec import encode
-from protocol.limits import Id
 from protocol.messages import Notice
 
 if TYPE_CHECKING:
-    from gateway.fanout.feeds import Subscriber
+    from gateway.fanout.feed import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +65,6 @@ class _Head(msgspec.Struct):
 
 
 _head_decoder = msgspec.json.Decoder(_Head)
-
-
-class BroadcastRequest(msgspec.Struct, kw_only=True, frozen=True):
-    merchant: Id
-    kind: Id = "notice"
-    payload: dict[str, Any] = msgspec.field(default_factory=dict)
-    notice: Id | None = None
-    """Optional id chosen by the caller (e.g. the offer id); one is generated otherwise."""
-
-
-_request_decoder = msgspec.json.Decoder(BroadcastRequest)
 
 
 async def publish_notice(
@@ -199,37 +185,3 @@ class LocalBroadcast:
     async def close(self) -> None:
         await stop(self._writer)
         self._queue.clear()
-
-
-async def handle_admin_broadcast(
-    request: web.Request,
-    redis: Redis,
-    keys: Keys,
-    admin_token: str,
-    merchant_keys: MerchantKeys,
-) -> web.Response:
-    """Needs the operator's admin token, or one of the named merchant's admin tokens (any
-    other merchant is answered as an unknown one: 404)."""
-    reach = admin_reach(request.headers.get("Authorization", ""), admin_token, merchant_keys)
-    if reach is None:
-        return web.json_response({"error": "unauthorized"}, status=401)
-    body = await request.read()
-    try:
-        req = _request_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        return web.json_response({"error": "invalid", "message": str(exc)}, status=400)
-    if reach not in (ANY_MERCHANT, req.merchant):
-        return web.json_response({"error": "not_found", "message": "no such merchant"}, status=404)
-    if len(encode(req.payload)) > MAX_NOTICE_BYTES:
-        return web.json_response(
-            {"error": "invalid", "message": f"payload above {MAX_NOTICE_BYTES} bytes"}, status=400
-        )
-    try:
-        notice, nodes = await publish_notice(
-            redis, keys, req.merchant, req.kind, req.payload, req.notice
-        )
-    except StoreUnavailable as exc:  # retryable; after a timeout it may have gone out already
-        return web.json_response(
-            {"error": "unavailable", "message": exc.message, "retryable": True}, status=503
-        )
-    return web.json_response({"notice": notice.notice, "at": notice.at, "nodes": nodes})

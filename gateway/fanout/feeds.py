@@ -26,19 +26,18 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.fanout.publisher import change_frame
-from gateway.ledger.model import Entry
-from gateway.ledger.reads import Reads
-from gateway.sessions.session import text_frame
+from gateway.fanout.feed import Feed, Joined, Subscriber
+from gateway.ledger import Change, Reads, balance_after
 from gateway.store.keys import Keys
 from gateway.store.redis import REDIS_ERRORS, Redis
+from gateway.wire import text_frame
 from protocol.codec import encode
-from protocol.messages import Balance, BalanceChanged, Peer, Presence, Resync
+from protocol.messages import BalanceChanged, Peer, Presence, Resync
 
 log = logging.getLogger(__name__)
 _change_decoder = msgspec.json.Decoder(BalanceChanged | Presence)
@@ -57,88 +56,25 @@ CHECK_RETRY_MAX = 5.0
 LINGER = 5.0
 
 
-class Subscriber(Protocol):
-    def send_framed(self, framed: bytes) -> None: ...
-
-
-def _balance(frame: BalanceChanged) -> Balance:
-    return Balance(
-        member=frame.member,
-        posted=frame.posted,
-        held=frame.held,
-        available=frame.available,
-        version=frame.version,
-    )
-
-
-class Joined(NamedTuple):
-    """What a session joining a member's feed is told."""
-
-    #: the current balance
-    balance: Balance
-    #: the changes after the join's ``since`` (if given and still kept), in version order
-    missed: list[BalanceChanged]
-    #: whether ``missed`` is every change after ``since``
-    recovered: bool
-    #: with ``presence``, the member's connected app/web sessions
-    presence: list[Peer] | None
-    #: the presence ``seq`` that list corresponds to (-1: not known, Redis was unavailable)
-    presence_seq: int
-
-
-class Feed:
-    __slots__ = (
-        "balance",
-        "checker",
-        "confirmed",
-        "filler",
-        "joining",
-        "linger",
-        "member",
-        "peers",
-        "pending",
-        "presence",
-        "presence_seq",
-        "ready",
-        "rechecking",
-        "sessions",
-    )
-
-    def __init__(self, member: str) -> None:
-        self.member = member
-        self.balance: Balance | None = None
-        self.sessions: set[Subscriber] = set()
-        #: Sessions that also want ``presence`` pushes (a subset of ``sessions``).
-        self.presence: set[Subscriber] | None = None
-        #: Latest known presence of the member (None until read or announced) and its seq.
-        self.peers: list[Peer] | None = None
-        self.presence_seq = -1
-        self.pending: dict[int, tuple[BalanceChanged, bytes]] = {}
-        self.confirmed = asyncio.Event()
-        self.ready = asyncio.Event()
-        self.filler: asyncio.Task[None] | None = None
-        #: The check after a fan-out reconnect (``Feeds._start_check``), while it runs.
-        self.checker: asyncio.Task[None] | None = None
-        self.linger: asyncio.TimerHandle | None = None
-        #: Joins in progress: the feed must not close under them (their reads can outlast
-        #: ``LINGER``), or the session would join a feed whose channel was unsubscribed.
-        self.joining = 0
-        #: Re-subscribed after Redis dropped the channel: fill the gap once confirmed.
-        self.rechecking = False
-
-    @property
-    def version(self) -> int:
-        return -1 if self.balance is None else self.balance.version
-
-    def deliver(self, data: bytes) -> None:
-        """Frame once, then the same bytes to every local session (never awaits one)."""
-        framed = text_frame(data)
-        for s in tuple(self.sessions):
-            s.send_framed(framed)
-
-
 class Feeds:
-    def __init__(self, redis: Redis, keys: Keys, reads: Reads, max_recovery: int = 100) -> None:
+    """Every member feed of this node, over one pub/sub connection.
+
+    ``presence`` reads a member's presence (peers, seq) from the store; ``on_broadcast`` gets
+    each merchant-wide message (channel, data); ``on_reconnect`` runs after every reconnect of
+    the fan-out connection, once its channels are asked for again (the broadcast replays the
+    notices published meanwhile)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        reads: Reads,
+        max_recovery: int = 100,
+        *,
+        presence: Callable[[str], Awaitable[tuple[list[Peer], int]]] | None = None,
+        on_broadcast: Callable[[str, bytes], None] | None = None,
+        on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._reads = reads
@@ -154,12 +90,10 @@ class Feeds:
         self.delivered = 0
         self.gaps_filled = 0
         self.resyncs = 0
-        self.broadcast_handlers: list[Callable[[str, bytes], None]] = []
-        #: Run after every reconnect of the fan-out connection, once its channels are asked
-        #: for again (the broadcast replays the notices published meanwhile).
-        self.reconnect_handlers: list[Callable[[], Coroutine[Any, Any, None]]] = []
-        #: Reads a member's presence (peers, seq) from the store; set by the node.
-        self.presence_reader: Callable[[str], Awaitable[tuple[list[Peer], int]]] | None = None
+        self._closed = False
+        self._on_broadcast = on_broadcast
+        self._on_reconnect = on_reconnect
+        self.presence_reader = presence
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -168,6 +102,7 @@ class Feeds:
         self._reader = asyncio.create_task(self._read_loop(), name="fanout-reader")
 
     async def close(self) -> None:
+        self._closed = True  # a ledger batch still finishing delivers nothing here
         tasks = [t for t in (self._reader, *self._tasks) if t is not None]
         for feed in self._feeds.values():
             if feed.filler is not None:
@@ -205,8 +140,8 @@ class Feeds:
         for feed in self._feeds.values():
             if feed.ready.is_set():
                 feed.rechecking = True
-        for handler in self.reconnect_handlers:
-            self._spawn(handler())
+        if self._on_reconnect is not None:
+            self._spawn(self._on_reconnect())
 
     def presence_watched(self) -> list[str]:
         """Members some local session watches with presence."""
@@ -385,8 +320,8 @@ class Feeds:
             if kind == "message":
                 self._on_change(msg["channel"], msg["data"])
             elif kind == "pmessage":
-                for handler in self.broadcast_handlers:
-                    handler(msg["channel"].decode(), msg["data"])
+                if self._on_broadcast is not None:
+                    self._on_broadcast(msg["channel"].decode(), msg["data"])
             elif kind == "subscribe":
                 member = self._keys.member_from_channel(msg["channel"].decode())
                 feed = self._feeds.get(member)
@@ -430,19 +365,21 @@ class Feeds:
         if feed.ready.is_set():
             self._advance(feed)
 
-    def deliver_committed(self, entries: Sequence[Entry]) -> None:
+    def deliver_committed(self, changes: Sequence[Change]) -> None:
         """Changes this node has just committed, to its own watchers at once: before the
         replies go out, and without the round trip through Redis (as Socket.IO's adapter
         emits to the local members of a room). The same change coming back from Redis is
         then dropped as seen; one committed by another node meanwhile holds these back in
         order as any gap does (``_advance``)."""
+        if self._closed:
+            return
         feeds = self._feeds
-        for e in entries:
-            feed = feeds.get(e.member)
-            if feed is None or e.version <= feed.version:
+        for c in changes:
+            frame = c.frame
+            feed = feeds.get(frame.member)
+            if feed is None or frame.version <= feed.version:
                 continue
-            frame = change_frame(e)
-            feed.pending[e.version] = (frame, encode(frame))
+            feed.pending[frame.version] = (frame, c.data)
             if feed.ready.is_set():
                 self._advance(feed)
 
@@ -456,7 +393,7 @@ class Feeds:
                     del feed.pending[v]
                 break
             frame, data = item
-            feed.balance = _balance(frame)
+            feed.balance = balance_after(frame)
             feed.deliver(data)
             self.delivered += 1
         if feed.pending and feed.filler is None:
@@ -493,7 +430,7 @@ class Feeds:
             # The ledger could not be read: say so explicitly rather than leave a gap.
             frame, _ = feed.pending[max(feed.pending)]
             feed.pending.clear()
-            feed.balance = _balance(frame)
+            feed.balance = balance_after(frame)
             self.resyncs += 1
             feed.deliver(
                 encode(

@@ -1,24 +1,22 @@
-"""Turns committed ledger entries into ``balance_changed`` frames and publishes them.
+"""Publishes committed changes (their ``balance_changed`` frames, encoded once by the ledger)
+to Redis: the ledger's ``EventSink``.
 
 One round trip per batch: one Lua call (EVALSHA) per chunk of changes updates each cached
 balance (only if newer, and only when the changes were committed under the cache's current
 epoch; else it raises the balance's floor) and publishes each encoded frame on its member's
-channel, so the cache and the stream of events never disagree about order. Successfully
-published changes are reported to the outbox so their rows can be deleted.
+channel, so the cache and the stream of events never disagree about order. The ledger tells
+its outbox what a publish delivered, so those rows can be deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from gateway.errors import StoreUnavailable
-from gateway.ledger.apply import epoch_ms
-from gateway.ledger.model import Entry
+from gateway.ledger import Change, Entry
 from gateway.store.keys import APPLY_EVENTS, RAISE_FLOORS, Keys
 from gateway.store.redis import Breaker, CacheEpoch, Redis, translate_errors
-from protocol.codec import encode
-from protocol.messages import BalanceChanged, Cause
 
 #: Seconds a publish may take before it is given up: the breaker trips and the outbox relay
 #: republishes. (Replies never wait for a publish: the lane releases them first.)
@@ -27,31 +25,17 @@ PUBLISH_TIMEOUT = 0.5
 CHUNK = 128
 
 
-def change_frame(e: Entry) -> BalanceChanged:
-    return BalanceChanged(
-        member=e.member,
-        posted=e.posted_after,
-        held=e.held_after,
-        available=e.posted_after - e.held_after,
-        version=e.version,
-        cause=Cause(kind=e.kind, op=e.op, channel=e.channel, store=e.store),
-        at=epoch_ms(e.at),
-    )
-
-
 class Publisher:
     def __init__(
         self,
         redis: Redis,
         keys: Keys,
-        on_published: Callable[[Sequence[tuple[str, int]]], None] | None = None,
         epoch: CacheEpoch | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._script = redis.register_script(APPLY_EVENTS)
         self._floors = redis.register_script(RAISE_FLOORS)
-        self.on_published = on_published
         self.epoch = epoch if epoch is not None else CacheEpoch()
         self.breaker = Breaker()
         # Newest version per member whose publish failed: the cached balance may be behind
@@ -61,13 +45,13 @@ class Publisher:
     def cache_epoch(self) -> str:
         return self.epoch.value
 
-    async def publish(self, entries: Sequence[Entry], epoch: str = "") -> None:
-        """Publish ``entries``. ``epoch`` is the cache epoch known before they were read or
+    async def publish(self, changes: Sequence[Change], epoch: str = "") -> None:
+        """Publish ``changes``. ``epoch`` is the cache epoch known before they were read or
         committed: under any other (the outbox relay passes none) only floors are raised."""
-        if not entries and not self._stale:
+        if not changes and not self._stale:
             return
         if self.breaker.is_open:
-            self.mark_stale(entries)
+            self.mark_stale([c.entry for c in changes])
             raise StoreUnavailable("Redis marked down; the outbox relay will publish")
         keys = self._keys
         stale = dict(self._stale)
@@ -82,22 +66,17 @@ class Publisher:
                             keys=[keys.balance(m) for m in stale], args=list(stale.values())
                         )
                     reply = None
-                    for i in range(0, len(entries), CHUNK):
-                        chunk = entries[i : i + CHUNK]
+                    for i in range(0, len(changes), CHUNK):
                         names: list[str] = [keys.epoch()]
                         args: list[bytes | int | str] = [epoch]
-                        for e in chunk:
+                        for c in changes[i : i + CHUNK]:
+                            e = c.entry
                             names += (keys.balance(e.member), keys.member_channel(e.member))
-                            args += (
-                                e.version,
-                                e.posted_after,
-                                e.held_after,
-                                encode(change_frame(e)),
-                            )
+                            args += (e.version, e.posted_after, e.held_after, c.data)
                         reply = await self._script(keys=names, args=args)
         except (StoreUnavailable, TimeoutError):
             self.breaker.trip()
-            self.mark_stale(entries)
+            self.mark_stale([c.entry for c in changes])
             raise
         self.breaker.reset()
         if reply is not None:
@@ -105,8 +84,6 @@ class Publisher:
         for m, v in stale.items():
             if self._stale.get(m) == v:
                 del self._stale[m]
-        if self.on_published is not None:
-            self.on_published([(e.member, e.version) for e in entries])
 
     def mark_stale(self, entries: Sequence[Entry]) -> None:
         """Raise these members' cache floors at the next Redis contact (see ``publish``)."""

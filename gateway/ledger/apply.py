@@ -7,10 +7,11 @@ drive it directly and against the real database through the engine.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 
+from gateway.ledger.balances import account_balance as balance_of
 from gateway.ledger.model import (
     Account,
     BatchState,
@@ -25,23 +26,10 @@ from gateway.ledger.model import (
     Release,
     Reserve,
 )
+from gateway.wire import epoch_ms
 from protocol.codes import ErrorCode
 from protocol.limits import HOLD_TTL_MAX_MS, MAX_POINTS
 from protocol.messages import Balance, ErrorInfo, HoldState, Outcome, SaleReceipt
-
-
-def epoch_ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
-def balance_of(acct: Account) -> Balance:
-    return Balance(
-        member=acct.member,
-        posted=acct.posted,
-        held=acct.held,
-        available=acct.posted - acct.held,
-        version=acct.version,
-    )
 
 
 def refuse(op: str, code: ErrorCode, message: str = "") -> Outcome:

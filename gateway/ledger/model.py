@@ -1,14 +1,47 @@
-"""Ledger operations and the in-memory state a batch works on."""
+"""Ledger operations, the changes they commit and the in-memory state a batch works on."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Protocol
 
 import msgspec
 
-from protocol.messages import PointsLine
+from protocol.messages import BalanceChanged, Outcome, PointsLine
+
+_outcome_decoder = msgspec.json.Decoder(Outcome)
+
+
+def decode_outcome(raw: bytes) -> Outcome:
+    """An outcome as the ledger records it (``operations.result``)."""
+    return _outcome_decoder.decode(raw)
+
+
+class EventSink(Protocol):
+    """Where committed changes go (the Redis publisher, ``gateway.fanout``)."""
+
+    def cache_epoch(self) -> str:
+        """The cache epoch known now; read before each transaction and handed back with its
+        changes, so the sink can tell a cache that lost its data since (see ``keys.py``)."""
+        ...
+
+    async def publish(self, changes: Sequence[Change], epoch: str) -> None: ...
+
+    def mark_stale(self, entries: Sequence[Entry]) -> None:
+        """These changes may have committed unannounced (the reply to COMMIT was lost): the
+        cached balances must not be trusted below them until a publish covers them."""
+        ...
+
+
+class Ticket(Protocol):
+    """A caller's place in an order of its own (a session's mutating commands, see
+    ``gateway.sessions.ordering``): the ledger tells it once the caller's operation is queued
+    in its lane, so the caller's next operation may be submitted behind it."""
+
+    def queued(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,22 +52,33 @@ class Origin:
     channel: str = ""
     store: str = ""
     terminal: str = ""
+    #: Told when the operation is queued (see ``Ticket``); not part of the operation.
+    ticket: Ticket | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
-class SaleRecord:
-    """The purchase behind an earn: written to the purchase history (``sales``) in the same
-    transaction as the earn's entry, so history and points can never disagree."""
+class AttachmentKind:
+    """Rows another package writes in the transaction of the ledger operations they ride on
+    (the purchase history of a sale, the state of a return), so its rows and the points can
+    never disagree, at no extra round trip: the ledger adds ``sql`` to the one statement that
+    writes a batch. ``sql`` is one data-modifying statement of the owning package that reads its
+    rows from ``json_to_recordset({rows}::json)`` and may stamp them with ``{at}``, the batch's
+    clock reading; it ends with ``RETURNING 1``."""
 
-    total: int
-    lines: bytes
-    """JSON list of {sku, qty, price, category, name}."""
-    breakdown: bytes
-    """JSON list of the receipt's points lines."""
-    fingerprint: bytes
-    line_points: bytes | None = None
-    """JSON list of each line's exact points (decimal strings; None for a sale without
-    lines): a return of some lines claws back their share of the sale's points."""
+    name: str
+    sql: str
+
+
+class Attached(Protocol):
+    """One operation's rows of an ``AttachmentKind``, built once its outcome is known."""
+
+    @property
+    def kind(self) -> AttachmentKind: ...
+
+    def row(self, op: Earn, outcome: Outcome) -> Mapping[str, Any] | None:
+        """The row to write for this outcome (keyed by the ``json_to_recordset`` columns of
+        the kind's statement), or None to write nothing (a refused sale has no history)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +102,12 @@ class Earn:
     breakdown: tuple[PointsLine, ...] = ()
     #: Extra content that identifies the request for idempotency (e.g. the sale's lines).
     detail: bytes = b""
-    #: Set for a sale's earn: recorded in the purchase history with the entry.
-    sale: SaleRecord | None = None
+    #: Rows of other packages written in the operation's transaction (see ``Attached``):
+    #: a sale's purchase history, a return's state.
+    attached: tuple[Attached, ...] = ()
+    #: A sale's earn: identified for idempotency by what was bought (``detail``), not by the
+    #: points the rules derived from it (a retry after a rule change replays the receipt).
+    sale: bool = False
     #: Apply only while the account is still at this version, else post nothing (points
     #: expiry: a change committed since the account was read is activity, which postpones
     #: it). Checked under the batch's row lock; the op id carries the version.
@@ -120,7 +168,7 @@ Op = Earn | Reserve | Commit | Release | Merge | Expire
 def fingerprint(op: Op) -> bytes:
     """Digest of everything that defines the request (not the request id)."""
     o = op.origin
-    if isinstance(op, Earn) and op.sale is not None:
+    if isinstance(op, Earn) and op.sale:
         # A sale is identified by what was bought, not by the points the rules derived from
         # it: a retry after a rule change still replays the original receipt.
         parts: tuple[object, ...] = ("sale", op.member, op.kind, op.detail)
@@ -189,6 +237,16 @@ class Entry:
     store: str
     terminal: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed entry as the ``balance_changed`` frame every watcher is sent, built and
+    encoded once on the committing node: the same bytes go to its own watchers and to Redis."""
+
+    entry: Entry
+    frame: BalanceChanged
+    data: bytes
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
 """The outbox relay: what committed but was not published (a node died between COMMIT and
 PUBLISH, or Redis was down) is republished by whichever node gets to it first.
 
-Rows are written in the batch's own transaction. After a successful publish the engine reports
-the keys here and they are deleted in bulk; rows older than ``min_age`` are claimed with
+Rows are written in the batch's own transaction. After a successful publish the lane reports
+the keys here (``mark_published``) and they are deleted in bulk; rows older than ``min_age`` are claimed with
 ``FOR UPDATE SKIP LOCKED`` (so several nodes never fight over one) and republished. Subscribers
 drop versions they have already seen, so a republished change is harmless. The relay holds
 entries, not the account's latest state, so in the cache it only raises floors (see
@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 
 from gateway.background import stop
-from gateway.fanout.publisher import Publisher
-from gateway.ledger.model import Entry
+from gateway.ledger.balances import entry_change
+from gateway.ledger.model import Entry, EventSink
 from gateway.store.db import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,13 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
-        publisher: Publisher,
+        sink: EventSink,
         interval: float,
         min_age: float,
         batch: int = 1000,
     ) -> None:
         self._pool = pool
-        self._publisher = publisher
+        self._sink = sink
         self._interval = interval
         self._min_age = timedelta(seconds=min_age)
         self._batch = batch
@@ -99,26 +99,8 @@ class OutboxRelay:
             rows = await conn.fetch(_CLAIM, self._min_age, self._batch)
             if not rows:
                 return 0
-            entries = [
-                Entry(
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6],
-                    r[7],
-                    r[8],
-                    r[9],
-                    r[10],
-                    r[11],
-                    r[12],
-                    r[13],
-                )
-                for r in rows
-            ]
-            await self._publisher.publish(entries, epoch="")  # no epoch: floors only
+            entries = [Entry(*r.values()) for r in rows]
+            await self._sink.publish([entry_change(e) for e in entries], epoch="")  # floors only
             await conn.execute(_DELETE, [e.member for e in entries], [e.version for e in entries])
         self.republished += len(rows)
         return len(rows)
@@ -131,7 +113,7 @@ class OutboxRelay:
                 # when the backlog grows (gateway_outbox_pending).
                 await self.flush()  # published rows first: they are no backlog
                 self.pending = await self._pool.fetchval(_BACKLOG, self._min_age)
-                await self._publisher.publish(())  # raises floors left by failed publishes
+                await self._sink.publish((), epoch="")  # raises floors left by failed publishes
                 while await self.relay_once() == self._batch:
                     pass
             except TRANSIENT_ERRORS:

@@ -105,9 +105,9 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 # concurrent transaction that committed the same id makes the count short, and the engine
 # rolls back and re-runs the batch (which then replays that operation).
 #
-# The rows come as one JSON document per table ($2 operations, $5 entries, $6 holds, $7
-# sales; bytea as hex; entries and holds are the engine's dataclasses, keyed by field name),
-# not as one array per column: asyncpg encodes each array parameter
+# The rows come as one JSON document per table ($2 operations, $5 entries, $6 holds, then one
+# per attachment kind; bytea as hex; entries and holds are the engine's dataclasses, keyed by
+# field name), not as one array per column: asyncpg encodes each array parameter
 # on its own, and the 46 columns cost the node about 48 us of CPU per batch of one operation
 # (180 us for ten), where orjson writes the same rows in 1 to 13 us (2026-11-24 probe). At the
 # end-to-end rates a batch holds one or two operations, so that was a large share of a lane's
@@ -119,7 +119,11 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 # chose one that compared every row with every row (a Join Filter; 29,890 rows removed and
 # 12.4 ms of a 34.8 ms statement for a batch of 245 members, 2026-11-24), so the batches that
 # grow under load got slower per operation exactly when the lane fell behind.
-WRITE_BATCH = """
+#
+# Other packages' rows that ride on an operation (``model.AttachmentKind``: a sale's purchase
+# history, a return's state) are written by statements of theirs, added here as CTEs, one
+# parameter each from $7 on: the ledger never spells their tables.
+_WRITE_BATCH = """
 WITH
 ops AS (
   INSERT INTO operations (merchant_id, op_id, kind, member_id, fingerprint, ok, result,
@@ -172,21 +176,25 @@ obx AS (
   INSERT INTO outbox (member_id, version, created_at)
   SELECT member, version, $1 FROM e
   RETURNING 1
-),
-sal AS (
-  INSERT INTO sales (merchant_id, op_id, member_id, channel, store_id, terminal_id, total,
-                     points, breakdown, lines, line_points, fingerprint, created_at)
-  SELECT m, o, mb, ch, st, te, tot, pts, bd::jsonb, ln::jsonb, lp::jsonb, decode(fp, 'hex'), $1
-    FROM json_to_recordset($7::json)
-         AS s(m text, o text, mb text, ch text, st text, te text, tot int8, pts int8, bd text,
-              ln text, lp text, fp text)
-  ON CONFLICT (merchant_id, op_id) DO NOTHING
-  RETURNING 1
-)
+){attached}
 SELECT (SELECT count(*) FROM ops) AS ops, (SELECT count(*) FROM acc) AS accounts,
        (SELECT count(*) FROM ent) AS entries, (SELECT count(*) FROM hld) AS holds,
        (SELECT count(*) FROM obx) AS outbox
 """
+
+#: Parameters of the batch statement before the attachments' (see ``write_batch``).
+WRITE_BATCH_PARAMS = 6
+
+
+def write_batch(kinds: list[tuple[str, str]]) -> str:
+    """The batch statement with the attachment kinds' statements (name, sql) as CTEs, the
+    first reading parameter $7, the next $8, ..."""
+    ctes = "".join(
+        f",\nat_{name} AS (\n{sql.format(rows=f'${WRITE_BATCH_PARAMS + 1 + i}', at='$1')}\n)"
+        for i, (name, sql) in enumerate(kinds)
+    )
+    return _WRITE_BATCH.replace("{attached}", ctes)
+
 
 OPERATION_RESULT = """
 SELECT result FROM operations WHERE merchant_id = $1 AND op_id = $2

@@ -1,5 +1,5 @@
 """Read paths: balances through the Redis cache (falling back to PostgreSQL), history for
-resume, operation outcomes, member ownership.
+resume, operation outcomes.
 
 The cache only ever moves forward (version-guarded Lua), so a read-through fill racing a newer
 change can never store an older balance; a fill carries the cache epoch known before its
@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -27,13 +24,14 @@ from redis.exceptions import (
 )
 
 from gateway.errors import StoreUnavailable
+from gateway.ledger import balances
 from gateway.ledger import queries as q
-from gateway.ledger.apply import epoch_ms
-from gateway.ledger.engine import decode_outcome
+from gateway.ledger.model import decode_outcome
+from gateway.ledger.versions import Versions
 from gateway.store.db import translate_errors as pg_errors
 from gateway.store.keys import FILL_BALANCE, READ_BALANCE, Keys
 from gateway.store.redis import REDIS_ERRORS, Breaker, CacheEpoch, Redis
-from protocol.messages import Balance, BalanceChanged, Cause, Outcome
+from protocol.messages import Balance, BalanceChanged, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +55,7 @@ class Reads:
         redis: Redis,
         keys: Keys,
         epoch: CacheEpoch | None = None,
+        versions: Versions | None = None,
     ) -> None:
         self._pool = pool
         self.epoch = epoch if epoch is not None else CacheEpoch()
@@ -64,58 +63,20 @@ class Reads:
         self._keys = keys
         self._fill = redis.register_script(FILL_BALANCE)
         self._read = redis.register_script(READ_BALANCE)
-        self._owners: OrderedDict[str, str] = OrderedDict()
-        self._owner_lookups: dict[str, asyncio.Future[str | None]] = {}
         self.breaker = Breaker()
-        #: Newest version this node committed for a member (set by the node from its ledger):
-        #: a cached balance older than that is not served.
-        self.version_floor: Callable[[str], int] = lambda member: -1
+        #: Newest version this node committed or told per member (its ledger's): a cached
+        #: balance older than that is not served.
+        self.versions = versions if versions is not None else Versions()
 
-    async def member_merchant(self, member: str) -> str | None:
-        """The merchant a member belongs to (cached: a member never changes merchant). Lookups
-        of one member already under way are shared: when a node's clients all reconnect at
-        once, each member costs one query, not one per session."""
-        owner = self._owners.get(member)
-        if owner is not None:
-            self._owners.move_to_end(member)
-            return owner
-        pending = self._owner_lookups.get(member)
-        if pending is None:
-            pending = asyncio.ensure_future(self._lookup_owner(member))
-            self._owner_lookups[member] = pending
-            pending.add_done_callback(functools.partial(self._lookup_done, member))
-        return await asyncio.shield(pending)
-
-    def _lookup_done(self, member: str, done: asyncio.Future[str | None]) -> None:
-        if self._owner_lookups.get(member) is done:
-            del self._owner_lookups[member]
-        if not done.cancelled():
-            done.exception()  # retrieved here too, should every waiter have gone
-
-    async def _lookup_owner(self, member: str) -> str | None:
-        with pg_errors("member lookup"):
-            owner = await self._pool.fetchval(
-                "SELECT merchant_id FROM members WHERE id = $1", member
-            )
-        assert owner is None or isinstance(owner, str)
-        if owner is not None:
-            self._owners[member] = owner
-            if len(self._owners) > 100_000:
-                self._owners.popitem(last=False)
-        return owner
+    def version_floor(self, member: str) -> int:
+        return self.versions.known(member)
 
     async def balance_from_db(self, member: str) -> Balance | None:
         with pg_errors("balance read"):
             row = await self._pool.fetchrow(q.ACCOUNT, member)
         if row is None:
             return None
-        return Balance(
-            member=member,
-            posted=row["posted"],
-            held=row["held"],
-            available=row["posted"] - row["held"],
-            version=row["version"],
-        )
+        return balances.make_balance(member, row["posted"], row["held"], row["version"])
 
     async def balance(self, member: str) -> Balance | None:
         """Cached balance, read through to PostgreSQL on a miss or when Redis is down."""
@@ -136,12 +97,9 @@ class Reads:
             v is not None
             and p is not None
             and h is not None
-            and int(v) >= max(self.version_floor(member), -1 if f is None else int(f))
+            and int(v) >= max(self.versions.known(member), -1 if f is None else int(f))
         ):
-            posted, held = int(p), int(h)
-            return Balance(
-                member=member, posted=posted, held=held, available=posted - held, version=int(v)
-            )
+            return balances.make_balance(member, int(p), int(h), int(v))
         epoch = self.epoch.value  # known before the read: see keys.CACHE_EPOCH
         bal = await self.balance_from_db(member)
         if bal is not None:
@@ -158,20 +116,7 @@ class Reads:
         """Changes with version > ``since``, oldest first, at most ``limit``."""
         with pg_errors("history read"):
             rows = await self._pool.fetch(q.HISTORY, member, since, limit)
-        return [
-            BalanceChanged(
-                member=member,
-                posted=r["posted_after"],
-                held=r["held_after"],
-                available=r["posted_after"] - r["held_after"],
-                version=r["version"],
-                cause=Cause(
-                    kind=r["kind"], op=r["op_id"], channel=r["channel"], store=r["store_id"]
-                ),
-                at=epoch_ms(r["created_at"]),
-            )
-            for r in rows
-        ]
+        return [balances.row_change(member, r) for r in rows]
 
     async def outcome(self, merchant: str, op_id: str) -> Outcome | None:
         """The recorded outcome of ``op_id``; None when none is recorded yet. An operation

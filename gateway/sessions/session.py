@@ -1,7 +1,7 @@
 """One live websocket session and its bounded outbound path.
 
-Fan-out never awaits a session. A server frame is framed once (``text_frame``: an unmasked
-websocket text frame, the same bytes for every receiver) and written straight into the
+Fan-out never awaits a session. A server frame is framed once (``wire.text_frame``: an
+unmasked websocket text frame, the same bytes for every receiver) and written straight into the
 session's transport while the transport's own buffer is below ``WRITE_HIGH``; that costs no
 task and no copy per session. Above it, frames wait in a per-session queue drained by a writer
 task that exists only while there is a backlog, so idle sessions own no task and no queue.
@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.wire import text_frame
 from protocol.codec import encode
 from protocol.codes import CloseCode
 
 if TYPE_CHECKING:
     from gateway.auth import Principal
+    from gateway.sessions.ordering import Ordering
 
 _ids = itertools.count(1)
 
@@ -42,20 +43,6 @@ CLOSE_TIMEOUT = 2.0
 REPLY_GRACE = 12.0
 #: Seconds a close waits for the queued frames to reach the client before it drops them.
 FLUSH_TIMEOUT = 1.0
-
-_LEN1 = struct.Struct("!BB").pack
-_LEN2 = struct.Struct("!BBH").pack
-_LEN3 = struct.Struct("!BBQ").pack
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked (server-to-client) websocket text frame holding ``payload``."""
-    n = len(payload)
-    if n < 126:
-        return _LEN1(0x81, n) + payload
-    if n < 65536:
-        return _LEN2(0x81, 126, n) + payload
-    return _LEN3(0x81, 127, n) + payload
 
 
 class TokenBucket:
@@ -85,10 +72,9 @@ class Session:
         "closing",
         "id",
         "inflight",
-        "ledger_ended",
-        "ledger_turn",
         "max_queue_bytes",
         "on_close",
+        "order",
         "presence",
         "principal",
         "queue",
@@ -98,7 +84,6 @@ class Session:
         "seen",
         "subscriptions",
         "transport",
-        "watch_turn",
         "writer",
         "ws",
     )
@@ -127,14 +112,9 @@ class Session:
         #: Event-loop time until which a close waits for the replies of running commands.
         self.reply_deadline = 0.0
         self.subscriptions: set[str] = set()
-        #: Done when the last subscription command read so far has taken effect (see
-        #: ``commands.watch_turn``); None when none is in flight.
-        self.watch_turn: asyncio.Future[None] | None = None
-        #: The newest mutating command's turn: done once its operation is queued in the
-        #: ledger (or it ended without one); see ``handler._run``.
-        self.ledger_turn: asyncio.Future[None] | None = None
-        #: Done once the newest mutating command and every one read before it have ended.
-        self.ledger_ended: asyncio.Future[None] | None = None
+        #: The order of this session's commands (``ordering.Ordering``), made by its first
+        #: command that needs one: an idle session holds none.
+        self.order: Ordering | None = None
         #: Members whose presence this session watches (None until it asks).
         self.presence: set[str] | None = None
         self.bucket = TokenBucket(rate, 2 * rate)

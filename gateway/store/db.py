@@ -59,14 +59,23 @@ async def _release(conn: asyncpg.Connection[Any]) -> None:
     by its holder, which terminates the connection if it cannot."""
 
 
-async def create_pool(dsn: str, size: int, timeout: float = 5.0) -> asyncpg.Pool[Any]:
+def new_pool(dsn: str, size: int, timeout: float = 5.0) -> asyncpg.Pool[Any]:
+    """A pool not yet connected: ``open_pool`` connects it (a node builds every component
+    first, then starts them)."""
+    return asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, reset=_release, server_settings=SERVER_SETTINGS,
+        command_timeout=timeout, timeout=timeout,
+    )  # fmt: skip
+
+
+async def open_pool(pool: asyncpg.Pool[Any]) -> asyncpg.Pool[Any]:
     with translate_errors("connect"):
-        pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=size, reset=_release, server_settings=SERVER_SETTINGS,
-            command_timeout=timeout, timeout=timeout,
-        )  # fmt: skip
-    assert pool is not None
+        await pool
     return pool
+
+
+async def create_pool(dsn: str, size: int, timeout: float = 5.0) -> asyncpg.Pool[Any]:
+    return await open_pool(new_pool(dsn, size, timeout))
 
 
 async def connect(

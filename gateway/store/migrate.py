@@ -8,7 +8,7 @@ migration is reported instead of silently skipped).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -27,45 +27,16 @@ class MigrationError(RuntimeError):
     pass
 
 
-async def email_idna(conn: asyncpg.Connection[Any]) -> None:
-    """Email identities stored with an ``xn--`` domain label before the IDNA rule (2026-11-24)
-    are rewritten in the Unicode spelling ``normalise_email`` now gives: the two spellings are
-    one mailbox, and the old row would match neither. A row whose new spelling another member
-    of the merchant already holds (that mailbox was enrolled twice, as two members) is left as
-    it was: merge the two members."""
-    from gateway.errors import Refused
-    from gateway.loyalty.identity import normalise_email
-
-    rows = await conn.fetch(
-        "SELECT merchant_id, value FROM member_identities WHERE kind = 'email'"
-        " AND value LIKE '%xn--%'"
-    )
-    for r in rows:
-        try:
-            new = normalise_email(r["value"])
-        except Refused:
-            continue
-        if new != r["value"]:
-            await conn.execute(
-                """UPDATE member_identities SET value = $3
-                    WHERE merchant_id = $1 AND kind = 'email' AND value = $2
-                      AND NOT EXISTS (SELECT 1 FROM member_identities
-                                       WHERE merchant_id = $1 AND kind = 'email'
-                                         AND value = $3)""",
-                r["merchant_id"],
-                r["value"],
-                new,
-            )
+#: A data migration PostgreSQL cannot do itself: its name (recorded once applied) and the step.
+PythonStep = tuple[str, Callable[["asyncpg.Connection[Any]"], Awaitable[None]]]
 
 
-#: Data migrations PostgreSQL cannot do itself, applied once each after the SQL ones.
-PYTHON_STEPS: list[tuple[str, Callable[[asyncpg.Connection[Any]], Awaitable[None]]]] = [
-    ("0110_email_idna.py", email_idna),
-]
-
-
-async def migrate(conn: asyncpg.Connection[Any]) -> list[str]:
-    """Apply pending migrations; return the names applied now."""
+async def migrate(
+    conn: asyncpg.Connection[Any], python_steps: Sequence[PythonStep] = ()
+) -> list[str]:
+    """Apply pending migrations, the SQL ones then ``python_steps`` (the data migrations of
+    the packages that own the data: ``gateway.schema`` gathers them); return the names
+    applied now."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
@@ -91,7 +62,7 @@ async def migrate(conn: asyncpg.Connection[Any]) -> list[str]:
                     "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", name, checksum
                 )
             applied_now.append(name)
-        for name, step in PYTHON_STEPS:
+        for name, step in python_steps:
             if name in done:
                 continue
             async with conn.transaction():

@@ -10,7 +10,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from gateway.loyalty.directory import create_members, create_merchant
+from gateway.members import create_members
+from gateway.programme import create_merchant
 from protocol.messages import BalanceChanged, Welcome
 from tests.conftest import TIME_FACTOR, unique
 from tests.support import WsClient, app_token, pos_token

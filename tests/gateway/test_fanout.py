@@ -236,7 +236,7 @@ async def test_a_change_reaches_this_nodes_watchers_before_its_reply_without_red
         published: list[int] = []
 
         async def lost(entries, epoch=""):  # type: ignore[no-untyped-def]
-            published.extend(e.version for e in entries)  # never reaches Redis
+            published.extend(c.entry.version for c in entries)  # never reaches Redis
 
         monkeypatch.setattr(rn.node.publisher, "publish", lost)
         done = await sale(till, member)

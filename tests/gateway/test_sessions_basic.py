@@ -11,7 +11,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.loyalty.directory import create_members, create_merchant
+from gateway.members import create_members
+from gateway.programme import create_merchant
 from protocol.codes import CloseCode
 from protocol.limits import MAX_FRAME_BYTES
 from protocol.messages import Error, Result, Welcome

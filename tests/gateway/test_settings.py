@@ -45,22 +45,33 @@ def test_every_setting_read_from_the_environment_is_in_the_readme() -> None:
 
 def test_the_services_repr_does_not_show_the_jwt_secret() -> None:
     """Found in review: the dispatcher's services held the token verifier as a
-    ``functools.partial`` of the secret, and their dataclass repr printed it."""
+    ``functools.partial`` of the secret, and their dataclass repr printed it. The holders of
+    the verifier now (the refresh command, the endpoint) must not show it either."""
     import functools
 
     from gateway import auth
-    from gateway.sessions.commands import Services
+    from gateway.sessions import Endpoint
+    from gateway.sessions.core import Refreshes
     from gateway.settings import Settings
 
     s = Settings.from_env({"GATEWAY_JWT_SECRET": "S3CRET-operator-jwt-key-0123456789abcdef"})
-    services = Services(
-        ledger=None,  # type: ignore[arg-type]
-        reads=None,  # type: ignore[arg-type]
-        feeds=None,  # type: ignore[arg-type]
-        max_subscriptions=16,
-        verify=functools.partial(auth.verify, s.auth.jwt_secret, leeway=s.auth.leeway),
+    verify = functools.partial(auth.verify, s.auth.jwt_secret, leeway=s.auth.leeway)
+    endpoint = Endpoint(
+        s.session,
+        "n1",
+        None,
+        None,
+        None,
+        None,
+        None,
+        verify,
+        None,
+        None,
+        1.0,  # type: ignore[arg-type]
     )
-    assert "S3CRET" not in repr(services) and "S3CRET" not in repr(s)
+    for holder in (Refreshes(verify), endpoint):
+        assert "S3CRET" not in repr(holder)
+    assert "S3CRET" not in repr(s)
 
 
 @pytest.mark.parametrize(

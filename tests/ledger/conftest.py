@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.fanout.publisher import Publisher
-from gateway.ledger.engine import Ledger
-from gateway.ledger.model import Origin
-from gateway.loyalty.directory import create_members, create_merchant
+from gateway.fanout import Publisher
+from gateway.ledger import Ledger, Origin
+from gateway.members import create_members
+from gateway.programme import create_merchant
 from gateway.settings import LedgerSettings
 from gateway.store.keys import Keys
 from tests.conftest import REDIS_URL, unique

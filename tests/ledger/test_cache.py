@@ -13,9 +13,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.fanout.publisher import Publisher
-from gateway.ledger.model import Earn, Entry
-from gateway.ledger.reads import Reads
+from gateway.fanout import Publisher
+from gateway.ledger import Change, Earn, Entry, Reads
+from gateway.ledger.balances import entry_change
+from gateway.members import Owners
 from gateway.store.keys import FILL_BALANCE
 from tests.conftest import unique
 from tests.ledger.conftest import LedgerWorld
@@ -29,8 +30,8 @@ async def reads(world: LedgerWorld, pg_dsn: str) -> AsyncIterator[Reads]:
     await pool.close()
 
 
-async def entry(w: LedgerWorld, member: str, version: int) -> Entry:
-    """The committed entry at ``version``, as the outbox relay or a late publisher holds it."""
+async def entry(w: LedgerWorld, member: str, version: int) -> Change:
+    """The committed change at ``version``, as the outbox relay or a late publisher holds it."""
     r = await w.db.fetchrow(
         """SELECT merchant_id, member_id, version, kind, op_id, contra, posted_delta, held_delta,
                   posted_after, held_after, channel, store_id, terminal_id, created_at
@@ -38,7 +39,7 @@ async def entry(w: LedgerWorld, member: str, version: int) -> Entry:
         member,
         version,
     )
-    return Entry(*r)
+    return entry_change(Entry(*r))
 
 
 async def earn(w: LedgerWorld, member: str, points: int) -> int:
@@ -60,7 +61,7 @@ async def test_a_write_composed_before_redis_lost_its_data_is_not_served(
     await earn(w, m, 10)
     v2 = await earn(w, m, 5)
     publisher = Publisher(w.redis, w.keys)
-    before = w.ledger._sink.cache_epoch()  # type: ignore[union-attr]
+    before = w.ledger.sink.cache_epoch()  # type: ignore[union-attr]
     assert before, "the node learned the epoch from its first publish"
     assert (await reads.balance(m)).version == v2
     await lose_redis_data(w, m)
@@ -75,7 +76,7 @@ async def test_a_write_composed_before_redis_lost_its_data_is_not_served(
     assert int(cached[b"f"]) == v2 - 1
     # the node learned the new epoch: the next change is cached again
     v3 = await earn(w, m, 1)
-    assert w.ledger._sink.cache_epoch() != before  # type: ignore[union-attr]
+    assert w.ledger.sink.cache_epoch() != before  # type: ignore[union-attr]
     assert (await reads.balance(m)).version == v3
     assert int((await w.redis.hgetall(w.keys.balance(m)))[b"v"]) == v3
 
@@ -88,7 +89,7 @@ async def test_a_failed_publish_raises_the_floor_and_a_late_fill_cannot_lower_it
     for _ in range(2):  # the first read may only learn the epoch; the second fills
         assert (await reads.balance(m)).version == v1
     assert int((await w.redis.hgetall(w.keys.balance(m)))[b"v"]) == v1  # cached
-    publisher = w.ledger._sink
+    publisher = w.ledger.sink
     assert isinstance(publisher, Publisher)
     publisher.breaker.trip()  # Redis "down": the next change cannot be published
     out = await w.ledger.execute(Earn(unique("e"), m, 5, w.origin))
@@ -122,7 +123,7 @@ async def test_rebuild_fills_every_account_across_script_calls(world: LedgerWorl
     """The rebuild writes a few hundred members per script call: every account of the
     database lands in the cache with its own balance and version."""
     from gateway.ledger.rebuild import PER_CALL, rebuild_cache
-    from gateway.loyalty.directory import create_members
+    from gateway.members import create_members
     from gateway.store.keys import Keys
 
     w = world
@@ -166,24 +167,24 @@ async def test_concurrent_owner_lookups_of_one_member_share_one_query(
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
     counting = CountingPool(pool)
     try:
-        reads = Reads(counting, world.redis, world.keys)  # type: ignore[arg-type]
+        owners = Owners(counting)  # type: ignore[arg-type]
         a, b = world.members[0], world.members[1]
-        got = await asyncio.gather(*(reads.member_merchant(m) for m in [a, b, "nobody"] * 20))
+        got = await asyncio.gather(*(owners.of(m) for m in [a, b, "nobody"] * 20))
         assert got == [world.merchant, world.merchant, None] * 20
         assert counting.fetchvals == 3
-        assert await reads.member_merchant(a) == world.merchant  # cached now
+        assert await owners.of(a) == world.merchant  # cached now
         assert counting.fetchvals == 3
-        assert reads._owner_lookups == {}
+        assert owners._lookups == {}
     finally:
         await pool.close()
     # with the pool gone the lookup fails, for every waiter at once, and is not remembered
-    reads = Reads(counting, world.redis, world.keys)  # type: ignore[arg-type]
+    owners = Owners(counting)  # type: ignore[arg-type]
     results = await asyncio.gather(
-        *(reads.member_merchant("someone-else") for _ in range(5)), return_exceptions=True
+        *(owners.of("someone-else") for _ in range(5)), return_exceptions=True
     )
     assert all(isinstance(r, Exception) for r in results), results
     assert counting.fetchvals == 4
-    assert reads._owner_lookups == {}
+    assert owners._lookups == {}
 
 
 @pytest.mark.parametrize("retry_on", ["same node", "another node", "outcome on another node"])
@@ -194,7 +195,7 @@ async def test_after_a_lost_commit_reply_no_node_serves_below_the_replayed_versi
     retried the op and got the replayed outcome (version 2), then read version 1 from the cache
     until the outbox relay raised the floor, seconds later."""
     from gateway.errors import OutcomeUnknown
-    from gateway.ledger.engine import Ledger
+    from gateway.ledger import Ledger
     from gateway.settings import LedgerSettings
 
     m = world.members[0]
@@ -228,7 +229,7 @@ async def test_after_a_lost_commit_reply_no_node_serves_below_the_replayed_versi
     try:
         node = world.ledger if retry_on == "same node" else other
         reads = Reads(pool, world.redis, world.keys)
-        reads.version_floor = node.known_version
+        reads.versions = node.versions
         if retry_on.startswith("outcome"):
             # found in review: asking for the outcome by id told version 2 and left the node
             # serving version 1
@@ -248,12 +249,14 @@ async def ask_outcome(ledger, reads: Reads, merchant: str, op: str):  # type: ig
     from types import SimpleNamespace
 
     from gateway.auth import Principal
-    from gateway.sessions.commands import Dispatcher, Services
+    from gateway.commands import Points
+    from gateway.sessions import Call, Scope
     from protocol.messages import GetOutcome, Outcome, Result
 
-    d = Dispatcher(Services(ledger=ledger, reads=reads, feeds=None, max_subscriptions=1))  # type: ignore[arg-type]
+    points = Points(ledger, reads, Scope(lambda member: asyncio.sleep(0, merchant)))
     till = Principal(kind="pos", merchant=merchant, channel="pos", store="s1", terminal="t1")
-    reply = await d.handle(SimpleNamespace(principal=till), GetOutcome(id="q1", op=op))  # type: ignore[arg-type]
+    call = Call(SimpleNamespace(), till)  # type: ignore[arg-type]
+    reply = await points.outcome(call, GetOutcome(id="q1", op=op))
     assert isinstance(reply, Result) and isinstance(reply.data, Outcome), reply
     return reply.data
 
@@ -291,7 +294,7 @@ async def test_while_redis_refuses_writes_no_node_serves_the_balance_it_could_no
     snapshot) Redis refuses writes but answers HMGET. A publish failed with a ResponseError
     that tripped nothing and marked no floor, so every other node served the old balance for
     the whole outage, and a cache miss surfaced the raw error instead of reading PostgreSQL."""
-    from gateway.ledger.engine import Ledger
+    from gateway.ledger import Ledger
     from gateway.settings import LedgerSettings
     from gateway.store.keys import Keys
     from tests.servers import PrivateRedis

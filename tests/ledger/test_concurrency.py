@@ -12,7 +12,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.loyalty.directory import create_members, create_merchant
+from gateway.members import create_members
+from gateway.programme import create_merchant
 from protocol.messages import Result
 from tests.conftest import REDIS_URL, unique
 from tests.ledger.conftest import check_invariants

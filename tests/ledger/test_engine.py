@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.ledger.model import Commit, Earn, Expire, Origin, Release, Reserve
+from gateway.ledger import Commit, Earn, Expire, Origin, Release, Reserve
 from protocol.codes import ErrorCode
 from tests.conftest import unique
 from tests.ledger.conftest import LedgerWorld, check_invariants
@@ -186,8 +186,7 @@ async def test_many_concurrent_operations_on_few_members(world: LedgerWorld):
 async def test_reads_on_this_node_never_lag_its_own_replies(world: LedgerWorld, pg_dsn: str):
     """Publishing happens after the reply; a balance read on the node that replied must still
     show that change even if the cache has not caught up (here: never, no publisher)."""
-    from gateway.ledger.engine import Ledger
-    from gateway.ledger.reads import Reads
+    from gateway.ledger import Ledger, Reads
     from gateway.settings import LedgerSettings
 
     w, m = world, world.members[0]
@@ -198,7 +197,7 @@ async def test_reads_on_this_node_never_lag_its_own_replies(world: LedgerWorld, 
     assert (await reads.balance(m)).posted >= 10  # fills the cache
     silent = Ledger(pg_dsn, LedgerSettings(lanes=1), sink=None)
     await silent.start()
-    reads.version_floor = silent.known_version
+    reads.versions = silent.versions
     out = await silent.execute(Earn(unique("e"), m, 5, w.origin))
     bal = await reads.balance(m)
     assert bal.version == out.data.balance.version and bal.posted == out.data.balance.posted
@@ -213,7 +212,9 @@ async def test_a_batch_that_waited_for_a_lock_reads_what_the_holder_committed(
     another node's batch reserves a hold and commits while this node's commit of that very
     hold waits for the member's lock: the commit must see the hold (read again after the
     lock), not answer hold_not_found."""
-    from gateway.ledger.engine import BatchStats, _Item, _transact
+    from gateway.ledger import Ledger
+    from gateway.ledger.lane import Item, _transact
+    from gateway.settings import LedgerSettings
 
     w, m = world, world.members[2]
     await fund(w, m, 100)
@@ -222,8 +223,9 @@ async def test_a_batch_that_waited_for_a_lock_reads_what_the_holder_committed(
         await other.execute("BEGIN")
         hold = unique("h")
         fut = asyncio.get_running_loop().create_future()
+        lane = Ledger(pg_dsn, LedgerSettings(lanes=1))._lanes[0]  # its context, not started
         outs, _ = await _transact(
-            other, [_Item(Reserve(hold, m, 30, 60_000, w.origin), fut)], BatchStats()
+            other, [Item(Reserve(hold, m, 30, 60_000, w.origin), fut)], lane.ctx
         )
         assert outs[0].ok
         rereads = w.ledger.stats.rereads
@@ -305,7 +307,7 @@ async def test_past_its_capacity_a_lane_refuses_new_operations_at_once(
     ones at once, retryable and unapplied, instead of queueing them behind it: in one bench
     run a cluster past its capacity queued every till for up to 11 s. What was queued before
     still runs, and the refused one applies once retried."""
-    from gateway.ledger.engine import Ledger
+    from gateway.ledger import Ledger
     from gateway.settings import LedgerSettings
 
     w, (m, n) = world, world.members[:2]
@@ -345,15 +347,14 @@ async def test_each_batch_reports_its_queue_statement_and_commit_times(
     """``gateway_ledger_batch_seconds`` tells a slow disk (commit) from lock waits
     (statements) and a busy lane (queue). A batch held on a row lock spends that time in its
     statements; the batch queued behind it spends it in the queue; both commit fast."""
-    from gateway.ledger.engine import Ledger
+    from gateway.ledger import Ledger
     from gateway.settings import LedgerSettings
 
     w, (m, n) = world, world.members[:2]
     await fund(w, m, 100)
     await fund(w, n, 100)
     timed: list[tuple[float, float, float]] = []
-    ledger = Ledger(pg_dsn, LedgerSettings(lanes=1), None)
-    ledger.on_batch_timed = lambda *phases: timed.append(phases)
+    ledger = Ledger(pg_dsn, LedgerSettings(lanes=1), None, on_batch=lambda *p: timed.append(p))
     await ledger.start()
     blocker = await asyncpg.connect(pg_dsn)
     try:

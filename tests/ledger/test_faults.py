@@ -14,8 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.loyalty.directory import create_members, create_merchant
-from gateway.store.migrate import migrate
+from gateway.members import create_members
+from gateway.programme import create_merchant
+from gateway.schema import migrate
 from protocol.messages import BalanceChanged, Result, Welcome
 from tests.conftest import REDIS_URL, TIME_FACTOR, unique
 from tests.ledger.conftest import check_invariants

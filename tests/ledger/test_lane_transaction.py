@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.fanout.publisher import Publisher
-from gateway.ledger.engine import Ledger
-from gateway.ledger.model import Earn, Reserve
+from gateway.fanout import Publisher
+from gateway.ledger import Earn, Ledger, Reserve
 from gateway.settings import LedgerSettings
 from tests.conftest import unique
 from tests.ledger.conftest import LedgerWorld, check_invariants

@@ -8,7 +8,7 @@ import asyncio
 
 import msgspec
 
-from gateway.ledger.model import Commit, Earn, Merge, Origin, Release, Reserve
+from gateway.ledger import Commit, Earn, Merge, Origin, Release, Reserve
 from protocol.codes import ErrorCode
 from protocol.messages import BalanceChanged
 from tests.conftest import unique
@@ -119,7 +119,8 @@ async def test_refusals(world: LedgerWorld, db):
     await fund(w, b, 20)
     foreign_merchant = unique("mer")
     foreign = unique("mem")
-    from gateway.loyalty.directory import create_members, create_merchant
+    from gateway.members import create_members
+    from gateway.programme import create_merchant
 
     await create_merchant(db, foreign_merchant)
     await create_members(db, foreign_merchant, [foreign])

@@ -9,9 +9,7 @@ import asyncpg
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.ledger.engine import Ledger
-from gateway.ledger.model import Earn
-from gateway.ledger.reads import Reads
+from gateway.ledger import Earn, Ledger, Reads
 from gateway.settings import LedgerSettings
 from tests.conftest import unique
 from tests.ledger.conftest import LedgerWorld

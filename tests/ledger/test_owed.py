@@ -5,7 +5,7 @@ the sale (nothing collected: all held), then release the hold and keep the point
 
 from __future__ import annotations
 
-from gateway.ledger.model import Commit, Earn, Merge, Release, Reserve
+from gateway.ledger import Commit, Earn, Merge, Release, Reserve
 from tests.conftest import unique
 from tests.ledger.conftest import LedgerWorld, check_invariants
 from tests.ledger.test_engine import balance, fund
@@ -95,7 +95,7 @@ async def test_an_expired_hold_pays_the_debt(world: LedgerWorld):
 async def test_a_merged_duplicates_debt_is_owed_by_the_survivor(world: LedgerWorld):
     w = world
     survivor, source = w.members[3], unique("mem")
-    from gateway.loyalty.directory import create_members
+    from gateway.members import create_members
 
     await create_members(w.db, w.merchant, [source])
     await fund(w, source, 10)

@@ -16,17 +16,19 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from gateway import purchases
 from gateway.ledger import queries as q
 from tests.conftest import BASE_DSN, _server_dsn, create_database, drop_database
 
-#: The statements a lane runs, by name.
+#: The statements a lane runs, by name: the batch statement as a node composes it, with the
+#: rows other packages attach to its operations (a sale's history, a return's state).
 STATEMENTS = {
     "LOCK_AND_FIND": q.LOCK_AND_FIND,
     "FIND_OPS_AND_HOLDS": q.FIND_OPS_AND_HOLDS,
-    "WRITE_BATCH": q.WRITE_BATCH,
+    "WRITE_BATCH": q.write_batch([(k.name, k.sql) for k in purchases.ATTACHMENTS]),
 }
 #: Tables a lane statement reads: each must be read through an index condition.
-TABLES = ("accounts", "operations", "holds")
+TABLES = ("accounts", "operations", "holds", "sale_returns")
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.fanout.publisher import Publisher
-from gateway.ledger.model import Entry
+from gateway.fanout import Publisher
+from gateway.ledger import Change, Entry
+from gateway.ledger.balances import entry_change
 from gateway.store.keys import Keys
 from tests.servers import PrivateRedis
 
@@ -27,11 +28,11 @@ async def private_redis() -> AsyncIterator[aioredis.Redis]:
         server.stop()
 
 
-def change(member: str, version: int) -> Entry:
-    return Entry(
+def change(member: str, version: int) -> Change:
+    return entry_change(Entry(
         "m", member, version, "earn", f"op{version}", "issuance", 5, 0, 5 * version, 0,
         "pos", "s1", "t1", datetime.now(UTC),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 async def commands(r: aioredis.Redis) -> dict[str, int]:

@@ -14,12 +14,22 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gateway.fanout.publisher import Publisher
-from gateway.ledger.engine import Ledger
-from gateway.ledger.model import Commit, Earn, Expire, Merge, Op, Origin, Release, Reserve
-from gateway.ledger.reads import Reads
-from gateway.ledger.rebuild import rebuild_cache
-from gateway.loyalty.directory import create_members, create_merchant
+from gateway.fanout import Publisher
+from gateway.ledger import (
+    Commit,
+    Earn,
+    Expire,
+    Ledger,
+    Merge,
+    Op,
+    Origin,
+    Reads,
+    Release,
+    Reserve,
+    rebuild_cache,
+)
+from gateway.members import create_members
+from gateway.programme import create_merchant
 from gateway.settings import LedgerSettings
 from gateway.store.keys import Keys
 from protocol.codes import ErrorCode

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gateway.ledger.engine import decode_outcome
-from gateway.ledger.model import Commit, Earn, Reserve, fingerprint
+from gateway.ledger import Commit, Earn, Reserve, decode_outcome
+from gateway.ledger.model import fingerprint
 from tests.conftest import unique
 from tests.ledger.conftest import LedgerWorld, check_invariants
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.loyalty.earning import compute
-from gateway.loyalty.programme import Programme, Rule, Tier
+from gateway.programme import Programme, Rule, Tier
+from gateway.purchases import compute
 from protocol.messages import SaleLine
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -247,7 +247,7 @@ def test_a_currency_code_stored_before_codes_were_checked_counts_two_decimals() 
 
 
 def test_minor_unit_exponents_are_iso_4217s() -> None:
-    from gateway.loyalty.currency import exponent, minor_per_unit
+    from gateway.programme import exponent, minor_per_unit
 
     not_two = (
         ("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF", 0),

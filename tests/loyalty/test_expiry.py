@@ -9,8 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.api.admin import SERVICE
-from gateway.loyalty import expiry
+from gateway.expiry import job as expiry
 from protocol.messages import BalanceChanged
 from tests.loyalty.world import admin, member_with_points, next_push, ok, setup_db
 
@@ -30,11 +29,10 @@ async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_
     hold = f"h-{m}"
     app = await clients.app(merchant, m)
     await ok(app, {"type": "subscribe", "member": m})
-    svc = rn.runner.app[SERVICE].loyalty
-    assert svc is not None
+    svc = rn.node
     # two runners at once (two nodes): the balance expires once
     runs = await asyncio.gather(
-        svc.run_expiry(merchant=merchant), svc.run_expiry(merchant=merchant)
+        svc.expiry.run(merchant=merchant), svc.expiry.run(merchant=merchant)
     )
     assert sum(runs) == 1
     push = await next_push(app, BalanceChanged)
@@ -42,7 +40,7 @@ async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_
     bal = await ok(till, {"type": "balance", "member": m})
     assert bal.posted == 0
     assert (await ok(till, {"type": "balance", "member": active})).posted == 50
-    assert await svc.run_expiry(merchant=merchant) == 0
+    assert await svc.expiry.run(merchant=merchant) == 0
     # once inactive long enough the active member expires too; held points are not touched
     await ok(till, {"type": "reserve", "op": hold, "member": active, "points": 20})
     await setup_db(
@@ -50,7 +48,7 @@ async def test_inactive_points_expire_once_and_are_pushed(clients, merchant, pg_
         "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
         active,
     )
-    assert await svc.run_expiry(merchant=merchant) == 1
+    assert await svc.expiry.run(merchant=merchant) == 1
     after = await ok(till, {"type": "balance", "member": active})
     assert (after.posted, after.held, after.available) == (20, 20, 0)
 
@@ -60,9 +58,8 @@ async def test_expiry_hands_no_advisory_lock_back_to_the_pool(clients, merchant,
     unlock its session-level lock itself, or no node could run expiry again."""
     import asyncpg
 
-    svc = rn.runner.app[SERVICE].loyalty
-    assert svc is not None
-    await svc.run_expiry(merchant=merchant)
+    svc = rn.node
+    await svc.expiry.run(merchant=merchant)
     db = await asyncpg.connect(pg_dsn)
     try:
         held = await db.fetchval(
@@ -72,7 +69,7 @@ async def test_expiry_hands_no_advisory_lock_back_to_the_pool(clients, merchant,
     finally:
         await db.close()
     assert held == 0
-    assert await svc.run_expiry(merchant=merchant) == 0  # and it can run again
+    assert await svc.expiry.run(merchant=merchant) == 0  # and it can run again
 
 
 async def test_a_client_cannot_take_the_expiry_op_id_first(clients, merchant, pg_dsn, rn):
@@ -90,9 +87,8 @@ async def test_a_client_cannot_take_the_expiry_op_id_first(clients, merchant, pg
         "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = $1",
         m,
     )
-    svc = rn.runner.app[SERVICE].loyalty
-    assert svc is not None
-    assert await svc.run_expiry(merchant=merchant) == 1
+    svc = rn.node
+    assert await svc.expiry.run(merchant=merchant) == 1
     assert (await ok(till, {"type": "balance", "member": m})).posted == 0
 
 
@@ -129,7 +125,7 @@ async def test_activity_committed_before_the_expiry_postpones_it(clients, mercha
     counted for nothing and the old balance was taken right after it. The expiry now posts
     only while the account is still at the version it read, checked under the row lock."""
     till, m = await idle_member(clients, merchant, pg_dsn, 12_300, "31 days")  # 123 points
-    svc = rn.runner.app[SERVICE].loyalty
+    svc = rn.node
     blocker = await asyncpg.connect(pg_dsn)  # another node's batch on this member, in flight
     try:
         await blocker.execute("BEGIN")
@@ -138,7 +134,7 @@ async def test_activity_committed_before_the_expiry_postpones_it(clients, mercha
             ok(till, {"type": "sale", "op": f"s-{m}", "member": m, "total": 5_000})
         )
         await asyncio.sleep(0.3)  # the sale waits for the lock in its lane
-        expiry = asyncio.ensure_future(svc.run_expiry(merchant=merchant))
+        expiry = asyncio.ensure_future(svc.expiry.run(merchant=merchant))
         await asyncio.sleep(0.3)  # the job has read the account and queued its expiry
         await blocker.execute("COMMIT")
     finally:
@@ -182,7 +178,7 @@ async def test_expiry_queues_a_chunk_at_a_time_and_drains_a_backlog(
         " WHERE member_id = ANY($1::text[])",
         members,
     )
-    svc = rn.runner.app[SERVICE].loyalty
+    svc = rn.node
     submit, in_flight, most = svc.ledger.submit, 0, 0
 
     def counted(op: Any) -> Any:
@@ -199,8 +195,8 @@ async def test_expiry_queues_a_chunk_at_a_time_and_drains_a_backlog(
         return fut
 
     monkeypatch.setattr(svc.ledger, "submit", counted)
-    assert await svc.run_expiry(merchant=merchant) == 3  # one pass
+    assert await svc.expiry.run(merchant=merchant) == 3  # one pass
     assert most == 2
-    assert await svc.run_expiry(merchant=merchant, drain=True) == 4  # the rest, pass after pass
+    assert await svc.expiry.run(merchant=merchant, drain=True) == 4  # the rest, pass after pass
     for m in members:
         assert (await ok(till, {"type": "balance", "member": m})).posted == 0

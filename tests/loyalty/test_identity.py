@@ -10,15 +10,15 @@ import asyncpg
 import pytest
 
 from gateway.errors import Refused
-from gateway.loyalty import directory
-from gateway.loyalty.directory import create_merchant
-from gateway.loyalty.identity import (
+from gateway.members import directory
+from gateway.members.identity import (
     mint_pass,
     normalise_card,
     normalise_email,
     normalise_phone,
     verify_pass,
 )
+from gateway.programme import create_merchant
 from tests.conftest import unique
 from tests.loyalty.world import enrol, err, ok, phone
 from tests.support import SECRET
@@ -257,7 +257,7 @@ async def test_an_address_stored_before_the_idna_rule_is_rewritten_by_the_migrat
     migration's data step rewrites such rows (once, after the SQL migrations)."""
     import asyncpg
 
-    from gateway.store.migrate import email_idna
+    from gateway.members.migrations import email_idna
     from tests.loyalty.world import setup_db
 
     till = await clients.pos(merchant)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from gateway.loyalty.directory import create_merchant
+from gateway.programme import create_merchant
 from tests.conftest import unique
 from tests.loyalty.world import enrol, err, ok, phone, setup_db
 

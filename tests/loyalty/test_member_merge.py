@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.ledger.model import Origin
+from gateway.ledger import Origin
 from protocol.codes import ErrorCode
 from protocol.loyalty import MemberMerged
 from protocol.messages import BalanceChanged, Error
@@ -332,7 +332,6 @@ async def test_erase_waits_for_a_batch_on_the_member_without_a_deadlock(
 async def test_expiry_passes_over_erased_members(clients, http, rn, merchant, pg_dsn):
     """Found in review: erased members kept their points and stayed eligible; the ledger
     refused each expiry, so they came back every run and could fill its batch for good."""
-    from gateway.api.admin import SERVICE
 
     await setup_db(
         pg_dsn, "UPDATE programmes SET expiry_days = 30 WHERE merchant_id = $1", merchant
@@ -348,13 +347,13 @@ async def test_expiry_passes_over_erased_members(clients, http, rn, merchant, pg
         "UPDATE accounts SET updated_at = now() - interval '31 days' WHERE member_id = ANY($1)",
         [gone, kept],
     )
-    svc = rn.runner.app[SERVICE].loyalty
+    svc = rn.node
     conn = await asyncpg.connect(pg_dsn)
     try:
         before = await conn.fetchval(
             "SELECT count(*) FROM operations WHERE merchant_id = $1", merchant
         )
-        assert await svc.run_expiry(merchant=merchant) == 1
+        assert await svc.expiry.run(merchant=merchant) == 1
         after = await conn.fetchval(
             "SELECT count(*) FROM operations WHERE merchant_id = $1", merchant
         )
@@ -534,7 +533,7 @@ async def test_an_enrolment_racing_an_erase_enrols_afresh(clients, merchant, rn,
     and email to the erased member again (its export showed them), and every later enrolment
     of them answered member_not_found (found in review)."""
 
-    from gateway.loyalty import directory
+    from gateway.members import directory
 
     till = await clients.pos(merchant)
     p = phone()
@@ -631,7 +630,7 @@ async def test_a_member_merged_undo_does_not_reissue_a_code_whose_refund_a_retry
         await conn.close()
         if status == "voided":
             break
-    await rn.node.loyalty.merge(
+    await rn.node.merger.merge(
         Origin(merchant=merchant, channel="admin"), survivor, dup, unique("m")
     )
     retry = await till2.request(void)  # the client retries the same op after a timeout

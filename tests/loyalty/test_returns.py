@@ -372,11 +372,8 @@ async def test_return_waits_for_its_sale_even_if_a_later_sale_ended_first(client
     def submit(op):  # member x's lane is busy: its op is queued, applied 0.5 s later
         if op.member != x:
             return real_submit(op)
-        from gateway.ledger.engine import QUEUED
-
-        queued = QUEUED.get()
-        if queued is not None and not queued.done():
-            queued.set_result(None)
+        if op.origin.ticket is not None:
+            op.origin.ticket.queued()
         loop = asyncio.get_running_loop()
         outer = loop.create_future()
 

@@ -149,7 +149,7 @@ async def test_expired_code_refused_but_voidable(clients, merchant, pg_dsn):
 
 
 async def test_codes_are_merchant_scoped(clients, merchant, pg_dsn):
-    from gateway.loyalty.directory import create_merchant
+    from gateway.programme import create_merchant
 
     await catalogue(pg_dsn, merchant)
     other = unique("mer")

@@ -14,7 +14,7 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from gateway.ledger.sweeper import Sweeper
+from gateway.ledger import Sweeper
 from tests.conftest import REDIS_URL, unique
 from tests.loyalty.world import err, member_with_points, ok, setup_db
 from tests.support import RunningNode, running_node, settings_for

@@ -111,16 +111,14 @@ async def test_concurrent_upgrades_end_at_the_highest_tier_earned(
     nobody tried again: the member stayed silver with gold's points."""
     import asyncio
 
-    from gateway.api.admin import SERVICE
-    from gateway.loyalty import sales
+    from gateway.tiers import standing
 
     await tiers(pg_dsn, merchant)
     till = await clients.pos(merchant)
     m = await member_with_points(till, 60_000)  # 600 points: gold is earned
     await setup_db(pg_dsn, "UPDATE member_profiles SET tier = '' WHERE member_id = $1", m)
-    svc = rn.runner.app[SERVICE].loyalty
-    assert svc is not None
-    real = sales.qualifying_points
+    svc = rn.node.tiers
+    real = standing.qualifying_points
     b_has_read, a_has_set = asyncio.Event(), asyncio.Event()
     calls = 0
 
@@ -137,15 +135,15 @@ async def test_concurrent_upgrades_end_at_the_highest_tier_earned(
             return points
         return await real(conn, member, since)
 
-    real_set = svc._set_tier
+    real_set = svc._set
 
     async def set_then_signal(*args):
         done = await real_set(*args)
         a_has_set.set()
         return done
 
-    monkeypatch.setattr(sales, "qualifying_points", racing)
-    monkeypatch.setattr(svc, "_set_tier", set_then_signal)
+    monkeypatch.setattr(standing, "qualifying_points", racing)
+    monkeypatch.setattr(svc, "_set", set_then_signal)
     app = await clients.app(merchant, m)
     await ok(app, {"type": "subscribe", "member": m})
     await asyncio.gather(svc.check_upgrade(merchant, m), svc.check_upgrade(merchant, m))

@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.loyalty.directory import create_merchant
+from gateway.programme import create_merchant
 from protocol.messages import Error, Result, Welcome
 from tests.conftest import REDIS_URL, unique
 from tests.support import RunningNode, WsClient, app_token, pos_token, running_node, settings_for

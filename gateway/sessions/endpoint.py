@@ -1,16 +1,8 @@
 """The ``/ws`` endpoint: accept, authenticate with ``hello``, then serve commands.
 
 Commands are read in order and each runs as its own task so a POS can pipeline; replies carry
-the request id. Mutating commands (those with an ``op``) keep their order: each waits until the
-one read before it has queued its operation in the ledger (or ended without one), and the
-member's lane runs them in that order. A ``sale`` looks up the member, the programme and the
-tier before it reaches the ledger; without the wait a ``reserve`` pipelined behind it went
-first and was refused for points the sale was about to post.
-
-A command that reads what an earlier one wrote before it reaches the ledger (a ``return``
-reads its sale, a ``void_code`` its code, an ``outcome`` its op) waits longer: until every
-mutating command read before it has ended. Pipelined right behind its sale, a return read no
-sale (``sale_not_found``) and an outcome no op (``operation_not_found``).
+the request id. The order they keep among themselves is declared where each is registered
+(``router.py``) and kept by ``ordering.py``.
 """
 
 from __future__ import annotations
@@ -19,37 +11,73 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import WSMessage, WSMsgType, web
 
 from gateway.errors import AuthError, GatewayError
-from gateway.ledger.engine import QUEUED
-from gateway.sessions.commands import error_frame
+from gateway.fanout import Feeds, PresenceBook
+from gateway.metrics import Metrics
+from gateway.sessions.core import ordering
+from gateway.sessions.heartbeat import Heartbeat
+from gateway.sessions.registry import Registry
+from gateway.sessions.router import Call, Router, error_frame
 from gateway.sessions.session import CLOSE_TIMEOUT, Session
+from gateway.settings import SessionSettings
 from protocol.codec import DecodeError, decode_client
 from protocol.codes import CloseCode, ErrorCode
-from protocol.loyalty import Return, VoidCode
-from protocol.messages import Error, GetOutcome, Hello, Scope, Welcome
+from protocol.messages import Error, Hello, Scope, Welcome
 from protocol.version import SUPPORTED_VERSIONS, negotiate
 
 if TYPE_CHECKING:
-    from gateway.app import Node
+    from gateway.auth import Principal
 
 log = logging.getLogger(__name__)
 
 #: Commands one session may have in flight; past this the session stops reading.
 MAX_INFLIGHT = 64
-#: Commands that read what earlier commands wrote before they reach the ledger: they wait
-#: until every mutating command read before them has ended (see the module's docstring).
-READS_EARLIER = (Return, VoidCode, GetOutcome)
 
 
-async def websocket(request: web.Request) -> web.StreamResponse:
-    from gateway.app import NODE
+class Endpoint:
+    """``/ws`` with everything it needs, passed in by the node: its settings and name, the
+    session registry, the command router, the heartbeat, presence (the per-member session
+    limit), the feeds (a closed session leaves them), token checks (``verify``), the
+    member-to-merchant lookup (``owner_of``), metrics, and how long in-flight commands may
+    take to finish when a session ends (``drain_seconds``)."""
 
-    node: Node = request.app[NODE]
-    cfg = node.settings.session
+    def __init__(
+        self,
+        settings: SessionSettings,
+        node_id: str,
+        registry: Registry,
+        router: Router,
+        heartbeat: Heartbeat,
+        presence: PresenceBook,
+        feeds: Feeds,
+        verify: Callable[[str], Principal],
+        owner_of: Callable[[str], Awaitable[str | None]],
+        metrics: Metrics,
+        drain_seconds: float,
+    ) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self.registry = registry
+        self.router = router
+        self.heartbeat = heartbeat
+        self.presence = presence
+        self.feeds = feeds
+        self.verify = verify
+        self.owner_of = owner_of
+        self.metrics = metrics
+        self.drain_seconds = drain_seconds
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await websocket(self, request)
+
+
+async def websocket(ep: Endpoint, request: web.Request) -> web.StreamResponse:
+    cfg = ep.settings
     # No per-socket heartbeat and no autoping: the node's ``Heartbeat`` pings every session
     # from one timer, and the read loop answers pings and notes pongs itself.
     ws = web.WebSocketResponse(
@@ -60,39 +88,40 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         timeout=CLOSE_TIMEOUT,
     )
     await ws.prepare(request)
-    if node.draining:
+    registry = ep.registry
+    if registry.draining:
         await ws.close(code=CloseCode.DRAINING, message=b"node draining")
         return ws
-    if len(node.sessions) >= cfg.max_sessions:
-        node.metrics.close(CloseCode.NODE_FULL)
+    if len(registry) >= cfg.max_sessions:
+        ep.metrics.close(CloseCode.NODE_FULL)
         await ws.close(code=CloseCode.NODE_FULL, message=b"node full")
         return ws
-    if node.pending >= cfg.max_pending:
+    if registry.pending >= cfg.max_pending:
         # Idle sockets that never say hello may hold only so many slots: the rest are kept for
         # tills and apps that do (each pending one is closed after GATEWAY_AUTH_TIMEOUT).
-        node.metrics.close(CloseCode.NODE_FULL)
+        ep.metrics.close(CloseCode.NODE_FULL)
         await ws.close(code=CloseCode.NODE_FULL, message=b"node busy: too many awaiting hello")
         return ws
     session = Session(
         ws,
         request.transport,
-        node.settings.server.node_id,
+        ep.node_id,
         cfg.max_queue_bytes,
         cfg.rate_per_second,
-        node.heartbeat.tick,
+        ep.heartbeat.tick,
     )
-    node.connected(session)
+    registry.connected(session)
     try:
-        await _serve(node, session)
+        await _serve(ep, session)
     finally:
-        node.forget(session)
+        registry.forget(session)
         for member in session.subscriptions:
-            node.feeds.leave(member, session)
+            ep.feeds.leave(member, session)
         for task in list(session.inflight):
             task.cancel()
         code = session.on_close or ws.close_code
         if code is not None:
-            node.metrics.close(code)
+            ep.metrics.close(code)
     return ws
 
 
@@ -101,12 +130,12 @@ async def _close(session: Session, code: CloseCode, reason: str) -> None:
     await asyncio.gather(*session.inflight, return_exceptions=True)
 
 
-async def _serve(node: Node, session: Session) -> None:
-    cfg = node.settings.session
+async def _serve(ep: Endpoint, session: Session) -> None:
+    cfg = ep.settings
     # --- authentication: the first frame must be a valid hello
     try:
         async with asyncio.timeout(cfg.auth_timeout):
-            msg = await _receive(node, session)
+            msg = await _receive(ep, session)
     except TimeoutError:
         await _close(session, CloseCode.AUTH_TIMEOUT, "no hello in time")
         return
@@ -140,7 +169,7 @@ async def _serve(node: Node, session: Session) -> None:
         await _close(session, CloseCode.UNSUPPORTED_VERSION, "unsupported version")
         return
     try:
-        principal = node.dispatcher.s.verify(frame.token)  # the node's secret, keys, leeway
+        principal = ep.verify(frame.token)  # the node's secret, keys, leeway
     except AuthError as exc:
         session.send(error_frame(frame.id, exc))
         code = (
@@ -155,7 +184,7 @@ async def _serve(node: Node, session: Session) -> None:
         # The token's member must be one of the token's merchant: else it would count in (and
         # show in the presence of) another merchant's member, and crowd out its real sessions.
         try:
-            owner = await node.reads.member_merchant(principal.member or "")
+            owner = await ep.owner_of(principal.member or "")
         except GatewayError as exc:
             session.send(error_frame(frame.id, exc))
             await _close(session, CloseCode.INTERNAL, "store unavailable: reconnect")
@@ -166,12 +195,12 @@ async def _serve(node: Node, session: Session) -> None:
             )
             await _close(session, CloseCode.TOKEN_INVALID, "token member unknown")
             return
-    if member_scoped and not await node.presence.join(session.id, principal):
+    if member_scoped and not await ep.presence.join(session.id, principal):
         await _close(session, CloseCode.MEMBER_SESSIONS_FULL, "member has too many sessions")
         return
     session.principal = principal
-    node.admit(session)
-    if node.draining:
+    ep.registry.admit(session)
+    if ep.registry.draining:
         await _close(session, CloseCode.DRAINING, "node draining: reconnect to another node")
         return
     session.send(
@@ -179,7 +208,7 @@ async def _serve(node: Node, session: Session) -> None:
             id=frame.id,
             version=version,
             session=session.id,
-            node=node.settings.server.node_id,
+            node=ep.node_id,
             heartbeat_ms=int(cfg.heartbeat * 1000),
             scope=Scope(
                 kind=principal.kind,
@@ -193,15 +222,15 @@ async def _serve(node: Node, session: Session) -> None:
     )
     # --- command loop
     while not session.closing:
-        msg = await _receive(node, session)
+        msg = await _receive(ep, session)
         if session.closing:
             break  # a close began while this frame was awaited: it is not applied
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            _on_frame(node, session, msg.data)
+            _on_frame(ep, session, msg.data)
             while len(session.inflight) >= MAX_INFLIGHT:
                 # Not reading is this node's doing, not the peer's: keep the heartbeat from
                 # taking the wait for a dead peer (close 3003) while commands are slow.
-                session.seen = node.heartbeat.tick
+                session.seen = ep.heartbeat.tick
                 await asyncio.wait(
                     session.inflight, timeout=cfg.heartbeat, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -214,16 +243,16 @@ async def _serve(node: Node, session: Session) -> None:
             break
     if session.inflight:
         with contextlib.suppress(Exception):
-            await asyncio.wait(session.inflight, timeout=node.settings.server.drain_seconds)
+            await asyncio.wait(session.inflight, timeout=ep.drain_seconds)
 
 
-async def _receive(node: Node, session: Session) -> WSMessage:
+async def _receive(ep: Endpoint, session: Session) -> WSMessage:
     """The next data or close message; every frame received (pongs included) marks the session
     alive for the node's heartbeat, and pings are answered here."""
     ws = session.ws
     while True:
         msg = await ws.receive()
-        session.seen = node.heartbeat.tick
+        session.seen = ep.heartbeat.tick
         if msg.type is WSMsgType.PONG:
             continue
         if msg.type is WSMsgType.PING:
@@ -234,8 +263,8 @@ async def _receive(node: Node, session: Session) -> WSMessage:
         return msg
 
 
-def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
-    cfg = node.settings.session
+def _on_frame(ep: Endpoint, session: Session, data: str | bytes) -> None:
+    cfg = ep.settings
     # Every frame takes a token, a malformed one too, and only an accepted one (decoded and
     # within the rate) ends a run of malformed frames: interleaving valid frames cannot keep a
     # stream of garbage from reaching ``max_bad_frames``.
@@ -254,7 +283,7 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
         session.send(Error(id=rid, code=ErrorCode.TOKEN_EXPIRED.value, message="token expired"))
         session.close_soon(CloseCode.TOKEN_EXPIRED, "token expired: refresh before exp")
         return
-    if node.draining:
+    if ep.registry.draining:
         session.send(
             Error(
                 id=rid,
@@ -284,30 +313,22 @@ def _on_frame(node: Node, session: Session, data: str | bytes) -> None:
         )
         return
     session.bad_frames = 0
-    task = asyncio.create_task(_run(node, session, frame, rid))
+    task = asyncio.create_task(_run(ep, session, frame, rid))
     session.inflight.add(task)
     task.add_done_callback(session.inflight.discard)
 
 
-async def _run(node: Node, session: Session, frame: object, rid: str | None) -> None:
+async def _run(ep: Endpoint, session: Session, frame: object, rid: str | None) -> None:
     started = time.perf_counter()
     name = _wire_type(frame)
-    turn: asyncio.Future[None] | None = None
-    ended: asyncio.Future[None] | None = None
-    before: asyncio.Future[None] | None = None
-    before_ended: asyncio.Future[None] | None = None
-    if hasattr(frame, "op"):  # tasks first run in creation order: turns are taken as read
-        loop = asyncio.get_running_loop()
-        before, before_ended = session.ledger_turn, session.ledger_ended
-        if isinstance(frame, READS_EARLIER):
-            before = before_ended
-        turn, ended = loop.create_future(), loop.create_future()
-        session.ledger_turn, session.ledger_ended = turn, ended
-        QUEUED.set(turn)  # this task's own context: the ledger sets it once the op is queued
+    # Taken before the first await: tasks first run in creation order, which is read order.
+    place = ordering(session).place(ep.router.order_of(frame))
     try:
-        if before is not None and not before.done():
-            await asyncio.wait((before,))  # never cancels ``before`` if this task is cancelled
-        reply = await node.dispatcher.handle(session, frame)
+        if place is not None:
+            await place.wait()
+        principal = session.principal
+        assert principal is not None
+        reply = await ep.router.handle(Call(session, principal, place), frame)
     except GatewayError as exc:
         reply = error_frame(rid, exc)
     except asyncio.CancelledError:
@@ -321,31 +342,10 @@ async def _run(node: Node, session: Session, frame: object, rid: str | None) -> 
             retryable=True,
         )
     finally:
-        if turn is not None:
-            if not turn.done():
-                turn.set_result(None)
-            if session.ledger_turn is turn:
-                session.ledger_turn = None
-        if ended is not None:
-            _end_after(ended, before_ended)
-            # Kept while an earlier command is still running: the chain goes through it.
-            if session.ledger_ended is ended and ended.done():
-                session.ledger_ended = None
+        if place is not None:
+            place.end()
     session.send(reply)
-    node.metrics.command(name, time.perf_counter() - started, reply)
-
-
-def _end_after(ended: asyncio.Future[None], before: asyncio.Future[None] | None) -> None:
-    """Mark this command ended once every mutating command read before it has ended too."""
-
-    def end(_: object = None) -> None:
-        if not ended.done():
-            ended.set_result(None)
-
-    if before is None or before.done():
-        end()
-    else:
-        before.add_done_callback(end)
+    ep.metrics.command(name, time.perf_counter() - started, reply)
 
 
 def _wire_type(frame: object) -> str:

@@ -45,8 +45,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from gateway.loyalty.currency import minor_per_unit
-from gateway.loyalty.programme import Programme, Programmes, Rule, Tier
+from gateway.programme import Programme, Programmes, Rule, Tier, minor_per_unit
 from protocol.limits import MAX_POINTS
 from protocol.messages import PointsLine, Sale, SaleLine
 

@@ -1,10 +1,10 @@
-"""Rewards and single-use codes: the catalogue, redeeming points into a code, using a code
-exactly once (one conditional UPDATE, so two registers at the same instant cannot both win),
-and voiding a code (its points come back through the ledger)."""
+"""Rewards and single-use codes: redeeming points into a code, using a code exactly once (one
+conditional UPDATE, so two registers at the same instant cannot both win), and voiding a code
+(its points come back through the ledger). Owns the table reward_codes; the catalogue is the
+programme's."""
 
 from __future__ import annotations
 
-import logging
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -13,25 +13,14 @@ import asyncpg
 import msgspec
 
 from gateway.errors import Refused
-from gateway.ledger.apply import epoch_ms
-from gateway.ledger.engine import Ledger, decode_outcome
-from gateway.ledger.model import Earn, Origin
-from gateway.ledger.reads import Reads
-from gateway.loyalty import directory
-from gateway.loyalty.live import MemberEvents
-from gateway.loyalty.programme import Programme, Programmes
-from gateway.loyalty.replies import member_balance, refused
+from gateway.ledger import Earn, Ledger, Origin, member_balance, recorded
+from gateway.members import Members, resolve
+from gateway.programme import Programme, Programmes, Reward, find_reward
 from gateway.store.db import translate_errors
+from gateway.wire import epoch_ms
 from protocol.codes import ErrorCode
-from protocol.loyalty import (
-    RewardCode,
-    RewardOption,
-)
-from protocol.messages import Balance, PointsLine, SaleReceipt
-
-log = logging.getLogger(__name__)
-
-#: Advisory lock key of the points-expiry job (one runner at a time across nodes).
+from protocol.loyalty import RewardCode, RewardOption
+from protocol.messages import Balance, Outcome, PointsLine, SaleReceipt
 
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 
@@ -40,76 +29,84 @@ def new_code() -> str:
     return "RW-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
 
 
-class RewardsMixin:
-    """The rewards part of ``Loyalty`` (see ``service.py``)."""
+def refused(outcome: Outcome) -> Refused:
+    err = outcome.error
+    assert err is not None
+    return Refused(err.message, ErrorCode(err.code))
 
-    pool: asyncpg.Pool[Any]
-    ledger: Ledger
-    reads: Reads
-    events: MemberEvents
-    programmes: Programmes
 
-    async def rewards(self, merchant: str) -> list[asyncpg.Record]:
-        with translate_errors("rewards read"):
-            return list(
-                await self.pool.fetch(
-                    """SELECT id, name, cost, kind, value, sku, min_tier, valid_days, active
-                         FROM rewards WHERE merchant_id = $1 ORDER BY cost, id""",
-                    merchant,
-                )
-            )
+def reward_options(
+    programme: Programme, tier: str, available: int, catalogue: list[Reward]
+) -> list[RewardOption]:
+    """The rewards a member of ``tier`` may redeem, and which of them it can afford."""
+    return [
+        RewardOption(
+            reward=r.id,
+            name=r.name,
+            cost=r.cost,
+            reward_kind=r.kind,
+            value=r.value,
+            sku=r.sku,
+            min_tier=r.min_tier,
+            affordable=r.cost <= available,
+        )
+        for r in catalogue
+        if r.active and programme.reaches(tier, r.min_tier)
+    ]
 
-    def reward_options(
-        self, programme: Programme, tier: str, available: int, catalogue: list[asyncpg.Record]
-    ) -> list[RewardOption]:
-        return [
-            RewardOption(
-                reward=r["id"],
-                name=r["name"],
-                cost=r["cost"],
-                reward_kind=r["kind"],
-                value=r["value"],
-                sku=r["sku"],
-                min_tier=r["min_tier"],
-                affordable=r["cost"] <= available,
-            )
-            for r in catalogue
-            if r["active"] and programme.reaches(tier, r["min_tier"])
-        ]
+
+#: A code's terms (name, kind, value, sku) are its own, stored as issued: an edit of the
+#: catalogue row since does not change what a code already paid for is worth. NULL only
+#: for a code whose reward row was gone when migration 0112 filled them in: read as before
+#: for a reward missing from the catalogue (a reward created since under the same id is
+#: another reward, not this code's terms).
+CODE_SELECT = """
+    SELECT c.code, c.reward_id, c.member_id, c.status, c.points, c.expires_at, c.issue_op,
+           c.redeemed_op, c.void_op, c.name, c.kind, c.value, c.sku
+      FROM reward_codes c
+"""
+
+
+def code_of(r: asyncpg.Record, balance: Balance | None = None) -> RewardCode:
+    """A ``reward_codes`` row (``CODE_SELECT``) as the protocol's code."""
+    status = r["status"]
+    if status == "issued" and r["expires_at"] <= datetime.now(UTC):
+        status = "expired"
+    return RewardCode(
+        code=r["code"],
+        reward=r["reward_id"],
+        member=r["member_id"],
+        status=status,
+        points=r["points"],
+        expires_at=epoch_ms(r["expires_at"]),
+        name=r["name"] or "",
+        reward_kind=r["kind"] or "",
+        value=r["value"] or 0,
+        sku=r["sku"],
+        balance=None if balance is None else member_balance(balance),
+    )
+
+
+class Rewards:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        ledger: Ledger,
+        programmes: Programmes,
+        members: Members,
+    ) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.programmes = programmes
+        self.members = members
 
     def _code(self, r: asyncpg.Record, balance: Balance | None = None) -> RewardCode:
-        status = r["status"]
-        if status == "issued" and r["expires_at"] <= datetime.now(UTC):
-            status = "expired"
-        return RewardCode(
-            code=r["code"],
-            reward=r["reward_id"],
-            member=r["member_id"],
-            status=status,
-            points=r["points"],
-            expires_at=epoch_ms(r["expires_at"]),
-            name=r["name"] or "",
-            reward_kind=r["kind"] or "",
-            value=r["value"] or 0,
-            sku=r["sku"],
-            balance=None if balance is None else member_balance(balance),
-        )
-
-    #: A code's terms (name, kind, value, sku) are its own, stored as issued: an edit of the
-    #: catalogue row since does not change what a code already paid for is worth. NULL only
-    #: for a code whose reward row was gone when migration 0112 filled them in: read as before
-    #: for a reward missing from the catalogue (a reward created since under the same id is
-    #: another reward, not this code's terms).
-    _CODE_SELECT = """
-        SELECT c.code, c.reward_id, c.member_id, c.status, c.points, c.expires_at, c.issue_op,
-               c.redeemed_op, c.void_op, c.name, c.kind, c.value, c.sku
-          FROM reward_codes c
-    """
+        return code_of(r, balance)
 
     async def _find_code(self, merchant: str, code: str) -> asyncpg.Record | None:
         with translate_errors("code read"):
             return await self.pool.fetchrow(
-                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.code = $2",
+                CODE_SELECT + " WHERE c.merchant_id = $1 AND c.code = $2",
                 merchant,
                 code.upper(),
             )
@@ -117,7 +114,7 @@ class RewardsMixin:
     async def codes(self, merchant: str, member: str, limit: int = 20) -> list[RewardCode]:
         with translate_errors("codes read"):
             rows = await self.pool.fetch(
-                self._CODE_SELECT
+                CODE_SELECT
                 + """ WHERE c.merchant_id = $1 AND c.member_id = $2
                    AND c.status = 'issued' AND c.expires_at > now()
                  ORDER BY c.created_at DESC LIMIT $3""",
@@ -127,16 +124,11 @@ class RewardsMixin:
             )
         return [self._code(r) for r in rows]
 
-    async def redeem_reward(self, origin: Origin, member: str, reward: str, op: str) -> RewardCode:
+    async def redeem(self, origin: Origin, member: str, reward: str, op: str) -> RewardCode:
         merchant = origin.merchant
         programme = await self.programmes.get(merchant)
+        r = await find_reward(self.pool, merchant, reward)
         with translate_errors("reward read"):
-            r = await self.pool.fetchrow(
-                """SELECT id, name, cost, kind, value, sku, min_tier, valid_days, active
-                     FROM rewards WHERE merchant_id = $1 AND id = $2""",
-                merchant,
-                reward,
-            )
             prior = await self.pool.fetchrow(
                 "SELECT member_id, reward_id FROM reward_codes WHERE merchant_id = $1 AND issue_op = $2",
                 merchant,
@@ -150,27 +142,27 @@ class RewardsMixin:
         paid = await self._paid(merchant, op, reward)
         payer = member
         if prior is not None or paid is not None:
-            named = await directory.resolve(self.pool, member)
+            named = await resolve(self.pool, member)
             if prior is not None and (
                 prior["reward_id"] != reward
-                or await directory.resolve(self.pool, prior["member_id"]) != named
+                or await resolve(self.pool, prior["member_id"]) != named
             ):
                 raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
             if paid is not None:
-                if await directory.resolve(self.pool, paid[1]) != named:
+                if await resolve(self.pool, paid[1]) != named:
                     raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
                 payer = paid[1]
         if r is None:
             raise Refused("", ErrorCode.REWARD_NOT_FOUND)
         retry = prior is not None or paid is not None
-        cost = r["cost"] if paid is None else paid[0]
-        if not r["active"] and not retry:
+        cost = r.cost if paid is None else paid[0]
+        if not r.active and not retry:
             raise Refused("", ErrorCode.REWARD_NOT_FOUND)
-        if r["min_tier"] and not retry:
-            prof = await directory.profile(self.pool, merchant, member)
-            if not programme.reaches(prof.tier if prof else "", r["min_tier"]):
+        if r.min_tier and not retry:
+            tier = await self.members.tier(merchant, member)
+            if not programme.reaches(tier, r.min_tier):
                 raise Refused(
-                    f"reward for tier {r['min_tier']} and above", ErrorCode.REWARD_NOT_ELIGIBLE
+                    f"reward for tier {r.min_tier} and above", ErrorCode.REWARD_NOT_ELIGIBLE
                 )
         outcome = await self.ledger.execute(
             Earn(
@@ -189,11 +181,11 @@ class RewardsMixin:
             raise refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)
-        days = r["valid_days"] or programme.code_valid_days
+        days = r.valid_days or programme.code_valid_days
         # The code belongs to whoever holds the member's points now: if a merge moved them
         # since the ledger took them (a retry after a crash, or a merge in between), to the
         # survivor, as the merge moved the member's other codes.
-        owner = await directory.resolve(self.pool, payer)
+        owner = await resolve(self.pool, payer)
         # The code keeps the reward's terms as read with its cost, before the points were
         # taken; a retry of an issued code keeps the terms it was issued with (DO NOTHING).
         with translate_errors("code issue"):
@@ -210,12 +202,12 @@ class RewardsMixin:
                 cost,
                 op,
                 days,
-                r["name"],
-                r["kind"],
-                r["value"],
-                r["sku"],
+                r.name,
+                r.kind,
+                r.value,
+                r.sku,
             )
-            now_owner = await directory.resolve(self.pool, owner)
+            now_owner = await resolve(self.pool, owner)
             if now_owner != owner:  # merged while the code was being inserted: follow it
                 await self.pool.execute(
                     """UPDATE reward_codes SET member_id = $3
@@ -226,7 +218,7 @@ class RewardsMixin:
                     owner,
                 )
             row = await self.pool.fetchrow(
-                self._CODE_SELECT + " WHERE c.merchant_id = $1 AND c.issue_op = $2", merchant, op
+                CODE_SELECT + " WHERE c.merchant_id = $1 AND c.issue_op = $2", merchant, op
             )
         assert row is not None
         return self._code(row, receipt.balance)
@@ -234,15 +226,8 @@ class RewardsMixin:
     async def _applied(self, merchant: str, op: str, kind: str, rule: str) -> SaleReceipt | None:
         """The receipt of the operation of ``kind`` applied under ``op``, if it has a points
         line of ``rule`` (``reward:<id>``, ``void:<code>``)."""
-        with translate_errors("operation read"):
-            raw = await self.pool.fetchval(
-                """SELECT result FROM operations
-                    WHERE merchant_id = $1 AND op_id = $2 AND kind = $3 AND ok""",
-                merchant,
-                op,
-                kind,
-            )
-        data = None if raw is None else decode_outcome(raw).data
+        found = await recorded(self.pool, merchant, op)
+        data = found.outcome.data if found is not None and found.applied(kind) else None
         if isinstance(data, SaleReceipt) and any(b.rule == rule for b in data.breakdown):
             return data
         return None
@@ -252,21 +237,21 @@ class RewardsMixin:
         receipt = await self._applied(merchant, op, "reward", f"reward:{reward}")
         return None if receipt is None else (-receipt.points, receipt.member)
 
-    async def use_code(self, origin: Origin, code: str, op: str) -> RewardCode:
+    async def use(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Redeem a code: one conditional UPDATE, so of two registers presenting it at the same
         instant exactly one succeeds; the other gets ``code_already_redeemed``. An ``op`` names
         one code: the same ``op`` on another code, or an ``op`` the ledger holds for another
         operation, is a changed retry (``idempotency_conflict``)."""
         merchant = origin.merchant
         with translate_errors("code redemption"):
-            taken = await self.pool.fetchval(
-                """SELECT 1 FROM operations WHERE merchant_id = $1 AND op_id = $2
-                   UNION ALL
-                   SELECT 1 FROM reward_codes
-                    WHERE merchant_id = $1 AND redeemed_op = $2 AND code <> $3""",
-                merchant,
-                op,
-                code.upper(),
+            taken = await recorded(self.pool, merchant, op) is not None or bool(
+                await self.pool.fetchval(
+                    """SELECT 1 FROM reward_codes
+                        WHERE merchant_id = $1 AND redeemed_op = $2 AND code <> $3""",
+                    merchant,
+                    op,
+                    code.upper(),
+                )
             )
         if taken:
             raise Refused("", ErrorCode.IDEMPOTENCY_CONFLICT)
@@ -307,7 +292,7 @@ class RewardsMixin:
             )
         )
 
-    async def void_code(self, origin: Origin, code: str, op: str) -> RewardCode:
+    async def void(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""
         merchant = origin.merchant
         with translate_errors("code void"):
@@ -375,3 +360,34 @@ class RewardsMixin:
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)
         return self._code(row, receipt.balance)
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class CodeRows:
+    """A member's reward codes, as a merge and an export treat them
+    (``gateway.members.MemberRows``); they hold no personal data to scrub."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    async def move(self, conn: Any, merchant: str, source: str, survivor: str) -> dict[str, int]:
+        status = await conn.execute(
+            "UPDATE reward_codes SET member_id = $3 WHERE merchant_id = $1 AND member_id = $2",
+            merchant,
+            source,
+            survivor,
+        )
+        return {"codes": _count(status)}
+
+    async def scrub(self, conn: Any, members: list[str]) -> None:
+        return None
+
+    async def export(self, merchant: str, member: str) -> dict[str, Any]:
+        with translate_errors("export"):
+            rows = await self._pool.fetch(
+                CODE_SELECT + " WHERE c.merchant_id = $1 AND c.member_id = $2", merchant, member
+            )
+        return {"codes": [msgspec.to_builtins(code_of(r)) for r in rows]}

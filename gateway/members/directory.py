@@ -1,51 +1,45 @@
-"""Merchants and members: creation and lookup (the programme's directory)."""
+"""Members and their identities and profiles: creation, enrolment, lookup (the programme's
+directory). Owns the tables members, member_identities and member_profiles; a member's points
+account is the ledger's, opened in the same transaction as the member."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from gateway.errors import Refused
-from gateway.ledger.queries import SURVIVORS
+from gateway.ledger import account_closing, merge_chain, open_accounts, survivor
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
-
-
-async def create_merchant(
-    conn: Any,
-    merchant: str,
-    name: str = "",
-    points_per_unit: Decimal | int = 1,
-    currency: str = "USD",
-) -> None:
-    await conn.execute(
-        """INSERT INTO merchants (id, name, points_per_unit, currency) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (id) DO NOTHING""",
-        merchant,
-        name or merchant,
-        Decimal(points_per_unit),
-        currency,
-    )
 
 
 async def create_members(
     conn: asyncpg.Connection[Any] | asyncpg.Pool[Any], merchant: str, members: list[str]
 ) -> None:
     """Create members with empty accounts (idempotent)."""
-    await conn.execute(
-        """WITH m AS (
-             INSERT INTO members (id, merchant_id)
-             SELECT id, $1 FROM unnest($2::text[]) AS t(id)
-             ON CONFLICT (id) DO NOTHING RETURNING id, merchant_id)
-           INSERT INTO accounts (member_id, merchant_id) SELECT id, merchant_id FROM m""",
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c, c.transaction():
+            await _create_members(c, merchant, members)
+    else:
+        async with conn.transaction():
+            await _create_members(conn, merchant, members)
+
+
+async def _create_members(conn: Any, merchant: str, members: list[str]) -> None:
+    created = await conn.fetch(
+        """INSERT INTO members (id, merchant_id) SELECT id, $1 FROM unnest($2::text[]) AS t(id)
+           ON CONFLICT (id) DO NOTHING RETURNING id""",
         merchant,
         members,
     )
+    await open_accounts(conn, merchant, [r["id"] for r in created])
 
 
 # --------------------------------------------------------------------------- identities
@@ -121,34 +115,27 @@ async def find_member(
     return member
 
 
-# Whether an identity is ``$4``'s own or one of its merged duplicates' (through any chain of
-# merges): from the identity's holder up the chain of merges, by primary key only, so an
-# identity of someone else costs one more index probe than an unknown one, never a scan (a
-# walk down from ``$4`` would need every account merged into it: a scan of ``accounts``).
-_IDENTIFIES = """
-WITH RECURSIVE up(id, depth) AS (
-    SELECT member_id, 0 FROM member_identities
-     WHERE merchant_id = $1 AND kind = $2 AND value = $3
-  UNION ALL
-    SELECT a.merged_into, up.depth + 1 FROM up JOIN accounts a ON a.member_id = up.id
-     WHERE a.merged_into IS NOT NULL AND up.depth < 32
-)
-SELECT EXISTS (SELECT 1 FROM up WHERE id = $4)
+_HOLDER = """
+SELECT member_id FROM member_identities WHERE merchant_id = $1 AND kind = $2 AND value = $3
 """
 
 
 async def identifies(conn: Any, merchant: str, kind: str, value: str, member: str) -> bool:
-    """Whether the identity is ``member``'s (or a duplicate's merged into it)."""
+    """Whether the identity is ``member``'s (or a duplicate's merged into it). The same two
+    reads whatever the answers (the identity's holder; the chain of merges up from it, by
+    primary key, never a scan), so an app cannot tell by the time whether someone else holds
+    it (a walk down from ``member`` would need every account merged into it: a scan of the
+    accounts), and the answer says only whether it is the app's own."""
     with translate_errors("identity lookup"):
-        return bool(await conn.fetchval(_IDENTIFIES, merchant, kind, value, member))
+        holder = await conn.fetchval(_HOLDER, merchant, kind, value)
+    chain = await merge_chain(conn, holder or "")
+    return holder is not None and member in chain
 
 
 async def resolve(conn: Any, member: str) -> str:
     """The member that holds ``member``'s points now: itself, or the survivor it was merged
     into (following later merges of that survivor too)."""
-    with translate_errors("member resolve"):
-        found = await conn.fetchrow(SURVIVORS, [member])
-    return member if found is None else str(found["survivor"])
+    return await survivor(conn, member)
 
 
 async def enrol(
@@ -189,21 +176,14 @@ async def enrol(
                             # FOR UPDATE): erased, its identities are gone and the next pass
                             # enrols afresh, rather than giving the erased member personal
                             # data again.
-                            closed = await conn.fetchval(
-                                """SELECT closed_at IS NOT NULL FROM accounts
-                                    WHERE member_id = $1 FOR KEY SHARE""",
-                                owner,
-                            )
-                            if closed:
+                            if await account_closing(conn, owner):
                                 raise _Lost()
                             await _attach(conn, merchant, owner, kinds, values)
                             return owner, False
                         member = new_member_id()
                         await conn.execute(
                             """WITH m AS (INSERT INTO members (id, merchant_id) VALUES ($1, $2)
-                                          RETURNING id, merchant_id),
-                                    a AS (INSERT INTO accounts (member_id, merchant_id)
-                                          SELECT id, merchant_id FROM m)
+                                          RETURNING id, merchant_id)
                                INSERT INTO member_profiles
                                       (member_id, merchant_id, name, enrolled_channel,
                                        enrolled_store)
@@ -214,6 +194,7 @@ async def enrol(
                             channel,
                             store,
                         )
+                        await open_accounts(conn, merchant, [member])
                         got = await _attach(conn, merchant, member, kinds, values)
                         if got != len(kinds):
                             raise _Lost()
@@ -236,3 +217,78 @@ async def _attach(
         values,
     )
     return len(rows)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+async def set_tier(conn: Any, merchant: str, member: str, old: str, new: str) -> bool:
+    """Move the member from tier ``old`` to ``new``, only if it is still in ``old`` (a
+    concurrent change wins; the caller reads again)."""
+    with translate_errors("tier update"):
+        changed = await conn.fetchval(
+            """INSERT INTO member_profiles (member_id, merchant_id, tier, tier_since)
+               VALUES ($1, $2, $4, now())
+               ON CONFLICT (member_id) DO UPDATE SET tier = $4, tier_since = now()
+                WHERE member_profiles.tier = $3
+               RETURNING 1""",
+            member,
+            merchant,
+            old,
+            new,
+        )
+    return bool(changed)
+
+
+async def tiers_of(conn: Any, merchant: str) -> dict[str, str]:
+    """Every member of the merchant and its tier ('' for none)."""
+    with translate_errors("tier read"):
+        rows = await conn.fetch(
+            """SELECT m.id, COALESCE(p.tier, '') AS tier
+                 FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
+                WHERE m.merchant_id = $1""",
+            merchant,
+        )
+    return {r["id"]: r["tier"] for r in rows}
+
+
+class Owners:
+    """The merchant each member belongs to, cached (a member never changes merchant). Lookups
+    of one member already under way are shared: when a node's clients all reconnect at once,
+    each member costs one query, not one per session."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], size: int = 100_000) -> None:
+        self._pool = pool
+        self._size = size
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
+
+    async def of(self, member: str) -> str | None:
+        owner = self._owners.get(member)
+        if owner is not None:
+            self._owners.move_to_end(member)
+            return owner
+        pending = self._lookups.get(member)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(member))
+            self._lookups[member] = pending
+            pending.add_done_callback(functools.partial(self._done, member))
+        return await asyncio.shield(pending)
+
+    def _done(self, member: str, done: asyncio.Future[str | None]) -> None:
+        if self._lookups.get(member) is done:
+            del self._lookups[member]
+        if not done.cancelled():
+            done.exception()  # retrieved here too, should every waiter have gone
+
+    async def _lookup(self, member: str) -> str | None:
+        with translate_errors("member lookup"):
+            owner = await self._pool.fetchval(
+                "SELECT merchant_id FROM members WHERE id = $1", member
+            )
+        assert owner is None or isinstance(owner, str)
+        if owner is not None:
+            self._owners[member] = owner
+            if len(self._owners) > self._size:
+                self._owners.popitem(last=False)
+        return owner

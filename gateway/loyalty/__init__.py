@@ -1,1 +1,0 @@
-"""The loyalty programme: identity, earning rules, tiers, rewards, returns, history."""

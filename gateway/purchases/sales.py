@@ -1,0 +1,128 @@
+"""A sale's points, posted by the ledger with the sale's purchase-history row in one
+transaction (group-committed): history and points can never disagree. A retry with the same
+op replays the first receipt, even if the rules or the member's tier changed in between (the
+ledger identifies a sale by what was bought)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from gateway.ledger import AttachmentKind, Earn, Ledger, Origin
+from gateway.members import Members
+from gateway.programme import Programmes
+from gateway.purchases.earning import Earning, detail_fingerprint, sale_detail
+from gateway.purchases.history import history
+from protocol.loyalty import History, PurchaseLine
+from protocol.messages import Outcome, Sale
+
+#: The purchase-history row of an applied sale, written in its earn's transaction.
+SALE_HISTORY = AttachmentKind(
+    "sales",
+    """INSERT INTO sales (merchant_id, op_id, member_id, channel, store_id, terminal_id, total,
+                    points, breakdown, lines, line_points, fingerprint, created_at)
+SELECT m, o, mb, ch, st, te, tot, pts, bd::jsonb, ln::jsonb, lp::jsonb, decode(fp, 'hex'), {at}
+  FROM json_to_recordset({rows}::json)
+       AS s(m text, o text, mb text, ch text, st text, te text, tot int8, pts int8, bd text,
+            ln text, lp text, fp text)
+ON CONFLICT (merchant_id, op_id) DO NOTHING
+RETURNING 1""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SaleRow:
+    """The purchase behind a sale's earn (``SALE_HISTORY``)."""
+
+    total: int
+    lines: bytes
+    """JSON list of {sku, qty, price, category, name}."""
+    breakdown: bytes
+    """JSON list of the receipt's points lines."""
+    fingerprint: bytes
+    line_points: bytes | None = None
+    """JSON list of each line's exact points (decimal strings; None for a sale without
+    lines): a return of some lines claws back their share of the sale's points."""
+
+    @property
+    def kind(self) -> AttachmentKind:
+        return SALE_HISTORY
+
+    def row(self, op: Earn, outcome: Outcome) -> Mapping[str, Any] | None:
+        if not outcome.ok:
+            return None
+        o = op.origin
+        return {
+            "m": o.merchant,
+            "o": op.op,
+            "mb": op.member,
+            "ch": o.channel,
+            "st": o.store,
+            "te": o.terminal,
+            "tot": self.total,
+            "pts": getattr(outcome.data, "points", op.points),
+            "bd": self.breakdown.decode(),
+            "ln": self.lines.decode(),
+            "lp": None if self.line_points is None else self.line_points.decode(),
+            "fp": self.fingerprint.hex(),
+        }
+
+
+class Sales:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], ledger: Ledger, programmes: Programmes, members: Members
+    ) -> None:
+        self._pool = pool
+        self._ledger = ledger
+        self._programmes = programmes
+        self._members = members
+        self.earning = Earning(pool, programmes)
+
+    async def record(self, origin: Origin, frame: Sale) -> Outcome:
+        """Points for a sale under the merchant's rules and the member's tier."""
+        merchant = origin.merchant
+        programme = await self._programmes.get(merchant)
+        tier = ""
+        if programme.tiers:  # the tier multiplier needs the member's tier
+            tier = await self._members.tier(merchant, frame.member)
+        computed = await self.earning.compute(merchant, frame, tier)
+        detail = sale_detail(frame)
+        lines = [
+            PurchaseLine(sku=ln.sku, qty=ln.qty, price=ln.price, category=ln.category, name=ln.name)
+            for ln in frame.lines
+        ]
+        return await self._ledger.execute(
+            Earn(
+                op=frame.op,
+                member=frame.member,
+                points=computed.points,
+                origin=origin,
+                kind="earn",
+                breakdown=computed.breakdown,
+                detail=detail,
+                sale=True,
+                attached=(
+                    SaleRow(
+                        total=frame.total,
+                        lines=msgspec.json.encode(lines),
+                        breakdown=msgspec.json.encode(list(computed.breakdown)),
+                        fingerprint=detail_fingerprint(detail),
+                        line_points=(
+                            msgspec.json.encode(computed.weights) if computed.weights else None
+                        ),
+                    ),
+                ),
+            )
+        )
+
+    async def history(
+        self, merchant: str, member: str, before: str | None = None, limit: int = 20
+    ) -> History:
+        purchases, nxt = await history(
+            self._pool, merchant, member, None if before is None else int(before), limit
+        )
+        return History(member=member, purchases=purchases, next=nxt)
