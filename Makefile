@@ -64,14 +64,11 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Skipped until pyproject.toml has a [tool.importlinter] section (lint-imports fails without
-# contracts); from then on a broken contract fails make test.
+# The architecture's contracts (pyproject.toml [tool.importlinter]); then the import graph's
+# cycles, back-imports and module sizes (scripts/import_cycles.py), which must all be zero.
 importlint: $(STAMP)
-	@if grep -q '^\[tool.importlinter\]' pyproject.toml; then \
-	  echo "$(BIN)/lint-imports"; $(BIN)/lint-imports; \
-	else \
-	  echo "no import contracts yet"; \
-	fi
+	$(BIN)/lint-imports
+	$(BIN)/python -m scripts.import_cycles --check
 
 pytest: $(STAMP)
 	$(BIN)/python -m scripts.services --ensure -- $(BIN)/python -m pytest $(PYTEST_ARGS)

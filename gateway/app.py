@@ -51,20 +51,25 @@ class Node:
     def __init__(self, settings: Settings, redis_prefix: str = "lg") -> None:
         s = settings
         self.settings = settings
-        self.keys = keys = Keys(redis_prefix)
-        self.metrics = metrics = Metrics()
+        self.keys = Keys(redis_prefix)
+        self.metrics = Metrics()
         self.collector = CollectorPolicy(s.server.gc_freeze_seconds, s.server.gc_full_seconds)
-        self.pool = pool = new_pool(
-            s.store.database_url, s.store.db_pool_size, s.store.command_timeout
-        )
-        self.redis = redis = create_client(s.store.redis_url)
+        self.pool = new_pool(s.store.database_url, s.store.db_pool_size, s.store.command_timeout)
+        self.redis = create_client(s.store.redis_url)
         #: The cache epoch, shared by the node's cache writers (``store/keys.py``).
-        self.epoch = epoch = CacheEpoch()
+        self.epoch = CacheEpoch()
+        self._ledger_and_fanout()
+        self._domain()
+        self._transports()
+        self.started_at = time.time()
+        self._background: asyncio.Task[None] | None = None
 
-        # The ledger and the fan-out it tells.
+    def _ledger_and_fanout(self) -> None:
+        """The ledger and the fan-out it tells."""
+        s, pool, redis, keys = self.settings, self.pool, self.redis, self.keys
         versions = Versions()
-        self.reads = reads = Reads(pool, redis, keys, epoch, versions)
-        self.publisher = publisher = Publisher(redis, keys, epoch=epoch)
+        self.reads = reads = Reads(pool, redis, keys, self.epoch, versions)
+        self.publisher = publisher = Publisher(redis, keys, epoch=self.epoch)
         self.presence = presence = PresenceBook(
             redis,
             keys,
@@ -95,59 +100,74 @@ class Node:
             published=relay,
             versions=versions,
             attachments=purchases.ATTACHMENTS,
-            on_batch=metrics.ledger_batch,
+            on_batch=self.metrics.ledger_batch,
         )
         self.sweeper = Sweeper(pool, ledger, s.ledger.sweep_interval)
-        self.events = events = MemberEvents(redis, keys, lambda: registry.sessions)
-        self.heartbeat = heartbeat = Heartbeat(lambda: registry.sessions, s.session.heartbeat)
+        self.events = MemberEvents(redis, keys, lambda: registry.sessions)
+        self.heartbeat = Heartbeat(lambda: registry.sessions, s.session.heartbeat)
 
-        # The domain.
+    def _domain(self) -> None:
+        """The domain services, each over what it needs."""
+        pool, ledger, events = self.pool, self.ledger, self.events
         self.programmes = programmes = Programmes(pool)
-        self.owners = owners = Owners(pool)
-        self.members = members = Members(pool, programmes, reads, s.auth.jwt_secret)
-        self.sales = sales = Sales(pool, ledger, programmes, members)
-        self.returns = returns = Returns(pool, ledger)
+        self.owners = Owners(pool)
+        self.members = members = Members(
+            pool, programmes, self.reads, self.settings.auth.jwt_secret
+        )
+        self.sales = Sales(pool, ledger, programmes, members)
+        self.returns = Returns(pool, ledger)
         self.tiers = tiers = Tiers(pool, programmes, members, events)
-        self.rewards = rewards = Rewards(pool, ledger, programmes, members)
+        self.rewards = Rewards(pool, ledger, programmes, members)
         member_rows = (PurchaseRows(pool), CodeRows(pool))
         self.merger = Merger(pool, ledger, member_rows, tiers, events)
         self.privacy = Privacy(pool, members, member_rows)
         self.expiry = PointsExpiry(pool, ledger)
 
-        # The transports.
+    def _transports(self) -> None:
+        """The websocket endpoint and its commands, the admin API, the ops endpoints."""
+        s = self.settings
         verify = functools.partial(
             auth.verify, s.auth.jwt_secret, leeway=s.auth.leeway, keys=s.auth.merchant_keys
         )
-        scope = Scope(owners.of)
+        scope = Scope(self.owners.of)
         self.router = router = Router()
-        subscriptions = sessions.register(router, feeds, scope, verify, s.session.max_subscriptions)
+        subscriptions = sessions.register(
+            router, self.feeds, scope, verify, s.session.max_subscriptions
+        )
         commands.register(
             router,
-            commands.Points(ledger, reads, scope),
+            commands.Points(self.ledger, self.reads, scope),
             commands.Loyalty(
-                scope, members, sales, returns, tiers, rewards, programmes, subscriptions
+                scope,
+                self.members,
+                self.sales,
+                self.returns,
+                self.tiers,
+                self.rewards,
+                self.programmes,
+                subscriptions,
             ),
         )
         self.endpoint = Endpoint(
             s.session,
             s.server.node_id,
-            registry,
+            self.registry,
             router,
-            heartbeat,
-            presence,
-            feeds,
+            self.heartbeat,
+            self.presence,
+            self.feeds,
             verify,
-            owners.of,
-            metrics,
+            self.owners.of,
+            self.metrics,
             s.server.drain_seconds,
         )
         self.admin = AdminApi(
             AdminServices(
-                config=ProgrammeConfig(pool, programmes),
-                members=members,
-                sales=sales,
-                tiers=tiers,
-                rewards=rewards,
+                config=ProgrammeConfig(self.pool, self.programmes),
+                members=self.members,
+                sales=self.sales,
+                tiers=self.tiers,
+                rewards=self.rewards,
                 merger=self.merger,
                 privacy=self.privacy,
                 expiry=self.expiry,
@@ -155,13 +175,14 @@ class Node:
             s.auth.admin_token,
             s.auth.merchant_keys,
         )
-        self.broadcasts = Broadcasts(redis, keys, s.auth.admin_token, s.auth.merchant_keys)
-        self.readiness = Readiness(pool, redis, lambda: registry.draining, metrics)
-        self.ops = Ops(
-            s.server.node_id, lambda: len(registry), self.readiness, metrics, self._gauges
+        self.broadcasts = Broadcasts(
+            self.redis, self.keys, s.auth.admin_token, s.auth.merchant_keys
         )
-        self.started_at = time.time()
-        self._background: asyncio.Task[None] | None = None
+        registry = self.registry
+        self.readiness = Readiness(self.pool, self.redis, lambda: registry.draining, self.metrics)
+        self.ops = Ops(
+            s.server.node_id, lambda: len(registry), self.readiness, self.metrics, self._gauges
+        )
 
     # ---------------------------------------------------------------- what tests read
     @property

@@ -104,6 +104,8 @@ def compute(
         return _compute(programme, total, lines, tier_def, active, promos)
 
 
+# long function: one pass over the lines, then the rounding, in the order the module doc states
+# the rules; split, each part would need most of the others' locals.
 def _compute(
     programme: Programme,
     total: int,

@@ -205,31 +205,9 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
     def fail(code: ErrorCode, message: str = "") -> _Refusal:
         return _Refusal(refuse(frame.op, code, message))
 
-    # A retry first: found by its op, whichever of a merged pair it names.
-    mine = await conn.fetchrow(
-        """SELECT member_id, fingerprint, clawback, restored FROM sale_returns
-            WHERE merchant_id = $1 AND op_id = $2 FOR UPDATE""",
-        merchant,
-        frame.op,
-    )
-    if mine is not None:
-        if mine["fingerprint"] != fp:
-            raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
-        if not await _same_member(conn, frame.member, mine["member_id"]):
-            raise fail(ErrorCode.SALE_NOT_FOUND)
-    held = await recorded(conn, merchant, frame.op)
-    if held is not None and held.kind != "return":
-        # Another command took the op id. Refused before a row is written, so that no row of
-        # a return that can never apply is left to count should this node stop right here.
-        raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
-    if mine is not None:
-        replay = held.outcome if held is not None else None
-        if replay is not None and not replay.ok:
-            raise _Refusal(replay)
-        return PlannedReturn(
-            mine["member_id"], frame.sale, mine["clawback"], mine["restored"], fp, replay
-        )
-
+    retried = await _retried(conn, merchant, frame, fp, fail)
+    if retried is not None:
+        return retried
     sale = await conn.fetchrow(
         """SELECT member_id, total, points, lines, line_points FROM sales
             WHERE merchant_id = $1 AND op_id = $2
@@ -287,6 +265,38 @@ async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedRe
         fp,
     )
     return PlannedReturn(frame.member, frame.sale, clawback, restored, fp)
+
+
+async def _retried(
+    conn: Any, merchant: str, frame: Return, fp: bytes, fail: Any
+) -> PlannedReturn | None:
+    """A retry of a return already planned (found by its op, whichever of a merged pair it
+    names), refused if it changed; None for a new return, refused if another command took
+    its op id."""
+    mine = await conn.fetchrow(
+        """SELECT member_id, fingerprint, clawback, restored FROM sale_returns
+            WHERE merchant_id = $1 AND op_id = $2 FOR UPDATE""",
+        merchant,
+        frame.op,
+    )
+    if mine is not None:
+        if mine["fingerprint"] != fp:
+            raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
+        if not await _same_member(conn, frame.member, mine["member_id"]):
+            raise fail(ErrorCode.SALE_NOT_FOUND)
+    held = await recorded(conn, merchant, frame.op)
+    if held is not None and held.kind != "return":
+        # Another command took the op id. Refused before a row is written, so that no row of
+        # a return that can never apply is left to count should this node stop right here.
+        raise fail(ErrorCode.IDEMPOTENCY_CONFLICT)
+    if mine is None:
+        return None
+    replay = held.outcome if held is not None else None
+    if replay is not None and not replay.ok:
+        raise _Refusal(replay)
+    return PlannedReturn(
+        mine["member_id"], frame.sale, mine["clawback"], mine["restored"], fp, replay
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,16 @@ class Rewards:
             raise refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)
-        days = r.valid_days or programme.code_valid_days
+        row = await self._issue(
+            merchant, op, r, cost, r.valid_days or programme.code_valid_days, payer
+        )
+        assert row is not None
+        return self._code(row, receipt.balance)
+
+    async def _issue(
+        self, merchant: str, op: str, r: Reward, cost: int, days: int, payer: str
+    ) -> asyncpg.Record:
+        """The code of the redemption ``op``, issued once (a retry finds the first)."""
         # The code belongs to whoever holds the member's points now: if a merge moved them
         # since the ledger took them (a retry after a crash, or a merge in between), to the
         # survivor, as the merge moved the member's other codes.
@@ -198,7 +207,7 @@ class Rewards:
                 merchant,
                 new_code(),
                 owner,
-                reward,
+                r.id,
                 cost,
                 op,
                 days,
@@ -221,7 +230,8 @@ class Rewards:
                 CODE_SELECT + " WHERE c.merchant_id = $1 AND c.issue_op = $2", merchant, op
             )
         assert row is not None
-        return self._code(row, receipt.balance)
+        record: asyncpg.Record = row
+        return record
 
     async def _applied(self, merchant: str, op: str, kind: str, rule: str) -> SaleReceipt | None:
         """The receipt of the operation of ``kind`` applied under ``op``, if it has a points

@@ -131,22 +131,28 @@ async def _close(session: Session, code: CloseCode, reason: str) -> None:
 
 
 async def _serve(ep: Endpoint, session: Session) -> None:
-    cfg = ep.settings
-    # --- authentication: the first frame must be a valid hello
+    hello = await _hello(ep, session)
+    if hello is not None and await _welcome(ep, session, *hello):
+        await _commands(ep, session)
+
+
+async def _hello(ep: Endpoint, session: Session) -> tuple[Hello, int] | None:
+    """The first frame, which must be a ``hello`` of a version this node speaks; None when it
+    is not (the session is closed with why)."""
     try:
-        async with asyncio.timeout(cfg.auth_timeout):
+        async with asyncio.timeout(ep.settings.auth_timeout):
             msg = await _receive(ep, session)
     except TimeoutError:
         await _close(session, CloseCode.AUTH_TIMEOUT, "no hello in time")
-        return
+        return None
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-        return
+        return None
     try:
         frame = decode_client(msg.data)
     except DecodeError as exc:
         session.send(Error(id=exc.request_id, code=exc.code.value, message=exc.message))
         await _close(session, CloseCode.PROTOCOL_VIOLATION, "first frame must be hello")
-        return
+        return None
     if not isinstance(frame, Hello):
         session.send(
             Error(
@@ -156,7 +162,7 @@ async def _serve(ep: Endpoint, session: Session) -> None:
             )
         )
         await _close(session, CloseCode.TOKEN_INVALID, "not authenticated")
-        return
+        return None
     version = negotiate(frame.versions)
     if version is None:
         session.send(
@@ -167,7 +173,13 @@ async def _serve(ep: Endpoint, session: Session) -> None:
             )
         )
         await _close(session, CloseCode.UNSUPPORTED_VERSION, "unsupported version")
-        return
+        return None
+    return frame, version
+
+
+async def _welcome(ep: Endpoint, session: Session, frame: Hello, version: int) -> bool:
+    """Check the hello's token (and, for an app, its member and the member's session limit),
+    then welcome the session; False when it was closed instead."""
     try:
         principal = ep.verify(frame.token)  # the node's secret, keys, leeway
     except AuthError as exc:
@@ -178,7 +190,7 @@ async def _serve(ep: Endpoint, session: Session) -> None:
             else CloseCode.TOKEN_INVALID
         )
         await _close(session, code, exc.message)
-        return
+        return False
     member_scoped = principal.kind == "app" and principal.member is not None
     if member_scoped:
         # The token's member must be one of the token's merchant: else it would count in (and
@@ -188,28 +200,28 @@ async def _serve(ep: Endpoint, session: Session) -> None:
         except GatewayError as exc:
             session.send(error_frame(frame.id, exc))
             await _close(session, CloseCode.INTERNAL, "store unavailable: reconnect")
-            return
+            return False
         if owner != principal.merchant:
             session.send(
                 error_frame(frame.id, AuthError("the token's member is not its merchant's"))
             )
             await _close(session, CloseCode.TOKEN_INVALID, "token member unknown")
-            return
+            return False
     if member_scoped and not await ep.presence.join(session.id, principal):
         await _close(session, CloseCode.MEMBER_SESSIONS_FULL, "member has too many sessions")
-        return
+        return False
     session.principal = principal
     ep.registry.admit(session)
     if ep.registry.draining:
         await _close(session, CloseCode.DRAINING, "node draining: reconnect to another node")
-        return
+        return False
     session.send(
         Welcome(
             id=frame.id,
             version=version,
             session=session.id,
             node=ep.node_id,
-            heartbeat_ms=int(cfg.heartbeat * 1000),
+            heartbeat_ms=int(ep.settings.heartbeat * 1000),
             scope=Scope(
                 kind=principal.kind,
                 merchant=principal.merchant,
@@ -220,7 +232,12 @@ async def _serve(ep: Endpoint, session: Session) -> None:
             ),
         )
     )
-    # --- command loop
+    return True
+
+
+async def _commands(ep: Endpoint, session: Session) -> None:
+    """Read and run commands until the session closes, then let the running ones finish."""
+    cfg = ep.settings
     while not session.closing:
         msg = await _receive(ep, session)
         if session.closing:
