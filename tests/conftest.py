@@ -1,5 +1,9 @@
-"""Shared fixtures: a database and a Redis key space of this run's own, and helpers to run
-real gateway nodes and talk to them.
+"""The one set of shared fixtures: a database and a Redis key space of this run's own; an HTTP
+client; a running node (``rn``) with a merchant of its own and POS and app sessions on it
+(``merchant``, ``clients``); and a world of two merchants and their members (``world``: three
+members, or as many as a ``pytest.mark.world(members=N)`` on the test or its module asks).
+The helpers they use are in tests/support.py (nodes, clients, tokens), tests/live_support.py
+(live sessions) and tests/loyalty_support.py (the programme's commands).
 
 Connection settings come from DATABASE_URL / REDIS_URL (defaults: the local servers). Each
 test run creates a database named ``lg_test_<random>`` and drops it at the end, and uses a
@@ -16,12 +20,18 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.schema import migrate
+
+if TYPE_CHECKING:
+    from tests.loyalty_support import Clients
+    from tests.support import RunningNode
 
 BASE_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -130,3 +140,47 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client with no limit on its connections (tests open hundreds of sessions)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        yield s
+
+
+@pytest.fixture
+async def world(pg_dsn: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Two merchants: ``merchant`` with ``members``, ``other_merchant`` with ``foreign``."""
+    from tests.live_support import make_world
+
+    marker = request.node.get_closest_marker("world")
+    members = 3 if marker is None else int(marker.kwargs.get("members", 3))
+    return await make_world(pg_dsn, members=members)
+
+
+@pytest.fixture
+async def rn(pg_dsn: str, redis_prefix: str) -> AsyncIterator[RunningNode]:
+    """One gateway node in this process, on this run's database and key space."""
+    from tests.support import running_node, settings_for
+
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "ly"), redis_prefix) as node:
+        yield node
+
+
+@pytest.fixture
+async def merchant(pg_dsn: str) -> str:
+    """A merchant of its own, with a programme of defaults."""
+    from tests.loyalty_support import new_merchant
+
+    return await new_merchant(pg_dsn)
+
+
+@pytest.fixture
+async def clients(http: aiohttp.ClientSession, rn: RunningNode) -> AsyncIterator[Clients]:
+    """POS and app sessions on ``rn``, closed at the end."""
+    from tests.loyalty_support import Clients
+
+    c = Clients(http, rn.url)
+    yield c
+    await c.close()

@@ -59,7 +59,7 @@ def settings_for(pg_dsn: str, redis_url: str, node_id: str = "t", **session: Any
             # A node embedded in the pytest process must not freeze that process's heap: the
             # test loop (plain asyncio) leaves its closed transports to the cyclic collector,
             # and frozen they would never be reclaimed. Node processes (NodeProcess) run the
-            # policy as deployed; tests/gateway/test_collector.py checks its mechanics.
+            # policy as deployed; tests/test_collector.py checks its mechanics.
             "GATEWAY_GC_FREEZE_SECONDS": "0",
         }
     )

@@ -67,5 +67,6 @@ class Router:
             raise Refused("unsupported command", ErrorCode.UNKNOWN_TYPE)
         return await route.handler(call, frame)
 
-    def frame_types(self) -> list[type]:
-        return list(self._routes)
+    def routes(self) -> dict[type, Route]:
+        """Every frame type with a handler, and its route."""
+        return dict(self._routes)

@@ -70,7 +70,7 @@ class _HiredisPacking(AbstractConnection):
     """Packs each command with hiredis's C encoder. redis-py's asyncio connections pack in
     Python, one type check and one bytes join per argument: a publish of 13 changes (83
     arguments) took 71 us to pack there and 10 us here; one change, 9.4 against 1.4 us
-    (2026-11-24). The bytes are the same (``tests/gateway/test_redis_packing.py``)."""
+    (2026-11-24). The bytes are the same (``tests/store/test_redis_packing.py``)."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         name = args[0]

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.api import admin, openapi
 from tests.conftest import unique
-from tests.loyalty.world import ADMIN, member_with_points, ok, phone, setup_db
+from tests.loyalty_support import ADMIN, member_with_points, ok, phone, setup_db
 
 
 class Api:

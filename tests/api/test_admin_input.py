@@ -12,7 +12,7 @@ import pytest
 from tests.api import test_admin_api
 from tests.api.test_admin_api import Api
 from tests.conftest import unique
-from tests.loyalty.world import ADMIN, enrol, ok, phone
+from tests.loyalty_support import ADMIN, enrol, ok, phone
 
 api = test_admin_api.api  # the fixture: a merchant with a programme
 

@@ -21,7 +21,7 @@ from gateway.settings import Settings
 from protocol.codes import CloseCode
 from protocol.messages import Error, Welcome
 from tests.conftest import REDIS_URL, unique
-from tests.loyalty.world import ADMIN, new_merchant, ok, phone
+from tests.loyalty_support import ADMIN, new_merchant, ok, phone
 from tests.support import SECRET, RunningNode, WsClient, running_node, settings_for
 
 KEY_A = "a" * 40

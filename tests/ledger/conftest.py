@@ -31,7 +31,7 @@ class LedgerWorld:
 
 
 @pytest.fixture
-async def world(pg_dsn: str, redis_prefix: str) -> AsyncIterator[LedgerWorld]:
+async def ledger_world(pg_dsn: str, redis_prefix: str) -> AsyncIterator[LedgerWorld]:
     db = await asyncpg.connect(pg_dsn)
     redis = aioredis.Redis.from_url(REDIS_URL)
     keys = Keys(redis_prefix)

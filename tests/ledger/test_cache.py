@@ -16,17 +16,16 @@ import redis.asyncio as aioredis
 from gateway.fanout import Publisher
 from gateway.ledger import Change, Earn, Entry, Reads
 from gateway.ledger.balances import entry_change
-from gateway.members import Owners
 from gateway.store.keys import FILL_BALANCE
 from tests.conftest import unique
 from tests.ledger.conftest import LedgerWorld
 
 
 @pytest.fixture
-async def reads(world: LedgerWorld, pg_dsn: str) -> AsyncIterator[Reads]:
+async def reads(ledger_world: LedgerWorld, pg_dsn: str) -> AsyncIterator[Reads]:
     """Reads as another node would do them: it committed nothing (no local version floor)."""
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
-    yield Reads(pool, world.redis, world.keys)
+    yield Reads(pool, ledger_world.redis, ledger_world.keys)
     await pool.close()
 
 
@@ -55,9 +54,9 @@ async def lose_redis_data(w: LedgerWorld, member: str) -> None:
 
 
 async def test_a_write_composed_before_redis_lost_its_data_is_not_served(
-    world: LedgerWorld, reads: Reads
+    ledger_world: LedgerWorld, reads: Reads
 ):
-    w, m = world, world.members[0]
+    w, m = ledger_world, ledger_world.members[0]
     await earn(w, m, 10)
     v2 = await earn(w, m, 5)
     publisher = Publisher(w.redis, w.keys)
@@ -82,9 +81,9 @@ async def test_a_write_composed_before_redis_lost_its_data_is_not_served(
 
 
 async def test_a_failed_publish_raises_the_floor_and_a_late_fill_cannot_lower_it(
-    world: LedgerWorld, reads: Reads
+    ledger_world: LedgerWorld, reads: Reads
 ):
-    w, m = world, world.members[1]
+    w, m = ledger_world, ledger_world.members[1]
     v1 = await earn(w, m, 10)
     for _ in range(2):  # the first read may only learn the epoch; the second fills
         assert (await reads.balance(m)).version == v1
@@ -106,10 +105,12 @@ async def test_a_failed_publish_raises_the_floor_and_a_late_fill_cannot_lower_it
     assert (bal.version, bal.posted) == (v2, 15)
 
 
-async def test_the_relay_republishes_without_writing_an_old_value(world: LedgerWorld, reads: Reads):
+async def test_the_relay_republishes_without_writing_an_old_value(
+    ledger_world: LedgerWorld, reads: Reads
+):
     """The relay holds entries, not the account's latest state: with Redis emptied since, it
     may only raise floors, or a republished v1 would hide a v2 that was published and lost."""
-    w, m = world, world.members[2]
+    w, m = ledger_world, ledger_world.members[2]
     await earn(w, m, 10)
     v2 = await earn(w, m, 5)
     await lose_redis_data(w, m)
@@ -119,14 +120,16 @@ async def test_the_relay_republishes_without_writing_an_old_value(world: LedgerW
     assert (bal.version, bal.posted) == (v2, 15)
 
 
-async def test_rebuild_fills_every_account_across_script_calls(world: LedgerWorld, pg_dsn: str):
+async def test_rebuild_fills_every_account_across_script_calls(
+    ledger_world: LedgerWorld, pg_dsn: str
+):
     """The rebuild writes a few hundred members per script call: every account of the
     database lands in the cache with its own balance and version."""
     from gateway.ledger.rebuild import PER_CALL, rebuild_cache
     from gateway.members import create_members
     from gateway.store.keys import Keys
 
-    w = world
+    w = ledger_world
     extra = [unique("rb") for _ in range(2 * PER_CALL + 7)]
     await create_members(w.db, w.merchant, extra)
     for i, m in enumerate(extra[:: PER_CALL // 2]):
@@ -147,49 +150,9 @@ async def test_rebuild_fills_every_account_across_script_calls(world: LedgerWorl
             await w.redis.unlink(k)
 
 
-class CountingPool:
-    """The real pool, with its ``fetchval`` calls counted."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self.fetchvals = 0
-
-    async def fetchval(self, *args: object) -> object:
-        self.fetchvals += 1
-        return await self.pool.fetchval(*args)
-
-
-async def test_concurrent_owner_lookups_of_one_member_share_one_query(
-    world: LedgerWorld, pg_dsn: str
-):
-    """A node's clients reconnecting at once (their node died) subscribe to the same members:
-    each member costs one query, and every waiter gets its answer, or its error."""
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
-    counting = CountingPool(pool)
-    try:
-        owners = Owners(counting)  # type: ignore[arg-type]
-        a, b = world.members[0], world.members[1]
-        got = await asyncio.gather(*(owners.of(m) for m in [a, b, "nobody"] * 20))
-        assert got == [world.merchant, world.merchant, None] * 20
-        assert counting.fetchvals == 3
-        assert await owners.of(a) == world.merchant  # cached now
-        assert counting.fetchvals == 3
-        assert owners._lookups == {}
-    finally:
-        await pool.close()
-    # with the pool gone the lookup fails, for every waiter at once, and is not remembered
-    owners = Owners(counting)  # type: ignore[arg-type]
-    results = await asyncio.gather(
-        *(owners.of("someone-else") for _ in range(5)), return_exceptions=True
-    )
-    assert all(isinstance(r, Exception) for r in results), results
-    assert counting.fetchvals == 4
-    assert owners._lookups == {}
-
-
 @pytest.mark.parametrize("retry_on", ["same node", "another node", "outcome on another node"])
 async def test_after_a_lost_commit_reply_no_node_serves_below_the_replayed_version(
-    world: LedgerWorld, pg_dsn: str, retry_on: str, monkeypatch: pytest.MonkeyPatch
+    ledger_world: LedgerWorld, pg_dsn: str, retry_on: str, monkeypatch: pytest.MonkeyPatch
 ):
     """Found in a stress run: COMMIT succeeded, its reply was lost (OutcomeUnknown), the client
     retried the op and got the replayed outcome (version 2), then read version 1 from the cache
@@ -198,15 +161,15 @@ async def test_after_a_lost_commit_reply_no_node_serves_below_the_replayed_versi
     from gateway.ledger import Ledger
     from gateway.settings import LedgerSettings
 
-    m = world.members[0]
-    await earn(world, m, 100)
+    m = ledger_world.members[0]
+    await earn(ledger_world, m, 100)
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
-    filler = Reads(pool, world.redis, world.keys)
+    filler = Reads(pool, ledger_world.redis, ledger_world.keys)
     await filler.balance(m)  # learns the cache epoch
     filled = await filler.balance(m)  # and fills the cache under it
     assert filled is not None and filled.version == 1
-    assert (await world.redis.hget(world.keys.balance(m), "v")) == b"1"
-    lanes = world.ledger._lanes
+    assert (await ledger_world.redis.hget(ledger_world.keys.balance(m), "v")) == b"1"
+    lanes = ledger_world.ledger._lanes
     targets = {id(await lane._connection()) for lane in lanes}
     cls = type(await lanes[0]._connection())
     real = cls.execute
@@ -220,20 +183,22 @@ async def test_after_a_lost_commit_reply_no_node_serves_below_the_replayed_versi
         return done
 
     monkeypatch.setattr(cls, "execute", lose_the_reply)
-    op = Earn(unique("e"), m, 50, world.origin)
+    op = Earn(unique("e"), m, 50, ledger_world.origin)
     with pytest.raises(OutcomeUnknown):
-        await world.ledger.execute(op)
+        await ledger_world.ledger.execute(op)
     monkeypatch.undo()
-    other = Ledger(pg_dsn, LedgerSettings(lanes=1), Publisher(world.redis, world.keys))
+    other = Ledger(
+        pg_dsn, LedgerSettings(lanes=1), Publisher(ledger_world.redis, ledger_world.keys)
+    )
     await other.start()
     try:
-        node = world.ledger if retry_on == "same node" else other
-        reads = Reads(pool, world.redis, world.keys)
+        node = ledger_world.ledger if retry_on == "same node" else other
+        reads = Reads(pool, ledger_world.redis, ledger_world.keys)
         reads.versions = node.versions
         if retry_on.startswith("outcome"):
             # found in review: asking for the outcome by id told version 2 and left the node
             # serving version 1
-            replayed = await ask_outcome(node, reads, world.origin.merchant, op.op)
+            replayed = await ask_outcome(node, reads, ledger_world.origin.merchant, op.op)
         else:
             replayed = await node.execute(op)
         assert replayed.ok and replayed.data.balance.version == 2
@@ -262,7 +227,7 @@ async def ask_outcome(ledger, reads: Reads, merchant: str, op: str):  # type: ig
 
 
 async def test_a_lane_connection_killed_while_idle_fails_its_next_batch_as_unavailable(
-    world: LedgerWorld,
+    ledger_world: LedgerWorld,
 ):
     """A lane whose connection the server closed while it idled answers its next batch as a
     lost connection (retryable, nothing applied) and reconnects. (A stress run also met
@@ -271,15 +236,15 @@ async def test_a_lane_connection_killed_while_idle_fails_its_next_batch_as_unava
     that variant: here asyncpg reports the closed connection itself.)"""
     from gateway.errors import GatewayError
 
-    m = world.members[1]
-    await earn(world, m, 10)
-    pids = [(await lane._connection()).get_server_pid() for lane in world.ledger._lanes]
-    await world.db.execute("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p", pids)
+    m = ledger_world.members[1]
+    await earn(ledger_world, m, 10)
+    pids = [(await lane._connection()).get_server_pid() for lane in ledger_world.ledger._lanes]
+    await ledger_world.db.execute("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p", pids)
     await asyncio.sleep(0.1)
     codes = []
     for _ in range(3):
         try:
-            out = await world.ledger.execute(Earn(unique("e"), m, 1, world.origin))
+            out = await ledger_world.ledger.execute(Earn(unique("e"), m, 1, ledger_world.origin))
             codes.append("ok" if out.ok else out.error.code)  # type: ignore[union-attr]
         except GatewayError as exc:
             codes.append(exc.code.value)
@@ -288,7 +253,7 @@ async def test_a_lane_connection_killed_while_idle_fails_its_next_batch_as_unava
 
 
 async def test_while_redis_refuses_writes_no_node_serves_the_balance_it_could_not_move(
-    world: LedgerWorld, pg_dsn: str
+    ledger_world: LedgerWorld, pg_dsn: str
 ):
     """Found in review: out of memory under ``noeviction`` (or read-only, or after a failed
     snapshot) Redis refuses writes but answers HMGET. A publish failed with a ResponseError
@@ -308,16 +273,16 @@ async def test_while_redis_refuses_writes_no_node_serves_the_balance_it_could_no
     await ledger.start()
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     other = Reads(pool, redis, keys)  # another node's reads: it committed nothing
-    m, unread = world.members[2], world.members[3]
+    m, unread = ledger_world.members[2], ledger_world.members[3]
     try:
-        assert (await ledger.execute(Earn(unique("e"), m, 100, world.origin))).ok
+        assert (await ledger.execute(Earn(unique("e"), m, 100, ledger_world.origin))).ok
         await ledger.published()
         for _ in range(2):  # learn the epoch, then fill
             v1 = (await other.balance(m)).version
         used = int((await redis.info("memory"))["used_memory"])
         await redis.config_set("maxmemory-policy", "noeviction")
         await redis.config_set("maxmemory", str(used // 2))
-        out = await ledger.execute(Earn(unique("e"), m, 50, world.origin))
+        out = await ledger.execute(Earn(unique("e"), m, 50, ledger_world.origin))
         await ledger.published()
         assert out.ok and out.data.balance.version == v1 + 1
         assert publisher.breaker.is_open and m in publisher._stale
@@ -332,7 +297,7 @@ async def test_while_redis_refuses_writes_no_node_serves_the_balance_it_could_no
 
 
 async def test_a_failover_pause_costs_a_read_half_a_second_not_the_socket_timeout(
-    world: LedgerWorld, pg_dsn: str
+    ledger_world: LedgerWorld, pg_dsn: str
 ):
     """Found in review: Redis holds scripts like the cached read (not plain reads) while a
     failover pauses writes (CLIENT PAUSE WRITE); each read then waited the client's 2 s socket
@@ -349,7 +314,7 @@ async def test_a_failover_pause_costs_a_read_half_a_second_not_the_socket_timeou
     redis = create_client(server.url)
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     reads = Reads(pool, redis, Keys(unique("pause")))
-    m = world.members[0]
+    m = ledger_world.members[0]
     try:
         await reads.balance(m)  # learns the epoch, loads the script
         await redis.execute_command("CLIENT", "PAUSE", "3000", "WRITE")

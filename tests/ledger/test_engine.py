@@ -26,8 +26,8 @@ async def fund(w: LedgerWorld, member: str, points: int) -> None:
     assert out.ok
 
 
-async def test_two_phase_flow_and_partial_commit(world: LedgerWorld):
-    w, m = world, world.members[0]
+async def test_two_phase_flow_and_partial_commit(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[0]
     await fund(w, m, 1000)
     r = await w.ledger.execute(Reserve("h-" + m, m, 400, 60_000, w.origin))
     assert r.ok and r.data.status == "active"
@@ -39,8 +39,8 @@ async def test_two_phase_flow_and_partial_commit(world: LedgerWorld):
     await check_invariants(w.db, [m])
 
 
-async def test_refusals_change_nothing(world: LedgerWorld):
-    w, m, other = world, world.members[1], world.members[2]
+async def test_refusals_change_nothing(ledger_world: LedgerWorld):
+    w, m, other = ledger_world, ledger_world.members[1], ledger_world.members[2]
     await fund(w, m, 100)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 60, 60_000, w.origin))).ok
@@ -77,8 +77,8 @@ async def test_refusals_change_nothing(world: LedgerWorld):
     await check_invariants(w.db, [m, other])
 
 
-async def test_expired_hold_cannot_be_committed_even_before_the_sweeper(world: LedgerWorld):
-    w, m = world, world.members[3]
+async def test_expired_hold_cannot_be_committed_even_before_the_sweeper(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[3]
     await fund(w, m, 50)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 50, 1_000, w.origin))).ok
@@ -98,8 +98,8 @@ async def test_expired_hold_cannot_be_committed_even_before_the_sweeper(world: L
     await check_invariants(w.db, [m])
 
 
-async def test_sweeper_never_releases_early(world: LedgerWorld):
-    w, m = world, world.members[0]
+async def test_sweeper_never_releases_early(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[0]
     await fund(w, m, 10)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 10, 3_600_000, w.origin))).ok
@@ -109,8 +109,8 @@ async def test_sweeper_never_releases_early(world: LedgerWorld):
     assert status == "active"
 
 
-async def test_idempotency_replays_results_and_refusals(world: LedgerWorld):
-    w, m = world, world.members[1]
+async def test_idempotency_replays_results_and_refusals(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[1]
     await fund(w, m, 10)
     op = Reserve(unique("h"), m, 20, 60_000, w.origin)
     first = await w.ledger.execute(op)
@@ -128,8 +128,8 @@ async def test_idempotency_replays_results_and_refusals(world: LedgerWorld):
     await check_invariants(w.db, [m])
 
 
-async def test_database_refuses_negative_available_and_edits_to_entries(world: LedgerWorld):
-    w, m = world, world.members[2]
+async def test_database_refuses_negative_available_and_edits_to_entries(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[2]
     await fund(w, m, 5)
     with pytest.raises(asyncpg.CheckViolationError):
         await w.db.execute("UPDATE accounts SET held = 6 WHERE member_id=$1", m)
@@ -139,8 +139,10 @@ async def test_database_refuses_negative_available_and_edits_to_entries(world: L
         await w.db.execute("DELETE FROM ledger_entries WHERE member_id=$1", m)
 
 
-async def test_every_change_is_in_the_outbox_until_published(world: LedgerWorld, redis_prefix):
-    w, m = world, world.members[3]
+async def test_every_change_is_in_the_outbox_until_published(
+    ledger_world: LedgerWorld, redis_prefix
+):
+    w, m = ledger_world, ledger_world.members[3]
     pubsub = w.redis.pubsub()
     await pubsub.subscribe(w.keys.member_channel(m))
     await pubsub.get_message(timeout=1)
@@ -163,8 +165,8 @@ async def test_every_change_is_in_the_outbox_until_published(world: LedgerWorld,
     await pubsub.aclose()
 
 
-async def test_many_concurrent_operations_on_few_members(world: LedgerWorld):
-    w = world
+async def test_many_concurrent_operations_on_few_members(ledger_world: LedgerWorld):
+    w = ledger_world
     for m in w.members:
         await fund(w, m, 1000)
     ops = []
@@ -183,13 +185,13 @@ async def test_many_concurrent_operations_on_few_members(world: LedgerWorld):
     await check_invariants(w.db, w.members)
 
 
-async def test_reads_on_this_node_never_lag_its_own_replies(world: LedgerWorld, pg_dsn: str):
+async def test_reads_on_this_node_never_lag_its_own_replies(ledger_world: LedgerWorld, pg_dsn: str):
     """Publishing happens after the reply; a balance read on the node that replied must still
     show that change even if the cache has not caught up (here: never, no publisher)."""
     from gateway.ledger import Ledger, Reads
     from gateway.settings import LedgerSettings
 
-    w, m = world, world.members[0]
+    w, m = ledger_world, ledger_world.members[0]
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     reads = Reads(pool, w.redis, w.keys)
     await fund(w, m, 10)
@@ -206,7 +208,7 @@ async def test_reads_on_this_node_never_lag_its_own_replies(world: LedgerWorld, 
 
 
 async def test_a_batch_that_waited_for_a_lock_reads_what_the_holder_committed(
-    world: LedgerWorld, pg_dsn: str
+    ledger_world: LedgerWorld, pg_dsn: str
 ):
     """The lock and the reads share one statement, whose snapshot predates a lock wait. Here
     another node's batch reserves a hold and commits while this node's commit of that very
@@ -216,7 +218,7 @@ async def test_a_batch_that_waited_for_a_lock_reads_what_the_holder_committed(
     from gateway.ledger.lane import Item, _transact
     from gateway.settings import LedgerSettings
 
-    w, m = world, world.members[2]
+    w, m = ledger_world, ledger_world.members[2]
     await fund(w, m, 100)
     other = await asyncpg.connect(pg_dsn)
     try:
@@ -244,11 +246,13 @@ async def test_a_batch_that_waited_for_a_lock_reads_what_the_holder_committed(
     await check_invariants(w.db, [m])
 
 
-async def test_expiry_is_judged_by_the_clock_after_the_lock_wait(world: LedgerWorld, pg_dsn: str):
+async def test_expiry_is_judged_by_the_clock_after_the_lock_wait(
+    ledger_world: LedgerWorld, pg_dsn: str
+):
     """Found in review: the batch read its clock before waiting for the member's lock, so a
     commit that waited out its hold's expiry behind another transaction was accepted, and a
     reserve that waited was born already expired."""
-    w, m = world, world.members[3]
+    w, m = ledger_world, ledger_world.members[3]
     await fund(w, m, 100)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 60, 1_000, w.origin))).ok
@@ -272,11 +276,13 @@ async def test_expiry_is_judged_by_the_clock_after_the_lock_wait(world: LedgerWo
     await check_invariants(w.db, [m])
 
 
-async def test_an_out_of_bounds_operation_is_refused_alone_not_with_its_batch(world: LedgerWorld):
+async def test_an_out_of_bounds_operation_is_refused_alone_not_with_its_batch(
+    ledger_world: LedgerWorld,
+):
     """Found in review: the engine trusted its callers' values; a reserve of 0 or -5 points or
     a commit of -5 failed the database's check and with it every operation of the batch (an
     unrelated earn included, as 'internal'), and a negative ttl made a hold born expired."""
-    w, m = world, world.members[1]
+    w, m = ledger_world, ledger_world.members[1]
     await fund(w, m, 100)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 10, 60_000, w.origin))).ok
@@ -301,7 +307,7 @@ async def test_an_out_of_bounds_operation_is_refused_alone_not_with_its_batch(wo
 
 
 async def test_past_its_capacity_a_lane_refuses_new_operations_at_once(
-    world: LedgerWorld, pg_dsn: str
+    ledger_world: LedgerWorld, pg_dsn: str
 ):
     """A lane whose oldest queued operation has waited past ``max_queue_wait`` refuses new
     ones at once, retryable and unapplied, instead of queueing them behind it: in one bench
@@ -310,7 +316,7 @@ async def test_past_its_capacity_a_lane_refuses_new_operations_at_once(
     from gateway.ledger import Ledger
     from gateway.settings import LedgerSettings
 
-    w, (m, n) = world, world.members[:2]
+    w, (m, n) = ledger_world, ledger_world.members[:2]
     await fund(w, m, 100)
     await fund(w, n, 100)
     ledger = Ledger(pg_dsn, LedgerSettings(lanes=1, max_queue_wait=0.2), None)
@@ -342,7 +348,7 @@ async def test_past_its_capacity_a_lane_refuses_new_operations_at_once(
 
 
 async def test_each_batch_reports_its_queue_statement_and_commit_times(
-    world: LedgerWorld, pg_dsn: str
+    ledger_world: LedgerWorld, pg_dsn: str
 ):
     """``gateway_ledger_batch_seconds`` tells a slow disk (commit) from lock waits
     (statements) and a busy lane (queue). A batch held on a row lock spends that time in its
@@ -350,7 +356,7 @@ async def test_each_batch_reports_its_queue_statement_and_commit_times(
     from gateway.ledger import Ledger
     from gateway.settings import LedgerSettings
 
-    w, (m, n) = world, world.members[:2]
+    w, (m, n) = ledger_world, ledger_world.members[:2]
     await fund(w, m, 100)
     await fund(w, n, 100)
     timed: list[tuple[float, float, float]] = []
@@ -374,3 +380,45 @@ async def test_each_batch_reports_its_queue_statement_and_commit_times(
     assert statements1 >= 0.3 and queue1 < 0.1, timed[0]
     assert queue2 >= 0.25 and statements2 < 0.25, timed[1]
     assert 0 < commit1 < 0.25 and 0 < commit2 < 0.25, timed
+
+
+async def test_an_operation_carrying_rows_of_a_kind_the_ledger_was_not_given_is_refused(
+    ledger_world: LedgerWorld,
+) -> None:
+    """Another package's rows ride on an operation only if the node gave the ledger their kind
+    (its statement is part of the batch's): anything else fails alone, applying nothing."""
+    from gateway.ledger import AttachmentKind
+
+    stranger = AttachmentKind("stranger", "SELECT 1")
+
+    class Row:
+        kind = stranger
+
+        def row(self, op, outcome):  # type: ignore[no-untyped-def]
+            return {"x": 1}
+
+    w, m = ledger_world, ledger_world.members[0]
+    before = await balance(w, m)
+    with pytest.raises(GatewayError, match="attachment kind"):
+        await w.ledger.execute(Earn(unique("e"), m, 5, w.origin, attached=(Row(),)))
+    assert await balance(w, m) == before
+
+
+async def test_the_ticket_of_an_operation_is_told_once_it_is_queued(
+    ledger_world: LedgerWorld,
+) -> None:
+    """A session's next mutating command may go once this one's operation is in its lane
+    (``Origin.ticket``, the session's ordering): told at submit, before the commit."""
+    import dataclasses
+
+    told: list[str] = []
+
+    class Ticket:
+        def queued(self) -> None:
+            told.append("queued")
+
+    w, m = ledger_world, ledger_world.members[0]
+    origin = dataclasses.replace(w.origin, ticket=Ticket())
+    fut = w.ledger.submit(Earn(unique("e"), m, 5, origin))
+    assert told == ["queued"] and not fut.done()
+    assert (await fut).ok

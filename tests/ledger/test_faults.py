@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
@@ -25,12 +24,6 @@ from tests.servers import PrivatePostgres, PrivateRedis
 from tests.support import NodeProcess, WsClient, app_token
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def seed(dsn: str, n: int = 4) -> tuple[str, list[str]]:

@@ -18,8 +18,10 @@ def lane_pids(ledger: Ledger) -> list[int]:
     return [lane.conn.get_server_pid() for lane in ledger._lanes if lane.conn is not None]
 
 
-async def test_an_idle_lane_waits_in_an_empty_transaction_holding_nothing(world: LedgerWorld):
-    w, m = world, world.members[0]
+async def test_an_idle_lane_waits_in_an_empty_transaction_holding_nothing(
+    ledger_world: LedgerWorld,
+):
+    w, m = ledger_world, ledger_world.members[0]
     assert (await w.ledger.execute(Earn(unique("e"), m, 100, w.origin))).ok
     (pid,) = lane_pids(w.ledger)  # one member: one lane used
     row = await w.db.fetchrow(
@@ -33,10 +35,10 @@ async def test_an_idle_lane_waits_in_an_empty_transaction_holding_nothing(world:
     await check_invariants(w.db, [m])
 
 
-async def test_a_batch_after_an_idle_gap_records_its_own_time(world: LedgerWorld):
+async def test_a_batch_after_an_idle_gap_records_its_own_time(ledger_world: LedgerWorld):
     """now() in the lane is the time of the BEGIN sent with the previous COMMIT: a timestamp
     taken from it would be as old as the idle gap."""
-    w, m = world, world.members[1]
+    w, m = ledger_world, ledger_world.members[1]
     assert (await w.ledger.execute(Earn(unique("e"), m, 100, w.origin))).ok
     await asyncio.sleep(1.5)
     op, hold = unique("e"), unique("h")
@@ -66,11 +68,11 @@ async def test_a_batch_after_an_idle_gap_records_its_own_time(world: LedgerWorld
 
 
 async def test_the_lane_survives_a_database_that_ends_idle_transactions(
-    pg_dsn: str, world: LedgerWorld
+    pg_dsn: str, ledger_world: LedgerWorld
 ):
     """An operator's idle_in_transaction_session_timeout must not kill the idle lanes: each
     would cost a reconnect, and a batch racing the kill a retryable failure."""
-    w, m = world, world.members[2]
+    w, m = ledger_world, ledger_world.members[2]
     dbname = await w.db.fetchval("SELECT current_database()")
     await w.db.execute(f'ALTER DATABASE "{dbname}" SET idle_in_transaction_session_timeout = 200')
     ledger = Ledger(pg_dsn, LedgerSettings(lanes=1), Publisher(w.redis, w.keys))
@@ -90,11 +92,11 @@ async def test_the_lane_survives_a_database_that_ends_idle_transactions(
 
 
 async def test_a_lane_whose_open_transaction_was_killed_reconnects_and_begins_again(
-    world: LedgerWorld,
+    ledger_world: LedgerWorld,
 ):
     """The empty transaction dies with its backend (a restart, pg_terminate_backend): the
     next batch runs on a new connection, in a transaction of its own, applied once."""
-    w, m = world, world.members[3]
+    w, m = ledger_world, ledger_world.members[3]
     assert (await w.ledger.execute(Earn(unique("e"), m, 100, w.origin))).ok
     (pid,) = lane_pids(w.ledger)
     assert await w.db.fetchval("SELECT pg_terminate_backend($1)", pid)

@@ -16,8 +16,8 @@ from tests.ledger.conftest import LedgerWorld, check_invariants
 from tests.ledger.test_engine import balance, fund
 
 
-async def test_merge_moves_points_and_holds_and_publishes_both_sides(world: LedgerWorld):
-    w = world
+async def test_merge_moves_points_and_holds_and_publishes_both_sides(ledger_world: LedgerWorld):
+    w = ledger_world
     survivor, source = w.members[0], w.members[1]
     await fund(w, survivor, 100)
     await fund(w, source, 700)
@@ -94,8 +94,8 @@ async def test_merge_moves_points_and_holds_and_publishes_both_sides(world: Ledg
     await check_invariants(w.db, [source, survivor])
 
 
-async def test_retry_replays_and_changed_content_conflicts(world: LedgerWorld):
-    w = world
+async def test_retry_replays_and_changed_content_conflicts(ledger_world: LedgerWorld):
+    w = ledger_world
     survivor, source, third = w.members[0], w.members[1], w.members[2]
     await fund(w, source, 50)
     op = unique("merge")
@@ -112,8 +112,8 @@ async def test_retry_replays_and_changed_content_conflicts(world: LedgerWorld):
     await check_invariants(w.db, [source, survivor, third])
 
 
-async def test_refusals(world: LedgerWorld, db):
-    w = world
+async def test_refusals(ledger_world: LedgerWorld, db):
+    w = ledger_world
     a, b, c = w.members[0], w.members[1], w.members[2]
     await fund(w, a, 10)
     await fund(w, b, 20)
@@ -157,8 +157,8 @@ async def test_refusals(world: LedgerWorld, db):
     await check_invariants(w.db, [a, b, c])
 
 
-async def test_released_and_overdue_holds_after_a_merge(world: LedgerWorld):
-    w = world
+async def test_released_and_overdue_holds_after_a_merge(ledger_world: LedgerWorld):
+    w = ledger_world
     survivor, source = w.members[0], w.members[3]
     await fund(w, source, 300)
     live, short = unique("h"), unique("h")
@@ -173,8 +173,8 @@ async def test_released_and_overdue_holds_after_a_merge(world: LedgerWorld):
     await check_invariants(w.db, [source, survivor])
 
 
-async def test_concurrent_merge_and_operations_on_both_members(world: LedgerWorld):
-    w = world
+async def test_concurrent_merge_and_operations_on_both_members(ledger_world: LedgerWorld):
+    w = ledger_world
     survivor, source = w.members[1], w.members[2]
     await fund(w, survivor, 1000)
     await fund(w, source, 1000)
@@ -191,11 +191,13 @@ async def test_concurrent_merge_and_operations_on_both_members(world: LedgerWorl
     await check_invariants(w.db, [source, survivor])
 
 
-async def test_a_hold_left_on_a_merged_duplicate_answers_for_its_own_state(world: LedgerWorld):
+async def test_a_hold_left_on_a_merged_duplicate_answers_for_its_own_state(
+    ledger_world: LedgerWorld,
+):
     """A merge moves only active holds. One that had expired, or was committed, on the
     duplicate stays there; a commit or release naming the survivor (or the survivor of a
     second merge) gets that hold's real state, while another member's hold stays not found."""
-    w = world
+    w = ledger_world
     final, survivor, source, other = w.members[0], w.members[1], w.members[2], w.members[3]
     await fund(w, source, 300)
     await fund(w, other, 100)

@@ -28,11 +28,11 @@ CREATE CONSTRAINT TRIGGER {name} AFTER INSERT ON operations
 """
 
 
-async def test_outcome_after_a_timeout_waits_for_the_commit(world: LedgerWorld, pg_dsn: str):
+async def test_outcome_after_a_timeout_waits_for_the_commit(ledger_world: LedgerWorld, pg_dsn: str):
     """Found in review: a till told ``timeout`` (its COMMIT outlived the command timeout)
     asked ``outcome`` as documented and was told ``operation_not_found``, which the guide
     called "never took effect"; the operation committed a moment later."""
-    w = world
+    w = ledger_world
     prefix = unique("slowcommit")
     name = prefix.replace("-", "_").lower()
     await w.db.execute(SLOW_COMMIT.format(name=name, prefix=prefix))

@@ -29,8 +29,8 @@ async def recoveries(w: LedgerWorld, member: str) -> list[int]:
     return [r["posted_delta"] for r in rows]
 
 
-async def test_a_released_hold_pays_what_a_return_could_not_take(world: LedgerWorld):
-    w, m = world, world.members[0]
+async def test_a_released_hold_pays_what_a_return_could_not_take(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[0]
     await fund(w, m, 100)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 100, 60_000, w.origin))).ok
@@ -45,8 +45,8 @@ async def test_a_released_hold_pays_what_a_return_could_not_take(world: LedgerWo
     await check_invariants(w.db, [m])
 
 
-async def test_later_points_pay_the_debt_first_then_count(world: LedgerWorld):
-    w, m = world, world.members[1]
+async def test_later_points_pay_the_debt_first_then_count(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[1]
     await fund(w, m, 50)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 50, 60_000, w.origin))).ok
@@ -73,8 +73,8 @@ async def expire_now(w: LedgerWorld, hold: str) -> None:
     )
 
 
-async def test_an_expired_hold_pays_the_debt(world: LedgerWorld):
-    w, m = world, world.members[2]
+async def test_an_expired_hold_pays_the_debt(ledger_world: LedgerWorld):
+    w, m = ledger_world, ledger_world.members[2]
     await fund(w, m, 60)
     first, second = unique("h"), unique("h")
     assert (await w.ledger.execute(Reserve(first, m, 60, 60_000, w.origin))).ok
@@ -92,8 +92,8 @@ async def test_an_expired_hold_pays_the_debt(world: LedgerWorld):
     await check_invariants(w.db, [m])
 
 
-async def test_a_merged_duplicates_debt_is_owed_by_the_survivor(world: LedgerWorld):
-    w = world
+async def test_a_merged_duplicates_debt_is_owed_by_the_survivor(ledger_world: LedgerWorld):
+    w = ledger_world
     survivor, source = w.members[3], unique("mem")
     from gateway.members import create_members
 
@@ -112,12 +112,12 @@ async def test_a_merged_duplicates_debt_is_owed_by_the_survivor(world: LedgerWor
 
 
 async def test_points_freed_by_lazy_expiry_are_taken_before_the_operation_spends_them(
-    world: LedgerWorld,
+    ledger_world: LedgerWorld,
 ):
     """Found in review: recovery ran after the operation, so a reserve whose own lazy expiry
     freed a hold's points (the sweeper had not run yet) could reserve the points the member
     owed, leaving nothing to recover."""
-    w, m = world, world.members[0]
+    w, m = ledger_world, ledger_world.members[0]
     await fund(w, m, 100)
     hold = unique("h")
     assert (await w.ledger.execute(Reserve(hold, m, 100, 60_000, w.origin))).ok
@@ -131,11 +131,11 @@ async def test_points_freed_by_lazy_expiry_are_taken_before_the_operation_spends
 
 
 async def test_an_account_left_owing_with_points_by_an_older_node_pays_first(
-    world: LedgerWorld,
+    ledger_world: LedgerWorld,
 ):
     """A node of the previous release (during a rollout) releases and earns without recovery:
     the next operation here takes what is owed before it spends anything."""
-    w, m = world, world.members[1]
+    w, m = ledger_world, ledger_world.members[1]
     await fund(w, m, 100)
     await w.db.execute("UPDATE accounts SET owed = 30 WHERE member_id = $1", m)
     out = await w.ledger.execute(Reserve(unique("h"), m, 80, 60_000, w.origin))

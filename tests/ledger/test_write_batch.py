@@ -14,8 +14,8 @@ from tests.ledger.conftest import LedgerWorld, check_invariants
 ODD = 'caisse "n°2" \\ \\u0041 ü 🧾'
 
 
-async def test_a_batch_writes_every_value_exactly(world: LedgerWorld) -> None:
-    w, m = world, world.members[2]
+async def test_a_batch_writes_every_value_exactly(ledger_world: LedgerWorld) -> None:
+    w, m = ledger_world, ledger_world.members[2]
     origin = dataclasses.replace(w.origin, channel="pos", store=ODD, terminal=ODD[::-1])
     earn, hold, commit = unique("e") + ODD, unique("h") + ODD, unique("c") + ODD
     # one batch: the three operations queued together
