@@ -133,7 +133,7 @@ def build() -> dict[str, Any]:
             "version": "1",
             "description": "Programmes (currency, rate, rounding, rules, tiers, rewards) and "
             "members per merchant. Every path is scoped to one merchant; another merchant's "
-            "data answers 404. See gateway/loyalty/README.md.",
+            "data answers 404. See docs/loyalty.md.",
         },
         "security": [{"bearer": []}],
         "paths": paths,

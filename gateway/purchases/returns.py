@@ -16,7 +16,7 @@ A redemption (the commit that paid part of a sale with points) is restored throu
 of one sale only, and all of them together restore at most what it spent: its operation is
 locked while a return is planned, so two returns citing it are planned one after the other.
 
-The proportional rules are in gateway/loyalty/README.md.
+The proportional rules are in docs/loyalty.md.
 """
 
 from __future__ import annotations
