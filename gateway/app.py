@@ -29,8 +29,9 @@ from gateway.collector import CollectorPolicy
 from gateway.expiry import PointsExpiry
 from gateway.fanout import Feeds, LocalBroadcast, MemberEvents, PresenceBook, Publisher
 from gateway.ledger import Ledger, OutboxRelay, Reads, Sweeper, Versions
-from gateway.members import Members, Merger, Owners, Privacy
+from gateway.members import ContactProofs, Members, Merger, Owners, Privacy, Profiles
 from gateway.metrics import Metrics
+from gateway.notify import CodeSenders, HttpSms, Smtp
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
@@ -117,10 +118,19 @@ class Node:
         self.sales = Sales(pool, ledger, programmes, members)
         self.returns = Returns(pool, ledger)
         self.tiers = tiers = Tiers(pool, programmes, members, events)
-        self.rewards = Rewards(pool, ledger, programmes, members)
+        self.rewards = Rewards(pool, ledger, programmes, members, events)
+        self.profiles = profiles = Profiles(pool, events)
+        n = self.settings.notify
+        senders = CodeSenders(
+            Smtp(n.smtp_url, n.mail_from) if n.smtp_url else None,
+            HttpSms(n.sms_url, n.sms_token) if n.sms_url else None,
+        )
+        self.contacts = ContactProofs(
+            pool, programmes, profiles, senders, self.settings.auth.jwt_secret
+        )
         member_rows = (PurchaseRows(pool), CodeRows(pool))
         self.merger = Merger(pool, ledger, member_rows, tiers, events)
-        self.privacy = Privacy(pool, members, member_rows)
+        self.privacy = Privacy(pool, members, self.profiles, member_rows)
         self.expiry = PointsExpiry(pool, ledger)
 
     def _transports(self) -> None:
@@ -146,6 +156,18 @@ class Node:
                 self.rewards,
                 self.programmes,
                 subscriptions,
+            ),
+            commands.Wallet(
+                scope,
+                self.members,
+                self.profiles,
+                self.contacts,
+                self.sales,
+                self.tiers,
+                self.rewards,
+                self.programmes,
+                subscriptions,
+                self.events,
             ),
         )
         self.endpoint = Endpoint(

@@ -156,6 +156,19 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """Where a member's verification codes (and, later, messages) go. Unset: none are sent
+    (``verify_contact`` answers ``unavailable``)."""
+
+    #: ``smtp://host:port`` or ``smtps://host:port`` (user and password in the URL if needed).
+    smtp_url: str = field(default="", repr=False)
+    mail_from: str = "loyalty@localhost"
+    #: A JSON-over-HTTP SMS provider (``POST {"to": ..., "text": ...}``).
+    sms_url: str = ""
+    sms_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -176,6 +189,7 @@ class Settings:
     ledger: LedgerSettings
     session: SessionSettings
     auth: AuthSettings
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def check_serving(self) -> None:
         """Refuse to serve with secrets anyone could know (``ValueError`` says which): the
@@ -226,6 +240,12 @@ class Settings:
                 rate_per_second=_int(e, "GATEWAY_RATE_PER_SECOND", 200, 1, 1_000_000),
                 max_bad_frames=_int(e, "GATEWAY_MAX_BAD_FRAMES", 20, 1, 10_000),
                 max_recovery=_int(e, "GATEWAY_MAX_RECOVERY", 100, 0, 100_000),
+            ),
+            notify=NotifySettings(
+                smtp_url=e.get("GATEWAY_SMTP_URL", ""),
+                mail_from=e.get("GATEWAY_MAIL_FROM", "loyalty@localhost"),
+                sms_url=e.get("GATEWAY_SMS_URL", ""),
+                sms_token=e.get("GATEWAY_SMS_TOKEN", ""),
             ),
             auth=AuthSettings(
                 jwt_secret=jwt_secret,

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from protocol import codes, limits, loyalty, messages, version
+from protocol import codes, limits, loyalty, messages, version, wallet
 from protocol.codes import CloseCode, ErrorCode, close_should_reconnect
 from protocol.messages import (
     Balance,
@@ -176,8 +176,9 @@ EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
         )
     ],
 }
-for _name, _examples in loyalty.EXAMPLES.items():  # the loyalty programme's frames
-    EXAMPLES.setdefault(_name, []).extend(_examples)
+for _module in (loyalty, wallet):  # the loyalty programme's and the wallet's frames
+    for _name, _examples in _module.EXAMPLES.items():
+        EXAMPLES.setdefault(_name, []).extend(_examples)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -249,11 +250,12 @@ def _schemas() -> dict[str, Any]:
         [ClientFrame, ServerFrame], ref_template=_SCHEMAS
     )
     schemas: dict[str, Any] = _fix_schema(components)
-    for cls_name, docs in _attribute_docs(messages).items():
-        props = schemas.get(cls_name, {}).get("properties", {})
-        for field, doc in docs.items():
-            if field in props:
-                props[field].setdefault("description", doc)
+    for module in (messages, loyalty, wallet):
+        for cls_name, docs in _attribute_docs(module).items():
+            props = schemas.get(cls_name, {}).get("properties", {})
+            for field, doc in docs.items():
+                if field in props:
+                    props[field].setdefault("description", doc)
     return schemas
 
 

@@ -59,6 +59,9 @@ class ErrorCode(StrEnum):
     CODE_ALREADY_REDEEMED = "code_already_redeemed"
     CODE_EXPIRED = "code_expired"
     CODE_VOIDED = "code_voided"
+    # the wallet
+    VERIFICATION_FAILED = "verification_failed"
+    IDENTITY_IN_USE = "identity_in_use"
 
     @property
     def retryable(self) -> bool:
@@ -126,6 +129,11 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.CODE_ALREADY_REDEEMED: "The code was already redeemed.",
     ErrorCode.CODE_EXPIRED: "The code has expired.",
     ErrorCode.CODE_VOIDED: "The code was voided.",
+    ErrorCode.VERIFICATION_FAILED: (
+        "The verification code is wrong, expired or already used, or was tried too often;"
+        " ask for a new one (`verify_contact`)."
+    ),
+    ErrorCode.IDENTITY_IN_USE: "The email or phone number already identifies another member.",
 }
 
 

@@ -298,6 +298,8 @@ class TierChanged(_Push, tag="tier_changed", frozen=True):
     previous: str
     direction: Literal["up", "down"]
     at: int
+    seq: int = 0
+    """The member's event sequence (see ``protocol.wallet``)."""
 
 
 class MemberMerged(_Push, tag="merged", frozen=True):
@@ -309,6 +311,8 @@ class MemberMerged(_Push, tag="merged", frozen=True):
     member: str
     into: str
     at: int
+    seq: int = 0
+    """The member's event sequence (see ``protocol.wallet``)."""
 
 
 LoyaltyCommand = (

@@ -24,6 +24,7 @@ from protocol.limits import (
     Version,
 )
 from protocol.loyalty import LoyaltyCommand, LoyaltyPush, LoyaltyResult
+from protocol.wallet import WalletCommand, WalletPush, WalletResult
 
 
 class _Client(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
@@ -160,6 +161,7 @@ ClientFrame = (
     | Release
     | GetOutcome
     | LoyaltyCommand
+    | WalletCommand
 )
 
 
@@ -291,6 +293,7 @@ ResultData = (
     | Pong
     | Refreshed
     | LoyaltyResult
+    | WalletResult
 )
 
 
@@ -348,4 +351,14 @@ class Notice(_Server, tag="notice", frozen=True):
     """Publish time, milliseconds since the Unix epoch."""
 
 
-ServerFrame = Welcome | Result | Error | BalanceChanged | Resync | Presence | Notice | LoyaltyPush
+ServerFrame = (
+    Welcome
+    | Result
+    | Error
+    | BalanceChanged
+    | Resync
+    | Presence
+    | Notice
+    | LoyaltyPush
+    | WalletPush
+)

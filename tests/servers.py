@@ -3,8 +3,11 @@ server (never the shared ones)."""
 
 from __future__ import annotations
 
+import email
+import email.message
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -106,3 +109,72 @@ class PrivatePostgres:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on a spare port, keeping every message it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.messages: list[email.message.Message] = []
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, srv, session, envelope):  # type: ignore[no-untyped-def]
+                server.messages.append(email.message_from_bytes(envelope.content))
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> SmtpServer:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
+
+    def codes_to(self, address: str) -> list[str]:
+        """The verification codes sent to ``address``, oldest first."""
+        found = []
+        for m in self.messages:
+            if m["To"] == address:
+                body = m.get_payload(decode=True)
+                assert isinstance(body, bytes)
+                found += re.findall(r"\b(\d{6})\b", body.decode())
+        return found
+
+
+class HttpReceiver:
+    """A real HTTP server (aiohttp) on a spare port that records every JSON request body it
+    receives and answers with ``status`` (an SMS provider, a webhook endpoint)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.status = status
+        self.received: list[tuple[dict[str, str], object]] = []
+        self._runner: object = None
+
+    async def __aenter__(self) -> HttpReceiver:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            self.received.append((dict(request.headers), await request.json()))
+            return web.json_response({"ok": self.status < 300}, status=self.status)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self._runner = runner
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        from aiohttp import web
+
+        assert isinstance(self._runner, web.AppRunner)
+        await self._runner.cleanup()

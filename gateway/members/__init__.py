@@ -3,6 +3,7 @@ enrolment, lookup, profiles, the merge of duplicates and GDPR export and erasure
 tables members, member_identities, member_profiles and member_merges. This is its public
 face."""
 
+from gateway.members.contacts import ContactProofs, ContactSender, mask
 from gateway.members.directory import (
     Owners,
     Profile,
@@ -28,11 +29,14 @@ from gateway.members.identity import (
 )
 from gateway.members.merge import Merger, MergeResult
 from gateway.members.migrations import STEPS as DATA_MIGRATIONS
+from gateway.members.profiles import Profiles, check_birthday
 from gateway.members.rows import MemberRows, TierKeeper
 
 __all__ = [
     "DATA_MIGRATIONS",
     "PASS_TTL_SECONDS",
+    "ContactProofs",
+    "ContactSender",
     "MemberRows",
     "Members",
     "MergeResult",
@@ -40,12 +44,15 @@ __all__ = [
     "Owners",
     "Privacy",
     "Profile",
+    "Profiles",
     "TierKeeper",
+    "check_birthday",
     "create_members",
     "enrol",
     "find_member",
     "identifies",
     "identities",
+    "mask",
     "mint_pass",
     "new_member_id",
     "normalise_card",

@@ -20,6 +20,7 @@ from gateway.ledger import (
 )
 from gateway.members import directory
 from gateway.members.enrolment import Members
+from gateway.members.profiles import Profiles
 from gateway.members.rows import MemberRows
 from gateway.store.db import translate_errors
 from gateway.wire import epoch_ms
@@ -31,10 +32,15 @@ class _MoreMerged(Exception):
 
 class Privacy:
     def __init__(
-        self, pool: asyncpg.Pool[Any], members: Members, rows: Sequence[MemberRows]
+        self,
+        pool: asyncpg.Pool[Any],
+        members: Members,
+        profiles: Profiles,
+        rows: Sequence[MemberRows],
     ) -> None:
         self._pool = pool
         self._members = members
+        self._profiles = profiles
         self._rows = tuple(rows)
 
     async def export(self, merchant: str, member: str) -> dict[str, Any]:
@@ -58,7 +64,13 @@ class Privacy:
                         "card": prof.card,
                     }
                 )
-        out: dict[str, Any] = {"member": msgspec.to_builtins(m), "merged_duplicates": duplicates}
+        out: dict[str, Any] = {
+            "member": msgspec.to_builtins(m),
+            "profile": msgspec.to_builtins(
+                await self._profiles.view(merchant, member, erased=True)
+            ),
+            "merged_duplicates": duplicates,
+        }
         for rows in self._rows:
             out.update(await rows.export(merchant, member))
         with translate_errors("export"):
@@ -132,9 +144,17 @@ class Privacy:
                 """INSERT INTO member_profiles (member_id, merchant_id, erased_at)
                    SELECT id, $2, now() FROM unnest($1::text[]) AS id
                    ON CONFLICT (member_id) DO UPDATE
-                      SET name = '', enrolled_store = '', erased_at = now()""",
+                      SET name = '', enrolled_store = '', erased_at = now(),
+                          birth_month = NULL, birth_day = NULL, birth_year = NULL,
+                          consent_email = NULL, consent_email_at = NULL,
+                          consent_email_source = NULL, consent_sms = NULL,
+                          consent_sms_at = NULL, consent_sms_source = NULL,
+                          preferred_store = NULL, time_zone = NULL""",
                 ids,
                 merchant,
+            )
+            await conn.execute(
+                "DELETE FROM contact_verifications WHERE member_id = ANY($1::text[])", ids
             )
             for rows in self._rows:
                 await rows.scrub(conn, ids)

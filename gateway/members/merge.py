@@ -51,6 +51,31 @@ UPDATE member_identities SET member_id = $3
    AND kind NOT IN (SELECT kind FROM member_identities WHERE member_id = $3)
 """
 
+# The survivor keeps its own date of birth and preferred store, or takes the duplicate's when it
+# has none; per channel, the consent set last (by either) holds.
+_MERGE_PROFILE = """
+INSERT INTO member_profiles (member_id, merchant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING
+"""
+_MERGE_PROFILE_FIELDS = """
+UPDATE member_profiles s SET
+    birth_month = CASE WHEN s.birth_month IS NULL THEN d.birth_month ELSE s.birth_month END,
+    birth_day = CASE WHEN s.birth_month IS NULL THEN d.birth_day ELSE s.birth_day END,
+    birth_year = CASE WHEN s.birth_month IS NULL THEN d.birth_year ELSE s.birth_year END,
+    preferred_store = COALESCE(s.preferred_store, d.preferred_store),
+    consent_email = CASE WHEN d.consent_email_at > COALESCE(s.consent_email_at, '-infinity')
+                         THEN d.consent_email ELSE s.consent_email END,
+    consent_email_source = CASE WHEN d.consent_email_at > COALESCE(s.consent_email_at, '-infinity')
+                                THEN d.consent_email_source ELSE s.consent_email_source END,
+    consent_email_at = GREATEST(s.consent_email_at, d.consent_email_at),
+    consent_sms = CASE WHEN d.consent_sms_at > COALESCE(s.consent_sms_at, '-infinity')
+                       THEN d.consent_sms ELSE s.consent_sms END,
+    consent_sms_source = CASE WHEN d.consent_sms_at > COALESCE(s.consent_sms_at, '-infinity')
+                              THEN d.consent_sms_source ELSE s.consent_sms_source END,
+    consent_sms_at = GREATEST(s.consent_sms_at, d.consent_sms_at)
+  FROM member_profiles d
+ WHERE s.member_id = $1 AND d.member_id = $2
+"""
+
 _RECORD = """
 INSERT INTO member_merges (merchant_id, op_id, source_id, survivor_id, moved, completed_at)
 VALUES ($1, $2, $3, $4, $5::jsonb, now())
@@ -136,6 +161,8 @@ class Merger:
                         merchant,
                         theirs["name"],
                     )
+                await conn.execute(_MERGE_PROFILE, survivor, merchant)
+                await conn.execute(_MERGE_PROFILE_FIELDS, survivor, source)
                 recorded = await conn.fetchval(
                     _RECORD, merchant, op, source, survivor, msgspec.json.encode(moved).decode()
                 )

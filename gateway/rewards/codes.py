@@ -13,6 +13,7 @@ import asyncpg
 import msgspec
 
 from gateway.errors import Refused
+from gateway.events import MemberEventSink
 from gateway.ledger import Earn, Ledger, Origin, member_balance, recorded
 from gateway.members import Members, resolve
 from gateway.programme import Programme, Programmes, Reward, find_reward
@@ -21,6 +22,7 @@ from gateway.wire import epoch_ms
 from protocol.codes import ErrorCode
 from protocol.loyalty import RewardCode, RewardOption
 from protocol.messages import Balance, Outcome, PointsLine, SaleReceipt
+from protocol.wallet import CodeChanged, Codes
 
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 
@@ -55,6 +57,16 @@ def reward_options(
     ]
 
 
+#: The codes each ``codes`` status lists (``active`` and ``expired`` tell an issued code by its
+#: expiry: expiry is not a state a code is moved to).
+_STATUS = {
+    "all": "true",
+    "active": "c.status = 'issued' AND c.expires_at > now()",
+    "expired": "c.status = 'issued' AND c.expires_at <= now()",
+    "used": "c.status = 'redeemed'",
+    "voided": "c.status = 'voided'",
+}
+
 #: A code's terms (name, kind, value, sku) are its own, stored as issued: an edit of the
 #: catalogue row since does not change what a code already paid for is worth. NULL only
 #: for a code whose reward row was gone when migration 0112 filled them in: read as before
@@ -65,6 +77,11 @@ CODE_SELECT = """
            c.redeemed_op, c.void_op, c.name, c.kind, c.value, c.sku
       FROM reward_codes c
 """
+
+
+#: The same, with the order codes are paged by.
+_CODE_PAGE = CODE_SELECT.replace("c.sku\n", "c.sku, c.seq\n")
+assert "c.seq" in _CODE_PAGE
 
 
 def code_of(r: asyncpg.Record, balance: Balance | None = None) -> RewardCode:
@@ -94,11 +111,20 @@ class Rewards:
         ledger: Ledger,
         programmes: Programmes,
         members: Members,
+        events: MemberEventSink,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
         self.programmes = programmes
         self.members = members
+        self._events = events
+
+    async def _announce(self, merchant: str, row: asyncpg.Record) -> None:
+        """A code was issued, used or voided: the member's watchers see it at once."""
+        code = code_of(row)
+        await self._events.publish(
+            merchant, code.member, CodeChanged(member=code.member, code=code)
+        )
 
     def _code(self, r: asyncpg.Record, balance: Balance | None = None) -> RewardCode:
         return code_of(r, balance)
@@ -123,6 +149,35 @@ class Rewards:
                 limit,
             )
         return [self._code(r) for r in rows]
+
+    async def list_codes(
+        self,
+        merchant: str,
+        member: str,
+        status: str = "all",
+        before: str | None = None,
+        limit: int = 20,
+    ) -> Codes:
+        """The member's codes of ``status`` (``active``, ``used``, ``expired``, ``voided`` or
+        ``all``), newest first, paged by the code sequence (stable under new codes)."""
+        with translate_errors("codes read"):
+            rows = await self.pool.fetch(
+                _CODE_PAGE
+                + f""" WHERE c.merchant_id = $1 AND c.member_id = $2 AND {_STATUS[status]}
+                   AND ($3::bigint IS NULL OR c.seq < $3)
+                 ORDER BY c.seq DESC LIMIT $4""",
+                merchant,
+                member,
+                None if before is None else int(before),
+                limit + 1,
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Codes(
+            member=member,
+            codes=[self._code(r) for r in rows],
+            next=str(rows[-1]["seq"]) if more and rows else None,
+        )
 
     async def redeem(self, origin: Origin, member: str, reward: str, op: str) -> RewardCode:
         merchant = origin.merchant
@@ -184,6 +239,7 @@ class Rewards:
         row = await self._issue(
             merchant, op, r, cost, r.valid_days or programme.code_valid_days, payer
         )
+        await self._announce(merchant, row)
         assert row is not None
         return self._code(row, receipt.balance)
 
@@ -282,6 +338,8 @@ class Rewards:
                 raise Refused("", ErrorCode.CODE_VOIDED)
             else:
                 raise Refused("", ErrorCode.CODE_EXPIRED)
+        else:
+            await self._announce(merchant, row)
         return self._code(row)
 
     async def _redeem(self, origin: Origin, code: str, op: str) -> bool:
@@ -369,6 +427,8 @@ class Rewards:
             raise refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)
+        fresh = await self._find_code(merchant, row["code"])
+        await self._announce(merchant, fresh if fresh is not None else row)
         return self._code(row, receipt.balance)
 
 

@@ -47,6 +47,11 @@ class Keys:
     def member_events_pattern(self) -> str:
         return f"{self.prefix}:me:*"
 
+    def member_events_seq(self, member: str) -> str:
+        """Counter of the member's events (``tier_changed``, ``code_changed``, ...): each
+        carries the next value as its ``seq`` (see ``PUBLISH_MEMBER_EVENT``)."""
+        return f"{self.prefix}:ev:{{m:{member}}}"
+
     def presence(self, member: str) -> str:
         """Hash session-id -> "channel|node|expiry-ms" of the member's live sessions."""
         return f"{self.prefix}:pr:{{m:{member}}}"
@@ -255,4 +260,18 @@ return removed
 PUBLISH_NOTICE = """
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', ARGV[1])
 return redis.call('PUBLISH', ARGV[3], ARGV[1])
+"""
+
+# A member event, numbered: the member's counter (KEYS[1]) moves on by one and the event goes
+# out carrying it, so a watcher can tell a missed event (a ``seq`` that is not the next one)
+# from none. ARGV: the event frame's JSON (an object whose last field is not ``seq``), the
+# member id (the protocol's id charset: nothing to escape), the channel (not a key, as for
+# notices). The envelope is ``{"member": ..., "frame": <the frame with "seq": n>}``. Returns
+# the seq. A Redis that lost its data starts the counters again at 1: the next event's seq is
+# lower than a watcher's, which it takes as a gap too.
+PUBLISH_MEMBER_EVENT = """
+local seq = redis.call('INCR', KEYS[1])
+local frame = string.sub(ARGV[1], 1, -2) .. ',"seq":' .. seq .. '}'
+redis.call('PUBLISH', ARGV[3], '{"member":"' .. ARGV[2] .. '","frame":' .. frame .. '}')
+return seq
 """

@@ -44,6 +44,14 @@ async def test_every_loyalty_command_is_merchant_scoped(clients, merchant, pg_ds
         ({"type": "void_code", "op": unique("v"), "code": code}, "code_not_found"),
         ({"type": "return", "op": unique("t"), "member": m, "sale": f"s-{m}"}, "member_not_found"),
         ({"type": "cashier_view", "member": m}, "member_not_found"),
+        ({"type": "wallet", "member": m}, "member_not_found"),
+        ({"type": "codes", "member": m}, "member_not_found"),
+        ({"type": "update_profile", "member": m, "name": "Mallory"}, "member_not_found"),
+        ({"type": "verify_contact", "member": m, "email": "x@example.com"}, "member_not_found"),
+        (
+            {"type": "confirm_contact", "member": m, "email": "x@example.com", "code": "123456"},
+            "member_not_found",
+        ),
     ]
     for frame, code_expected in probes:
         assert (await err(theirs, frame)).code == code_expected, frame

@@ -19,6 +19,7 @@ from protocol import (
     encode,
     loyalty,
     negotiate,
+    wallet,
 )
 from protocol import limits as L
 from protocol.codes import ERROR_DESCRIPTIONS
@@ -120,9 +121,10 @@ SERVER_FRAMES: list[Any] = [
     Notice(notice="n1", merchant="m", kind="offer", payload={"title": "2x"}, at=1),
 ]
 # The loyalty programme's frames (protocol/loyalty.py) and their examples.
-_PUSHES = ("TierChanged", "MemberMerged")
-CLIENT_FRAMES += [f for name, ex in loyalty.EXAMPLES.items() if name not in _PUSHES for _, f in ex]
-SERVER_FRAMES += [f for name in _PUSHES for _, f in loyalty.EXAMPLES[name]]
+_PUSHES = ("TierChanged", "MemberMerged", "CodeChanged", "ProfileChanged", "Refetch")
+for _examples in (loyalty.EXAMPLES, wallet.EXAMPLES):  # and the wallet's (protocol/wallet.py)
+    CLIENT_FRAMES += [f for name, ex in _examples.items() if name not in _PUSHES for _, f in ex]
+    SERVER_FRAMES += [f for name, ex in _examples.items() if name in _PUSHES for _, f in ex]
 
 
 @pytest.mark.parametrize("frame", CLIENT_FRAMES, ids=lambda f: type(f).__name__)

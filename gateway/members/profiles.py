@@ -1,0 +1,167 @@
+"""The profile a member edits itself: its name, date of birth (month and day for the birthday
+reward, the year if given), marketing consent per channel (with when and through which
+channel it was last set), its preferred store. Every change is pushed to the member's
+watchers (``profile_changed``)."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import Refused
+from gateway.events import MemberEventSink
+from gateway.members import directory
+from gateway.store.db import translate_errors
+from gateway.wire import epoch_ms
+from protocol.codes import ErrorCode
+from protocol.wallet import Birthday, Consent, Consents, ConsentState, Profile, ProfileChanged
+
+_READ = """
+SELECT m.id, COALESCE(p.name, '') AS name, COALESCE(p.tier, '') AS tier, p.erased_at,
+       p.birth_month, p.birth_day, p.birth_year,
+       p.consent_email, p.consent_email_at, p.consent_email_source,
+       p.consent_sms, p.consent_sms_at, p.consent_sms_source, p.preferred_store,
+       (SELECT value FROM member_identities i WHERE i.member_id = m.id AND i.kind = 'phone') AS phone,
+       (SELECT value FROM member_identities i WHERE i.member_id = m.id AND i.kind = 'email') AS email
+  FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
+ WHERE m.id = $1 AND m.merchant_id = $2
+"""
+
+# A field given (its flag true) takes its new value; a consent changed records when and how.
+_UPDATE = """
+INSERT INTO member_profiles (member_id, merchant_id) VALUES ($1, $2)
+ON CONFLICT (member_id) DO NOTHING;
+"""
+
+_SET = """
+UPDATE member_profiles SET
+    name = CASE WHEN $3 THEN $4 ELSE name END,
+    birth_month = CASE WHEN $5 THEN $6 ELSE birth_month END,
+    birth_day = CASE WHEN $5 THEN $7 ELSE birth_day END,
+    birth_year = CASE WHEN $5 THEN $8 ELSE birth_year END,
+    consent_email_at = CASE WHEN $9::bool IS NOT NULL
+                             AND consent_email IS DISTINCT FROM $9 THEN now()
+                            ELSE consent_email_at END,
+    consent_email_source = CASE WHEN $9::bool IS NOT NULL
+                                 AND consent_email IS DISTINCT FROM $9 THEN $12
+                                ELSE consent_email_source END,
+    consent_email = COALESCE($9, consent_email),
+    consent_sms_at = CASE WHEN $10::bool IS NOT NULL
+                           AND consent_sms IS DISTINCT FROM $10 THEN now()
+                          ELSE consent_sms_at END,
+    consent_sms_source = CASE WHEN $10::bool IS NOT NULL
+                               AND consent_sms IS DISTINCT FROM $10 THEN $12
+                              ELSE consent_sms_source END,
+    consent_sms = COALESCE($10, consent_sms),
+    preferred_store = CASE WHEN $11 THEN $13 ELSE preferred_store END
+ WHERE member_id = $1 AND merchant_id = $2
+"""
+
+
+def check_birthday(b: Birthday) -> None:
+    """A day the month has: 31 April, 30 February and 29 February of a year that is not a
+    leap year are refused (29 February without a year is a birthday)."""
+    if b.month == 2 and b.day == 29:
+        ok = b.year is None or calendar.isleap(b.year)
+    else:
+        ok = b.day <= calendar.monthrange(2001 if b.year is None else b.year, b.month)[1]
+    if not ok:
+        raise Refused(
+            f"{b.month:02d}-{b.day:02d} is not a day of that month", ErrorCode.INVALID_FIELD
+        )
+    if b.year is not None and b.year > datetime.now().year:
+        raise Refused("a date of birth in the future", ErrorCode.INVALID_FIELD)
+
+
+def _consent(granted: bool | None, at: datetime | None, source: str | None) -> Consent:
+    return Consent(granted=bool(granted), at=0 if at is None else epoch_ms(at), source=source or "")
+
+
+def profile_of(r: Any) -> Profile:
+    birthday = None
+    if r["birth_month"] is not None and r["birth_day"] is not None:
+        birthday = Birthday(month=r["birth_month"], day=r["birth_day"], year=r["birth_year"])
+    return Profile(
+        member=r["id"],
+        name=r["name"],
+        email=r["email"],
+        phone=r["phone"],
+        birthday=birthday,
+        consent=ConsentState(
+            email=_consent(r["consent_email"], r["consent_email_at"], r["consent_email_source"]),
+            sms=_consent(r["consent_sms"], r["consent_sms_at"], r["consent_sms_source"]),
+        ),
+        preferred_store=r["preferred_store"],
+        tier=r["tier"],
+    )
+
+
+class Profiles:
+    def __init__(self, pool: asyncpg.Pool[Any], events: MemberEventSink) -> None:
+        self._pool = pool
+        self._events = events
+
+    async def view(self, merchant: str, member: str, erased: bool = False) -> Profile:
+        """The profile of ``member`` (or of the survivor it was merged into); refused as an
+        unknown member for another merchant's, or (unless ``erased``: the export's record) an
+        erased one."""
+        who = await directory.resolve(self._pool, member)
+        with translate_errors("profile read"):
+            r = await self._pool.fetchrow(_READ, who, merchant)
+        if r is None or (r["erased_at"] is not None and not erased):
+            raise Refused("no such member", ErrorCode.MEMBER_NOT_FOUND)
+        return profile_of(r)
+
+    async def update(
+        self,
+        merchant: str,
+        member: str,
+        *,
+        source: str,
+        name: str | None = None,
+        birthday: Birthday | None = None,
+        consent: Consents | None = None,
+        preferred_store: str | None = None,
+        clear_preferred_store: bool = False,
+    ) -> Profile:
+        """Set what is given; ``source`` is the channel it came through (``app``, ``web``,
+        ``pos``), recorded with a changed consent."""
+        if birthday is not None:
+            check_birthday(birthday)
+        if clear_preferred_store and preferred_store is not None:
+            raise Refused(
+                "give preferred_store or clear_preferred_store, not both", ErrorCode.INVALID_FIELD
+            )
+        current = await self.view(merchant, member)  # refuses others' and erased members
+        who = current.member
+        email = consent.email if consent is not None else None
+        sms = consent.sms if consent is not None else None
+        with translate_errors("profile write"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_UPDATE, who, merchant)
+                await conn.execute(
+                    _SET,
+                    who,
+                    merchant,
+                    name is not None,
+                    name or "",
+                    birthday is not None,
+                    None if birthday is None else birthday.month,
+                    None if birthday is None else birthday.day,
+                    None if birthday is None else birthday.year,
+                    email,
+                    sms,
+                    clear_preferred_store or preferred_store is not None,
+                    source,
+                    preferred_store,
+                )
+        return await self.changed(merchant, who)
+
+    async def changed(self, merchant: str, member: str) -> Profile:
+        """Read the profile as it is now and push it to the member's watchers."""
+        profile = await self.view(merchant, member)
+        await self._events.publish(merchant, member, ProfileChanged(member=member, profile=profile))
+        return profile
