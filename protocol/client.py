@@ -29,6 +29,8 @@ Typical loop::
         for frame in session.resume(): ws.send(frame)
 """
 
+# long module: one class, with a builder per client command of the protocol (25, each a few
+# lines) beside the version and subscription bookkeeping they feed.
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -50,7 +52,25 @@ from protocol.events import (
     Welcomed,
 )
 from protocol.limits import HOLD_TTL_DEFAULT_MS, REQUEST_ID_PATTERN
-from protocol.loyalty import CashierState, CashierView, MemberMerged
+from protocol.loyalty import (
+    HISTORY_DEFAULT_PAGE,
+    CashierState,
+    CashierView,
+    Enrol,
+    GetHistory,
+    IssuePass,
+    Lookup,
+    Member,
+    MemberBalance,
+    MemberMerged,
+    RedeemReward,
+    Return,
+    ReturnLine,
+    ReturnReceipt,
+    RewardCode,
+    UseCode,
+    VoidCode,
+)
 from protocol.messages import (
     Balance,
     BalanceChanged,
@@ -79,6 +99,19 @@ from protocol.messages import (
 )
 from protocol.messages import Resync as ResyncFrame
 from protocol.version import SUPPORTED_VERSIONS
+from protocol.wallet import (
+    CODES_DEFAULT_PAGE,
+    WALLET_HISTORY_DEFAULT,
+    Birthday,
+    CodeStatus,
+    ConfirmContact,
+    Consents,
+    GetCodes,
+    GetWallet,
+    UpdateProfile,
+    VerifyContact,
+    WalletView,
+)
 
 # --------------------------------------------------------------------------- session
 
@@ -258,6 +291,139 @@ class ClientSession:
         """Ask what became of operation ``op`` (after a timeout or a lost connection)."""
         return self.send(GetOutcome(id=self.next_id(), op=op))
 
+    # The loyalty programme (protocol.loyalty). Builders named after a Python keyword take a
+    # trailing underscore: ``pass_`` (type ``pass``), ``return_`` (type ``return``).
+
+    def enrol(
+        self,
+        phone: str | None = None,
+        email: str | None = None,
+        card: str | None = None,
+        name: str = "",
+    ) -> bytes:
+        """Find or create the member with this phone and/or email (and attach ``card``); an
+        identity that exists returns its member (``created`` absent), never a duplicate."""
+        frame = Enrol(id=self.next_id(), phone=phone, email=email, card=card, name=name)
+        return self.send(frame)
+
+    def lookup(
+        self,
+        phone: str | None = None,
+        email: str | None = None,
+        card: str | None = None,
+        qr: str | None = None,
+    ) -> bytes:
+        """Find a member by exactly one of ``phone``, ``email``, ``card`` or ``qr`` (a pass)."""
+        given = sum(v is not None for v in (phone, email, card, qr))
+        if given != 1:
+            raise ValueError(f"lookup takes exactly one of phone, email, card, qr ({given} given)")
+        return self.send(Lookup(id=self.next_id(), phone=phone, email=email, card=card, qr=qr))
+
+    def pass_(self, member: str) -> bytes:
+        """A short-lived signed pass (the QR code an app shows; a register's ``lookup(qr=)``)."""
+        return self.send(IssuePass(id=self.next_id(), member=member))
+
+    def history(
+        self, member: str, before: str | None = None, limit: int = HISTORY_DEFAULT_PAGE
+    ) -> bytes:
+        """A page of ``member``'s purchases, newest first (``before``: a page's ``next``)."""
+        return self.send(GetHistory(id=self.next_id(), member=member, before=before, limit=limit))
+
+    def redeem_reward(self, op: str, member: str, reward: str) -> bytes:
+        """Turn points into a single-use code for catalogue reward ``reward``."""
+        return self.send(RedeemReward(id=self.next_id(), op=op, member=member, reward=reward))
+
+    def use_code(self, op: str, code: str) -> bytes:
+        """Redeem reward code ``code`` (exactly once, ever). ``outcome`` does not know it: retry
+        it with the same ``op`` to settle it."""
+        return self.send(UseCode(id=self.next_id(), op=op, code=code))
+
+    def void_code(self, op: str, code: str) -> bytes:
+        """Void an unredeemed code; its points go back to the member."""
+        return self.send(VoidCode(id=self.next_id(), op=op, code=code))
+
+    def return_(
+        self,
+        op: str,
+        member: str,
+        sale: str,
+        lines: Sequence[ReturnLine] = (),
+        amount: int | None = None,
+        redemption: str | None = None,
+    ) -> bytes:
+        """Return goods of sale ``sale`` (its ``op``): all of it, the quantities in ``lines``,
+        or ``amount`` minor units of a sale posted without lines; ``redemption`` names the
+        commit that paid part of the sale with points (restored in proportion)."""
+        frame = Return(
+            id=self.next_id(),
+            op=op,
+            member=member,
+            sale=sale,
+            lines=list(lines),
+            amount=amount,
+            redemption=redemption,
+        )
+        return self.send(frame)
+
+    # The shopper's wallet (protocol.wallet).
+
+    def wallet(self, member: str, history: int = WALLET_HISTORY_DEFAULT) -> bytes:
+        """Everything the wallet shows for ``member``; the session is then subscribed to it."""
+        return self.send(GetWallet(id=self.next_id(), member=member, history=history))
+
+    def codes(
+        self,
+        member: str,
+        status: CodeStatus = "all",
+        before: str | None = None,
+        limit: int = CODES_DEFAULT_PAGE,
+    ) -> bytes:
+        """A page of ``member``'s reward codes, newest first, by ``status``."""
+        frame = GetCodes(
+            id=self.next_id(), member=member, status=status, before=before, limit=limit
+        )
+        return self.send(frame)
+
+    def update_profile(
+        self,
+        member: str,
+        name: str | None = None,
+        birthday: Birthday | None = None,
+        consent: Consents | None = None,
+        preferred_store: str | None = None,
+        clear_preferred_store: bool = False,
+    ) -> bytes:
+        """Change what is given of ``member``'s profile (what is left out keeps its value)."""
+        frame = UpdateProfile(
+            id=self.next_id(),
+            member=member,
+            name=name,
+            birthday=birthday,
+            consent=consent,
+            preferred_store=preferred_store,
+            clear_preferred_store=clear_preferred_store,
+        )
+        return self.send(frame)
+
+    def verify_contact(
+        self, member: str, email: str | None = None, phone: str | None = None
+    ) -> bytes:
+        """Send a one-time code to a new ``email`` or ``phone`` (exactly one) of ``member``."""
+        if (email is None) == (phone is None):
+            raise ValueError("verify_contact takes exactly one of email, phone")
+        return self.send(VerifyContact(id=self.next_id(), member=member, email=email, phone=phone))
+
+    def confirm_contact(
+        self, member: str, code: str, email: str | None = None, phone: str | None = None
+    ) -> bytes:
+        """Prove the new address with the ``code`` it received: it becomes ``member``'s."""
+        if (email is None) == (phone is None):
+            raise ValueError("confirm_contact takes exactly one of email, phone")
+        frame = ConfirmContact(
+            id=self.next_id(), member=member, code=code, email=email, phone=phone
+        )
+        return self.send(frame)
+
     # ----------------------------------------------------------------- receiving
 
     def receive(self, data: bytes | str) -> list[Event]:
@@ -316,12 +482,11 @@ class ClientSession:
             self._on_subscribed(data, request, events)
         elif isinstance(data, Unsubscribed):
             self._forget(data.member)
-        elif isinstance(data, CashierState):
+        elif isinstance(data, CashierState | WalletView):
             # The server subscribed the session to the member it shows (the survivor, for a
-            # merged duplicate), as a ``subscribe`` with the view's ``replace`` would have.
+            # merged duplicate), as a ``subscribe`` (with the view's ``replace``) would have.
             member = data.member.member
-            b = data.balance
-            balance = Balance(member, b.posted, b.held, b.available, b.version)
+            balance = _balance(member, data.balance)
             if member in self._subscriptions:
                 self._ahead(balance)  # watched already: its pushes may be behind this reply
             else:
@@ -443,8 +608,17 @@ class ClientSession:
             self._ahead(data)
         elif isinstance(data, SaleReceipt | HoldState) and data.balance is not None:
             self._ahead(data.balance)
+        elif isinstance(data, Member | RewardCode | ReturnReceipt) and data.balance is not None:
+            self._ahead(_balance(data.member, data.balance))
         elif isinstance(data, Outcome):
             self._note_balances(data.data)
+
+
+def _balance(member: str, b: MemberBalance) -> Balance:
+    """A loyalty reply's balance (which names no member) as a protocol ``Balance``."""
+    return Balance(
+        member=member, posted=b.posted, held=b.held, available=b.available, version=b.version
+    )
 
 
 __all__ = [

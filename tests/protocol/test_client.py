@@ -1,5 +1,7 @@
 """The sans-I/O ClientSession: frames out, events in, versions and resume."""
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 
@@ -111,6 +113,179 @@ def test_builders_make_valid_frames() -> None:
         assert s.pending[frame.id] == frame
     hello = decode_client(built[0][0])
     assert isinstance(hello, Hello) and hello.versions == [1] and hello.token == "tok"
+
+
+def test_every_client_command_has_a_builder() -> None:
+    """The 25 commands of protocol v1, each built by ClientSession, encoded through its Struct
+    and decoded back as the server decodes it."""
+    from typing import get_args
+
+    from protocol.loyalty import (
+        CashierView,
+        Enrol,
+        GetHistory,
+        IssuePass,
+        Lookup,
+        RedeemReward,
+        Return,
+        ReturnLine,
+        UseCode,
+        VoidCode,
+    )
+    from protocol.messages import ClientFrame
+    from protocol.wallet import (
+        Birthday,
+        ConfirmContact,
+        Consents,
+        GetCodes,
+        GetWallet,
+        UpdateProfile,
+        VerifyContact,
+    )
+
+    s = ClientSession(prefix="pos7-")
+    built = {
+        Hello: s.hello("tok", client="pos/7.2"),
+        Ping: s.ping(),
+        Refresh: s.refresh("tok"),
+        Subscribe: s.subscribe(M, since=3, replace=True, presence=True),
+        Unsubscribe: s.unsubscribe(M),
+        GetBalance: s.balance(M),
+        Sale: s.sale("op-1", M, 500, [SaleLine(sku="latte", qty=2, price=250)]),
+        Reserve: s.reserve("op-2", M, 50, ttl_ms=60_000),
+        Commit: s.commit("op-3", M, "op-2", points=20),
+        Release: s.release("op-4", M, "op-2"),
+        GetOutcome: s.outcome("op-1"),
+        Enrol: s.enrol(phone="(415) 555-2671", email="ada@example.com", card="c-1", name="Ada"),
+        Lookup: s.lookup(qr="eyJ.pass.sig"),
+        IssuePass: s.pass_(M),
+        GetHistory: s.history(M, before="1187", limit=5),
+        RedeemReward: s.redeem_reward("app-7", M, "ten-off"),
+        UseCode: s.use_code("op-5", "RW-7KQ2M9XTAB"),
+        VoidCode: s.void_code("op-6", "RW-7KQ2M9XTAB"),
+        Return: s.return_("op-7", M, "op-1", [ReturnLine(sku="latte", qty=1)], redemption="op-3"),
+        CashierView: s.cashier_view(M, replace=True),
+        GetWallet: s.wallet(M, history=3),
+        GetCodes: s.codes(M, status="used", before="12", limit=5),
+        UpdateProfile: s.update_profile(
+            M,
+            name="Ada",
+            birthday=Birthday(month=3, day=14),
+            consent=Consents(email=True, sms=False),
+            preferred_store="s-1",
+        ),
+        VerifyContact: s.verify_contact(M, email="ada@example.org"),
+        ConfirmContact: s.confirm_contact(M, "493027", email="ada@example.org"),
+    }
+    assert set(built) == set(get_args(ClientFrame)) and len(built) == 25
+    for cls, data in built.items():
+        frame = decode_client(data)
+        assert type(frame) is cls, cls
+        assert s.pending[frame.id] == frame
+        assert encode(frame) == data  # what was sent is exactly the Struct's encoding
+    ret = decode_client(built[Return])
+    assert isinstance(ret, Return) and ret.lines == [ReturnLine(sku="latte", qty=1)]
+    profile = decode_client(built[UpdateProfile])
+    assert isinstance(profile, UpdateProfile) and profile.birthday == Birthday(month=3, day=14)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda s: s.enrol(phone="1"),  # under 3 characters
+        lambda s: s.history(M, limit=0),
+        lambda s: s.history(M, before="not-a-cursor"),
+        lambda s: s.redeem_reward("bad op", M, "r"),
+        lambda s: s.use_code("op", ""),
+        lambda s: s.return_("op", M, "sale", amount=-1),
+        lambda s: s.wallet(M, history=1000),
+        lambda s: s.codes(M, limit=0),
+        lambda s: s.update_profile(M, name="x" * 201),
+        lambda s: s.confirm_contact(M, "12345", email="a@b.c"),  # five digits
+        lambda s: s.pass_("m 42"),
+    ],
+)
+def test_loyalty_and_wallet_builders_refuse_what_the_server_would(
+    build: Callable[[ClientSession], bytes],
+) -> None:
+    s = ClientSession()
+    with pytest.raises(DecodeError) as info:
+        build(s)
+    assert info.value.code is ErrorCode.INVALID_FIELD
+    assert not s.pending  # nothing registered
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda s: s.lookup(),
+        lambda s: s.lookup(phone="+14155552671", email="a@b.c"),
+        lambda s: s.verify_contact(M),
+        lambda s: s.confirm_contact(M, "123456", email="a@b.c", phone="+14155552671"),
+    ],
+)
+def test_exactly_one_identity_is_asked_for(build: Callable[[ClientSession], bytes]) -> None:
+    with pytest.raises(ValueError):
+        build(ClientSession())
+
+
+def test_a_wallet_reply_subscribes_and_loyalty_replies_advance_versions() -> None:
+    """The wallet subscribes the session on the server (as cashier_view does): resume() must
+    re-subscribe it; the balances inside enrol/lookup, code and return replies move versions."""
+    from protocol.loyalty import (
+        History,
+        Member,
+        MemberBalance,
+        ReturnReceipt,
+        RewardCode,
+        TierInfo,
+    )
+    from protocol.wallet import Codes, Profile, WalletView
+
+    def mb(version: int) -> MemberBalance:
+        return MemberBalance(posted=5, held=0, available=5, version=version)
+
+    s = ClientSession()
+    rid = decode_client(s.enrol(phone="+14155552671")).id
+    s.receive(result(rid, Member(member=M, created=True, balance=mb(2))))
+    assert s.last_versions[M] == 2 and s.subscriptions == frozenset()
+    rid = decode_client(s.wallet(M)).id
+    view = WalletView(
+        member=Member(member=M),
+        balance=mb(4),
+        tier=TierInfo(tier=""),
+        rewards=[],
+        codes=Codes(member=M, codes=[]),
+        offers=[],
+        history=History(member=M, purchases=[]),
+        profile=Profile(member=M),
+        seq=3,
+    )
+    s.receive(result(rid, view))
+    assert s.subscriptions == {M} and s.last_versions[M] == 4
+    assert [decode_client(f).since for f in s.resume()] == [4]  # type: ignore[union-attr]
+    code = RewardCode(
+        code="RW-1", reward="r", member=M, status="issued", points=5, expires_at=1, balance=mb(5)
+    )
+    rid = decode_client(s.redeem_reward("op-r", M, "r")).id
+    s.receive(result(rid, code))
+    assert s.last_versions[M] == 5
+    receipt = ReturnReceipt(
+        op="op-ret",
+        sale="op-1",
+        member=M,
+        clawback=1,
+        restored=0,
+        applied=-1,
+        uncollected=0,
+        breakdown=[],
+        balance=mb(7),
+    )
+    rid = decode_client(s.return_("op-ret", M, "op-1")).id
+    s.receive(result(rid, receipt))
+    assert s.last_versions[M] == 7
+    # a watched member: the return's reply skipped 6, whose push is still to come
+    assert s.receive(encode(changed(6))) == [Changed(changed(6), filled=True)]
 
 
 def test_builder_refuses_what_the_server_would() -> None:
