@@ -29,7 +29,7 @@ HELP = {
     "ramp": "seconds of linear ramp from 0 to --rate before --duration",
     "stages": "explicit stages, overriding rate/duration/ramp: '10s:0->2000,60s:2000,5s:2000->0'",
     "warmup": "seconds from the start whose sends are made but not recorded (e.g. = --ramp)",
-    "steps": "flow steps, comma-separated from lookup,reserve,commit,sale (lookup = balance in v1)",
+    "steps": "flow steps, comma-separated from lookup,reserve,commit,sale,wallet (lookup = balance in v1; wallet through the member's app session)",
     "release_fraction": "fraction of holds released instead of committed",
     "points": "points reserved per flow",
     "sale_total": "sale total in minor units (points earned = total/100: the seeded merchant is USD, rate 1)",

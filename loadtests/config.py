@@ -25,8 +25,10 @@ from typing import Any
 
 from loadtests.arrival import Stage, parse_duration, parse_stages, simple_stages
 
-SCENARIOS = ("checkout", "sessions", "churn", "broadcast", "mixed")
-STEPS = ("lookup", "reserve", "commit", "sale")
+SCENARIOS = ("checkout", "sessions", "churn", "broadcast", "mixed", "wallet")
+#: ``wallet`` goes through an app session of the member (the shopper opening its wallet);
+#: the others through a POS terminal.
+STEPS = ("lookup", "reserve", "commit", "sale", "wallet")
 
 
 @dataclass
@@ -146,6 +148,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": [],
         "broadcast_count": 3,
         "broadcast_interval": 2.0,
+    },
+    "wallet": {
+        "rate": 200.0,
+        "duration": 30.0,
+        "ramp": 2.0,
+        "members": 1000,
+        "sessions": 1000,
+        "steps": ["wallet"],
+        "slo": ["wallet.p99<10ms"],
     },
     "mixed": {
         "rate": 100.0,

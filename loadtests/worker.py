@@ -50,6 +50,7 @@ from protocol.messages import (
     Subscribe,
     Subscribed,
 )
+from protocol.wallet import GetWallet
 
 try:  # member lookup by card, where the protocol has it; else the flow reads the balance
     from protocol.loyalty import Lookup, Member
@@ -109,6 +110,8 @@ class Worker:
         self.ops = itertools.count(1)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.member_terminal: dict[str, Link] = {}
+        #: An app session of each member (the ``wallet`` step goes through it).
+        self.member_app: dict[str, Link] = {}
         self.rng = random.Random(self.idx)
         self.record_from = 0
         self.send_lock = threading.Lock()
@@ -251,6 +254,7 @@ class Worker:
                     await link.close()
                     return
                 self.watchers.append(w)
+                self.member_app.setdefault(member, link)
 
         await asyncio.gather(*(open_one(*p) for p in plan))
 
@@ -364,7 +368,8 @@ class Worker:
         self.matcher.record_from = self.record_from
         stages = [Stage(*s) for s in self.spec["stages"]]
         pacers = []
-        if cfg["steps"] and self.terminals and any(s.start or s.end for s in stages):
+        through = self.terminals or (self.member_app and cfg["steps"] == ["wallet"])
+        if cfg["steps"] and through and any(s.start or s.end for s in stages):
             pacers.append(self.spawn(self.pace_flows(t0, stages)))
         if cfg["churn_rate"] > 0 and self.watchers:
             dur = sum(s.duration for s in stages)
@@ -421,7 +426,7 @@ class Worker:
 
     async def flow(self, due: int, member: str) -> None:
         cfg = self.cfg
-        link = self.member_terminal[member]
+        link = self.member_terminal.get(member) or self.member_app[member]
         proto = link.proto
         # From the scheduled time, or from the send if the pacer's sleep ended early (uvloop's
         # timers tick in whole milliseconds): never from before the command left.
@@ -431,8 +436,11 @@ class Worker:
             for step in cfg["steps"]:
                 op = f"{self.run}-{self.idx}-{next(self.ops)}"
                 name = step
-                if step == "lookup" and self.use_lookup:
-                    frame: Any = Lookup(id=proto.next_id(), card=card_for(member))
+                if step == "wallet":
+                    link = self.member_app[member]
+                    frame: Any = GetWallet(id=link.proto.next_id(), member=member)
+                elif step == "lookup" and self.use_lookup:
+                    frame = Lookup(id=proto.next_id(), card=card_for(member))
                 elif step == "lookup":
                     name = "balance"
                     frame = GetBalance(id=proto.next_id(), member=member)

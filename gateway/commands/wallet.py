@@ -68,15 +68,17 @@ class Wallet:
         and every one before it is in what is read (see ``protocol.wallet``)."""
         p = call.principal
         await self._scope.authorize_member(p, f.member)
-        member = await self._members.member(p.merchant, f.member)  # a merged id: its survivor
+        member, programme = await asyncio.gather(
+            self._members.member(p.merchant, f.member),  # a merged id: its survivor
+            self._programmes.get(p.merchant),
+        )
         who = member.member
         current = await self._events.current(who)
         sub = await self._subscriptions.on_behalf(call.session, Subscribe(id=f.id, member=who))
         seq = self._events.seq_at_watch(who, current)
-        programme = await self._programmes.get(p.merchant)
-        profile = await self._profiles.view(p.merchant, who)
-        tier, codes, history, catalogue = await asyncio.gather(
-            self._tiers.info(programme, who, profile.tier),
+        profile, tier, codes, history, catalogue = await asyncio.gather(
+            self._profiles.view(p.merchant, who),
+            self._tiers.info(programme, who, member.tier),
             self._rewards.list_codes(p.merchant, who, "all", None, CODES_DEFAULT_PAGE),
             self._sales.history(p.merchant, who, None, f.history),
             list_rewards(self._rewards.pool, p.merchant),
@@ -88,9 +90,9 @@ class Wallet:
                 member=member,
                 balance=member_balance(bal),
                 tier=tier,
-                rewards=reward_options(programme, profile.tier, bal.available, catalogue),
+                rewards=reward_options(programme, member.tier, bal.available, catalogue),
                 codes=codes,
-                offers=programme.offers(profile.tier),
+                offers=programme.offers(member.tier),
                 history=history,
                 profile=profile,
                 seq=seq,

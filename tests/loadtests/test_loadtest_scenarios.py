@@ -114,6 +114,16 @@ async def test_checkout(urls: list[str], pg_dsn: str) -> None:
     assert [s["status"] for s in report["slo"]] == ["pass", "pass"]
 
 
+async def test_wallet_views_through_the_members_app_sessions(urls: list[str], pg_dsn: str) -> None:
+    report = await execute(
+        config("wallet", urls, pg_dsn, members=10, sessions=10, rate=20.0, slo=["wallet.p99<60s"])
+    )
+    assert_structure(report)
+    assert report["exit_code"] == EXIT_OK, report["status"]
+    assert report["latency"]["wallet"]["count"] == report["counters"]["scheduled"] == 40
+    assert report["counters"]["errors_total"] == 0
+
+
 async def test_sessions_push_lag_for_every_change(urls: list[str], pg_dsn: str) -> None:
     report = await execute(config("sessions", urls, pg_dsn, members=10, sessions=30, rate=10.0))
     assert_structure(report)
