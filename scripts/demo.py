@@ -1,7 +1,8 @@
 """The product's main job, end to end on this machine: migrate, start two gateway nodes, seed a
 merchant and a shopper, and show a POS sale on node A pushing the new balance to the shopper's
-app session on node B, then a redemption (reserve + commit) doing the same. Stops the nodes
-with SIGTERM (graceful drain) at the end."""
+app session on node B, then a redemption (reserve + commit) doing the same, and the commit
+sent again with its op. The register and the app are ``loyalty_client.Client``s (the asyncio
+client of clients/python). Stops the nodes with SIGTERM (graceful drain) at the end."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Any
 
 import aiohttp
+from loyalty_client import Changed, Client
 
+from protocol.messages import BalanceChanged, SaleLine
 from scripts.services import ensure
 
 
@@ -36,26 +39,13 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"gateway at {url} did not become ready")
 
 
-class Client:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
-        self.ws, self.name, self.n = ws, name, 0
-
-    async def call(self, frame: dict[str, Any]) -> dict[str, Any]:
-        import orjson
-
-        self.n += 1
-        frame = {"id": f"{self.name}-{self.n}", **frame}
-        await self.ws.send_str(orjson.dumps(frame).decode())
-        while True:
-            msg = orjson.loads((await self.ws.receive()).data)
-            if msg.get("id") == frame["id"]:
-                return dict(msg)
-
-    async def push(self, timeout: float = 5.0) -> dict[str, Any]:
-        import orjson
-
-        msg = await asyncio.wait_for(self.ws.receive(), timeout)
-        return dict(orjson.loads(msg.data))
+async def next_change(app: Client, timeout: float = 5.0) -> BalanceChanged:
+    """The app's next balance change (other events are skipped)."""
+    async with asyncio.timeout(timeout):
+        async for event in app.events():
+            if isinstance(event, Changed):
+                return event.change
+    raise SystemExit("the app client stopped")
 
 
 async def demo(env: dict[str, str], urls: list[str]) -> None:
@@ -73,105 +63,90 @@ async def demo(env: dict[str, str], urls: list[str]) -> None:
     await conn.close()
     step(f"merchant {merchant!r} ready")
 
-    async with aiohttp.ClientSession() as http:
-        pos = Client(await http.ws_connect(urls[0] + "/ws"), "pos")
-        w = await pos.call(
-            {
-                "type": "hello",
-                "versions": [1],
-                "token": auth.mint_pos(secret, merchant, "store-1", "till-4"),
-            }
+    with tempfile.TemporaryDirectory(prefix="demo-till-") as journal_dir:
+        # The register: loyalty_client.Client on node A (node B as its fallback), a token from a
+        # callback (called again before every reconnect) and its op journal on disk.
+        till = Client(
+            urls,
+            lambda: auth.mint_pos(secret, merchant, "store-1", "till-4"),
+            journal=os.path.join(journal_dir, "till-4.db"),
+            prefix="till4-",
         )
-        step(f"POS session on node {w['node']} (store-1 / till-4)")
-        enrolled = await pos.call({"type": "enrol", "phone": phone, "name": "Sam"})
-        member = enrolled["data"]["member"]
-        again = await pos.call({"type": "enrol", "phone": phone})
+        w = await till.connect()
+        step(f"POS session on node {w.node} (store-1 / till-4), op journal in {journal_dir}")
+        enrolled = await till.enrol(phone, name="Sam")
+        member = enrolled.member
+        again = await till.enrol(phone)
         step(
-            f"cashier enrolled {phone} -> member {member} (created={enrolled['data'].get('created', False)});"
-            f" enrolling it again returns the same member (created={again['data'].get('created', False)})"
+            f"cashier enrolled {phone} -> member {member} (created={enrolled.created});"
+            f" enrolling it again returns {'the same' if again.member == member else 'ANOTHER'}"
+            f" member, `created` absent from its frame (created={again.created})"
         )
 
-        app = Client(await http.ws_connect(urls[1] + "/ws"), "app")
-        w = await app.call(
-            {"type": "hello", "versions": [1], "token": auth.mint_app(secret, merchant, member)}
+        # The shopper's app: on node B (node A as its fallback).
+        app = Client(
+            list(reversed(urls)), lambda: auth.mint_app(secret, merchant, member), prefix="app-"
         )
-        sub = await app.call({"type": "subscribe", "member": member})
+        w = await app.connect()
+        sub = await app.subscribe(member)
         step(
-            f"app session on node {w['node']}: subscribed, balance "
-            f"{sub['data']['balance']['available']} (version {sub['data']['balance']['version']})"
+            f"app session on node {w.node}: subscribed, balance {sub.balance.available}"
+            f" (version {sub.balance.version})"
         )
 
-        view = await pos.call({"type": "cashier_view", "member": member})
-        d = view["data"]
-        tier = d["tier"].get("name") or "(no tiers configured)"
+        view = await till.cashier_view(member)
+        tier = view.tier.name or "(no tiers configured)"
         step(
-            f"cashier view (level 2): available {d['balance']['available']}, tier {tier}, "
-            f"{len(d['rewards'])} rewards, {len(d['recent'])} recent purchases; "
+            f"cashier view (level 2): available {view.balance.available}, tier {tier}, "
+            f"{len(view.rewards)} rewards, {len(view.recent)} recent purchases; "
             "the register now receives live changes"
         )
 
         t0 = time.perf_counter()
-        sale = await pos.call(
-            {
-                "type": "sale",
-                "op": f"sale-{member}",
-                "member": member,
-                "total": 4250,
-                "lines": [
-                    {"sku": "latte", "qty": 2, "price": 475},
-                    {"sku": "beans-1kg", "qty": 1, "price": 3300},
-                ],
-            }
+        sale = await till.sale(
+            member,
+            4250,
+            [SaleLine(sku="latte", qty=2, price=475), SaleLine(sku="beans-1kg", qty=1, price=3300)],
         )
         t_reply = time.perf_counter()
-        change = await app.push()
+        change = await next_change(app)
         t_push = time.perf_counter()
         step(
-            f"POS sale $42.50 -> {sale['data']['points']} points, reply in "
+            f"POS sale $42.50 (op {sale.op}) -> {sale.points} points, reply in "
             f"{(t_reply - t0) * 1000:.1f} ms"
         )
         step(
-            f"app on the other node got {change['type']}: available {change['available']} "
-            f"(version {change['version']}, cause {change['cause']['kind']}) "
+            f"app on the other node got balance_changed: available {change.available} "
+            f"(version {change.version}, cause {change.cause.kind}) "
             f"{(t_push - t_reply) * 1000:.1f} ms after the POS reply"
         )
 
-        hold = f"hold-{member}"
-        r = await pos.call({"type": "reserve", "op": hold, "member": member, "points": 30})
-        held = await app.push()
+        hold = await till.reserve(member, 30)
+        held = await next_change(app)
         step(
-            f"POS reserved 30 points: hold {r['data']['status']}; app sees available "
-            f"{held['available']} (held {held['held']})"
+            f"POS reserved 30 points: hold {hold.status}; app sees available "
+            f"{held.available} (held {held.held})"
         )
-        c = await pos.call(
-            {
-                "type": "commit",
-                "op": f"commit-{member}",
-                "member": member,
-                "hold": hold,
-                "points": 25,
-            }
-        )
-        done = await app.push()
+        commit_op = till.new_op()  # made once, journaled before it is sent, reused on retry
+        done = await till.commit(member, hold.hold, 25, op=commit_op)
+        posted = await next_change(app)
         step(
-            f"POS committed 25 of 30 (rest released): {c['data']['status']}; app sees "
-            f"posted {done['posted']}, available {done['available']} (version {done['version']})"
+            f"POS committed 25 of 30 (rest released): {done.status}; app sees "
+            f"posted {posted.posted}, available {posted.available} (version {posted.version})"
         )
-        again = await pos.call(
-            {
-                "type": "commit",
-                "op": f"commit-{member}",
-                "member": member,
-                "hold": hold,
-                "points": 25,
-            }
-        )
+        again_done = await till.commit(member, hold.hold, 25, op=commit_op)
         step(
-            f"POS retried the same commit: same answer ({again['data']['status']}, "
-            f"version {again['data']['balance']['version']}), nothing applied twice"
+            f"POS retried the same commit (same op): same answer ({again_done.status}, "
+            f"version {again_done.balance.version if again_done.balance else '?'}),"
+            " nothing applied twice"
         )
-        await pos.ws.close()
-        await app.ws.close()
+        balance = await app.balance(member)
+        step(
+            f"app reads the balance: posted {balance.posted}, version {balance.version};"
+            f" the register's journal holds {len(await till.journal.pending())} unsettled ops"
+        )
+        await app.close()
+        await till.close()
     step("demo finished: one balance, every point of interaction, in real time")
 
 
