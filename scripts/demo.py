@@ -80,7 +80,7 @@ async def demo(env: dict[str, str], urls: list[str]) -> None:
         step(
             f"cashier enrolled {phone} -> member {member} (created={enrolled.created});"
             f" enrolling it again returns {'the same' if again.member == member else 'ANOTHER'}"
-            f" member, `created` absent from its frame (created={again.created})"
+            " member (`created` absent: the frame omits defaults)"
         )
 
         # The shopper's app: on node B (node A as its fallback).
