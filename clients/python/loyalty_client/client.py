@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -90,7 +91,7 @@ class Client(Commands):
         urls: str | Sequence[str],
         token: TokenProvider,
         *,
-        journal: Journal | str | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
         prefix: str = "",
         op_prefix: str | None = None,
         client_name: str = "loyalty-client/0.1",
@@ -109,7 +110,7 @@ class Client(Commands):
             raise ValueError("no gateway URL")
         self._token = token
         self._journal = open_journal(journal)
-        self._own_journal = not (journal is not None and not isinstance(journal, str))
+        self._own_journal = journal is None or isinstance(journal, str | os.PathLike)
         self._session = ClientSession(prefix)
         self._op_prefix = prefix if op_prefix is None else op_prefix
         if len(self._op_prefix) > ID_MAX_LEN - _OP_SUFFIX:
@@ -278,8 +279,6 @@ class Client(Commands):
                 code, reason, lived = await self._connection(url)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            except LoyaltyError:
-                raise
             except Exception as exc:  # the token provider's own failure, say
                 log.warning("connection attempt to %s failed", url, exc_info=True)
                 reason = f"{type(exc).__name__}: {exc}"
