@@ -24,7 +24,7 @@ SYNC := $(UV) sync --frozen --extra test --extra dev
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test check lint format typecheck importlint pytest lock migrate asyncapi bench clean
+.PHONY: install install-js run test check lint format typecheck importlint pytest lock migrate asyncapi bench clean
 
 $(UV_STAMP):
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,19 @@ $(STAMP): $(UV_STAMP) pyproject.toml uv.lock
 
 ## install: the venv, exactly as uv.lock says, with the project installed editable
 install: $(STAMP)
+
+# The TypeScript client's tools (clients/js: TypeScript, esbuild, vitest, ws), exactly as its
+# package-lock.json says: npm ci, never npm install, so a fresh clone gets the locked versions.
+# tests/clients/test_js_client.py runs its test suite against real nodes.
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
+
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	npm ci --prefix $(JS) --no-audit --no-fund
+	touch $@
+
+## install-js: clients/js/node_modules, exactly as clients/js/package-lock.json says
+install-js: $(JS_STAMP)
 
 ## lock: refresh uv.lock on purpose (uv lock --upgrade), then re-sync the venv from it
 lock: $(UV_STAMP)
@@ -70,17 +83,20 @@ importlint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m scripts.import_cycles --check
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(JS_STAMP)
 	$(BIN)/python -m scripts.services --ensure -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 migrate: $(STAMP)
 	$(BIN)/python -m gateway migrate
 
-asyncapi: $(STAMP)
+# The TypeScript client's frames (clients/js/src/frames.ts) are generated from it too.
+asyncapi: $(STAMP) $(JS_STAMP)
 	$(BIN)/python -m protocol.asyncapi > protocol/asyncapi.json
+	npm run --prefix $(JS) --silent gen
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtests bench
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(JS)/node_modules $(JS)/dist
