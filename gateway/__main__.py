@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 from gateway.settings import Settings
@@ -22,7 +21,7 @@ def _serve(settings: Settings) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         pass
-    prefix = os.environ.get("GATEWAY_REDIS_PREFIX", "lg")
+    prefix = settings.store.redis_prefix
 
     async def app() -> web.Application:  # built inside the loop that serves it
         return build_app(settings, prefix)
@@ -68,7 +67,7 @@ async def _rebuild(settings: Settings) -> None:
     redis = create_client(settings.store.redis_url, timeout=30)
     try:
         n, seconds = await rebuild_cache(
-            settings.store.database_url, redis, Keys(os.environ.get("GATEWAY_REDIS_PREFIX", "lg"))
+            settings.store.database_url, redis, Keys(settings.store.redis_prefix)
         )
     finally:
         await redis.aclose()
@@ -95,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--ttl", type=float, default=3600.0)
     tok.add_argument("--kid", help="sign with this merchant key (its merchant must be --merchant)")
     args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a bad setting: one line, exit 2
+        parser.error(str(exc))
     logging.basicConfig(
-        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
+        level=settings.server.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    settings = Settings.from_env()
     if args.cmd == "serve":
         try:
             settings.check_serving()

@@ -49,10 +49,10 @@ log = logging.getLogger(__name__)
 class Node:
     """Every long-lived component of one gateway process, built once, in dependency order."""
 
-    def __init__(self, settings: Settings, redis_prefix: str = "lg") -> None:
+    def __init__(self, settings: Settings, redis_prefix: str | None = None) -> None:
         s = settings
         self.settings = settings
-        self.keys = Keys(redis_prefix)
+        self.keys = Keys(settings.store.redis_prefix if redis_prefix is None else redis_prefix)
         self.metrics = Metrics()
         self.collector = CollectorPolicy(s.server.gc_freeze_seconds, s.server.gc_full_seconds)
         self.pool = new_pool(s.store.database_url, s.store.db_pool_size, s.store.command_timeout)
@@ -146,7 +146,7 @@ class Node:
         )
         commands.register(
             router,
-            commands.Points(self.ledger, self.reads, scope),
+            commands.Points(self.ledger, self.reads, scope, self.returns, self.rewards),
             commands.Loyalty(
                 scope,
                 self.members,
@@ -311,7 +311,7 @@ def _graceful_exit() -> None:
     raise web.GracefulExit()
 
 
-def build_app(settings: Settings, redis_prefix: str = "lg") -> web.Application:
+def build_app(settings: Settings, redis_prefix: str | None = None) -> web.Application:
     """The node's web application; build it inside the event loop that will serve it."""
     app = web.Application()
     node = Node(settings, redis_prefix)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,21 @@ def _check_secrets(host: str, jwt_secret: str, admin_token: str) -> None:
             raise ValueError(f"{name} must be at least {MIN_SECRET_BYTES} bytes")
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).upper()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {env.get(name)!r}")
+    return value
+
+
+def _prefix(value: str) -> str:
+    """A key prefix: letters, digits, ``_``, ``-``, ``.`` and ``:`` (it is spelled into every key
+    and channel, and a ``{``, ``*`` or space would change what they mean: a hash tag, a pattern)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError(f"GATEWAY_REDIS_PREFIX must be letters, digits, _ - . or :, got {value!r}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -82,6 +98,8 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
 class StoreSettings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
+    #: Prefix of every Redis key and channel: one per deployment sharing a Redis.
+    redis_prefix: str = "lg"
     #: Connections in the asyncpg pool used for reads and admin work (ledger lanes have their own).
     db_pool_size: int = 8
     #: Seconds a single store call may take before the command fails with ``timeout``.
@@ -180,6 +198,8 @@ class ServerSettings:
     gc_freeze_seconds: float = 10.0
     #: Seconds between full collections over everything, frozen objects included (0: never).
     gc_full_seconds: float = 600.0
+    #: Logging level of the node's log (DEBUG, INFO, WARNING, ERROR).
+    log_level: str = "INFO"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +231,14 @@ class Settings:
                 drain_seconds=_float(e, "GATEWAY_DRAIN_SECONDS", 20.0, 1.0, 600.0),
                 gc_freeze_seconds=_float(e, "GATEWAY_GC_FREEZE_SECONDS", 10.0, 0.0, 86400.0),
                 gc_full_seconds=_float(e, "GATEWAY_GC_FULL_SECONDS", 600.0, 0.0, 864000.0),
+                log_level=_choice(
+                    e, "GATEWAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
+                ),
             ),
             store=StoreSettings(
                 database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
                 redis_url=e.get("REDIS_URL", DEFAULT_REDIS_URL),
+                redis_prefix=_prefix(e.get("GATEWAY_REDIS_PREFIX") or "lg"),
                 db_pool_size=_int(e, "GATEWAY_DB_POOL", 8, 1, 200),
                 command_timeout=_float(e, "GATEWAY_COMMAND_TIMEOUT", 5.0, 0.1, 120.0),
             ),

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     # -- limits --
     RATE_LIMITED = "rate_limited"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    MEMBER_SESSIONS_FULL = "member_sessions_full"
     # -- server side, temporary --
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
@@ -75,6 +76,7 @@ class ErrorCode(StrEnum):
 _RETRYABLE = frozenset(
     {
         ErrorCode.RATE_LIMITED,
+        ErrorCode.MEMBER_SESSIONS_FULL,
         ErrorCode.INTERNAL,
         ErrorCode.UNAVAILABLE,
         ErrorCode.TIMEOUT,
@@ -99,6 +101,10 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ),
     ErrorCode.RATE_LIMITED: "Too many commands on this session; slow down and retry.",
     ErrorCode.TOO_MANY_SUBSCRIPTIONS: "The session watches the maximum number of members.",
+    ErrorCode.MEMBER_SESSIONS_FULL: (
+        "The member has the most app/web sessions allowed open (on every node); close one."
+        " Answers the `hello`, then the session is closed with 3004."
+    ),
     ErrorCode.INTERNAL: "Unexpected server error; nothing was applied; retry with the same id.",
     ErrorCode.UNAVAILABLE: "A backing store is unavailable; retry with the same id.",
     ErrorCode.TIMEOUT: "The operation's outcome is not known yet; retry with the same id.",
@@ -107,7 +113,10 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.INSUFFICIENT_POINTS: "Available points are lower than the amount requested.",
     ErrorCode.HOLD_NOT_FOUND: "No hold with that id for this member.",
     ErrorCode.HOLD_NOT_ACTIVE: "The hold was already committed or released.",
-    ErrorCode.HOLD_EXPIRED: "The hold passed its expiry and can no longer be committed.",
+    ErrorCode.HOLD_EXPIRED: (
+        "The hold passed its expiry: its points are available again, and it can no longer be"
+        " committed or released."
+    ),
     ErrorCode.COMMIT_EXCEEDS_HOLD: "The commit amount is larger than the held amount.",
     ErrorCode.IDEMPOTENCY_CONFLICT: "The operation id was used before with different content.",
     ErrorCode.OPERATION_NOT_FOUND: (
@@ -148,7 +157,8 @@ class CloseCode(IntEnum):
     HEARTBEAT_TIMEOUT = 3003
     """No traffic from the client within the heartbeat timeout."""
     MEMBER_SESSIONS_FULL = 3004
-    """The member already has the maximum number of live sessions; retry later."""
+    """The member already has the maximum number of live sessions; retry later (the
+    ``hello`` is answered with ``member_sessions_full`` first)."""
     SLOW_CONSUMER = 3008
     """The client did not read fast enough and its outbound queue overflowed; reconnect and
     resume from the last version seen."""

@@ -36,6 +36,14 @@ MAX_VERSION = 2**63 - 1
 #: the session continues. (The transport has its own, larger, hard limit that closes the socket.)
 MAX_FRAME_BYTES = 65_536
 
+#: Nesting of JSON containers (the frame's own object included) every frame may hold. The JSON
+#: decoder stops at Python's recursion limit, somewhat under 1,000 levels and less the deeper
+#: the decoding call already is: a frame nested past it is ``malformed_frame``, without its
+#: request id (the frame is not read that far). No command nests deeper than 4.
+MAX_NESTING = 500
+#: Nesting past which no frame is ever read.
+MAX_NESTING_READ = 1000
+
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=ID_MAX_LEN)]
 RequestId = Annotated[str, msgspec.Meta(pattern=REQUEST_ID_PATTERN, max_length=ID_MAX_LEN)]
 Points = Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)]

@@ -30,8 +30,10 @@ Cursor = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,18}$(?!\n)")]
 PageSize = Annotated[int, msgspec.Meta(ge=1, le=HISTORY_MAX_PAGE)]
 
 
-class _Command(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
-    pass
+class _Command(
+    msgspec.Struct, kw_only=True, frozen=True, tag_field="type", forbid_unknown_fields=True
+):
+    """A field the command does not define is refused (``invalid_field``)."""
 
 
 class _Push(msgspec.Struct, kw_only=True, frozen=True, tag_field="type", omit_defaults=True):

@@ -23,12 +23,21 @@ from protocol.limits import (
     TtlMs,
     Version,
 )
-from protocol.loyalty import LoyaltyCommand, LoyaltyPush, LoyaltyResult
+from protocol.loyalty import (
+    LoyaltyCommand,
+    LoyaltyPush,
+    LoyaltyResult,
+    ReturnReceipt,
+    RewardCode,
+)
 from protocol.wallet import WalletCommand, WalletPush, WalletResult
 
 
-class _Client(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
-    pass
+class _Client(
+    msgspec.Struct, kw_only=True, frozen=True, tag_field="type", forbid_unknown_fields=True
+):
+    """A field a command does not define is refused (``invalid_field``): a client must never
+    believe it sent something (a sale time, a channel) that the server ignored."""
 
 
 class _Server(msgspec.Struct, kw_only=True, frozen=True, tag_field="type", omit_defaults=True):
@@ -269,7 +278,9 @@ class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 class Outcome(_Data, tag="outcome", frozen=True):
     op: str
     ok: bool
-    data: "Balance | SaleReceipt | HoldState | None" = None
+    data: "Balance | SaleReceipt | HoldState | ReturnReceipt | RewardCode | None" = None
+    """What the command's own reply carried: a ``sale``'s receipt, a hold's state, a
+    ``return``'s receipt, the code of a ``redeem_reward`` or a ``void_code``."""
     error: ErrorInfo | None = None
 
 
@@ -302,7 +313,11 @@ class Result(_Server, tag="result", frozen=True):
     data: ResultData
 
 
-class Error(_Server, tag="error", frozen=True):
+class Error(msgspec.Struct, kw_only=True, frozen=True, tag_field="type", tag="error"):
+    """Every field is always sent: ``id`` is null when the frame it answers had none that
+    could be read, ``retryable`` says whether the same command (same ``op``) may be sent
+    again. ``code`` is stable; ``message`` is for people and may change."""
+
     code: str
     message: str
     id: str | None = None
@@ -338,7 +353,7 @@ class Presence(_Server, tag="presence", frozen=True):
     stale and may be ignored."""
 
 
-class Notice(_Server, tag="notice", frozen=True):
+class Notice(msgspec.Struct, kw_only=True, frozen=True, tag_field="type", tag="notice"):
     """A merchant-wide message (e.g. a new offer) pushed to every session of ``merchant``."""
 
     notice: str

@@ -102,6 +102,11 @@ class BadRequest(Exception):
     """A request body that does not validate (answered 400)."""
 
 
+class NoSuchMerchant(Exception):
+    """The merchant in the path does not exist: answered as one outside the token's reach
+    (404 ``not_found``), whoever asks."""
+
+
 def auth_middleware(admin_token: str, merchant_keys: MerchantKeys) -> Any:
     """Checks the bearer token of every ``/admin/v1/`` route against the operator's admin
     token and the merchants' own, and answers refusals with their status and stable code."""
@@ -125,6 +130,8 @@ def auth_middleware(admin_token: str, merchant_keys: MerchantKeys) -> Any:
             return _error(_STATUS.get(exc.code, 500), exc.code.value, exc.message)
         except BadRequest as exc:
             return _error(400, "invalid_field", str(exc))
+        except NoSuchMerchant:
+            return _error(404, "not_found", "no such merchant")
 
     return admin_auth
 
@@ -186,7 +193,8 @@ class AdminApi:
     async def _merchant(self, request: web.Request) -> str:
         """The merchant in the path, which must exist (else 404)."""
         merchant = request.match_info["merchant"]
-        await self.s.config.require_merchant(merchant)
+        if not await self.s.config.exists(merchant):
+            raise NoSuchMerchant
         return merchant
 
     # ------------------------------------------------------------------ programme

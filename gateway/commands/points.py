@@ -7,9 +7,12 @@ import msgspec
 
 from gateway.errors import Refused
 from gateway.ledger import Commit, Ledger, Op, Origin, Reads, Release, Reserve
+from gateway.purchases import Returns
+from gateway.rewards import Rewards
 from gateway.sessions import Call, Scope
 from protocol import messages as m
 from protocol.codes import ErrorCode
+from protocol.loyalty import ReturnReceipt
 
 
 def origin(call: Call) -> Origin:
@@ -43,10 +46,28 @@ def outcome_frame(request_id: str, outcome: m.Outcome) -> m.Result | m.Error:
 
 
 class Points:
-    def __init__(self, ledger: Ledger, reads: Reads, scope: Scope) -> None:
+    def __init__(
+        self, ledger: Ledger, reads: Reads, scope: Scope, returns: Returns, rewards: Rewards
+    ) -> None:
         self._ledger = ledger
         self._reads = reads
         self._scope = scope
+        self._returns = returns
+        self._rewards = rewards
+
+    async def _as_replied(self, merchant: str, op: str, found: m.Outcome) -> m.Outcome:
+        """The outcome with the data the command's own reply carried: a return's receipt, the
+        code of a redemption or a void (the ledger records the points they moved)."""
+        posted = found.data
+        if not (found.ok and isinstance(posted, m.SaleReceipt)):
+            return found
+        rules = {b.rule for b in posted.breakdown}
+        data: object = None
+        if {"return", "refund"} <= rules:
+            data = await self._returns.receipt(merchant, op, posted)
+        elif any(r.startswith(("reward:", "void:")) for r in rules):
+            data = await self._rewards.reply_of(merchant, op, posted)
+        return found if data is None else msgspec.structs.replace(found, data=data)
 
     async def balance(self, call: Call, frame: m.GetBalance) -> object:
         await self._scope.authorize_member(call.principal, frame.member)
@@ -61,9 +82,10 @@ class Points:
         if found is None or (p.kind == "app" and getattr(found.data, "member", None) != p.member):
             raise Refused("no operation with that id", ErrorCode.OPERATION_NOT_FOUND)
         self._ledger.replied([found])  # this node's reads now never go below the version told
+        found = await self._as_replied(p.merchant, op_id(call, frame.op), found)
         if found.op != frame.op:  # an app's: told by the id it sent
             data = found.data
-            if isinstance(data, m.SaleReceipt | m.HoldState):
+            if isinstance(data, m.SaleReceipt | m.HoldState | ReturnReceipt):
                 data = msgspec.structs.replace(data, op=frame.op)
             found = msgspec.structs.replace(found, op=frame.op, data=data)
         return m.Result(id=frame.id, data=found)

@@ -80,12 +80,11 @@ class ProgrammeConfig:
         """Read the merchant's programme afresh at its next use on this node."""
         self._programmes.invalidate(merchant)
 
-    async def require_merchant(self, merchant: str) -> None:
-        """Refused as an unknown merchant (``forbidden``, answered 404) unless it exists."""
+    async def exists(self, merchant: str) -> bool:
         with translate_errors("merchant read"):
-            found = await self._pool.fetchval("SELECT 1 FROM merchants WHERE id = $1", merchant)
-        if not found:
-            raise Refused("no such merchant", ErrorCode.FORBIDDEN)
+            return bool(
+                await self._pool.fetchval("SELECT 1 FROM merchants WHERE id = $1", merchant)
+            )
 
     # ------------------------------------------------------------------ the programme
     async def view(self, merchant: str) -> dict[str, Any]:

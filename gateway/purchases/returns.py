@@ -164,17 +164,21 @@ class Returns:
             raise _refused(outcome)
         receipt = outcome.data
         assert isinstance(receipt, SaleReceipt)
-        return ReturnReceipt(
-            op=frame.op,
-            sale=frame.sale,
-            member=receipt.member,
-            clawback=plan.clawback,
-            restored=plan.restored,
-            applied=receipt.points,
-            uncollected=receipt.points - net,
-            breakdown=[PointsItem(rule=b.rule, points=b.points) for b in receipt.breakdown],
-            balance=member_balance(receipt.balance),
-        )
+        return _receipt(frame.op, frame.sale, plan.clawback, plan.restored, receipt)
+
+    async def receipt(self, merchant: str, op: str, posted: SaleReceipt) -> ReturnReceipt | None:
+        """The reply a return got, rebuilt from what the ledger recorded (``posted``) and the
+        return's row: what ``outcome`` answers for a return. None if no return has that op."""
+        with translate_errors("return read"):
+            row = await self._pool.fetchrow(
+                """SELECT sale_op, clawback, restored FROM sale_returns
+                    WHERE merchant_id = $1 AND op_id = $2""",
+                merchant,
+                op,
+            )
+        if row is None:
+            return None
+        return _receipt(op, row["sale_op"], row["clawback"], row["restored"], posted)
 
     async def plan(self, merchant: str, frame: Return) -> PlannedReturn | Outcome:
         """Record the return (or find it, for a retry) and say what it moves."""
@@ -199,6 +203,22 @@ class Returns:
                 op,
                 fp,
             )
+
+
+def _receipt(
+    op: str, sale: str, clawback: int, restored: int, posted: SaleReceipt
+) -> ReturnReceipt:
+    return ReturnReceipt(
+        op=op,
+        sale=sale,
+        member=posted.member,
+        clawback=clawback,
+        restored=restored,
+        applied=posted.points,
+        uncollected=posted.points - (restored - clawback),
+        breakdown=[PointsItem(rule=b.rule, points=b.points) for b in posted.breakdown],
+        balance=member_balance(posted.balance),
+    )
 
 
 async def _plan(conn: Any, merchant: str, frame: Return, fp: bytes) -> PlannedReturn:

@@ -150,6 +150,27 @@ class Rewards:
             )
         return [self._code(r) for r in rows]
 
+    async def reply_of(self, merchant: str, op: str, posted: SaleReceipt) -> RewardCode | None:
+        """The code a ``redeem_reward`` or ``void_code`` under ``op`` answered, rebuilt from
+        what the ledger recorded (``posted``: the points it moved): what ``outcome`` answers
+        for them. None when ``posted`` is neither."""
+        rules = [b.rule for b in posted.breakdown]
+        if any(r.startswith("reward:") for r in rules):
+            where = "c.merchant_id = $1 AND c.issue_op = $2"
+            key = op
+        else:
+            voided = next((r[len("void:") :] for r in rules if r.startswith("void:")), None)
+            if voided is None:
+                return None
+            where, key = "c.merchant_id = $1 AND c.code = $2", voided
+        with translate_errors("code read"):
+            row = await self.pool.fetchrow(CODE_SELECT + " WHERE " + where, merchant, key)
+        if row is None:
+            return None
+        # As the reply named it: the member whose points the ledger moved (a merge since may
+        # have moved the code on to its survivor); its status as it is now.
+        return msgspec.structs.replace(self._code(row, posted.balance), member=posted.member)
+
     async def list_codes(
         self,
         merchant: str,

@@ -148,7 +148,7 @@ async def _hello(ep: Endpoint, session: Session) -> tuple[Hello, int] | None:
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return None
     try:
-        frame = decode_client(msg.data)
+        frame = _decode(msg.data)
     except DecodeError as exc:
         session.send(Error(id=exc.request_id, code=exc.code.value, message=exc.message))
         await _close(session, CloseCode.PROTOCOL_VIOLATION, "first frame must be hello")
@@ -208,6 +208,14 @@ async def _welcome(ep: Endpoint, session: Session, frame: Hello, version: int) -
             await _close(session, CloseCode.TOKEN_INVALID, "token member unknown")
             return False
     if member_scoped and not await ep.presence.join(session.id, principal):
+        session.send(
+            Error(
+                id=frame.id,
+                code=ErrorCode.MEMBER_SESSIONS_FULL.value,
+                message=ErrorCode.MEMBER_SESSIONS_FULL.description,
+                retryable=True,
+            )
+        )
         await _close(session, CloseCode.MEMBER_SESSIONS_FULL, "member has too many sessions")
         return False
     session.principal = principal
@@ -280,13 +288,21 @@ async def _receive(ep: Endpoint, session: Session) -> WSMessage:
         return msg
 
 
+def _decode(data: str | bytes) -> object:
+    """A text message's command; a binary message is refused whatever it holds (every frame
+    is one text message: a client that sends binary has a bug worth seeing)."""
+    if isinstance(data, bytes):
+        raise DecodeError(ErrorCode.MALFORMED_FRAME, "a frame is a text message, not binary")
+    return decode_client(data)
+
+
 def _on_frame(ep: Endpoint, session: Session, data: str | bytes) -> None:
     cfg = ep.settings
     # Every frame takes a token, a malformed one too, and only an accepted one (decoded and
     # within the rate) ends a run of malformed frames: interleaving valid frames cannot keep a
     # stream of garbage from reaching ``max_bad_frames``.
     try:
-        frame = decode_client(data)
+        frame = _decode(data)
     except DecodeError as exc:
         session.bucket.take()
         session.bad_frames += 1

@@ -225,8 +225,10 @@ async def test_merchant_isolation_on_every_endpoint(api: Api, http, rn, clients)
         body = {"op": "x"} if "void" in path else ({"tiers": []} if suffix == "/tiers" else None)
         if method == "PUT" and body is None:
             body = {"kind": "promotion"} if "rules" in path else {"cost": 1, "kind": "amount_off"}
-        status, _ = await ghost.call(method, path, body or {})
+        status, reply = await ghost.call(method, path, body or {})
         assert status == 404, (method, path, status)
+        # the operator's token is told what a merchant's token for another merchant is
+        assert reply["error"] == "not_found", (method, path, reply)
     # and merchant A's data is untouched
     assert (await api.call("GET", f"/members/{m}"))[1]["card"] == "ISO-1"
 

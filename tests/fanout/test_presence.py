@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 import redis.asyncio as aioredis
 
 from gateway import auth
 from gateway.store.keys import Keys
 from protocol.codes import CloseCode
-from protocol.messages import Presence, Result, Welcome
+from protocol.messages import Error, Presence, Result, Welcome
 from tests.conftest import REDIS_URL
 from tests.live_support import app, next_of, pos
 from tests.support import SECRET, WsClient, app_token, running_node, settings_for
@@ -93,8 +92,9 @@ async def test_member_session_limit_holds_across_nodes(http, pg_dsn, redis_prefi
         first = await app(http, na.url, world["merchant"], member)
         second = await app(http, nb.url, world["merchant"], member)
         third = await WsClient.connect(http, na.url)
-        with pytest.raises(ConnectionError):  # closed instead of welcomed
-            await third.hello(app_token(world["merchant"], member))
+        refused = await third.hello(app_token(world["merchant"], member))  # not welcomed:
+        assert isinstance(refused, Error) and refused.code == "member_sessions_full"  # told why,
+        assert refused.retryable  # then closed
         assert await third.wait_closed() == CloseCode.MEMBER_SESSIONS_FULL
         # POS sessions do not count against the member's limit
         till = await pos(http, nb.url, world["merchant"])

@@ -218,7 +218,8 @@ async def ask_outcome(ledger, reads: Reads, merchant: str, op: str):  # type: ig
     from gateway.sessions import Call, Scope
     from protocol.messages import GetOutcome, Outcome, Result
 
-    points = Points(ledger, reads, Scope(lambda member: asyncio.sleep(0, merchant)))
+    scope = Scope(lambda member: asyncio.sleep(0, merchant))
+    points = Points(ledger, reads, scope, None, None)  # type: ignore[arg-type]
     till = Principal(kind="pos", merchant=merchant, channel="pos", store="s1", terminal="t1")
     call = Call(SimpleNamespace(), till)  # type: ignore[arg-type]
     reply = await points.outcome(call, GetOutcome(id="q1", op=op))

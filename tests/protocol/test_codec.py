@@ -273,8 +273,15 @@ def test_deep_nesting_is_malformed_not_a_crash() -> None:
     assert _error(closed).code is ErrorCode.MALFORMED_FRAME  # msgspec's depth limit
 
 
-def test_unknown_fields_are_ignored() -> None:
-    assert decode_client(b'{"type":"ping","id":"1","future":{"a":[1]}}') == Ping(id="1")
+def test_unknown_fields_are_refused_in_commands_and_ignored_in_server_frames() -> None:
+    """Forward compatibility runs one way: a client ignores server fields it does not know
+    (the server may add some within version 1); the server refuses command fields it does not
+    define (issue "The contract as a client author reads it", item 10)."""
+    err = _error(b'{"type":"ping","id":"1","future":{"a":[1]}}')
+    assert (err.code, err.request_id) == (ErrorCode.INVALID_FIELD, "1")
+    assert decode_server(b'{"type":"result","id":"1","data":{"kind":"pong"},"later":2}') == (
+        Result(id="1", data=Pong())
+    )
 
 
 def test_decode_server_errors() -> None:
@@ -567,6 +574,7 @@ def test_every_error_code_is_documented() -> None:
         assert isinstance(code.retryable, bool)
     assert {c for c in ErrorCode if c.retryable} == {
         ErrorCode.RATE_LIMITED,
+        ErrorCode.MEMBER_SESSIONS_FULL,  # another of its sessions may close
         ErrorCode.INTERNAL,
         ErrorCode.UNAVAILABLE,
         ErrorCode.TIMEOUT,
@@ -581,3 +589,43 @@ def test_encode_is_compact_json() -> None:
         "id": "2",
         "data": {"kind": "pong"},
     }
+
+
+def test_frames_nest_at_most_max_nesting_deep() -> None:
+    """The decoder's depth limit is documented (``limits.MAX_NESTING``): a frame that deep is
+    read; one past ``MAX_NESTING_READ`` is ``malformed_frame`` (without its id: it is not read
+    that far)."""
+    from protocol.limits import MAX_NESTING
+
+    def notice(depth: int) -> bytes:
+        arrays = depth - 2  # the frame's object and the payload's
+        head = b'{"type":"notice","notice":"n","merchant":"m","kind":"k","payload":{"a":'
+        return head + b"[" * arrays + b"]" * arrays + b"}}"
+
+    from protocol.limits import MAX_NESTING_READ
+
+    assert decode_server(notice(MAX_NESTING)).kind == "k"
+    with pytest.raises(DecodeError) as info:
+        decode_server(notice(MAX_NESTING_READ))
+    assert info.value.code is ErrorCode.MALFORMED_FRAME
+
+
+def test_a_command_with_a_field_it_does_not_define_is_refused() -> None:
+    """A sale carrying ``at`` (a time the register believes it sent) is refused, not accepted
+    with the field dropped."""
+    err = _error('{"type":"sale","id":"s1","op":"o1","member":"m1","total":100,"at":1}')
+    assert (err.code, err.request_id) == (ErrorCode.INVALID_FIELD, "s1")
+    assert "at" in err.message
+
+
+def test_every_error_frame_carries_its_id_and_retryable() -> None:
+    frame = msgspec.json.decode(encode(Error(code="invalid_field", message="m")))
+    assert frame == {
+        "type": "error",
+        "code": "invalid_field",
+        "message": "m",
+        "id": None,
+        "retryable": False,
+    }
+    notice = msgspec.json.decode(encode(Notice(notice="n", merchant="m", kind="k")))
+    assert notice["payload"] == {}

@@ -43,7 +43,9 @@ async def test_redeem_turns_points_into_a_code(clients, merchant, pg_dsn):
     assert refused.code == "insufficient_points"
     assert (await err(till, redeem(m, "nope"))).code == "reward_not_found"
     history = await ok(till, {"type": "outcome", "op": frame["op"]})
-    assert history.ok and history.data.points == -500
+    # the redemption's own reply: its code, which cost 500 points (it answered a sale-shaped
+    # receipt of -500 points before `outcome` answered each command's own shape)
+    assert history.ok and history.data.code == code.code and history.data.points == 500
 
 
 async def test_app_member_redeems_own_points(clients, merchant, pg_dsn):
@@ -74,7 +76,8 @@ async def test_an_apps_op_ids_cannot_take_a_registers(clients, merchant, pg_dsn)
     sold = await ok(till, {"type": "sale", "op": receipt, "member": m, "total": 1_000})
     assert sold.points == 10  # the register's id was still free
     mine = await ok(app, {"type": "outcome", "op": receipt})
-    assert mine.op == mine.data.op == receipt and mine.data.points == -150  # the app's own
+    assert mine.op == receipt and mine.data == code  # the app's own: its code (150 points)
+    assert mine.data.points == 150
     theirs = await ok(till, {"type": "outcome", "op": receipt})
     assert theirs.data.points == 10  # the register's
     probe = unique("never")

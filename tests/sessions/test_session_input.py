@@ -51,6 +51,20 @@ async def test_a_binary_frame_of_invalid_utf8_gets_malformed_frame(
         assert code == CloseCode.PROTOCOL_VIOLATION
 
 
+async def test_a_binary_frame_is_refused_whatever_it_holds(http, pg_dsn, redis_prefix, world):
+    """Every frame is one text message: a binary one holding a valid command is refused with
+    ``malformed_frame`` (it was answered), and the session goes on."""
+    async with running_node(settings_for(pg_dsn, REDIS_URL, "n1"), redis_prefix) as rn:
+        c = await pos(http, rn.url, world["merchant"])
+        before = len(c.frames)
+        await c.ws.send_bytes(b'{"type":"ping","id":"b1"}')
+        err = await _next_frame(c, before)
+        assert isinstance(err, Error) and err.code == "malformed_frame", err
+        assert "text" in err.message and err.retryable is False
+        assert isinstance(await c.request({"type": "ping"}), Result)
+        await c.close()
+
+
 async def test_a_refused_replace_keeps_the_other_subscriptions(
     http, pg_dsn, redis_prefix, world, monkeypatch
 ):
