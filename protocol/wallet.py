@@ -156,7 +156,8 @@ class VerifyContact(_Command, tag="verify_contact", frozen=True):
 
 class ConfirmContact(_Command, tag="confirm_contact", frozen=True):
     """Prove the new address with the code it received: it replaces the member's address of
-    that kind, for every channel (the old one no longer finds the member)."""
+    that kind, for every channel (the old one no longer finds the member). The same right code
+    again within its lifetime answers with the profile and changes nothing (safe to resend)."""
 
     id: RequestId
     member: Id

@@ -142,14 +142,21 @@ class ContactProofs:
         with translate_errors("verification"):
             async with self._pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(_PENDING, merchant, who, contact)
-                if row is None or row["used"] or not row["live"] or row["value"] != value:
-                    raise failed
-                if row["attempts"] >= MAX_ATTEMPTS:
+                if row is None or not row["live"] or row["value"] != value:
                     raise failed
                 right = hmac.compare_digest(
                     bytes(row["digest"]), self._digest(who, contact, value, code)
                 )
-                if right:
+                if row["used"]:
+                    # The same right code again within its lifetime (a retry after a lost
+                    # reply) answers as the first did and changes nothing.
+                    if not right:
+                        raise failed
+                    repeat = True
+                elif row["attempts"] >= MAX_ATTEMPTS:
+                    raise failed
+                elif right:
+                    repeat = False
                     await self._take(conn, merchant, who, contact, value)
                 else:  # counted under the row's lock: concurrent guesses count too
                     await conn.execute(
@@ -161,6 +168,8 @@ class ContactProofs:
                     )
         if not right:
             raise failed
+        if repeat:
+            return await self._profiles.view(merchant, who)
         return await self._profiles.changed(merchant, who)
 
     async def _take(

@@ -194,9 +194,10 @@ interface Watch {
   };
 }
 
-// Reads and idempotent writes are sent again after a reconnect; these are not (a code sent
-// twice, a code confirmed twice answer differently; pings and refreshes belong to a session).
-const NOT_RESENT = new Set(["verify_contact", "confirm_contact", "ping", "refresh"]);
+// Reads and idempotent writes are sent again after a reconnect (a confirm_contact sent again
+// with its code answers as the first did); these are not (a code sent twice is a second code;
+// pings and refreshes belong to a session).
+const NOT_RESENT = new Set(["verify_contact", "ping", "refresh"]);
 const MEMBER_EVENTS = new Set(["tier_changed", "code_changed", "profile_changed", "merged"]);
 
 const noop = (): void => {};
@@ -516,7 +517,7 @@ export class Client {
 
   /** Send `command`; resolves with its `result` data, rejects with a GatewayError (its
    *  `code` from the server, or `request_timeout`). Sent when connected, and again after a
-   *  reconnect unless it is `verify_contact`/`confirm_contact` (then `connection_lost`). */
+   *  reconnect unless it is `verify_contact` (then `connection_lost`). */
   request<C extends Command>(command: C, opts: { timeout?: number } = {}): Promise<ReplyTo<C>> {
     return this.enqueue(command, opts.timeout) as Promise<ReplyTo<C>>;
   }

@@ -333,12 +333,11 @@ class Commands:
         phone: str | None = None,
         timeout: float | None = None,
     ) -> Profile:
-        """Prove the new address with its code. Not sent twice by the client (a spent code
-        would answer ``verification_failed``): a lost reply raises ``ConnectionLost``; read the
-        profile to see whether it took."""
+        """Prove the new address with its code. Sent again after a lost reply: the same code
+        answers with the profile as the first did, within the code's lifetime."""
         return await self._request(
             lambda s: s.confirm_contact(member, code, email, phone),
             Profile,
-            repeatable=False,
+            repeatable=True,
             timeout=timeout,
         )

@@ -55,7 +55,7 @@ class RequestTimeout(LoyaltyError):
 
 class ConnectionLost(LoyaltyError):
     """The connection was lost while a command that must not be sent twice (``verify_contact``,
-    ``confirm_contact``, ``refresh``) awaited its reply: its outcome is unknown."""
+    ``refresh``) awaited its reply: its outcome is unknown."""
 
     retryable = True
 
