@@ -24,7 +24,7 @@ SYNC := $(UV) sync --frozen --extra test --extra dev
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install install-js run test check lint format typecheck importlint pytest lock migrate asyncapi bench clean
+.PHONY: install install-js pages run test check lint format typecheck importlint pytest lock migrate asyncapi bench clean
 
 $(UV_STAMP):
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,21 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 
 ## install-js: clients/js/node_modules, exactly as clients/js/package-lock.json says
 install-js: $(JS_STAMP)
+
+# The pages' tools (clients/web: esbuild, TypeScript, the qr encoder bundled into the pages),
+# from clients/web/package-lock.json. `make pages` rebuilds gateway/web/static/*.js from
+# clients/web/src and ../js/src; tests/web/test_bundles.py fails when they are stale.
+WEB := clients/web
+WEB_STAMP := $(WEB)/node_modules/.installed
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund
+	touch $@
+
+## pages: type-check the wallet page and the cashier console, then bundle them into gateway/web/static
+pages: $(WEB_STAMP)
+	npm run --prefix $(WEB) --silent typecheck
+	npm run --prefix $(WEB) --silent build
 
 ## lock: refresh uv.lock on purpose (uv lock --upgrade), then re-sync the venv from it
 lock: $(UV_STAMP)
@@ -83,7 +98,7 @@ importlint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m scripts.import_cycles --check
 
-pytest: $(STAMP) $(JS_STAMP)
+pytest: $(STAMP) $(JS_STAMP) $(WEB_STAMP)
 	$(BIN)/python -m scripts.services --ensure -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 migrate: $(STAMP)
@@ -99,4 +114,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
-	rm -rf $(JS)/node_modules $(JS)/dist
+	rm -rf $(JS)/node_modules $(JS)/dist $(WEB)/node_modules

@@ -42,6 +42,7 @@ from gateway.store.db import new_pool, open_pool
 from gateway.store.keys import CACHE_EPOCH, Keys
 from gateway.store.redis import REDIS_ERRORS, CacheEpoch, cache_risks, create_client
 from gateway.tiers import Tiers
+from gateway.web import Pages
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,7 @@ def build_app(settings: Settings, redis_prefix: str | None = None) -> web.Applic
     app.router.add_post("/admin/broadcast", node.broadcasts.post)
     node.ops.setup(app)
     node.admin.setup(app)
+    Pages(settings).setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await node.start()

@@ -31,6 +31,11 @@ class Metrics:
         self.closes = Counter(
             "gateway_closes_total", "Server-side session closes by code", ["code"], registry=r
         )
+        self.origin_refused = Counter(
+            "gateway_origin_refused_total",
+            "Browser connections to /ws refused for their page's origin",
+            registry=r,
+        )
         self.sessions = Gauge("gateway_sessions", "Live sessions", registry=r)
         self.feeds = Gauge("gateway_member_feeds", "Members watched on this node", registry=r)
         self.outbox = Gauge("gateway_outbox_pending", "Unpublished committed changes", registry=r)

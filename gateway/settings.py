@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from gateway.merchant_keys import MerchantKeys
 
@@ -79,6 +80,24 @@ def _prefix(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
         raise ValueError(f"GATEWAY_REDIS_PREFIX must be letters, digits, _ - . or :, got {value!r}")
     return value
+
+
+def _origin(name: str, value: str) -> str:
+    u = urlsplit(value)
+    if u.scheme not in ("http", "https") or not u.hostname or u.path or u.query or u.fragment:
+        raise ValueError(f"{name}: {value!r} is not an origin (scheme://host[:port])")
+    return f"{u.scheme}://{u.netloc}".lower()
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    u = urlsplit(value)
+    if u.scheme not in schemes or not u.hostname:
+        raise ValueError(f"{name}: {value!r} is not a {' or '.join(schemes)} URL")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    return [v.strip() for v in (env.get(name) or "").split(",") if v.strip()]
 
 
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
@@ -160,6 +179,10 @@ class SessionSettings:
     max_bad_frames: int = 20
     #: Changes kept for resume: a subscriber further behind gets ``recovered=false``.
     max_recovery: int = 100
+    #: Origins (``https://shop.example.com``) whose pages may open ``/ws`` besides the node's
+    #: own: a browser names its page's origin, and any other is refused (cross-site websocket
+    #: hijacking). Connections without an ``Origin`` (tills, servers, apps) are not affected.
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +210,19 @@ class NotifySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSettings:
+    """What the wallet page and the cashier console are told (``gateway/web``)."""
+
+    #: The websocket URLs a page connects to, tried in turn on reconnect (``wss://gw-a/ws``,
+    #: ...). Empty: the ``/ws`` of the node that served the page.
+    ws_urls: tuple[str, ...] = ()
+    #: Where a page asks for its token when no embedding app hands it one: the merchant's back
+    #: end, which answers ``{"token": ...}`` to a credentialed ``POST`` from the page (after its
+    #: own login). Empty: the token comes from the embedding app only (``postMessage``).
+    token_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -210,6 +246,7 @@ class Settings:
     session: SessionSettings
     auth: AuthSettings
     notify: NotifySettings = field(default_factory=NotifySettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def check_serving(self) -> None:
         """Refuse to serve with secrets anyone could know (``ValueError`` says which): the
@@ -264,6 +301,19 @@ class Settings:
                 rate_per_second=_int(e, "GATEWAY_RATE_PER_SECOND", 200, 1, 1_000_000),
                 max_bad_frames=_int(e, "GATEWAY_MAX_BAD_FRAMES", 20, 1, 10_000),
                 max_recovery=_int(e, "GATEWAY_MAX_RECOVERY", 100, 0, 100_000),
+                allowed_origins=tuple(
+                    _origin("GATEWAY_ALLOWED_ORIGINS", o)
+                    for o in _list(e, "GATEWAY_ALLOWED_ORIGINS")
+                ),
+            ),
+            web=WebSettings(
+                ws_urls=tuple(
+                    _url("GATEWAY_PAGE_WS_URLS", u, ("ws", "wss"))
+                    for u in _list(e, "GATEWAY_PAGE_WS_URLS")
+                ),
+                token_url=_url("GATEWAY_PAGE_TOKEN_URL", t, ("http", "https"))
+                if (t := e.get("GATEWAY_PAGE_TOKEN_URL", ""))
+                else "",
             ),
             notify=NotifySettings(
                 smtp_url=e.get("GATEWAY_SMTP_URL", ""),

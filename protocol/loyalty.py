@@ -256,6 +256,10 @@ class TierInfo(_Item, frozen=True):
     next_threshold: int = 0
     to_next: int = 0
     """Qualifying points still needed for the next tier."""
+    rank: int = 0
+    """1 for the programme's lowest tier, 2 for the next, ...; 0 when the member has none."""
+    tiers: int = 0
+    """How many tiers the programme has (``rank == tiers``: the top one)."""
 
 
 class RewardOption(_Item, frozen=True):

@@ -79,11 +79,13 @@ class RunningNode:
 
 
 @contextlib.asynccontextmanager
-async def running_node(settings: Settings, prefix: str) -> AsyncIterator[RunningNode]:
+async def running_node(
+    settings: Settings, prefix: str, port: int | None = None
+) -> AsyncIterator[RunningNode]:
     app = build_app(settings, prefix)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
-    port = free_port()
+    port = port or free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     rn = RunningNode(runner, f"http://127.0.0.1:{port}", app[NODE])
@@ -103,8 +105,9 @@ class NodeProcess:
         prefix: str,
         node_id: str,
         extra_env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env.update(

@@ -76,8 +76,28 @@ class Endpoint:
         return await websocket(self, request)
 
 
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """A browser's page may open ``/ws`` when it came from this node (its ``Origin`` names the
+    host the request is addressed to) or from an origin the operator allowed; ``null`` (a
+    sandboxed frame, a file) and everything else may not."""
+    origin = origin.lower()
+    if origin in allowed:
+        return True
+    scheme, sep, netloc = origin.partition("://")
+    return bool(sep) and scheme in ("http", "https") and netloc == host.lower()
+
+
 async def websocket(ep: Endpoint, request: web.Request) -> web.StreamResponse:
     cfg = ep.settings
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_allowed(origin, request.host, cfg.allowed_origins):
+        # Refused before the upgrade: a page elsewhere must not ride a shopper's browser into
+        # a session (cross-site websocket hijacking). Tills and servers send no Origin.
+        ep.metrics.origin_refused.inc()
+        return web.json_response(
+            {"error": "origin_forbidden", "message": "this page's origin may not open /ws"},
+            status=403,
+        )
     # No per-socket heartbeat and no autoping: the node's ``Heartbeat`` pings every session
     # from one timer, and the read loop answers pings and notes pongs itself.
     ws = web.WebSocketResponse(

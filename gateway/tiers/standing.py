@@ -47,6 +47,8 @@ class Tiers:
             next=nxt.id if nxt else None,
             next_threshold=nxt.threshold if nxt else 0,
             to_next=max(0, nxt.threshold - q) if nxt else 0,
+            rank=rank,
+            tiers=len(programme.tiers),
         )
 
     async def _set(self, merchant: str, member: str, old: str, new: str, direction: str) -> bool:

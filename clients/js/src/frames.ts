@@ -358,7 +358,7 @@ export interface VerifyContact {
   type: "verify_contact";
 }
 /**
- * Prove the new address with the code it received: it replaces the member's address of that kind, for every channel (the old one no longer finds the member).
+ * Prove the new address with the code it received: it replaces the member's address of that kind, for every channel (the old one no longer finds the member). The same right code again within its lifetime answers with the profile and changes nothing (safe to resend).
  */
 export interface ConfirmContact {
   code: string;
@@ -662,9 +662,17 @@ export interface TierInfo {
    */
   qualifying?: number;
   /**
+   * 1 for the programme's lowest tier, 2 for the next, ...; 0 when the member has none.
+   */
+  rank?: number;
+  /**
    * Current tier id ("" when the programme has no tier for the member).
    */
   tier: string;
+  /**
+   * How many tiers the programme has (``rank == tiers``: the top one).
+   */
+  tiers?: number;
   /**
    * Qualifying points still needed for the next tier.
    */
