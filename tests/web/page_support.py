@@ -5,6 +5,7 @@ other's origins."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import html
@@ -21,6 +22,10 @@ from playwright.async_api import Browser, Frame, Page, async_playwright
 
 from tests.support import RunningNode, free_port, running_node, settings_for
 
+#: clients/web: the pages' sources and tools.
+PAGES_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "clients", "web"
+)
 CHROMIUM = (
     os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 )
@@ -74,6 +79,8 @@ class Shop:
     url: str
     embeds: dict[str, tuple[str, Callable[[], str]]] = field(default_factory=dict)
     token_requests: int = 0
+    #: Origins the back end's token endpoint answers (CORS with credentials).
+    cors: set[str] = field(default_factory=set)
 
     @property
     def origin(self) -> str:
@@ -102,6 +109,25 @@ class Shop:
         _, token = self.embeds[request.match_info["key"]]
         return web.Response(text=token())
 
+    async def _login(self, request: web.Request) -> web.Response:
+        """The shop's own login: a session cookie, nothing the loyalty page can read."""
+        resp = web.Response(text="logged in", content_type="text/html")
+        resp.set_cookie("shop_session", request.match_info["key"], httponly=True, samesite="Lax")
+        return resp
+
+    async def _backend_token(self, request: web.Request) -> web.Response:
+        """The back end's token endpoint for pages on the loyalty origin: the member of
+        whoever the session cookie says is logged in, to an allowed origin only."""
+        origin = request.headers.get("Origin", "")
+        if origin not in self.cors:
+            return web.Response(status=403)
+        cors = {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"}
+        key = request.cookies.get("shop_session")
+        if key not in self.embeds:
+            return web.json_response({"error": "not logged in"}, status=401, headers=cors)
+        self.token_requests += 1
+        return web.json_response({"token": self.embeds[key][1]()}, headers=cors)
+
 
 @contextlib.asynccontextmanager
 async def shop_server() -> AsyncIterator[Shop]:
@@ -110,6 +136,8 @@ async def shop_server() -> AsyncIterator[Shop]:
     app = web.Application()
     app.router.add_get("/embed/{key}", shop._page)
     app.router.add_post("/token/{key}", shop._token)
+    app.router.add_get("/login/{key}", shop._login)
+    app.router.add_post("/api/loyalty-token", shop._backend_token)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -177,3 +205,75 @@ async def text(frame: Frame, selector: str) -> str:
 
 def attr_is(selector: str, name: str, value: Any) -> str:
     return f'{selector}[data-{name}="{value}"]'
+
+
+_PIXELS = """(sel) => {
+  const img = document.querySelector(sel);
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth;
+  c.height = img.naturalHeight;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height);
+  return { width: c.width, height: c.height, data: Array.from(d.data) };
+}"""
+
+
+async def read_qr(frame: Frame, selector: str) -> str:
+    """The text of the QR code image at ``selector``, decoded from its pixels as a scanner
+    would (clients/web/scripts/decode-qr.mjs, on the qr package's decoder)."""
+    pixels = await frame.evaluate(_PIXELS, selector)
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        os.path.join(PAGES_DIR, "scripts", "decode-qr.mjs"),
+        cwd=PAGES_DIR,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(json.dumps(pixels).encode())
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+class Tab:
+    """A browser tab on the shop's page that frames a loyalty page; every console error and
+    every page error is kept (a CSP violation shows as one) and must be none at the end."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        page.on("pageerror", lambda e: self.problems.append(str(e)))
+        page.on(
+            "response", lambda r: r.status >= 400 and self.problems.append(f"{r.status} {r.url}")
+        )
+
+    async def open(self, url: str) -> Frame:
+        await self.page.goto(url)
+        frame = await frame_of(self.page)
+        await ready(frame)
+        return frame
+
+
+@contextlib.asynccontextmanager
+async def tab(browser: Browser) -> AsyncIterator[Tab]:
+    context = await browser.new_context(viewport={"width": 1100, "height": 1500})
+    try:
+        t = Tab(await context.new_page())
+        yield t
+        assert not t.problems, t.problems
+    finally:
+        await context.close()
+
+
+async def shows_balance(
+    frame: Frame, selector: str, available: int, timeout: float = 10_000
+) -> None:
+    try:
+        await frame.wait_for_selector(f'{selector}[data-available="{available}"]', timeout=timeout)
+    except Exception:
+        body = await frame.evaluate("document.body.innerText")
+        raise AssertionError(
+            f"{selector} never showed {available}; the page shows:\n{body}"
+        ) from None

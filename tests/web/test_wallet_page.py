@@ -7,92 +7,19 @@ holds markup is shown as text."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
-from playwright.async_api import Browser, Frame, Page, expect
+from playwright.async_api import expect
 
 from protocol.messages import Result
 from tests.conftest import REDIS_URL, unique
 from tests.live_support import pos
 from tests.loyalty_support import add_reward, enrol, ok, phone
-from tests.support import NodeProcess, RunningNode, app_token, free_port, pos_token
-from tests.web.page_support import (
-    Shop,
-    chromium,
-    frame_of,
-    node_pair,
-    page_env,
-    ready,
-    shop_server,
-    text,
-)
+from tests.support import NodeProcess, app_token, free_port, pos_token
+from tests.web.page_support import page_env, shows_balance, tab, text
 
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
-
-
-@pytest.fixture
-async def shop() -> AsyncIterator[Shop]:
-    async with shop_server() as s:
-        yield s
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-async def nodes(pg_dsn, redis_prefix, shop) -> AsyncIterator[tuple[RunningNode, RunningNode]]:
-    async with node_pair(pg_dsn, REDIS_URL, redis_prefix, shop.origin) as pair:
-        yield pair
-
-
-class Tab:
-    """A browser tab on the shop's page that frames a loyalty page; every console error and
-    every page error is kept (a CSP violation shows as one) and must be none at the end."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
-        page.on("pageerror", lambda e: self.problems.append(str(e)))
-        page.on(
-            "response", lambda r: r.status >= 400 and self.problems.append(f"{r.status} {r.url}")
-        )
-
-    async def open(self, url: str) -> Frame:
-        await self.page.goto(url)
-        frame = await frame_of(self.page)
-        await ready(frame)
-        return frame
-
-
-@contextlib.asynccontextmanager
-async def tab(browser: Browser) -> AsyncIterator[Tab]:
-    context = await browser.new_context(viewport={"width": 1100, "height": 1500})
-    try:
-        t = Tab(await context.new_page())
-        yield t
-        assert not t.problems, t.problems
-    finally:
-        await context.close()
-
-
-async def shows_balance(
-    frame: Frame, selector: str, available: int, timeout: float = 10_000
-) -> None:
-    try:
-        await frame.wait_for_selector(f'{selector}[data-available="{available}"]', timeout=timeout)
-    except Exception:
-        body = await frame.evaluate("document.body.innerText")
-        raise AssertionError(
-            f"{selector} never showed {available}; the page shows:\n{body}"
-        ) from None
 
 
 async def test_a_sale_on_one_node_shows_on_the_wallet_page_served_by_another(

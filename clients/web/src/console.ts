@@ -14,7 +14,7 @@ interface Line {
 
 const cfg = pageConfig();
 const client = new Client({ url: wsUrls(cfg), getToken: tokenSource(cfg), clientName: "cashier-console/0.1" });
-watchState(client);
+watchState(client, "c-notice");
 
 let member = "";
 let state: CashierState | undefined;
@@ -143,7 +143,7 @@ async function find(e: Event): Promise<void> {
     say("c-notice", "");
     await show(m.member);
   } catch (err) {
-    const notFound = (err as { code?: string }).code === "not_found";
+    const notFound = (err as { code?: string }).code === "member_not_found";
     say("c-notice", notFound ? "No member with that: enrol them?" : reason(err), notFound ? "ok" : "error");
     if (notFound && !("qr" in identify(raw))) $("c-enrol").hidden = false;
   }

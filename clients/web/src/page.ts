@@ -87,8 +87,9 @@ const STATE_TEXT: Record<State, string> = {
   stopped: "Signed out",
 };
 
-/** Show the connection's state in #status and as body[data-state] (for styles and tests). */
-export function watchState(client: Client): void {
+/** Show the connection's state in #status and as body[data-state] (for styles and tests), and
+ *  an error no request waits for (no token, a refused hello) in #notice. */
+export function watchState(client: Client, notice: string): void {
   const set = (s: State, detail = ""): void => {
     document.body.dataset.state = s;
     const el = document.getElementById("status");
@@ -98,6 +99,11 @@ export function watchState(client: Client): void {
   client.on("connect", () => set("live"));
   client.on("disconnect", (e) => set(navigator.onLine === false ? "offline" : e.reconnect ? "reconnecting" : "stopped"));
   client.on("closed", (e) => set("stopped", `(${e.reason || e.code})`));
+  client.on("error", (e) => say(notice, e.code === "token_invalid" ? `Cannot sign in: ${e.message}` : reason(e), "error"));
+  client.on("connect", () => {
+    const el = document.getElementById(notice);
+    if (el?.dataset.kind === "error") say(notice, "");
+  });
 }
 
 type Child = Node | string | number | null | undefined | false;
@@ -171,7 +177,11 @@ export function reason(err: unknown): string {
   if (err instanceof GatewayError) {
     const known: Record<string, string> = {
       insufficient_points: "Not enough points.",
-      not_found: "Not found.",
+      member_not_found: "No such member.",
+      code_not_found: "No such code.",
+      code_already_redeemed: "That code was already used.",
+      code_expired: "That code has expired.",
+      code_voided: "That code was voided.",
       verification_failed: "That code is not right, or has expired.",
       identity_in_use: "That address belongs to another member.",
       rate_limited: "Too many tries: wait a little.",

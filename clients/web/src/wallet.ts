@@ -23,7 +23,7 @@ const PASS_MARGIN_MS = 30_000;
 
 const cfg = pageConfig();
 const client = new Client({ url: wsUrls(cfg), getToken: tokenSource(cfg), clientName: "wallet-page/0.1" });
-watchState(client);
+watchState(client, "notice");
 
 let member = "";
 /** The first page of purchases: the view's, then read again after each change of points. */
