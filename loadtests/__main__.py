@@ -110,6 +110,12 @@ def parser() -> argparse.ArgumentParser:
     from loadtests.bench import add_flags
 
     add_flags(b)
+    pg = sub.add_parser(
+        "pages", help="time the wallet page in headless chromium (sale to DOM, first render)"
+    )
+    from loadtests.pages import add_flags as page_flags
+
+    page_flags(pg)
     return p
 
 
@@ -138,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from loadtests.bench import main as bench_main
 
         return bench_main(args)
+    if args.cmd == "pages":
+        from loadtests.pages import main as pages_main
+
+        return pages_main(args)
     try:
         file_values = load_file(args.file) if args.file else None
         cfg = build(args.cmd if args.cmd != "run" else "checkout", file_values, _flags(args))

@@ -108,9 +108,13 @@ class Scratch:
 
 class Node:
     def __init__(
-        self, scratch: Scratch, node_id: str, extra_env: dict[str, str] | None = None
+        self,
+        scratch: Scratch,
+        node_id: str,
+        extra_env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.node_id = node_id
         env = dict(os.environ)

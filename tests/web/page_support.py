@@ -11,7 +11,6 @@ import dataclasses
 import html
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,25 +19,13 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Frame, Page, async_playwright
 
+from loadtests.pages import CHROMIUM, FLAGS
 from tests.support import RunningNode, free_port, running_node, settings_for
 
 #: clients/web: the pages' sources and tools.
 PAGES_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "clients", "web"
 )
-CHROMIUM = (
-    os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-)
-#: Flags for a headless browser in a container: no sandbox (no user namespaces here), no GPU,
-#: nothing fetched in the background.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @contextlib.asynccontextmanager
