@@ -253,6 +253,8 @@ class TierInfo(_Item, frozen=True):
     """Qualifying points within the rolling window."""
     window_days: int = 0
     next: str | None = None
+    next_name: str = ""
+    """The next tier's name, as the programme calls it."""
     next_threshold: int = 0
     to_next: int = 0
     """Qualifying points still needed for the next tier."""

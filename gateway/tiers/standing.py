@@ -45,6 +45,7 @@ class Tiers:
             qualifying=q,
             window_days=programme.tier_window_days,
             next=nxt.id if nxt else None,
+            next_name=nxt.name if nxt else "",
             next_threshold=nxt.threshold if nxt else 0,
             to_next=max(0, nxt.threshold - q) if nxt else 0,
             rank=rank,

@@ -656,6 +656,10 @@ export interface TierInfo {
   multiplier?: string;
   name?: string;
   next?: string | null;
+  /**
+   * The next tier's name, as the programme calls it.
+   */
+  next_name?: string;
   next_threshold?: number;
   /**
    * Qualifying points within the rolling window.

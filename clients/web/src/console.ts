@@ -71,7 +71,7 @@ function member_(s: CashierState): void {
     h("p", {}, h("span", { class: "badge", id: "c-tier", data: { rank: String(t.rank ?? 0) } }, t.name || t.tier || "No tier"),
       t.multiplier && t.multiplier !== "1" ? ` earns ${t.multiplier}× points` : ""),
     recognition(s),
-    t.next ? h("p", { class: "small" }, `${points(t.to_next ?? 0)} to ${t.next}`) : null,
+    t.next ? h("p", { class: "small" }, `${points(t.to_next ?? 0)} to ${t.next_name || t.next}`) : null,
     h("p", { class: "small" }, [m.phone, m.email, m.card].filter(Boolean).join(" · ")),
   );
 }

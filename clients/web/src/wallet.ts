@@ -40,7 +40,7 @@ function balance(v: WalletView): void {
   const el = fill(
     "balance",
     h("p", { class: "big", id: "available" }, points(b.available)),
-    h("p", { class: "small" }, `${points(b.posted)} posted`, b.held ? ` · ${points(b.held)} held at a register` : ""),
+    b.held ? h("p", { class: "small" }, `${points(b.held)} held at a register, ${points(b.posted)} in all`) : null,
   );
   el.dataset.version = String(b.version);
   el.dataset.available = String(b.available);
@@ -51,7 +51,7 @@ function tier(v: WalletView): void {
   const next = t.next && t.next_threshold
     ? [
         h("progress", { value: String(t.qualifying ?? 0), max: String(t.next_threshold) }),
-        h("p", { class: "small" }, `${points(t.to_next ?? 0)} more to ${t.next}`, t.window_days ? ` (last ${t.window_days} days)` : ""),
+        h("p", { class: "small" }, `${points(t.to_next ?? 0)} more to ${t.next_name || t.next}`, t.window_days ? ` (last ${t.window_days} days)` : ""),
       ]
     : [h("p", { class: "small" }, "The top tier")];
   fill(
