@@ -138,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 #: Where the hand-written part of BENCHMARKS.md starts; a run keeps it.
-HAND_WRITTEN = "## History and analysis"
+HAND_WRITTEN = "## What the figures mean"
 
 
 def hand_written(path: Path) -> str:
@@ -163,6 +163,7 @@ class Bench:
             "sizes": sizes,
             "nodes": args.nodes,
             "machine": machine(),
+            "commit": commit(),
         }
 
     async def run(self) -> dict[str, Any]:
@@ -474,6 +475,22 @@ def machine() -> dict[str, Any]:
         "postgres": pg,
         "redis": rd,
     }
+
+
+def commit() -> str:
+    """The commit the tree is at (short hash), ``+changes`` when tracked files differ from it,
+    or ``?`` outside a git checkout: a run is named by its date, its commit and the speed
+    probe's readings."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return "?"
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], timeout=5).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def _version(cmd: list[str]) -> str:

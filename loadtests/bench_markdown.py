@@ -49,7 +49,7 @@ def markdown(r: dict[str, Any]) -> str:
         "# Benchmarks",
         "",
         f"Measured by `python -m loadtests bench{' --quick' if r['profile'] == 'quick' else ''}` on "
-        f"{r['date'][:10]} ({r['profile']} profile, {r.get('wall_seconds', '?')} s wall): {m['cores']} cores, "
+        f"{r['date'][:16].replace('T', ' ')} UTC at commit {r.get('commit', '?')} ({r['profile']} profile, {r.get('wall_seconds', '?')} s wall): {m['cores']} cores, "
         f"{m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, {m['postgres']}, {m['redis']}. "
         f"{r['nodes']} gateway nodes, the load generator, PostgreSQL and Redis all share this machine: "
         "every figure includes the generator's own CPU. Latencies are open-loop, measured from each "
