@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from typing import Any, NoReturn
 
-from loadtests.config import DURATIONS, SCENARIOS, Config, build, load_file
+from loadtests.config import DURATIONS, PRESETS, SCENARIOS, Config, build, load_file
 
 EXIT_USAGE = 64
 
@@ -53,16 +54,43 @@ HELP = {
 }
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each flag's default, except where its text says it already or there is
+    none to show (``None``, a flag that is off, a default left to the scenario file)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        none = action.default is None or action.default is False
+        if none or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
+def _shown(value: Any) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text.replace("%", "%%")  # argparse formats help text with %
+
+
+def _add_config_flags(p: argparse.ArgumentParser, scenario: str | None) -> None:
+    """The scenario flags. Their parsed default stays unset (a scenario file's value must win
+    over a flag not given), so the help says the scenario's default itself."""
+    defaults = {**dataclasses.asdict(Config()), **PRESETS[scenario]} if scenario else {}
     p.add_argument("--file", "-f", help="scenario file (TOML, or JSON by .json suffix)")
     for name, help_ in HELP.items():
         flag = "--" + name.replace("_", "-")
+        value = defaults.get(name)
+        if value not in (None, "", []) and "default" not in help_:
+            help_ = f"{help_} (default: {_shown(value)})"
         field_type = Config.__dataclass_fields__[name].type
         if name in ("url", "slo", "source_ips", "steps"):
             p.add_argument(flag, action="append", default=argparse.SUPPRESS, help=help_)
@@ -91,19 +119,23 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     for name in SCENARIOS:
         s = sub.add_parser(name, help=f"run the {name} scenario")
-        _add_config_flags(s)
-    s = sub.add_parser("run", help="run the scenario named in --file")
-    _add_config_flags(s)
+        _add_config_flags(s, name)
+    s = sub.add_parser(
+        "run",
+        help="run the scenario named in --file",
+        description="Defaults are the named scenario's: python -m loadtests <scenario> --help.",
+    )
+    _add_config_flags(s, None)
     sd = sub.add_parser("seed", help="create a merchant and members in PostgreSQL")
-    sd.add_argument("--database-url", required=True)
-    sd.add_argument("--members", type=int, default=1000)
-    sd.add_argument("--seed-points", type=int, default=1_000_000)
-    sd.add_argument("--merchant")
+    sd.add_argument("--database-url", required=True, help="PostgreSQL of the deployment")
+    sd.add_argument("--members", type=int, default=1000, help="members to create")
+    sd.add_argument("--seed-points", type=int, default=1_000_000, help="each member's balance")
+    sd.add_argument("--merchant", help="merchant id (default: lt<run id>, a new one)")
     sd.add_argument("--out", help="write {merchant, members} JSON here (for --members-file)")
     pf = sub.add_parser("preflight", help="check open-file and port limits for N connections")
-    pf.add_argument("--connections", type=int, default=50_000)
-    pf.add_argument("--workers", type=int, default=4)
-    pf.add_argument("--url", default="http://127.0.0.1:8080")
+    pf.add_argument("--connections", type=int, default=50_000, help="connections to plan for")
+    pf.add_argument("--workers", type=int, default=4, help="load-generator processes")
+    pf.add_argument("--url", default="http://127.0.0.1:8080", help="a gateway node's base URL")
     b = sub.add_parser(
         "bench", help="start local nodes, run the standard profile, write BENCHMARKS.md"
     )

@@ -84,7 +84,9 @@ FULL = {
 
 def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: about two minutes")
-    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument(
+        "--nodes", type=int, default=3, help="gateway nodes (cluster, push, idle, broadcast)"
+    )
     p.add_argument(
         "--checkout-nodes",
         type=int,
@@ -93,11 +95,13 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="server to create the scratch database on (its database part is ignored)")  # fmt: skip
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   help="Redis for the nodes (under a scratch key prefix)")  # fmt: skip
     for name, value in FULL.items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=None,
                        help=f"default {value} ({QUICK[name]} with --quick)")  # fmt: skip
-    p.add_argument("--push-sessions-per-member", type=int, default=3)
+    p.add_argument("--push-sessions-per-member", type=int, default=3,
+                   help="sessions watching each member in the push stage")  # fmt: skip
     p.add_argument("--workers", type=int, default=0, help="load-generator processes per stage")
     p.add_argument("--stages", default=",".join(STAGES),
                    help="comma-separated subset of " + ",".join(STAGES))  # fmt: skip
