@@ -1,10 +1,15 @@
 """Build the AsyncAPI 3.0.0 document of the protocol from the frame Structs.
 
-The document describes the protocol from a client's point of view: the operation ``send`` lists
-the commands a client sends on the websocket channel ``/ws``, the operation ``receive`` the
-frames the server sends back. Payload schemas are msgspec's JSON Schema of the Structs, so the
-document cannot drift from the decoder; the error codes, close codes and limits travel as
-``x-error-codes``, ``x-close-codes`` and ``x-limits`` (and as tables in ``info.description``).
+The document describes the protocol from a client's point of view, on one websocket channel,
+``/ws``: one ``send`` operation per client command, whose ``reply`` is the ``result`` it is
+answered with (one message per kind of ``result`` data) or an ``error`` (its possible codes in
+the operation's ``x-errors``), and one ``receive`` operation per push. ``protocol/replies.py``
+says which command gets which reply. Payload schemas are msgspec's JSON Schema of the Structs,
+so the document cannot drift from the decoder; ``ClientFrame`` and ``ServerFrame`` are the two
+unions (what a code generator types a socket's frames with). The servers name where ``/ws``
+is, and the security scheme the token ``hello`` carries. The error codes, close codes and
+limits travel as ``x-error-codes``, ``x-close-codes`` and ``x-limits`` (and as tables in
+``info.description``).
 
 Run ``python -m protocol.asyncapi`` (``make asyncapi``) to print it; ``protocol/asyncapi.json``
 is that output, checked in and kept fresh by a test.
@@ -20,165 +25,20 @@ from typing import Any
 
 import msgspec
 
-from protocol import codes, limits, loyalty, messages, version, wallet
+from protocol import codes, limits, loyalty, messages, replies, version, wallet
 from protocol.codes import CloseCode, ErrorCode, close_should_reconnect
-from protocol.messages import (
-    Balance,
-    BalanceChanged,
-    Cause,
-    ClientFrame,
-    Commit,
-    Error,
-    GetBalance,
-    GetOutcome,
-    Hello,
-    HoldState,
-    Notice,
-    Outcome,
-    Peer,
-    Ping,
-    PointsLine,
-    Pong,
-    Presence,
-    Refresh,
-    Refreshed,
-    Release,
-    Reserve,
-    Result,
-    Resync,
-    Sale,
-    SaleLine,
-    SaleReceipt,
-    Scope,
-    ServerFrame,
-    Subscribe,
-    Subscribed,
-    Unsubscribe,
-    Welcome,
-)
+from protocol.examples import EXAMPLES, results_of
+from protocol.messages import ClientFrame, Error, Hello, Result, ResultData, ServerFrame, Welcome
 from protocol.version import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
 ASYNCAPI_VERSION = "3.0.0"
 CHANNEL = "ws"
 CHANNEL_ADDRESS = "/ws"
 _SCHEMAS = "#/components/schemas/{name}"
-
-# --------------------------------------------------------------------------- examples
-
-_B = Balance(member="m-42", posted=1250, held=0, available=1250, version=17)
-_B_HELD = Balance(member="m-42", posted=1250, held=500, available=750, version=18)
-_B_AFTER = Balance(member="m-42", posted=1375, held=0, available=1375, version=18)
-_CHANGED = BalanceChanged(
-    member="m-42",
-    posted=1375,
-    held=0,
-    available=1375,
-    version=18,
-    cause=Cause(kind="earn", op="pos7-000123", channel="pos", store="s-1"),
-    at=1_735_689_600_000,
-)
-_RECEIPT = SaleReceipt(
-    op="pos7-000123",
-    member="m-42",
-    points=125,
-    breakdown=[PointsLine(rule="base-1-per-euro", points=125)],
-    balance=_B_AFTER,
-)
-_HOLD = HoldState(
-    op="pos7-000124",
-    hold="pos7-000124",
-    member="m-42",
-    status="active",
-    points=500,
-    expires_at=1_735_689_720_000,
-    balance=_B_HELD,
-)
-
-#: Example frames per message (Struct class name): ``(example name, frame)``.
-EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
-    "Hello": [("hello", Hello(id="1", versions=[1], token="eyJhbGciOi...", client="pos/7.2"))],
-    "Ping": [("ping", Ping(id="2"))],
-    "Refresh": [("refresh", Refresh(id="2b", token="eyJhbGciOi..."))],
-    "Subscribe": [("resume", Subscribe(id="3", member="m-42", since=17))],
-    "Unsubscribe": [("unsubscribe", Unsubscribe(id="4", member="m-42"))],
-    "GetBalance": [("balance", GetBalance(id="5", member="m-42"))],
-    "Sale": [
-        (
-            "sale",
-            Sale(
-                id="6",
-                op="pos7-000123",
-                member="m-42",
-                total=12_550,
-                lines=[SaleLine(sku="sku-1", qty=2, price=6_275, category="coffee")],
-            ),
-        )
-    ],
-    "Reserve": [("reserve", Reserve(id="7", op="pos7-000124", member="m-42", points=500))],
-    "Commit": [
-        (
-            "partial",
-            Commit(id="8", op="pos7-000125", member="m-42", hold="pos7-000124", points=300),
-        )
-    ],
-    "Release": [("release", Release(id="9", op="pos7-000126", member="m-42", hold="pos7-000124"))],
-    "GetOutcome": [("outcome", GetOutcome(id="10", op="pos7-000123"))],
-    "Welcome": [
-        (
-            "welcome",
-            Welcome(
-                id="1",
-                version=1,
-                session="s-9f2c",
-                node="gw-1",
-                heartbeat_ms=25_000,
-                scope=Scope(kind="pos", merchant="acme", store="s-1", terminal="pos7"),
-            ),
-        )
-    ],
-    "Result": [
-        ("pong", Result(id="2", data=Pong())),
-        ("refreshed", Result(id="2b", data=Refreshed(expires_at=1_735_693_200_000))),
-        ("balance", Result(id="5", data=_B)),
-        ("subscribed", Result(id="3", data=Subscribed(member="m-42", balance=_B_AFTER))),
-        ("sale", Result(id="6", data=_RECEIPT)),
-        ("hold", Result(id="7", data=_HOLD)),
-        ("outcome", Result(id="10", data=Outcome(op="pos7-000123", ok=True, data=_RECEIPT))),
-    ],
-    "Error": [
-        (
-            "insufficient_points",
-            Error(
-                id="7",
-                code=ErrorCode.INSUFFICIENT_POINTS,
-                message=ErrorCode.INSUFFICIENT_POINTS.description,
-            ),
-        )
-    ],
-    "BalanceChanged": [("earn", _CHANGED)],
-    "Resync": [("resync", Resync(member="m-42", balance=_B_AFTER, reason="gap"))],
-    "Presence": [
-        (
-            "app online",
-            Presence(member="m-42", online=[Peer(session="gw-2-17", channel="app", node="gw-2")]),
-        )
-    ],
-    "Notice": [
-        (
-            "offer",
-            Notice(
-                notice="n-1f2e",
-                merchant="acme",
-                kind="offer",
-                payload={"title": "Double points on coffee today"},
-                at=1_735_689_600_000,
-            ),
-        )
-    ],
-}
-for _module in (loyalty, wallet):  # the loyalty programme's and the wallet's frames
-    for _name, _examples in _module.EXAMPLES.items():
-        EXAMPLES.setdefault(_name, []).extend(_examples)
+#: The security scheme of the token ``hello`` carries.
+SECURITY = "helloToken"
+#: The server frames that answer a command; every other server frame is a push.
+_REPLY_FRAMES = (Welcome, Result, Error)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -245,10 +105,40 @@ def _fix_schema(node: Any) -> Any:
     return node
 
 
-def _schemas() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(
-        [ClientFrame, ServerFrame], ref_template=_SCHEMAS
+def _reply_struct(data: Any) -> Any:
+    """The ``result`` frame whose ``data`` is a ``data``: the typed reply of the commands
+    answered with that kind (``Result`` is the union of them all)."""
+    return msgspec.defstruct(
+        f"{data.__name__}Result",
+        [("id", str), ("data", data)],
+        tag_field="type",
+        tag="result",
+        kw_only=True,
+        frozen=True,
+        module=__name__,
+        namespace={"__doc__": f"A `result` carrying `{_tag(data)}` data."},
     )
+
+
+#: One typed ``result`` per kind of data, by the data's Struct.
+REPLY_STRUCTS: dict[Any, Any] = {data: _reply_struct(data) for data in ResultData.__args__}
+
+
+def _schemas() -> dict[str, Any]:
+    (client, server, *_), components = msgspec.json.schema_components(
+        [ClientFrame, ServerFrame, *REPLY_STRUCTS.values()], ref_template=_SCHEMAS
+    )
+    components["ClientFrame"] = {
+        "title": "ClientFrame",
+        "description": "Every command a client sends (on `type`).",
+        **client,
+    }
+    components["ServerFrame"] = {
+        "title": "ServerFrame",
+        "description": "Every frame the server sends (on `type`): replies and pushes. Ignore "
+        "a `type` you do not know.",
+        **server,
+    }
     schemas: dict[str, Any] = _fix_schema(components)
     for module in (messages, loyalty, wallet):
         for cls_name, docs in _attribute_docs(module).items():
@@ -275,6 +165,17 @@ def _message(cls: Any, correlated: bool) -> dict[str, Any]:
         msg["examples"] = [
             {"name": name, "payload": msgspec.to_builtins(frame)} for name, frame in examples
         ]
+    return msg
+
+
+def _reply_message(data: Any) -> dict[str, Any]:
+    struct = REPLY_STRUCTS[data]
+    msg = _message(struct, True)
+    if data.__doc__:
+        msg["summary"] += " " + _clean(data.__doc__)
+    msg["examples"] = [
+        {"name": name, "payload": msgspec.to_builtins(frame)} for name, frame in results_of(data)
+    ]
     return msg
 
 
@@ -318,9 +219,17 @@ def _description() -> str:
     return "\n\n".join(
         [
             "Live loyalty sessions for POS terminals and apps over one websocket. This document "
-            "is written from the client's side: `send` is what a client sends, `receive` what "
-            "the server sends. Every frame is one JSON object whose `type` selects the message; "
-            "a command's `id` is echoed in its `result` or `error`. See protocol/README.md.",
+            "is written from the client's side: each command is a `send` operation whose "
+            "`reply` is its `result` (one message per kind of data) or an `error` (the codes "
+            "it may get are its `x-errors`); each push is a `receive` operation. Every frame is "
+            "one JSON object whose `type` selects the message; a command's `id` is echoed in "
+            "its `result` or `error`. The session's token travels in `hello` (security scheme "
+            "`helloToken`). See protocol/README.md.",
+            "## Errors any frame may get\n\nA frame that does not decode as a command: "
+            + _codes(replies.FRAME_ERRORS)
+            + ". Any command: "
+            + _codes(replies.COMMAND_ERRORS)
+            + " (`x-frame-errors`, `x-command-errors`).",
             "## Versions\n\n" + _clean(version.__doc__ or ""),
             "## Error codes\n\n`retryable` tells whether sending the same request again "
             "(same `op`) may succeed later.\n\n| code | retryable | meaning |\n| --- | --- | --- |\n"
@@ -338,15 +247,102 @@ def _description() -> str:
 # --------------------------------------------------------------------------- document
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/channels/{CHANNEL}/messages/{name}"}
+
+
+def _codes(errors: tuple[ErrorCode, ...]) -> str:
+    return ", ".join(f"`{e.value}`" for e in errors) or "none of its own"
+
+
+def _command(cls: Any) -> dict[str, Any]:
+    """The operation of one client command: the command, its reply, its error codes."""
+    own: tuple[ErrorCode, ...]
+    if cls is Hello:
+        answers, own = [Welcome.__name__], replies.HELLO_ERRORS
+    else:
+        reply = replies.REPLIES[cls]
+        answers, own = [REPLY_STRUCTS[d].__name__ for d in reply.data], reply.errors
+    errors = tuple(dict.fromkeys((*own, ErrorCode.INVALID_FIELD, *replies.COMMAND_ERRORS)))
+    kinds = " or ".join(f"`{n}`" for n in answers)
+    return {
+        "action": "send",
+        "channel": {"$ref": f"#/channels/{CHANNEL}"},
+        "title": cls.__name__,
+        "summary": _clean(cls.__doc__ or f"The `{_tag(cls)}` command."),
+        "description": f"Answered with {kinds} (same `id`), or an `error` whose `code` is one "
+        f"of its own, {_codes(own)}, or one any command may get (see `x-errors`).",
+        "messages": [_ref(cls.__name__)],
+        "reply": {
+            "channel": {"$ref": f"#/channels/{CHANNEL}"},
+            "messages": [_ref(n) for n in answers] + [_ref(Error.__name__)],
+        },
+        "x-errors": [e.value for e in errors],
+    }
+
+
+def _push(cls: Any) -> dict[str, Any]:
+    return {
+        "action": "receive",
+        "channel": {"$ref": f"#/channels/{CHANNEL}"},
+        "title": cls.__name__,
+        "summary": _clean(cls.__doc__ or f"The `{_tag(cls)}` push."),
+        "description": "Pushed by the server, not an answer to a command (no `id`).",
+        "messages": [_ref(cls.__name__)],
+    }
+
+
+_SECURITY_DESCRIPTION = (
+    "A JWT signed with HMAC-SHA256 (HS256), minted by the operator (GATEWAY_JWT_SECRET, no "
+    "`kid`) or by the merchant's own back end (one of its signing keys, named by `kid`): "
+    "protocol/README.md, Tokens, lists its claims (`typ`, `mer`, `sto`, `ter`, `sub`, `chn`, "
+    "`exp`). It does not travel in an HTTP header or the URL: the websocket upgrade carries no "
+    "credentials, and the token is the `token` field of the first frame, `hello` (and of "
+    "`refresh`, which replaces it before it expires). A bad token is answered `token_invalid` "
+    "(close 3500), an expired one `token_expired` (close 3501)."
+)
+
+
+def _servers() -> dict[str, Any]:
+    security = [{"$ref": f"#/components/securitySchemes/{SECURITY}"}]
+    return {
+        "local": {
+            "host": "127.0.0.1:8080",
+            "protocol": "ws",
+            "title": "A node on this machine",
+            "description": "`python -m gateway serve` listens on GATEWAY_HOST:GATEWAY_PORT "
+            "(127.0.0.1:8080); `make run` starts two nodes, on 8081 and 8082.",
+            "security": security,
+        },
+        "production": {
+            "host": "{host}",
+            "protocol": "wss",
+            "title": "The operator's gateway",
+            "description": "Behind the operator's TLS-terminating load balancer or ingress "
+            "(deploy/README.md); any node serves any member, so no affinity is needed.",
+            "variables": {
+                "host": {
+                    "description": "The gateway's public host name (with its port if not 443).",
+                    "default": "loyalty.example.com",
+                }
+            },
+            "security": security,
+        },
+    }
+
+
 def build() -> dict[str, Any]:
     """Return the AsyncAPI 3.0.0 document as a plain dict."""
-    client = [(cls, True) for cls in ClientFrame.__args__]
-    server = [(cls, "id" in cls.__struct_fields__) for cls in ServerFrame.__args__]
-    messages_ = {cls.__name__: _message(cls, corr) for cls, corr in client + server}
-
-    def refs(frames: list[tuple[Any, bool]]) -> list[dict[str, str]]:
-        return [{"$ref": f"#/channels/{CHANNEL}/messages/{cls.__name__}"} for cls, _ in frames]
-
+    client = list(ClientFrame.__args__)
+    pushes = [cls for cls in ServerFrame.__args__ if cls not in _REPLY_FRAMES]
+    messages_: dict[str, Any] = {cls.__name__: _message(cls, True) for cls in client}
+    messages_[Welcome.__name__] = _message(Welcome, True)
+    messages_.update({REPLY_STRUCTS[d].__name__: _reply_message(d) for d in REPLY_STRUCTS})
+    messages_[Error.__name__] = _message(Error, True)
+    messages_.update({cls.__name__: _message(cls, False) for cls in pushes})
+    operations = {_tag(cls): _command(cls) for cls in client}
+    operations.update({_tag(cls): _push(cls) for cls in pushes})
+    assert len(operations) == len(client) + len(pushes), "a command and a push share a type"
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -355,37 +351,29 @@ def build() -> dict[str, Any]:
             "description": _description(),
         },
         "defaultContentType": "application/json",
+        "servers": _servers(),
         "channels": {
             CHANNEL: {
                 "address": CHANNEL_ADDRESS,
                 "title": "Session websocket",
                 "description": "One websocket per session; text frames, one JSON object each. "
-                "The first command must be `hello`.",
+                "The first command must be `hello`, with the session's token.",
                 "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages_},
                 "bindings": {"ws": {"method": "GET", "bindingVersion": "0.1.0"}},
             }
         },
-        "operations": {
-            "send": {
-                "action": "send",
-                "channel": {"$ref": f"#/channels/{CHANNEL}"},
-                "title": "Client commands",
-                "summary": "Commands a client sends; each gets exactly one `result` or `error` "
-                "with the same `id`.",
-                "messages": refs(client),
-            },
-            "receive": {
-                "action": "receive",
-                "channel": {"$ref": f"#/channels/{CHANNEL}"},
-                "title": "Server frames",
-                "summary": "Replies (`welcome`, `result`, `error`) and pushes (`balance_changed`, "
-                "`resync`). Ignore unknown types and unknown fields.",
-                "messages": refs(server),
-            },
-        },
+        "operations": operations,
         "components": {
             "schemas": _schemas(),
             "messages": messages_,
+            "securitySchemes": {
+                SECURITY: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": _SECURITY_DESCRIPTION,
+                }
+            },
             "correlationIds": {
                 "requestId": {
                     "description": "The command's `id`, echoed by its `result` or `error`.",
@@ -395,6 +383,8 @@ def build() -> dict[str, Any]:
         },
         "x-protocol-versions": list(SUPPORTED_VERSIONS),
         "x-error-codes": error_codes(),
+        "x-frame-errors": [e.value for e in replies.FRAME_ERRORS],
+        "x-command-errors": [e.value for e in replies.COMMAND_ERRORS],
         "x-close-codes": close_codes(),
         "x-limits": limit_values(),
     }

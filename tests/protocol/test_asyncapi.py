@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from protocol import asyncapi, decode_client, decode_server, encode
+from protocol import asyncapi, decode_client, decode_server, encode, replies
 from protocol.codes import CloseCode, ErrorCode, close_should_reconnect
 from protocol.limits import MAX_FRAME_BYTES
-from protocol.messages import ClientFrame, ServerFrame
+from protocol.messages import ClientFrame, Error, Hello, Result, ResultData, ServerFrame, Welcome
 
 SPEC = Path(asyncapi.__file__).with_name("asyncapi.json")
 
@@ -23,13 +23,19 @@ def _tags(union: Any) -> set[str]:
     return {t.__struct_config__.tag for t in union.__args__}
 
 
-def _operation_names(doc: dict[str, Any], op: str) -> set[str]:
-    names = set()
-    for ref in doc["operations"][op]["messages"]:
-        key = ref["$ref"].rsplit("/", 1)[1]
-        target = doc["channels"]["ws"]["messages"][key]["$ref"].rsplit("/", 1)[1]
-        names.add(doc["components"]["messages"][target]["name"])
-    return names
+def _message(doc: dict[str, Any], ref: dict[str, str]) -> dict[str, Any]:
+    key = ref["$ref"].rsplit("/", 1)[1]
+    target = doc["channels"]["ws"]["messages"][key]["$ref"].rsplit("/", 1)[1]
+    return dict(doc["components"]["messages"][target])
+
+
+def _operation_names(doc: dict[str, Any], action: str) -> set[str]:
+    return {
+        _message(doc, ref)["name"]
+        for op in doc["operations"].values()
+        if op["action"] == action
+        for ref in op["messages"]
+    }
 
 
 def test_checked_in_file_is_fresh() -> None:
@@ -48,13 +54,63 @@ def test_render_is_deterministic_sorted_json() -> None:
 def test_header(doc: dict[str, Any]) -> None:
     assert doc["asyncapi"] == "3.0.0"
     assert doc["channels"]["ws"]["address"] == "/ws"
-    assert doc["operations"]["send"]["action"] == "send"
-    assert doc["operations"]["receive"]["action"] == "receive"
+    for server in doc["servers"].values():
+        assert server["protocol"] in ("ws", "wss") and server["security"]
+    scheme = doc["components"]["securitySchemes"][asyncapi.SECURITY]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+    assert "`hello`" in scheme["description"]
 
 
 def test_every_frame_type_has_a_message(doc: dict[str, Any]) -> None:
     assert _operation_names(doc, "send") == _tags(ClientFrame)
-    assert _operation_names(doc, "receive") == _tags(ServerFrame)
+    pushes = _tags(ServerFrame) - {"welcome", "result", "error"}
+    assert _operation_names(doc, "receive") == pushes
+
+
+def test_one_operation_per_command_with_its_reply_and_errors(doc: dict[str, Any]) -> None:
+    """Each command's operation replies with the result kinds protocol/replies.py gives it (or
+    welcome, for hello) or an error, and lists its codes; each push has its own operation."""
+    ops = doc["operations"]
+    for cls in ClientFrame.__args__:
+        op = ops[cls.__struct_config__.tag]
+        assert op["action"] == "send" and [_message(doc, r)["title"] for r in op["messages"]] == [
+            cls.__name__
+        ]
+        got = [_message(doc, r) for r in op["reply"]["messages"]]
+        assert got[-1]["title"] == "Error"
+        if cls is Hello:
+            assert [m["title"] for m in got[:-1]] == ["Welcome"]
+            assert set(replies.HELLO_ERRORS) <= set(op["x-errors"])
+            continue
+        reply = replies.REPLIES[cls]
+        assert [m["title"] for m in got[:-1]] == [f"{d.__name__}Result" for d in reply.data]
+        for m in got[:-1]:
+            assert m["name"] == "result"
+            data = doc["components"]["schemas"][m["title"]]["properties"]["data"]
+            assert data["$ref"].rsplit("/", 1)[1] in {d.__name__ for d in reply.data}
+        assert set(op["x-errors"]) == {
+            e.value for e in (*reply.errors, ErrorCode.INVALID_FIELD, *replies.COMMAND_ERRORS)
+        }
+    for cls in ServerFrame.__args__:
+        if cls not in (Welcome, Result, Error):
+            op = ops[cls.__struct_config__.tag]
+            assert op["action"] == "receive" and "reply" not in op
+
+
+def test_the_reply_table_covers_every_command_result_kind_and_code() -> None:
+    assert set(replies.REPLIES) == set(ClientFrame.__args__) - {Hello}
+    kinds = {d for r in replies.REPLIES.values() for d in r.data}
+    assert kinds == set(ResultData.__args__)
+    placed = {e for r in replies.REPLIES.values() for e in r.errors}
+    placed |= {*replies.HELLO_ERRORS, *replies.COMMAND_ERRORS, *replies.FRAME_ERRORS}
+    assert placed == set(ErrorCode), f"codes no command gets: {set(ErrorCode) - placed}"
+
+
+def test_the_unions_are_the_frame_unions(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    for name, union in (("ClientFrame", ClientFrame), ("ServerFrame", ServerFrame)):
+        members = [ref["$ref"].rsplit("/", 1)[1] for ref in schemas[name]["anyOf"]]
+        assert members == [t.__name__ for t in union.__args__]
 
 
 def test_every_ref_resolves(doc: dict[str, Any]) -> None:
@@ -110,4 +166,9 @@ def test_examples_are_valid_frames(doc: dict[str, Any]) -> None:
         for example in message["examples"]:
             raw = encode(example["payload"])
             frame = decode_client(raw) if name in client else decode_server(raw)
-            assert type(frame).__name__ == name
+            if message["name"] == "result":  # a typed result: its data is the message's kind
+                schema = doc["components"]["schemas"][name]["properties"]["data"]["$ref"]
+                assert isinstance(frame, Result)
+                assert type(frame.data).__name__ == schema.rsplit("/", 1)[1]
+            else:
+                assert type(frame).__name__ == name

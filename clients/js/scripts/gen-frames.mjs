@@ -14,13 +14,10 @@ export const OUT = here("../src/frames.ts");
 const toDefinitions = (node) =>
   JSON.parse(JSON.stringify(node).replaceAll('"#/components/schemas/', '"#/definitions/'));
 
-// The spec names messages through the channel (#/channels/ws/messages/X) and each message's
-// payload is a schema: the union members are those schemas.
-function union(spec, operation) {
-  return spec.operations[operation].messages.map((ref) => {
-    const name = ref.$ref.split("/").pop();
-    return { $ref: spec.components.messages[name].payload.$ref };
-  });
+// The spec's ClientFrame and ServerFrame schemas are the two unions (its operations are one per
+// command and per push): their members are the frame schemas.
+function union(spec, name) {
+  return spec.components.schemas[name].anyOf.map((member) => ({ $ref: member.$ref }));
 }
 
 function constants(spec) {
@@ -69,12 +66,12 @@ export async function generate() {
     title: "ClientFrame",
     description:
       "Every command a client sends; the server answers each with one `result` or `error` of the same `id`.",
-    anyOf: toDefinitions(union(spec, "send")),
+    anyOf: toDefinitions(union(spec, "ClientFrame")),
   };
   definitions.ServerFrame = {
     title: "ServerFrame",
     description: "Every frame the server sends: replies and pushes. Ignore a `type` you do not know.",
-    anyOf: toDefinitions(union(spec, "receive")),
+    anyOf: toDefinitions(union(spec, "ServerFrame")),
   };
   const root = {
     title: "Frames",
