@@ -24,6 +24,7 @@ from gateway.app import NODE, Node, build_app
 from gateway.settings import DEV_JWT_SECRET, Settings
 from protocol import codec
 from protocol.messages import BalanceChanged, Error, Result, Welcome
+from tests.contract import Contract
 
 SECRET = DEV_JWT_SECRET
 
@@ -83,16 +84,21 @@ async def running_node(
     settings: Settings, prefix: str, port: int | None = None
 ) -> AsyncIterator[RunningNode]:
     app = build_app(settings, prefix)
+    contract = Contract()
+    node = app[NODE]
+    node.router.handle = contract.wrap(node.router.handle)  # type: ignore[method-assign]
+    app.on_response_prepare.append(contract.http)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
     await runner.setup()
     port = port or free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    rn = RunningNode(runner, f"http://127.0.0.1:{port}", app[NODE])
+    rn = RunningNode(runner, f"http://127.0.0.1:{port}", node)
     try:
         yield rn
     finally:
         await runner.cleanup()
+    contract.assert_clean()  # only when the test itself passed: its own failure comes first
 
 
 class NodeProcess:

@@ -47,19 +47,22 @@ class Broadcasts:
             request.headers.get("Authorization", ""), self._admin_token, self._merchant_keys
         )
         if reach is None:
-            return web.json_response({"error": "unauthorized"}, status=401)
+            return web.json_response(
+                {"error": "unauthorized", "message": "a valid admin bearer token is required"},
+                status=401,
+            )
         body = await request.read()
         try:
             req = _request_decoder.decode(body)
         except msgspec.DecodeError as exc:
-            return web.json_response({"error": "invalid", "message": str(exc)}, status=400)
+            return web.json_response({"error": "invalid_field", "message": str(exc)}, status=400)
         if reach not in (ANY_MERCHANT, req.merchant):
             return web.json_response(
                 {"error": "not_found", "message": "no such merchant"}, status=404
             )
         if len(encode(req.payload)) > MAX_NOTICE_BYTES:
             return web.json_response(
-                {"error": "invalid", "message": f"payload above {MAX_NOTICE_BYTES} bytes"},
+                {"error": "invalid_field", "message": f"payload above {MAX_NOTICE_BYTES} bytes"},
                 status=400,
             )
         try:

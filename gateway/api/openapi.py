@@ -1,7 +1,14 @@
-"""Build the OpenAPI 3.1 description of the admin API from its routes and request Structs.
+"""Build the OpenAPI 3.1 description of every HTTP route a node serves: the admin API, the
+broadcast, this document, the operator's endpoints and the websocket's upgrade.
+
+Request and response schemas are msgspec's JSON Schema of the types the handlers decode and
+answer (``bodies.py``, ``responses.py``, the protocol's frames); each route lists the refusals
+it can answer, by status, with their stable ``error`` codes. The HTML pages and their static
+files (``gateway.web``) are not an API and are left out.
 
 ``python -m gateway.api.openapi > gateway/api/openapi.json`` regenerates the checked-in file;
-a test fails when it is stale or when a route is not described.
+a test fails when it is stale, when the node serves a route it does not describe, and when a
+test node answers a status, a code or a body it does not document (``tests/contract.py``).
 """
 
 from __future__ import annotations
@@ -9,133 +16,364 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from gateway.api import admin, bodies
+from gateway.api import admin, bodies, broadcast
+from gateway.api import responses as out
+from protocol.limits import ID_PATTERN
 
-SUMMARIES: dict[tuple[str, str], tuple[str, type | None]] = {
-    ("PUT", ""): ("Create or update the merchant's programme", bodies.ProgrammeIn),
-    ("GET", ""): ("Read the merchant's programme", None),
-    ("GET", "/rules"): ("List earning rules", None),
-    ("PUT", "/rules/{rule}"): ("Create or replace an earning rule", bodies.RuleIn),
-    ("DELETE", "/rules/{rule}"): ("Delete an earning rule", None),
-    ("GET", "/tiers"): ("List tiers", None),
-    ("PUT", "/tiers"): ("Replace the tier ladder", bodies.TiersIn),
-    ("POST", "/tiers/evaluate"): (
-        "Evaluation date: give every member the tier its window earns (downgrades too)",
-        bodies.EvaluateIn,
+_SCHEMAS = "#/components/schemas/{name}"
+NOT_FOUND = "not_found"
+INVALID = "invalid_field"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route's documentation: what it takes, what it answers, what it refuses."""
+
+    summary: str
+    body: type | None
+    answer: Any
+    #: refusals by status: the ``error`` codes each may carry
+    errors: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: the statuses of a success (a created member is 201)
+    ok: tuple[int, ...] = (200,)
+    query: tuple[tuple[str, dict[str, Any]], ...] = ()
+    body_required: bool = False
+    #: whether it reads a store (503 ``unavailable`` when one does not answer)
+    stores: bool = True
+
+
+_MEMBER_404 = (NOT_FOUND, "member_not_found")
+_LEDGER_503 = ("unavailable", "timeout")
+_STRING = {"type": "string"}
+
+#: Every admin route, by method and path under ``admin.PREFIX``. Each also answers 401
+#: ``unauthorized`` (no valid admin token), 404 ``not_found`` (a merchant that does not exist
+#: or that the token does not reach, a path id outside ``ID_PATTERN``) and 503
+#: ``unavailable`` (a store did not answer), listed with its own below.
+ADMIN: dict[tuple[str, str], Route] = {
+    ("PUT", ""): Route(
+        "Create or update the merchant's programme (a field left out keeps its value; null "
+        "clears a nullable one)",
+        bodies.ProgrammeIn,
+        out.Programme,
+        {400: (INVALID,)},
     ),
-    ("GET", "/rewards"): ("List the reward catalogue", None),
-    ("PUT", "/rewards/{reward}"): ("Create or replace a reward", bodies.RewardIn),
-    ("DELETE", "/rewards/{reward}"): ("Withdraw a reward (issued codes stay valid)", None),
-    ("POST", "/codes/{code}/void"): ("Void an unredeemed code; its points go back", bodies.VoidIn),
-    ("POST", "/members"): ("Enrol (find or create) a member by phone and/or email", bodies.EnrolIn),
-    ("GET", "/members"): ("Look a member up by phone, email or card (one query parameter)", None),
-    ("GET", "/members/{member}"): ("Read a member's profile and balance", None),
-    ("DELETE", "/members/{member}"): (
+    ("GET", ""): Route("Read the merchant's programme", None, out.Programme),
+    ("GET", "/rules"): Route("List earning rules", None, out.Rules),
+    ("PUT", "/rules/{rule}"): Route(
+        "Create or replace an earning rule", bodies.RuleIn, out.Rule, {400: (INVALID,)}
+    ),
+    ("DELETE", "/rules/{rule}"): Route("Delete an earning rule", None, out.RuleDeleted),
+    ("GET", "/tiers"): Route("List tiers", None, out.Tiers),
+    ("PUT", "/tiers"): Route(
+        "Replace the tier ladder", bodies.TiersIn, out.Tiers, {400: (INVALID,)}, body_required=True
+    ),
+    ("POST", "/tiers/evaluate"): Route(
+        "Evaluation date: give every member the tier its window earns (downgrades too); 400 "
+        "invalid_field for an `at` ahead of the clock",
+        bodies.EvaluateIn,
+        out.Evaluated,
+        {400: (INVALID,)},
+    ),
+    ("GET", "/rewards"): Route("List the reward catalogue", None, out.Rewards),
+    ("PUT", "/rewards/{reward}"): Route(
+        "Create or replace a reward", bodies.RewardIn, out.Reward, {400: (INVALID,)}
+    ),
+    ("DELETE", "/rewards/{reward}"): Route(
+        "Withdraw a reward (issued codes stay valid)",
+        None,
+        out.Withdrawn,
+        {404: (NOT_FOUND, "reward_not_found")},
+    ),
+    ("POST", "/codes/{code}/void"): Route(
+        "Void an unredeemed code; its points go back",
+        bodies.VoidIn,
+        out.RewardCode,
+        {
+            400: (INVALID,),
+            404: (NOT_FOUND, "code_not_found", "member_not_found"),
+            409: ("code_already_redeemed", "code_voided", "idempotency_conflict", "member_merged"),
+            503: _LEDGER_503,
+        },
+        body_required=True,
+    ),
+    ("POST", "/members"): Route(
+        "Enrol (find or create) a member by phone and/or email: 201 when created, 200 when the "
+        "identity was enrolled already",
+        bodies.EnrolIn,
+        out.Member,
+        {400: (INVALID, "identity_invalid")},
+        ok=(200, 201),
+    ),
+    ("GET", "/members"): Route(
+        "Look a member up by phone, email or card (exactly one query parameter)",
+        None,
+        out.Member,
+        {400: (INVALID, "identity_invalid"), 404: _MEMBER_404},
+        query=(("phone", _STRING), ("email", _STRING), ("card", _STRING)),
+    ),
+    ("GET", "/members/{member}"): Route(
+        "Read a member's profile and balance (a merged duplicate's id answers its survivor)",
+        None,
+        out.Member,
+        {404: _MEMBER_404},
+    ),
+    ("DELETE", "/members/{member}"): Route(
         "Erase a member's personal data (GDPR), and that of the duplicates merged into it; a "
         "merged duplicate's id erases its survivor, which the reply names; ledger amounts "
         "stay, anonymised",
         None,
+        out.Erased,
+        {404: _MEMBER_404},
     ),
-    ("GET", "/members/{member}/history"): ("Purchase history, newest first, keyset pages", None),
-    ("GET", "/members/{member}/export"): ("Export everything held about a member (GDPR)", None),
-    ("POST", "/members/{member}/merge"): (
+    ("GET", "/members/{member}/history"): Route(
+        "Purchase history, newest first, keyset pages (`before` = the previous page's `next`)",
+        None,
+        out.History,
+        {400: (INVALID,), 404: _MEMBER_404},
+        query=(
+            ("before", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+        ),
+    ),
+    ("GET", "/members/{member}/export"): Route(
+        "Export everything held about a member (GDPR)", None, out.Export, {404: _MEMBER_404}
+    ),
+    ("POST", "/members/{member}/merge"): Route(
         "Merge the duplicate member `source` into this one (balance, holds, identities, "
         "history, codes, tier); idempotent per `op`; 409 member_merged if either side was "
         "merged already",
         bodies.MergeIn,
+        out.MergeResult,
+        {
+            400: (INVALID,),
+            404: _MEMBER_404,
+            409: ("member_merged", "idempotency_conflict"),
+            503: _LEDGER_503,
+        },
+        body_required=True,
     ),
-    ("POST", "/expiry/run"): (
+    ("POST", "/expiry/run"): Route(
         "Run the points-expiry job for this merchant now (optionally as of a past `now`; "
         "400 invalid_field for a `now` ahead of the clock)",
         bodies.ExpiryIn,
+        out.Expired,
+        {400: (INVALID,), 503: _LEDGER_503},
     ),
 }
 
-_QUERY = {
-    ("GET", "/members"): ["phone", "email", "card"],
-    ("GET", "/members/{member}/history"): ["before", "limit"],
+#: The routes outside ``admin.PREFIX``, by method and full path.
+OTHERS: dict[tuple[str, str], Route] = {
+    ("POST", "/admin/broadcast"): Route(
+        "Send a `notice` to every live session of one merchant, on every node (the operator's "
+        "admin token, or one of that merchant's)",
+        broadcast.BroadcastRequest,
+        out.Broadcast,
+        {400: (INVALID,), 404: (NOT_FOUND,)},
+        body_required=True,
+    ),
+    ("GET", "/admin/v1/openapi.json"): Route(
+        "This document", None, {"type": "object"}, stores=False
+    ),
 }
 
-_BODY_REQUIRED = {("POST", "/members/{member}/merge"), ("POST", "/codes/{code}/void")}
-
-_ERROR = {
-    "type": "object",
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-    "required": ["error", "message"],
+_STATUS_TEXT = {
+    400: "The request does not validate (a body field, a query parameter, a rule of the route)",
+    401: "No valid admin bearer token",
+    404: "Not found in this merchant (another merchant's data answers the same)",
+    409: "Conflict with what is recorded (an op used for other content, a code's state, a "
+    "merged member)",
+    503: "A store did not answer, or the outcome is not known yet: retry the same request",
 }
 
 
-def build() -> dict[str, Any]:
-    bodies = sorted({t for _, t in SUMMARIES.values() if t is not None}, key=lambda t: t.__name__)
-    _, schemas = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
-    schemas["Error"] = _ERROR
-    paths: dict[str, dict[str, Any]] = {}
-    for method, suffix, _handler in admin.ROUTES:
-        summary, body = SUMMARIES[(method, suffix)]
-        path = admin.PREFIX + suffix
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", path)
-        ] + [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in _QUERY.get((method, suffix), [])
-        ]
-        op: dict[str, Any] = {
-            "summary": summary,
-            "operationId": f"{method.lower()}{re.sub(r'[^A-Za-z]+', '_', suffix) or '_programme'}",
-            "parameters": params,
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {}}},
-                **{
-                    code: {
-                        "description": text,
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                        },
-                    }
-                    for code, text in (
-                        ("400", "Invalid request"),
-                        ("401", "Missing or wrong admin token"),
-                        ("404", "Not found in this merchant (other merchants' data included)"),
-                        ("409", "Conflict (idempotency, code state, member merged)"),
-                        ("503", "A backing store is unavailable; retry"),
-                    )
-                },
-            },
+def _ref(cls: Any) -> dict[str, Any]:
+    if isinstance(cls, dict):
+        return cls
+    return {"$ref": _SCHEMAS.format(name=cls.__name__)}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _refusals(route: Route, merchant_route: bool) -> dict[str, Any]:
+    """Every refusal of ``route``: its own, and those of every admin route (401, and 404 for a
+    merchant the token does not reach, 503 for a store that did not answer)."""
+    errors = route.errors
+    base: dict[int, tuple[str, ...]] = {401: ("unauthorized",)}
+    if route.stores:
+        base[503] = ("unavailable",)
+    if merchant_route:
+        base[404] = (NOT_FOUND,)
+    merged = {s: tuple(dict.fromkeys((*base.get(s, ()), *errors.get(s, ())))) for s in base}
+    merged.update({s: c for s, c in errors.items() if s not in base})
+    return {
+        str(status): {
+            "description": f"{_STATUS_TEXT[status]}: "
+            + ", ".join(f"`{c}`" for c in merged[status]),
+            "content": _json(
+                {
+                    "allOf": [_ref(out.ErrorBody)],
+                    "properties": {"error": {"enum": list(merged[status])}},
+                }
+            ),
         }
-        if body is not None:
-            op["requestBody"] = {
-                "required": method == "PUT" or (method, suffix) in _BODY_REQUIRED,
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{body.__name__}"}
+        for status in sorted(merged)
+    }
+
+
+def _operation(method: str, path: str, route: Route, admin_route: bool) -> dict[str, Any]:
+    params = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": ID_PATTERN},
+        }
+        for name in re.findall(r"{(\w+)}", path)
+    ] + [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in route.query
+    ]
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": operation_id(method, path),
+        "parameters": params,
+        "security": [{"bearer": []}],
+        "responses": {
+            **{
+                str(s): {"description": "OK", "content": _json(_ref(route.answer))}
+                for s in route.ok
+            },
+            **_refusals(route, admin_route),
+        },
+    }
+    if len(route.ok) > 1:
+        op["responses"]["201"]["description"] = "Created"
+    if route.body is not None:
+        op["requestBody"] = {
+            "required": method == "PUT" or route.body_required,
+            "content": _json(_ref(route.body)),
+        }
+    return op
+
+
+def operation_id(method: str, path: str) -> str:
+    suffix = path.removeprefix(admin.PREFIX)
+    if path.startswith(admin.PREFIX):
+        return f"{method.lower()}{re.sub(r'[^A-Za-z]+', '_', suffix) or '_programme'}"
+    return f"{method.lower()}{re.sub(r'[^A-Za-z]+', '_', path).rstrip('_')}"
+
+
+def _ops_paths() -> dict[str, Any]:
+    """The operator's endpoints and the websocket's upgrade: no token."""
+    plain: dict[str, Any] = {"security": [], "parameters": []}
+    return {
+        "/healthz": {
+            "get": {
+                **plain,
+                "summary": "The process answers (liveness): its node name and session count",
+                "operationId": "get_healthz",
+                "responses": {"200": {"description": "OK", "content": _json(_ref(out.Health))}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                **plain,
+                "summary": "The node can serve (readiness): PostgreSQL and Redis answer and it "
+                "is not draining; 503 with the same body otherwise",
+                "operationId": "get_readyz",
+                "responses": {
+                    "200": {"description": "Ready", "content": _json(_ref(out.Readiness))},
+                    "503": {"description": "Not ready", "content": _json(_ref(out.Readiness))},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                **plain,
+                "summary": "Prometheus metrics, text format (deploy/README.md, Metrics "
+                "contract); do not expose it beyond the operator's network",
+                "operationId": "get_metrics",
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
             }
-        if (method, suffix) == ("POST", "/members"):
-            op["responses"]["201"] = {"description": "Created (a new member)"}
-        paths.setdefault(path, {})[method.lower()] = op
-    paths["/admin/v1/openapi.json"] = {
-        "get": {
-            "summary": "This document",
-            "operationId": "get_openapi",
-            "responses": {"200": {"description": "OK"}},
-        }
+        },
+        "/ws": {
+            "get": {
+                **plain,
+                "summary": "The session websocket: upgrade, then frames as protocol/asyncapi.json "
+                "describes (the token travels in the first frame, `hello`)",
+                "operationId": "get_ws",
+                "responses": {
+                    "101": {"description": "Switching Protocols: the websocket is open"},
+                    "400": {"description": "Not a websocket upgrade request"},
+                    "403": {
+                        "description": "A browser page's `Origin` that is neither the node's "
+                        "nor one of GATEWAY_ALLOWED_ORIGINS: `origin_forbidden`",
+                        "content": _json(
+                            {
+                                "allOf": [_ref(out.ErrorBody)],
+                                "properties": {"error": {"enum": ["origin_forbidden"]}},
+                            }
+                        ),
+                    },
+                },
+            }
+        },
     }
+
+
+def _types() -> list[Any]:
+    routes = [*ADMIN.values(), *OTHERS.values()]
+    found: set[Any] = {out.ErrorBody, out.Health, out.Readiness}
+    for r in routes:
+        found.update(t for t in (r.body, r.answer) if isinstance(t, type))
+    return sorted(found, key=lambda t: t.__name__)
+
+
+def build() -> dict[str, Any]:
+    _, schemas = msgspec.json.schema_components(_types(), ref_template=_SCHEMAS)
+    paths: dict[str, dict[str, Any]] = {}
+    for method, suffix, _handler in admin.ROUTES:
+        path = admin.PREFIX + suffix
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            method, path, ADMIN[(method, suffix)], True
+        )
+    for (method, path), route in OTHERS.items():
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, route, False)
+    paths.update(_ops_paths())
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "Loyalty gateway admin API",
+            "title": "Loyalty gateway HTTP API",
             "version": "1",
-            "description": "Programmes (currency, rate, rounding, rules, tiers, rewards) and "
-            "members per merchant. Every path is scoped to one merchant; another merchant's "
-            "data answers 404. See docs/loyalty.md.",
+            "description": "The admin API: programmes (currency, rate, rounding, rules, tiers, "
+            "rewards) and members per merchant, each path scoped to one merchant (another "
+            "merchant's data answers 404; see docs/loyalty.md); the broadcast of a notice; "
+            "the operator's health, readiness and metrics endpoints; the websocket's upgrade "
+            "(its frames: protocol/asyncapi.json). Every refusal is a JSON object with a "
+            "stable `error` code and a `message` for people; each route lists its codes.",
         },
-        "security": [{"bearer": []}],
+        "servers": [
+            {"url": "http://127.0.0.1:8080", "description": "A node on this machine"},
+            {
+                "url": "https://{host}",
+                "description": "The operator's gateway, behind its TLS-terminating load "
+                "balancer (deploy/README.md)",
+                "variables": {"host": {"default": "loyalty.example.com"}},
+            },
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -143,12 +381,45 @@ def build() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "GATEWAY_ADMIN_TOKEN (every merchant) or one of the "
-                    "merchant's own admin tokens (GATEWAY_MERCHANT_KEYS_FILE: that merchant only)",
+                    "description": "`Authorization: Bearer <token>`: GATEWAY_ADMIN_TOKEN (the "
+                    "operator's: every merchant) or one of the merchant's own admin tokens "
+                    "(GATEWAY_MERCHANT_KEYS_FILE: that merchant only). Opaque strings of 32 "
+                    "characters or more, not JWTs: the session tokens of the websocket are "
+                    "described in protocol/asyncapi.json.",
                 }
             },
         },
     }
+
+
+#: What the routes of ``_ops_paths`` answer, by status: a type, the ``error`` codes of a
+#: refusal, or None (no JSON body).
+_OPS_ANSWERS: dict[tuple[str, str], dict[int, Any]] = {
+    ("GET", "/healthz"): {200: out.Health},
+    ("GET", "/readyz"): {200: out.Readiness, 503: out.Readiness},
+    ("GET", "/metrics"): {200: None},
+    ("GET", "/ws"): {101: None, 400: None, 403: ("origin_forbidden",)},
+}
+
+
+def documented(method: str, path: str, status: int) -> tuple[Any, tuple[str, ...] | None]:
+    """What a response of ``status`` to ``method path`` (the route's template) may hold: the
+    answer's type for a success, the ``error`` codes for a refusal (``KeyError``: the document
+    does not give that route that status)."""
+    if (method, path) in _OPS_ANSWERS:
+        answer = _OPS_ANSWERS[(method, path)][status]
+        return (None, answer) if isinstance(answer, tuple) else (answer, None)
+    if path.startswith(admin.PREFIX):
+        route = ADMIN[(method, path.removeprefix(admin.PREFIX))]
+        admin_route = True
+    else:
+        route = OTHERS[(method, path)]
+        admin_route = False
+    if status in route.ok:
+        return route.answer, None
+    refusal = _refusals(route, admin_route)[str(status)]
+    schema = refusal["content"]["application/json"]["schema"]
+    return None, tuple(schema["properties"]["error"]["enum"])
 
 
 def render() -> str:

@@ -40,7 +40,6 @@ async def api(http, rn) -> Api:
 
 
 def test_openapi_is_fresh_and_describes_every_route() -> None:
-    text = openapi.OPENAPI_PATH.read_text() if hasattr(openapi, "OPENAPI_PATH") else ""
     text = admin.OPENAPI_PATH.read_text()
     assert text == openapi.render(), "run python -m gateway.api.openapi > gateway/api/openapi.json"
     doc = json.loads(text)
@@ -50,13 +49,52 @@ def test_openapi_is_fresh_and_describes_every_route() -> None:
         assert doc["paths"][path][method.lower()]["summary"]
 
 
-async def test_every_admin_route_is_described_in_the_running_app(rn) -> None:
+def test_every_operation_has_typed_answers_and_its_own_refusals() -> None:
+    doc = openapi.build()
+    schemas = doc["components"]["schemas"]
+    refusals = set()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                if status.startswith("2") and path != "/admin/v1/openapi.json":
+                    schema = next(iter(response["content"].values()))["schema"]
+                    ref = schema.get("$ref")
+                    assert ref is None or ref.rsplit("/", 1)[1] in schemas, (path, status)
+                    assert ref or schema.get("type") == "string", (method, path, status)
+                elif int(status) >= 400 and path != "/readyz" and "content" in response:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema["allOf"] == [{"$ref": "#/components/schemas/ErrorBody"}]
+                    codes = tuple(schema["properties"]["error"]["enum"])
+                    refusals.add((status, codes))
+            assert op["security"] == ([] if not path.startswith("/admin/") else [{"bearer": []}])
+    # the routes do not all list the same refusals (they did: 400, 401, 404, 409, 503 each)
+    assert len(refusals) > 8
+    void = doc["paths"][admin.PREFIX + "/codes/{code}/void"]["post"]["responses"]
+    assert (
+        "code_voided"
+        in void["409"]["content"]["application/json"]["schema"]["properties"]["error"]["enum"]
+    )
+    assert "409" not in doc["paths"][admin.PREFIX + "/rules"]["get"]["responses"]
+    broadcast = doc["paths"]["/admin/broadcast"]["post"]
+    assert broadcast["requestBody"]["required"] and "200" in broadcast["responses"]
+
+
+async def test_every_route_the_node_serves_is_in_openapi(rn) -> None:
+    """Walk the routes of the app the node builds: each is in openapi.json with its method,
+    but the pages and their static files (gateway.web: HTML, not an API)."""
     doc = json.loads(admin.OPENAPI_PATH.read_text())
+    seen = set()
     for route in rn.runner.app.router.routes():
-        info = route.resource.get_info() if route.resource else {}
-        path = info.get("formatter") or info.get("path") or ""
-        if path.startswith("/admin/v1/") and route.method != "HEAD":
-            assert route.method.lower() in doc["paths"].get(path, {}), (route.method, path)
+        if route.method == "HEAD":  # aiohttp adds HEAD beside every GET
+            continue
+        handler = route.handler
+        if getattr(handler, "__module__", "").startswith("gateway.web"):
+            continue
+        path = route.resource.canonical if route.resource else ""
+        assert route.method.lower() in doc["paths"].get(path, {}), (route.method, path)
+        seen.add((route.method, path))
+    assert {("GET", "/ws"), ("POST", "/admin/broadcast"), ("GET", "/metrics")} <= seen
+    assert len(seen) == sum(len(ops) for ops in doc["paths"].values())
 
 
 async def test_bearer_token_required(api: Api) -> None:
@@ -290,3 +328,22 @@ async def test_an_expiry_run_expires_only_its_own_merchants_points(
     theirs_after = (await theirs.call("GET", f"/members/{members[other]}"))[1]["balance"]
     assert mine_after["posted"] == 0
     assert theirs_after["posted"] > 0  # the other merchant's due points wait for its own run
+
+
+async def test_broadcast_refusals_carry_the_admin_apis_codes(http, rn) -> None:
+    """Its 401 carried no message and its 400 said `invalid`: every refusal of the node's HTTP
+    routes is now one shape (`error`, `message`) with the admin API's codes."""
+    url = rn.url + "/admin/broadcast"
+    async with http.post(url, json={"merchant": "m", "kind": "offer"}) as r:
+        assert r.status == 401
+        assert set(await r.json()) == {"error", "message"}
+    for body in ({"merchant": "bad id!"}, {"merchant": "m", "payload": {"x": "y" * 70_000}}):
+        async with http.post(url, json=body, headers=ADMIN) as r:
+            assert r.status == 400
+            assert (await r.json())["error"] == "invalid_field"
+
+
+def test_what_the_contract_check_reads_is_what_the_document_says() -> None:
+    doc = openapi.build()
+    for (method, path), answers in openapi._OPS_ANSWERS.items():
+        assert set(doc["paths"][path][method.lower()]["responses"]) == {str(s) for s in answers}
