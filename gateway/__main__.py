@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway serve | migrate | token | rebuild-cache``."""
+"""Command line: ``python -m gateway serve | migrate | token | rebuild-cache | birthdays``."""
 
 from __future__ import annotations
 
@@ -74,12 +74,27 @@ async def _rebuild(settings: Settings) -> None:
     print(f"rebuilt {n} balances in {seconds:.2f} s")
 
 
+async def _birthdays(settings: Settings) -> None:
+    from gateway.app import birthdays_once
+
+    done = await birthdays_once(settings)
+    print(
+        f"birthday rewards: {done.granted} granted, {done.deferred} deferred (set too close to "
+        f"the date), {done.announced} coupons pushed late"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="run a gateway node")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("rebuild-cache", help="rebuild Redis balances from PostgreSQL")
+    sub.add_parser(
+        "birthdays",
+        help="one pass of the birthday rewards (for cron; every node also runs one every "
+        "GATEWAY_BIRTHDAY_SECONDS): each member is granted once a year whatever runs it",
+    )
     tok = sub.add_parser(
         "token",
         help="mint a session token (GATEWAY_JWT_SECRET, or with --kid a merchant's key from "
@@ -112,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_migrate(settings))
     elif args.cmd == "rebuild-cache":
         asyncio.run(_rebuild(settings))
+    elif args.cmd == "birthdays":
+        asyncio.run(_birthdays(settings))
     elif args.cmd == "token":
         from gateway import auth
 

@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import auth, commands, purchases, sessions
+from gateway import auth, birthdays, commands, purchases, rewards, sessions
 from gateway.api import AdminApi, AdminServices, Broadcasts
+from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.collector import CollectorPolicy
 from gateway.expiry import PointsExpiry
 from gateway.fanout import Feeds, LocalBroadcast, MemberEvents, PresenceBook, Publisher
@@ -45,6 +46,10 @@ from gateway.tiers import Tiers
 from gateway.web import Pages
 
 log = logging.getLogger(__name__)
+
+#: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
+#: history, a return's state, a granted code, a birthday grant.
+ATTACHMENTS = (*purchases.ATTACHMENTS, *rewards.ATTACHMENTS, *birthdays.ATTACHMENTS)
 
 
 class Node:
@@ -101,7 +106,7 @@ class Node:
             deliver=feeds.deliver_committed,
             published=relay,
             versions=versions,
-            attachments=purchases.ATTACHMENTS,
+            attachments=ATTACHMENTS,
             on_batch=self.metrics.ledger_batch,
         )
         self.sweeper = Sweeper(pool, ledger, s.ledger.sweep_interval)
@@ -129,10 +134,13 @@ class Node:
         self.contacts = ContactProofs(
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
-        member_rows = (PurchaseRows(pool), CodeRows(pool))
+        member_rows = (PurchaseRows(pool), CodeRows(pool), BirthdayRows(pool))
         self.merger = Merger(pool, ledger, member_rows, tiers, events)
         self.privacy = Privacy(pool, members, self.profiles, member_rows)
         self.expiry = PointsExpiry(pool, ledger)
+        self.birthdays = Birthdays(
+            pool, ledger, programmes, events, self.settings.server.birthday_seconds
+        )
 
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
@@ -194,6 +202,7 @@ class Node:
                 merger=self.merger,
                 privacy=self.privacy,
                 expiry=self.expiry,
+                birthdays=self.birthdays,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,
@@ -234,6 +243,7 @@ class Node:
         self.presence.start(self.registry.members, self.feeds.presence_watched)
         await self.events.start()
         self.expiry.start()
+        self.birthdays.start()
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
@@ -249,6 +259,7 @@ class Node:
         await self.collector.close()
         await self.heartbeat.close()
         await self.expiry.close()
+        await self.birthdays.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,
@@ -303,6 +314,33 @@ class Node:
         m.ledger_ops.set(self.ledger.stats.ops)
         m.ledger_shed.set(self.ledger.stats.shed)
         m.gc_reclaimed.set(self.collector.reclaimed)
+
+
+async def birthdays_once(settings: Settings) -> BirthdayPass:
+    """One birthday pass outside a node (``python -m gateway birthdays``, for cron): its own
+    pool, ledger lanes and publisher, so the grants' pushes reach every node's watchers (a
+    publish that fails is the nodes' outbox relays' to repeat)."""
+    s = settings
+    pool = new_pool(s.store.database_url, 2, s.store.command_timeout)
+    redis = create_client(s.store.redis_url)
+    keys = Keys(s.store.redis_prefix)
+    publisher = Publisher(redis, keys, epoch=CacheEpoch())
+    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS)
+    events = MemberEvents(redis, keys, lambda: ())
+    job = Birthdays(pool, ledger, Programmes(pool), events, interval=0)
+    await open_pool(pool)
+    try:
+        await ledger.start()
+        try:
+            done = await job.run()
+            await ledger.published()
+        finally:
+            await ledger.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        await pool.close()
+    return done
 
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)

@@ -236,6 +236,9 @@ class ServerSettings:
     gc_full_seconds: float = 600.0
     #: Logging level of the node's log (DEBUG, INFO, WARNING, ERROR).
     log_level: str = "INFO"
+    #: Seconds between birthday-reward passes on each node (jittered; 0: none, cron runs
+    #: ``python -m gateway birthdays``). A pass grants each member once a year whatever runs it.
+    birthday_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +274,7 @@ class Settings:
                 log_level=_choice(
                     e, "GATEWAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
                 ),
+                birthday_seconds=_float(e, "GATEWAY_BIRTHDAY_SECONDS", 300.0, 0.0, 86400.0),
             ),
             store=StoreSettings(
                 database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),

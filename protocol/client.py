@@ -392,6 +392,8 @@ class ClientSession:
         consent: Consents | None = None,
         preferred_store: str | None = None,
         clear_preferred_store: bool = False,
+        time_zone: str | None = None,
+        clear_time_zone: bool = False,
     ) -> bytes:
         """Change what is given of ``member``'s profile (what is left out keeps its value)."""
         frame = UpdateProfile(
@@ -402,6 +404,8 @@ class ClientSession:
             consent=consent,
             preferred_store=preferred_store,
             clear_preferred_store=clear_preferred_store,
+            time_zone=time_zone,
+            clear_time_zone=clear_time_zone,
         )
         return self.send(frame)
 

@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     # the wallet
     VERIFICATION_FAILED = "verification_failed"
     IDENTITY_IN_USE = "identity_in_use"
+    TIME_ZONE_UNKNOWN = "time_zone_unknown"
 
     @property
     def retryable(self) -> bool:
@@ -143,6 +144,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
         " ask for a new one (`verify_contact`)."
     ),
     ErrorCode.IDENTITY_IN_USE: "The email or phone number already identifies another member.",
+    ErrorCode.TIME_ZONE_UNKNOWN: (
+        "No IANA time zone of that name (`Europe/Paris`, `America/New_York`, `UTC`)."
+    ),
 }
 
 

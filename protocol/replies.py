@@ -100,7 +100,7 @@ REPLIES: dict[type, Reply] = {
     ly.CashierView: Reply((ly.CashierState,), (*_MEMBER, *_STORE)),
     wl.GetWallet: Reply((wl.WalletView,), (*_MEMBER, *_STORE)),
     wl.GetCodes: Reply((wl.Codes,), (*_MEMBER, *_STORE)),
-    wl.UpdateProfile: Reply((wl.Profile,), (*_MEMBER, *_STORE)),
+    wl.UpdateProfile: Reply((wl.Profile,), (*_MEMBER, *_STORE, E.TIME_ZONE_UNKNOWN)),
     wl.VerifyContact: Reply(
         (wl.VerificationSent,), (*_MEMBER, *_STORE, E.IDENTITY_INVALID, E.RATE_LIMITED)
     ),

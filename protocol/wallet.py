@@ -44,6 +44,17 @@ Month = Annotated[int, msgspec.Meta(ge=1, le=12)]
 Day = Annotated[int, msgspec.Meta(ge=1, le=31)]
 Year = Annotated[int, msgspec.Meta(ge=1900, le=2100)]
 VerificationCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$(?!\n)")]
+#: An IANA time zone name (``Europe/Paris``, ``America/Argentina/Buenos_Aires``, ``UTC``): the
+#: shape here; a name the server's time zone database does not hold is ``time_zone_unknown``.
+TimeZone = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$(?!\n)",
+        max_length=64,
+        description="An IANA time zone name (Europe/Paris, America/New_York, UTC); one the "
+        "server does not know is refused with time_zone_unknown.",
+    ),
+]
 CodeStatus = Literal["active", "used", "expired", "voided", "all"]
 
 
@@ -142,6 +153,10 @@ class UpdateProfile(_Command, tag="update_profile", frozen=True):
     preferred_store: Id | None = None
     clear_preferred_store: bool = False
     """Forget the preferred store (``preferred_store`` must then be absent)."""
+    time_zone: TimeZone | None = None
+    """The member's own time zone (a birthday reward may be given on the day there)."""
+    clear_time_zone: bool = False
+    """Forget the time zone (``time_zone`` must then be absent)."""
 
 
 class VerifyContact(_Command, tag="verify_contact", frozen=True):
@@ -179,6 +194,8 @@ class Profile(_Data, tag="profile", frozen=True):
     consent: ConsentState = msgspec.field(default_factory=ConsentState)
     preferred_store: str | None = None
     tier: str = ""
+    time_zone: str | None = None
+    """The member's own IANA time zone, if given."""
 
 
 class Codes(_Data, tag="codes", frozen=True):
@@ -254,7 +271,8 @@ EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
                 birthday=Birthday(month=3, day=14),
                 consent=Consents(email=True, sms=False),
             ),
-        )
+        ),
+        ("time zone", UpdateProfile(id="45", member="m-42", time_zone="Europe/Paris")),
     ],
     "VerifyContact": [
         ("new email", VerifyContact(id="43", member="m-42", email="ada@example.org"))
@@ -326,6 +344,7 @@ __all__ = [
     "Profile",
     "ProfileChanged",
     "Refetch",
+    "TimeZone",
     "UpdateProfile",
     "VerificationSent",
     "VerifyContact",

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway.api.birthdays import BirthdayApi
 from gateway.api.bodies import (
     EnrolIn,
     EvaluateIn,
@@ -36,6 +37,7 @@ from gateway.api.bodies import (
     TiersIn,
     VoidIn,
 )
+from gateway.birthdays import Birthdays
 from gateway.errors import GatewayError
 from gateway.expiry import PointsExpiry
 from gateway.ledger import Origin
@@ -60,6 +62,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _STATUS = {
     ErrorCode.INVALID_FIELD: 400,
     ErrorCode.IDENTITY_INVALID: 400,
+    ErrorCode.TIME_ZONE_UNKNOWN: 400,
     ErrorCode.FORBIDDEN: 404,
     ErrorCode.MEMBER_NOT_FOUND: 404,
     ErrorCode.REWARD_NOT_FOUND: 404,
@@ -173,6 +176,7 @@ class AdminServices:
     merger: Merger
     privacy: Privacy
     expiry: PointsExpiry
+    birthdays: Birthdays
 
 
 class AdminApi:
@@ -182,12 +186,15 @@ class AdminApi:
         self.s = services
         self._admin_token = admin_token
         self._merchant_keys = merchant_keys
+        #: Route modules of their own, mounted under the same prefix and authentication.
+        self.birthday = BirthdayApi(services.birthdays, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
         app.middlewares.append(auth_middleware(self._admin_token, self._merchant_keys))
         for method, path, name in ROUTES:
             app.router.add_route(method, PREFIX + path, getattr(self, name))
+        self.birthday.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

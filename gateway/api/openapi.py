@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api import admin, bodies, broadcast
+from gateway.api import admin, birthdays, bodies, broadcast
 from gateway.api import responses as out
 from protocol.limits import ID_PATTERN
 
@@ -164,6 +164,26 @@ ADMIN: dict[tuple[str, str], Route] = {
         bodies.ExpiryIn,
         out.Expired,
         {400: (INVALID,), 503: _LEDGER_503},
+    ),
+    ("GET", "/birthday"): Route(
+        "Read the merchant's birthday rule (404 not_found when there is none)",
+        None,
+        birthdays.BirthdayRuleOut,
+    ),
+    ("PUT", "/birthday"): Route(
+        "Create or replace the birthday rule: points, or a reward of the catalogue granted as "
+        "a code that costs no points; on the day or the first day of the birth month; in the "
+        "member's time zone or the programme's. Granted once per member and year by a job on "
+        "every node (docs/loyalty.md, Birthday rewards)",
+        birthdays.BirthdayRuleIn,
+        birthdays.BirthdayRuleOut,
+        {400: (INVALID, "time_zone_unknown"), 404: (NOT_FOUND, "reward_not_found")},
+        body_required=True,
+    ),
+    ("DELETE", "/birthday"): Route(
+        "Stop granting birthday rewards (grants made stay; 404 not_found when there is no rule)",
+        None,
+        birthdays.BirthdayRuleDeleted,
     ),
 }
 
@@ -345,7 +365,7 @@ def _types() -> list[Any]:
 def build() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(_types(), ref_template=_SCHEMAS)
     paths: dict[str, dict[str, Any]] = {}
-    for method, suffix, _handler in admin.ROUTES:
+    for method, suffix, _handler in (*admin.ROUTES, *birthdays.ROUTES):
         path = admin.PREFIX + suffix
         paths.setdefault(path, {})[method.lower()] = _operation(
             method, path, ADMIN[(method, suffix)], True

@@ -125,6 +125,19 @@ class LedgerLine(_Out, frozen=True):
     at: int
 
 
+class BirthdayGrant(_Out, frozen=True):
+    """A year's birthday reward as it was granted (``gateway.birthdays``)."""
+
+    year: int
+    grant: Literal["points", "reward"]
+    points: int
+    reward: str | None
+    code: str | None
+    """The coupon a reward grant issued."""
+    at: int
+    """Grant time, milliseconds since the Unix epoch."""
+
+
 class Export(_Out, frozen=True):
     """Everything the programme holds about a member (GDPR right of access)."""
 
@@ -134,6 +147,7 @@ class Export(_Out, frozen=True):
     purchases: list[Purchase]
     codes: list[RewardCode]
     ledger: list[LedgerLine]
+    birthday_grants: list[BirthdayGrant]
 
 
 class Broadcast(_Out, frozen=True):
@@ -161,6 +175,7 @@ class Readiness(_Out, frozen=True):
 
 
 __all__ = [
+    "BirthdayGrant",
     "Broadcast",
     "Duplicate",
     "Erased",

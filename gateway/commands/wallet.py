@@ -118,6 +118,8 @@ class Wallet:
             consent=f.consent,
             preferred_store=f.preferred_store,
             clear_preferred_store=f.clear_preferred_store,
+            time_zone=f.time_zone,
+            clear_time_zone=f.clear_time_zone,
         )
         return Result(id=f.id, data=profile)
 

@@ -29,12 +29,13 @@ from gateway.members.identity import (
 )
 from gateway.members.merge import Merger, MergeResult
 from gateway.members.migrations import STEPS as DATA_MIGRATIONS
-from gateway.members.profiles import Profiles, check_birthday
+from gateway.members.profiles import Born, Profiles, birthdays_on, check_birthday, check_time_zone
 from gateway.members.rows import MemberRows, TierKeeper
 
 __all__ = [
     "DATA_MIGRATIONS",
     "PASS_TTL_SECONDS",
+    "Born",
     "ContactProofs",
     "ContactSender",
     "MemberRows",
@@ -46,7 +47,9 @@ __all__ = [
     "Profile",
     "Profiles",
     "TierKeeper",
+    "birthdays_on",
     "check_birthday",
+    "check_time_zone",
     "create_members",
     "enrol",
     "find_member",

@@ -1,12 +1,16 @@
 """The profile a member edits itself: its name, date of birth (month and day for the birthday
 reward, the year if given), marketing consent per channel (with when and through which
-channel it was last set), its preferred store. Every change is pushed to the member's
-watchers (``profile_changed``)."""
+channel it was last set), its preferred store, its time zone. Every change is pushed to the
+member's watchers (``profile_changed``). The birthdays the birthday reward's job reads
+(``birthdays_on``) come from here too."""
 
 from __future__ import annotations
 
 import calendar
-from datetime import datetime
+import functools
+import zoneinfo
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import asyncpg
@@ -23,7 +27,7 @@ _READ = """
 SELECT m.id, COALESCE(p.name, '') AS name, COALESCE(p.tier, '') AS tier, p.erased_at,
        p.birth_month, p.birth_day, p.birth_year,
        p.consent_email, p.consent_email_at, p.consent_email_source,
-       p.consent_sms, p.consent_sms_at, p.consent_sms_source, p.preferred_store,
+       p.consent_sms, p.consent_sms_at, p.consent_sms_source, p.preferred_store, p.time_zone,
        (SELECT value FROM member_identities i WHERE i.member_id = m.id AND i.kind = 'phone') AS phone,
        (SELECT value FROM member_identities i WHERE i.member_id = m.id AND i.kind = 'email') AS email
   FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
@@ -56,8 +60,22 @@ UPDATE member_profiles SET
                                AND consent_sms IS DISTINCT FROM $10 THEN $12
                               ELSE consent_sms_source END,
     consent_sms = COALESCE($10, consent_sms),
-    preferred_store = CASE WHEN $11 THEN $13 ELSE preferred_store END
+    preferred_store = CASE WHEN $11 THEN $13 ELSE preferred_store END,
+    time_zone = CASE WHEN $14 THEN $15 ELSE time_zone END
  WHERE member_id = $1 AND merchant_id = $2
+"""
+
+# The job of the birthday reward: the members of ``merchant`` born on one (month, day), in
+# member order from after ``$4`` (index member_profiles_birthdays); neither erased nor
+# merged into another member (a merged duplicate's account is the survivor's).
+_BIRTHDAYS = """
+SELECT p.member_id, p.time_zone, p.birthday_set_at
+  FROM member_profiles p
+ WHERE p.merchant_id = $1 AND p.birth_month = $2 AND p.birth_day = $3 AND p.member_id > $4
+   AND p.erased_at IS NULL
+   AND NOT EXISTS (SELECT 1 FROM member_merges g WHERE g.source_id = p.member_id)
+ ORDER BY p.member_id
+ LIMIT $5
 """
 
 
@@ -74,6 +92,41 @@ def check_birthday(b: Birthday) -> None:
         )
     if b.year is not None and b.year > datetime.now().year:
         raise Refused("a date of birth in the future", ErrorCode.INVALID_FIELD)
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_time_zone(name: str) -> tzinfo:
+    """The IANA time zone ``name`` (from the node's time zone database), or refused with
+    ``time_zone_unknown``. ``UTC`` is always known."""
+    if name == "UTC":
+        return UTC
+    if name not in _zone_names():
+        raise Refused(f"no time zone {name!r}", ErrorCode.TIME_ZONE_UNKNOWN)
+    return zoneinfo.ZoneInfo(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Born:
+    """A member born on the day the birthday job asked for: its own time zone (None if not
+    given) and when its birthday was last set or changed (None: never stamped)."""
+
+    member: str
+    time_zone: str | None
+    set_at: datetime | None
+
+
+async def birthdays_on(
+    pool: asyncpg.Pool[Any], merchant: str, month: int, day: int, after: str = "", limit: int = 1000
+) -> list[Born]:
+    """One page of the members of ``merchant`` born on ``month``/``day`` (any year), in
+    member order after ``after``; neither erased nor merged away."""
+    with translate_errors("birthdays read"):
+        rows = await pool.fetch(_BIRTHDAYS, merchant, month, day, after, limit)
+    return [Born(r["member_id"], r["time_zone"], r["birthday_set_at"]) for r in rows]
 
 
 def _consent(granted: bool | None, at: datetime | None, source: str | None) -> Consent:
@@ -96,6 +149,7 @@ def profile_of(r: Any) -> Profile:
         ),
         preferred_store=r["preferred_store"],
         tier=r["tier"],
+        time_zone=r["time_zone"],
     )
 
 
@@ -126,15 +180,22 @@ class Profiles:
         consent: Consents | None = None,
         preferred_store: str | None = None,
         clear_preferred_store: bool = False,
+        time_zone: str | None = None,
+        clear_time_zone: bool = False,
     ) -> Profile:
         """Set what is given; ``source`` is the channel it came through (``app``, ``web``,
-        ``pos``), recorded with a changed consent."""
+        ``pos``), recorded with a changed consent. Everything is checked before anything is
+        written: a refusal changes nothing."""
         if birthday is not None:
             check_birthday(birthday)
         if clear_preferred_store and preferred_store is not None:
             raise Refused(
                 "give preferred_store or clear_preferred_store, not both", ErrorCode.INVALID_FIELD
             )
+        if clear_time_zone and time_zone is not None:
+            raise Refused("give time_zone or clear_time_zone, not both", ErrorCode.INVALID_FIELD)
+        if time_zone is not None:
+            check_time_zone(time_zone)
         current = await self.view(merchant, member)  # refuses others' and erased members
         who = current.member
         email = consent.email if consent is not None else None
@@ -157,6 +218,8 @@ class Profiles:
                     clear_preferred_store or preferred_store is not None,
                     source,
                     preferred_store,
+                    clear_time_zone or time_zone is not None,
+                    time_zone,
                 )
         return await self.changed(merchant, who)
 

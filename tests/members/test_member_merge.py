@@ -89,7 +89,13 @@ async def test_merge_moves_everything_and_tells_the_watchers(clients, http, rn, 
     assert (body["member"], body["source"]) == (survivor, dup)
     assert (body["balance"]["posted"], body["balance"]["held"]) == (450, 200)
     # the card moves; the duplicate's phone stays on it (the survivor has one) and resolves
-    assert body["moved"] == {"identities": 1, "sales": 1, "returns": 0, "codes": 1}
+    assert body["moved"] == {
+        "identities": 1,
+        "sales": 1,
+        "returns": 0,
+        "codes": 1,
+        "birthday_grants": 0,
+    }
 
     # the watcher of the duplicate: its last change and the merged push
     last = await next_push(watcher, BalanceChanged)

@@ -98,7 +98,10 @@ class Shop:
 
     async def _login(self, request: web.Request) -> web.Response:
         """The shop's own login: a session cookie, nothing the loyalty page can read."""
-        resp = web.Response(text="logged in", content_type="text/html")
+        # a page of its own, as a shop's is, with its icon: else the browser asks the shop for
+        # /favicon.ico, whose 404 may land in whichever page is open by then
+        html = '<!doctype html><link rel="icon" href="data:,"><p>logged in</p>'
+        resp = web.Response(text=html, content_type="text/html")
         resp.set_cookie("shop_session", request.match_info["key"], httponly=True, samesite="Lax")
         return resp
 

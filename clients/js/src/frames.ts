@@ -325,11 +325,19 @@ export interface UpdateProfile {
    * Forget the preferred store (``preferred_store`` must then be absent).
    */
   clear_preferred_store?: boolean;
+  /**
+   * Forget the time zone (``time_zone`` must then be absent).
+   */
+  clear_time_zone?: boolean;
   consent?: Consents | null;
   id: string;
   member: string;
   name?: string | null;
   preferred_store?: string | null;
+  /**
+   * The member's own time zone (a birthday reward may be given on the day there).
+   */
+  time_zone?: string | null;
   type: "update_profile";
 }
 /**
@@ -721,6 +729,10 @@ export interface Profile {
   phone?: string | null;
   preferred_store?: string | null;
   tier?: string;
+  /**
+   * The member's own IANA time zone, if given.
+   */
+  time_zone?: string | null;
 }
 export interface ConsentState {
   email?: Consent;
@@ -912,6 +924,8 @@ export const ErrorCode = {
   REWARD_NOT_FOUND: "reward_not_found",
   /** No sale with that id for this member. */
   SALE_NOT_FOUND: "sale_not_found",
+  /** No IANA time zone of that name (`Europe/Paris`, `America/New_York`, `UTC`). */
+  TIME_ZONE_UNKNOWN: "time_zone_unknown",
   /** The operation's outcome is not known yet; retry with the same id. */
   TIMEOUT: "timeout",
   /** The token has expired; obtain a new one. */

@@ -297,11 +297,20 @@ class Commands:
         consent: Consents | None = None,
         preferred_store: str | None = None,
         clear_preferred_store: bool = False,
+        time_zone: str | None = None,
+        clear_time_zone: bool = False,
         timeout: float | None = None,
     ) -> Profile:
         return await self._request(
             lambda s: s.update_profile(
-                member, name, birthday, consent, preferred_store, clear_preferred_store
+                member,
+                name,
+                birthday,
+                consent,
+                preferred_store,
+                clear_preferred_store,
+                time_zone,
+                clear_time_zone,
             ),
             Profile,
             timeout=timeout,
