@@ -14,7 +14,7 @@ from gateway.commands.points import op_id, origin, outcome_frame
 from gateway.errors import GatewayError
 from gateway.ledger import member_balance
 from gateway.members import Members
-from gateway.programme import Programmes, list_rewards
+from gateway.programme import Programmes
 from gateway.purchases import Returns, Sales
 from gateway.rewards import Rewards, reward_options
 from gateway.sessions import Call, Scope, Subscriptions
@@ -137,11 +137,10 @@ class Loyalty:
         member = await self._members.member(p.merchant, f.member)
         who = member.member
         programme = await self._programmes.get(p.merchant)
-        tier, codes, recent, catalogue = await asyncio.gather(
+        tier, codes, recent = await asyncio.gather(
             self._tiers.info(programme, who, member.tier),
             self._rewards.codes(p.merchant, who),
             self._sales.history(p.merchant, who, None, 5),
-            list_rewards(self._rewards.pool, p.merchant),
         )
         # Subscribe last and build the reply without yielding, as `subscribe` does, so the
         # reply is queued before any later push; its balance is the feed's.
@@ -157,7 +156,7 @@ class Loyalty:
                 member=member,
                 balance=member_balance(bal),
                 tier=tier,
-                rewards=reward_options(programme, member.tier, bal.available, catalogue),
+                rewards=reward_options(programme, member.tier, bal.available, programme.rewards),
                 codes=codes,
                 recent=recent.purchases,
                 offers=programme.offers(member.tier),

@@ -11,7 +11,7 @@ from gateway.errors import Refused
 from gateway.fanout import MemberEvents
 from gateway.ledger import member_balance
 from gateway.members import ContactProofs, Members, Profiles
-from gateway.programme import Programmes, list_rewards
+from gateway.programme import Programmes
 from gateway.purchases import Sales
 from gateway.rewards import Rewards, reward_options
 from gateway.sessions import Call, Scope, Subscriptions
@@ -76,12 +76,11 @@ class Wallet:
         current = await self._events.current(who)
         sub = await self._subscriptions.on_behalf(call.session, Subscribe(id=f.id, member=who))
         seq = self._events.seq_at_watch(who, current)
-        profile, tier, codes, history, catalogue = await asyncio.gather(
+        profile, tier, codes, history = await asyncio.gather(
             self._profiles.view(p.merchant, who),
             self._tiers.info(programme, who, member.tier),
             self._rewards.list_codes(p.merchant, who, "all", None, CODES_DEFAULT_PAGE),
             self._sales.history(p.merchant, who, None, f.history),
-            list_rewards(self._rewards.pool, p.merchant),
         )
         bal = sub.balance
         return Result(
@@ -90,7 +89,7 @@ class Wallet:
                 member=member,
                 balance=member_balance(bal),
                 tier=tier,
-                rewards=reward_options(programme, member.tier, bal.available, catalogue),
+                rewards=reward_options(programme, member.tier, bal.available, programme.rewards),
                 codes=codes,
                 offers=programme.offers(member.tier),
                 history=history,

@@ -241,7 +241,11 @@ class ProgrammeConfig:
     async def put_reward(self, merchant: str, reward: Reward) -> dict[str, Any]:
         if reward.kind == "free_item" and reward.sku is None:
             raise _invalid("a free_item reward needs sku")
-        return asdict(await put_reward(self._pool, merchant, reward))
+        done = asdict(await put_reward(self._pool, merchant, reward))
+        self._programmes.invalidate(merchant)
+        return done
 
     async def withdraw_reward(self, merchant: str, reward: str) -> bool:
-        return await withdraw_reward(self._pool, merchant, reward)
+        done = await withdraw_reward(self._pool, merchant, reward)
+        self._programmes.invalidate(merchant)
+        return done

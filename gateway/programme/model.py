@@ -66,6 +66,9 @@ class Programme:
     rules: tuple[Rule, ...] = ()
     #: Lowest threshold first.
     tiers: tuple[Tier, ...] = field(default=())
+    #: The reward catalogue, withdrawn rewards too, cheapest first: what the wallet and the
+    #: cashier view list (a redemption reads the reward itself, never this copy).
+    rewards: tuple[Reward, ...] = field(default=())
 
     def tier(self, tier_id: str) -> Tier | None:
         return next((t for t in self.tiers if t.id == tier_id), None)

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import Refused
+from gateway.programme.catalogue import list_rewards
 from gateway.programme.model import Programme, Rule, Tier
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
@@ -43,6 +44,7 @@ async def load_programme(
                 WHERE merchant_id = $1 ORDER BY threshold""",
             merchant,
         )
+        rewards = await list_rewards(conn, merchant)
     return Programme(
         merchant=merchant,
         currency=row["currency"],
@@ -72,6 +74,7 @@ async def load_programme(
         tiers=tuple(
             Tier(r["id"], r["name"], r["threshold"], Decimal(r["multiplier"])) for r in tiers
         ),
+        rewards=tuple(rewards),
     )
 
 

@@ -6,6 +6,7 @@ programme's."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ def refused(outcome: Outcome) -> Refused:
 
 
 def reward_options(
-    programme: Programme, tier: str, available: int, catalogue: list[Reward]
+    programme: Programme, tier: str, available: int, catalogue: Sequence[Reward]
 ) -> list[RewardOption]:
     """The rewards a member of ``tier`` may redeem, and which of them it can afford."""
     return [
