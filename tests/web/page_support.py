@@ -247,8 +247,10 @@ class Tab:
 
 
 @contextlib.asynccontextmanager
-async def tab(browser: Browser) -> AsyncIterator[Tab]:
-    context = await browser.new_context(viewport={"width": 1100, "height": 1500})
+async def tab(browser: Browser, timezone_id: str | None = None) -> AsyncIterator[Tab]:
+    context = await browser.new_context(
+        viewport={"width": 1100, "height": 1500}, timezone_id=timezone_id
+    )
     try:
         t = Tab(await context.new_page())
         yield t

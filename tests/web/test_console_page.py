@@ -104,7 +104,7 @@ async def test_the_shopper_edits_the_profile_on_the_wallet_page(
     a, b = nodes
     till = await pos(http, a.url, merchant)
     m = (await enrol(till, phone=phone(), name="Old")).member
-    async with tab(browser) as t:
+    async with tab(browser, timezone_id="Asia/Tokyo") as t:
         wallet = await t.open(shop.embed("w", f"{b.url}/wallet", lambda: app_token(merchant, m)))
         await wallet.fill("#p-name", "New Name")
         await wallet.fill("#p-month", "2")
@@ -116,6 +116,8 @@ async def test_the_shopper_edits_the_profile_on_the_wallet_page(
         await wallet.click("#p-save")
         await expect(wallet.locator("#profile-notice")).to_have_text("Saved.")
         await expect(wallet.locator("#who")).to_have_text("New Name")
+        # the birthday came with the browser's time zone: the reward begins at its midnight
+        await expect(wallet.locator("#p-zone")).to_contain_text("Asia/Tokyo")
     view = await ok(till, {"type": "cashier_view", "member": m})
     assert view.member.name == "New Name"
     profile = await ok(
@@ -123,6 +125,7 @@ async def test_the_shopper_edits_the_profile_on_the_wallet_page(
     )
     assert (profile.profile.birthday.month, profile.profile.birthday.day) == (2, 29)
     assert profile.profile.consent.email.granted is True
+    assert profile.profile.time_zone == "Asia/Tokyo"
     await await_app.close()
     await till.close()
 

@@ -4,6 +4,7 @@
 import type { History, Profile, Purchase, RewardCode, WalletView } from "../../js/src/index.ts";
 import {
   Client,
+  GatewayError,
   day,
   fill,
   h,
@@ -34,6 +35,8 @@ let older: Purchase[] = [];
 let olderNext: string | null | undefined;
 let passTimer: ReturnType<typeof setTimeout> | undefined;
 let profileShown = "";
+/** The profile's own time zone, as the server last said (null: none given yet). */
+let zoneShown: string | null = null;
 
 function balance(v: WalletView): void {
   const b = v.balance;
@@ -214,9 +217,20 @@ function profile(p: Profile): void {
   input("p-month").value = p.birthday ? String(p.birthday.month) : "";
   input("p-day").value = p.birthday ? String(p.birthday.day) : "";
   input("p-store").value = p.preferred_store ?? "";
+  zoneShown = p.time_zone ?? null;
+  fill("p-zone", zoneShown ? `Birthday rewards begin at midnight, ${zoneShown} time.` : "");
   input("p-consent-email").checked = !!p.consent?.email?.granted;
   input("p-consent-sms").checked = !!p.consent?.sms?.granted;
   input("c-email").placeholder = p.email ?? "you@example.com";
+}
+
+function browserZone(): string | null {
+  try {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    return zone && /^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+){0,2}$/.test(zone) ? zone : null;
+  } catch {
+    return null;
+  }
 }
 
 async function saveProfile(e: Event): Promise<void> {
@@ -225,13 +239,23 @@ async function saveProfile(e: Event): Promise<void> {
   const month = Number(input("p-month").value);
   const dayOf = Number(input("p-day").value);
   const store = input("p-store").value.trim();
+  const changes = {
+    name: input("p-name").value.trim(),
+    ...(month && dayOf ? { birthday: { month, day: dayOf } } : {}),
+    consent: { email: input("p-consent-email").checked, sms: input("p-consent-sms").checked },
+    ...(store ? { preferred_store: store } : { clear_preferred_store: true }),
+  };
+  // A birthday given with no time zone yet takes the browser's, so the reward begins at the
+  // shopper's own midnight; a zone the server does not know is left out rather than refused.
+  const zone = month && dayOf && !zoneShown ? browserZone() : null;
   try {
-    const p = await client.updateProfile(member, {
-      name: input("p-name").value.trim(),
-      ...(month && dayOf ? { birthday: { month, day: dayOf } } : {}),
-      consent: { email: input("p-consent-email").checked, sms: input("p-consent-sms").checked },
-      ...(store ? { preferred_store: store } : { clear_preferred_store: true }),
-    });
+    let p: Profile;
+    try {
+      p = await client.updateProfile(member, zone ? { ...changes, time_zone: zone } : changes);
+    } catch (err) {
+      if (!(zone && err instanceof GatewayError && err.code === "time_zone_unknown")) throw err;
+      p = await client.updateProfile(member, changes);
+    }
     delete form.dataset.dirty;
     profileShown = "";
     (document.activeElement as HTMLElement | null)?.blur();
