@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
 
+import aiohttp
 import msgspec
 from aiohttp import web
 
@@ -197,9 +198,14 @@ class CatalogueApi:
             async for chunk in request.content.iter_chunked(CHUNK_BYTES):
                 yield chunk
 
-        report = await self._catalogue.run_import(
-            merchant, request.match_info["import_id"], fmt, chunks()
-        )
+        try:
+            report = await self._catalogue.run_import(
+                merchant, request.match_info["import_id"], fmt, chunks()
+            )
+        except (ConnectionError, aiohttp.ClientPayloadError):
+            # the client is gone (or sent less than it declared): the import failed
+            # (``interrupted``), and this answer most likely reaches nobody
+            return _error(400, "format_invalid", "the body was cut off")
         return _json(import_out(report))
 
     async def get_import(self, request: web.Request) -> web.Response:
