@@ -6,6 +6,7 @@ off midway leaving the catalogue as it was."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -64,7 +65,7 @@ async def test_a_csv_import_with_quotes_a_bom_and_crlf(http, rn, merchant, pg_ds
     body = (
         "\ufeffsku,price,name,category,replenishable,cycle_days,brand\r\n"
         'soap-1,350,"Soap, lavender",care,true,45,\r\n'
-        '\r\n'
+        "\r\n"
         'soap-2,400,"Soap ""extra""\nwith a line break",care,0,,"Brand X"\r\n'
         "brush-3,99,Brush,,FALSE,,\r\n"
     ).encode()
@@ -309,10 +310,8 @@ async def test_an_import_cut_off_midway_changes_nothing_and_runs_again(http, rn,
         yield body[: len(body) * 3 // 4]
         raise ConnectionResetError("the client went away")
 
-    try:
+    with contextlib.suppress(aiohttp.ClientError, ConnectionResetError):
         await put_import(http, rn.url, merchant, "cut", cut())
-    except (aiohttp.ClientError, ConnectionResetError):
-        pass
     url = f"{base(rn.url, merchant)}/imports/cut"
     report = None
     for _ in range(100):
