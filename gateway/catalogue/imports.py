@@ -292,16 +292,18 @@ class Imports:
     ) -> None:
         seen: dict[str, int] = {}  # SKU -> the line that gave it
         batch: list[ProductRow] = []
+        # One batch is upserted while the next is read and parsed (PostgreSQL works on its
+        # core while this one parses): at most one statement in flight on the connection.
+        pending: asyncio.Task[None] | None = None
 
-        async def flush() -> None:
-            if batch:
+        async def upsert(rows: list[ProductRow]) -> None:
+            if rows:
                 with translate_errors("catalogue import"):
-                    r = await conn.fetchrow(_UPSERT, merchant, *_columns(batch))
+                    r = await conn.fetchrow(_UPSERT, merchant, *_columns(rows))
                 assert r is not None
                 counts.created += r["created"]
                 counts.updated += r["updated"]
-                counts.unchanged += len(batch) - r["created"] - r["updated"]
-                batch.clear()
+                counts.unchanged += len(rows) - r["created"] - r["updated"]
             with translate_errors("catalogue import progress"):
                 await self._pool.execute(_PROGRESS, merchant, import_id, *self._figures(counts))
 
@@ -310,19 +312,31 @@ class Imports:
             async for item in parsed:
                 yield item
 
-        async for number, row in all_rows():
-            if isinstance(row, Rejection):
-                counts.reject(row)
-            elif (earlier := seen.get(row.sku)) is not None:
-                msg = f"sku {row.sku!r} is at line {earlier} already (the first one counts)"
-                counts.reject(Rejection(number, row.sku, "duplicate_sku", msg))
-            else:
-                seen[row.sku] = number
-                counts.rows_read += 1
-                batch.append(row)
-                if len(batch) >= BATCH_ROWS:
-                    await flush()
-        await flush()
+        try:
+            async for number, row in all_rows():
+                if isinstance(row, Rejection):
+                    counts.reject(row)
+                elif (earlier := seen.get(row.sku)) is not None:
+                    msg = f"sku {row.sku!r} is at line {earlier} already (the first one counts)"
+                    counts.reject(Rejection(number, row.sku, "duplicate_sku", msg))
+                else:
+                    seen[row.sku] = number
+                    counts.rows_read += 1
+                    batch.append(row)
+                    if len(batch) >= BATCH_ROWS:
+                        if pending is not None:
+                            await pending
+                        pending = asyncio.create_task(upsert(batch))
+                        batch = []
+            if pending is not None:
+                await pending
+            pending = None
+            await upsert(batch)
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
 
     async def _failed(
         self, merchant: str, import_id: str, counts: _Counts, exc: BaseException

@@ -288,11 +288,12 @@ async def test_progress_is_read_on_another_node_while_the_import_runs(
         seen = None
         for _ in range(200):
             status, seen = await get(http, f"{base(other.url, merchant)}/imports/slow")
-            if status == 200 and seen["rows_read"] >= 5000:
+            if status == 200 and seen["created"] >= 5000:
                 break
             await asyncio.sleep(0.05)
         assert seen is not None and seen["state"] == "running", seen
-        assert seen["rows_read"] == seen["created"] == 5000 and seen["finished_at"] is None
+        assert seen["created"] == 5000 and seen["finished_at"] is None
+        assert 5000 <= seen["rows_read"] <= 7000  # the next batch may be read, not yet applied
         # its products commit together: none is visible yet, on either node
         assert (await get(http, f"{base(other.url, merchant)}/products/sku-000001"))[0] == 404
         release.set()
