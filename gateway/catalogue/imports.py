@@ -94,6 +94,10 @@ _REPORT = """SELECT i.*, (i.state = 'running' AND NOT EXISTS (
               )) AS orphan
              FROM catalogue_imports i WHERE i.merchant_id = $1 AND i.import_id = $2"""
 
+#: One statement a batch, the rows as arrays (asyncpg sends them binary). A binary COPY into a
+#: temporary table, then this INSERT from it, was no faster: the database's side alone, 3
+#: interleaved runs of 100,000 rows (2026-12-07, probe 20.2-20.8 ms), medians 57,905 against
+#: 60,155 rows/s created and 53,146 against 54,385 updated, for two more round trips a batch.
 _UPSERT = """WITH w AS (
     INSERT INTO catalogue_products AS p
            (merchant_id, sku, name, category, brand, price, replenishable, cycle_days, active)
