@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from loadtests.nodes import Node, Scratch
+from loadtests.nodes import Node, Scratch, rss_kb
 from loadtests.speed import probe_ms, spread
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
@@ -163,6 +164,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "update": (jsonl_body(_products(args.rows, 1)), "application/x-ndjson"),
                 "csv_create": (csv_body(products), "text/csv"),
             }
+            rss = {"before": rss_kb(node.pid), "peak": 0}
+
+            async def sample() -> None:
+                while True:
+                    rss["peak"] = max(rss["peak"], rss_kb(node.pid))
+                    await asyncio.sleep(0.05)
+
+            sampler = asyncio.create_task(sample())
             async with aiohttp.ClientSession() as http:
                 for r in range(args.runs):
                     probes[f"run{r + 1}"] = probe_ms()
@@ -180,6 +189,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         if report[counted] != args.rows:
                             raise RuntimeError(f"{name}: {counted} {report[counted]} != rows")
                         figures[name].append(args.rows / seconds)
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            rss["after"] = rss_kb(node.pid)
             sales: dict[str, Any] = {}
             if args.sales:
                 seeded = await seed(scratch.dsn, 1, 0, f"sales-{uuid.uuid4().hex[:6]}")
@@ -203,6 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             k: {"median": round(statistics.median(v)), "runs": [round(x) for x in v]}
             for k, v in figures.items()
         },
+        "node_rss_kb": rss,
         "sale_ms": sales,
         "lines_per_sale": args.lines,
         "speed_probe_ms": probes,

@@ -65,6 +65,8 @@ class ProductRow(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
 
 
 FIELDS = tuple(ProductRow.__struct_fields__)
+_ROW = msgspec.json.Decoder(ProductRow)
+_ANY = msgspec.json.Decoder()
 REQUIRED = ("sku", "name", "price")
 
 
@@ -163,10 +165,10 @@ async def jsonl_rows(body: Body) -> AsyncIterator[Parsed]:
         if not line.strip():
             continue
         try:
-            yield number, msgspec.json.decode(line, type=ProductRow)
+            yield number, _ROW.decode(line)
         except msgspec.ValidationError as exc:
             try:
-                data = msgspec.json.decode(line)
+                data = _ANY.decode(line)
             except (msgspec.DecodeError, UnicodeDecodeError):
                 data = None
             if first and not isinstance(data, dict):
