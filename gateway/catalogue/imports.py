@@ -349,7 +349,8 @@ class Imports:
         if isinstance(exc, GatewayError):
             error, message = exc.code.value, exc.message
         else:
-            error, message = "interrupted", f"the body stopped: {type(exc).__name__}"
+            error = "interrupted"
+            message = f"the body was cut off, or the node stopped ({type(exc).__name__})"
         with contextlib.suppress(Exception):
             await self._pool.execute(
                 """UPDATE catalogue_imports SET state = 'failed', rows_read = $3, created = 0,
