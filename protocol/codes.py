@@ -64,9 +64,6 @@ class ErrorCode(StrEnum):
     VERIFICATION_FAILED = "verification_failed"
     IDENTITY_IN_USE = "identity_in_use"
     TIME_ZONE_UNKNOWN = "time_zone_unknown"
-    # HTTP bodies (the admin API's bulk imports)
-    FORMAT_INVALID = "format_invalid"
-    BODY_TOO_LARGE = "body_too_large"
 
     @property
     def retryable(self) -> bool:
@@ -150,12 +147,6 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.TIME_ZONE_UNKNOWN: (
         "No IANA time zone of that name (`Europe/Paris`, `America/New_York`, `UTC`)."
     ),
-    ErrorCode.FORMAT_INVALID: (
-        "The body is not in the format its Content-Type declares (JSON lines; CSV with a header"
-        " row of known columns), or the route takes no body of that Content-Type; nothing was"
-        " applied."
-    ),
-    ErrorCode.BODY_TOO_LARGE: "The body is over the route's size limit; nothing was applied.",
 }
 
 

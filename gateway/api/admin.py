@@ -65,8 +65,6 @@ _STATUS = {
     ErrorCode.INVALID_FIELD: 400,
     ErrorCode.IDENTITY_INVALID: 400,
     ErrorCode.TIME_ZONE_UNKNOWN: 400,
-    ErrorCode.FORMAT_INVALID: 400,
-    ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.FORBIDDEN: 404,
     ErrorCode.MEMBER_NOT_FOUND: 404,
     ErrorCode.REWARD_NOT_FOUND: 404,

@@ -25,6 +25,7 @@ from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from gateway.catalogue import (
     MAX_ROW_BYTES,
     REJECTIONS_KEPT,
+    BodyRefused,
     Catalogue,
     Format,
     ImportReport,
@@ -202,6 +203,8 @@ class CatalogueApi:
             report = await self._catalogue.run_import(
                 merchant, request.match_info["import_id"], fmt, chunks()
             )
+        except BodyRefused as exc:
+            return _error(413 if exc.code == "body_too_large" else 400, exc.code, exc.message)
         except (ConnectionError, aiohttp.ClientPayloadError):
             # the client is gone (or sent less than it declared): the import failed
             # (``interrupted``), and this answer most likely reaches nobody

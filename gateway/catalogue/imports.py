@@ -30,7 +30,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from gateway.catalogue.rows import Body, Format, ProductRow, Rejection, rows
+from gateway.catalogue.rows import Body, BodyRefused, Format, ProductRow, Rejection, rows
 from gateway.errors import GatewayError, Refused
 from gateway.store.db import connect, translate_errors
 from protocol.codes import ErrorCode
@@ -346,7 +346,10 @@ class Imports:
         self, merchant: str, import_id: str, counts: _Counts, exc: BaseException
     ) -> None:
         """Record why the import stopped (its products were rolled back)."""
-        if isinstance(exc, GatewayError):
+        error: str
+        if isinstance(exc, BodyRefused):
+            error, message = exc.code, exc.message
+        elif isinstance(exc, GatewayError):
             error, message = exc.code.value, exc.message
         else:
             error = "interrupted"

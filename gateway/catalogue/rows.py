@@ -1,6 +1,7 @@
 """An import's body, read as a stream: its lines (bounded in size, digested as they pass), and
 the rows they hold, in JSON lines or CSV with a header row, each validated into a
-``ProductRow`` or rejected with its line number and a stable reason.
+``ProductRow`` or rejected with its line number and a stable reason; or the body refused as a
+whole (``BodyRefused``).
 
 The line splitter is written here rather than taken from aiohttp's ``readline``: that one
 raises on a line past its buffer and loses its place in the stream, where an import must
@@ -18,8 +19,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.errors import Refused
-from protocol.codes import ErrorCode
 from protocol.limits import ID_PATTERN, MAX_MINOR_UNITS, Id
 
 Format = Literal["jsonl", "csv"]
@@ -34,6 +33,22 @@ MAX_ROW_BYTES = 8192
 #: Days a replenishable product may last.
 MAX_CYCLE_DAYS = 3650
 _BOM = b"\xef\xbb\xbf"
+
+#: Why a whole body is refused: not the format its Content-Type declares, or over the size
+#: limit. Codes of the admin API's bodies, as ``not_found`` and ``unauthorized``: no websocket
+#: command gets them, so they are not in ``protocol.codes`` (whose every code some command
+#: may get); openapi.json lists them on the route.
+BodyError = Literal["format_invalid", "body_too_large"]
+
+
+class BodyRefused(Exception):
+    """The body is refused as a whole (nothing of it was applied)."""
+
+    def __init__(self, code: BodyError, message: str) -> None:
+        super().__init__(message)
+        self.code: BodyError = code
+        self.message = message
+
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern="^[^\\x00]*$")]
 
@@ -95,9 +110,9 @@ class Body:
         chunk = await anext(self._chunks, b"")
         self.size += len(chunk)
         if self.size > self.max_bytes:
-            raise Refused(
+            raise BodyRefused(
+                "body_too_large",
                 f"the body is over {self.max_bytes} bytes (GATEWAY_CATALOGUE_MAX_BYTES)",
-                ErrorCode.BODY_TOO_LARGE,
             )
         self._hash.update(chunk)
         return chunk
@@ -146,8 +161,8 @@ def _invalid(number: int, data: Any, exc: Exception) -> Rejection:
     return Rejection(number, _sku_of(data), "invalid_field", str(exc))
 
 
-def _format_invalid(message: str) -> Refused:
-    return Refused(message, ErrorCode.FORMAT_INVALID)
+def _format_invalid(message: str) -> BodyRefused:
+    return BodyRefused("format_invalid", message)
 
 
 async def jsonl_rows(body: Body) -> AsyncIterator[Parsed]:
@@ -275,6 +290,8 @@ __all__ = [
     "MAX_CYCLE_DAYS",
     "MAX_ROW_BYTES",
     "Body",
+    "BodyError",
+    "BodyRefused",
     "Format",
     "Parsed",
     "ProductRow",

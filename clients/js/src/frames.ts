@@ -866,8 +866,6 @@ export interface Refetch {
 export const ErrorCode = {
   /** `hello` was already accepted on this session. */
   ALREADY_AUTHENTICATED: "already_authenticated",
-  /** The body is over the route's size limit; nothing was applied. */
-  BODY_TOO_LARGE: "body_too_large",
   /** The code was already redeemed. */
   CODE_ALREADY_REDEEMED: "code_already_redeemed",
   /** The code has expired. */
@@ -882,8 +880,6 @@ export const ErrorCode = {
   DRAINING: "draining",
   /** The member, hold or operation is outside this session's scope (an app reaching another member, an app changing points). Another merchant's member is `member_not_found`, as an unknown one. */
   FORBIDDEN: "forbidden",
-  /** The body is not in the format its Content-Type declares (JSON lines; CSV with a header row of known columns), or the route takes no body of that Content-Type; nothing was applied. */
-  FORMAT_INVALID: "format_invalid",
   /** The frame exceeds MAX_FRAME_BYTES; it was not read. */
   FRAME_TOO_LARGE: "frame_too_large",
   /** The hold passed its expiry: its points are available again, and it can no longer be committed or released. */
