@@ -25,6 +25,7 @@ from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from gateway.catalogue import (
     MAX_ROW_BYTES,
     REJECTIONS_KEPT,
+    BodyError,
     BodyRefused,
     Catalogue,
     Format,
@@ -50,6 +51,12 @@ MEDIA: dict[str, Format] = {
     "application/jsonl": "jsonl",
     "application/json-lines": "jsonl",
     "text/csv": "csv",
+}
+#: The status of each refusal of a whole body.
+_BODY_STATUS: dict[BodyError, int] = {
+    "format_invalid": 400,
+    "body_too_large": 413,
+    "body_timeout": 408,
 }
 #: Read from the body at a time.
 CHUNK_BYTES = 65_536
@@ -88,8 +95,8 @@ class ImportOut(_Out, frozen=True):
     """The first 1,000 rejected rows (all of them while ``rejected`` is at most 1,000); kept
     when the import ends (empty while it runs)."""
     error: str | None
-    """Why a ``failed`` import stopped: ``body_too_large``, ``unavailable``, ``interrupted``
-    (the body was cut off, or the node running it stopped)."""
+    """Why a ``failed`` import stopped: ``body_too_large``, ``body_timeout``, ``unavailable``,
+    ``interrupted`` (the body was cut off, or the node running it stopped)."""
     message: str | None
     started_at: str
     finished_at: str | None
@@ -204,7 +211,7 @@ class CatalogueApi:
                 merchant, request.match_info["import_id"], fmt, chunks()
             )
         except BodyRefused as exc:
-            return _error(413 if exc.code == "body_too_large" else 400, exc.code, exc.message)
+            return _error(_BODY_STATUS[exc.code], exc.code, exc.message)
         except (ConnectionError, aiohttp.ClientPayloadError):
             # the client is gone (or sent less than it declared): the import failed
             # (``interrupted``), and this answer most likely reaches nobody
@@ -269,12 +276,14 @@ DOCS: dict[tuple[str, str], Route] = {
         "(`replayed`) and applies nothing; another body is 409 idempotency_conflict; a failed "
         "one runs again. 400 format_invalid: the body is not the format it declares (changes "
         "nothing); 413 body_too_large: over GATEWAY_CATALOGUE_MAX_BYTES (the import fails, no "
-        "product changes); 415 format_invalid: another Content-Type. Imports of one merchant "
-        "run one at a time (docs/loyalty.md, Product catalogue)",
+        "product changes); 408 body_timeout: no data for 60 s (the import fails, no product "
+        "changes); 415 format_invalid: another Content-Type. Imports of one merchant run one "
+        "at a time (docs/loyalty.md, Product catalogue)",
         ProductRow,
         ImportOut,
         {
             400: ("format_invalid",),
+            408: ("body_timeout",),
             409: ("idempotency_conflict",),
             413: ("body_too_large",),
             415: ("format_invalid",),

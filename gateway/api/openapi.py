@@ -186,6 +186,7 @@ OTHERS: dict[tuple[str, str], Route] = {
 
 _STATUS_TEXT = {
     400: "The request does not validate (a body field, a query parameter, a rule of the route)",
+    408: "The body stopped coming",
     413: "The body is over the route's size limit",
     415: "The route takes no body of that Content-Type",
     401: "No valid admin bearer token",

@@ -13,6 +13,7 @@ import asyncpg
 
 from gateway.catalogue.imports import (
     BATCH_ROWS,
+    BODY_IDLE_SECONDS,
     IMPORTS_PER_NODE,
     MAX_IMPORT_BYTES,
     REJECTIONS_KEPT,
@@ -78,6 +79,7 @@ class Catalogue:
 
 __all__ = [
     "BATCH_ROWS",
+    "BODY_IDLE_SECONDS",
     "FIELDS",
     "IMPORTS_PER_NODE",
     "MAX_CYCLE_DAYS",

@@ -45,6 +45,8 @@ REJECTIONS_KEPT = 1000
 IMPORTS_PER_NODE = 2
 #: Default bound of an import's body (GATEWAY_CATALOGUE_MAX_BYTES): 64 MiB, some 400,000 rows.
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
+#: Seconds an import waits for the next chunk of its body before it fails (``body_timeout``).
+BODY_IDLE_SECONDS = 60.0
 #: How long an import waits for another import of its merchant to finish.
 LOCK_WAIT_SECONDS = 600.0
 #: The first key of the imports' advisory locks (the second: the merchant id's hash).
@@ -166,6 +168,7 @@ class Imports:
         self._pool = pool
         self._dsn = dsn
         self.max_bytes = max_bytes
+        self.idle_seconds = BODY_IDLE_SECONDS
         self._slots = asyncio.Semaphore(IMPORTS_PER_NODE)
 
     async def report(self, merchant: str, import_id: str) -> ImportReport | None:
@@ -185,7 +188,7 @@ class Imports:
         finished import's name reused for another body (``idempotency_conflict``). Over
         ``max_bytes`` (``body_too_large``): refused, the import ``failed``, no product
         changed."""
-        body = Body(chunks, self.max_bytes, fmt)
+        body = Body(chunks, self.max_bytes, fmt, self.idle_seconds)
         done = await self.report(merchant, import_id)
         if done is not None and done.state == "done":
             return await self._replayed(done, body, fmt)
@@ -372,6 +375,7 @@ class Imports:
 
 __all__ = [
     "BATCH_ROWS",
+    "BODY_IDLE_SECONDS",
     "IMPORTS_PER_NODE",
     "MAX_IMPORT_BYTES",
     "REJECTIONS_KEPT",

@@ -11,6 +11,7 @@ reject the one long line and go on with the next; and this package is below the 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 from collections.abc import AsyncIterator
@@ -34,11 +35,11 @@ MAX_ROW_BYTES = 8192
 MAX_CYCLE_DAYS = 3650
 _BOM = b"\xef\xbb\xbf"
 
-#: Why a whole body is refused: not the format its Content-Type declares, or over the size
-#: limit. Codes of the admin API's bodies, as ``not_found`` and ``unauthorized``: no websocket
+#: Why a whole body is refused: not the format its Content-Type declares, over the size
+#: limit, or stalled (no data for ``idle`` seconds). Codes of the admin API's bodies, as ``not_found`` and ``unauthorized``: no websocket
 #: command gets them, so they are not in ``protocol.codes`` (whose every code some command
 #: may get); openapi.json lists them on the route.
-BodyError = Literal["format_invalid", "body_too_large"]
+BodyError = Literal["format_invalid", "body_too_large", "body_timeout"]
 
 
 class BodyRefused(Exception):
@@ -95,11 +96,16 @@ class Rejection:
 
 class Body:
     """The chunks of a request body, as lines; refuses past ``max_bytes`` (``body_too_large``)
-    and digests what it read (with the format, so the same bytes as another format differ)."""
+    or a chunk ``idle`` seconds late (``body_timeout``), and digests what it read (with the format, so the same bytes as another format differ)."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], max_bytes: int, fmt: Format) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[bytes], max_bytes: int, fmt: Format, idle: float = 60.0
+    ) -> None:
         self._chunks = chunks
         self.max_bytes = max_bytes
+        #: Seconds a chunk may take to come (a client that stalls would hold its import's
+        #: transaction, and its merchant's lock, for as long).
+        self.idle = idle
         self.size = 0
         self._hash = hashlib.blake2b(fmt.encode() + b"\n", digest_size=16)
 
@@ -107,7 +113,11 @@ class Body:
         return self._hash.digest()
 
     async def _next_chunk(self) -> bytes:
-        chunk = await anext(self._chunks, b"")
+        try:
+            async with asyncio.timeout(self.idle):
+                chunk = await anext(self._chunks, b"")
+        except TimeoutError:
+            raise BodyRefused("body_timeout", f"no data for {self.idle:g} s") from None
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise BodyRefused(

@@ -327,6 +327,35 @@ async def test_an_import_cut_off_midway_changes_nothing_and_runs_again(http, rn,
     assert (status, report["state"], report["created"]) == (200, "done", 8000)
 
 
+async def test_a_body_that_stalls_fails_the_import_and_frees_the_merchant(
+    http, rn, merchant, pg_dsn
+):
+    rn.node.catalogue.imports.idle_seconds = 0.5
+    body = generated(6000)
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield body[: len(body) - 100]  # past the first batch
+        await never.wait()
+
+    task = asyncio.create_task(put_import(http, rn.url, merchant, "stall", stalls()))
+    url = f"{base(rn.url, merchant)}/imports/stall"
+    report = None
+    for _ in range(100):
+        status, report = await get(http, url)
+        if status == 200 and report["state"] == "failed":
+            break
+        await asyncio.sleep(0.05)
+    assert report is not None and (report["state"], report["error"]) == ("failed", "body_timeout")
+    assert await products_of(pg_dsn, merchant) == []
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+        await task
+    # the merchant's lock is free: the next import runs at once
+    status, report = await put_import(http, rn.url, merchant, "after", generated(10))
+    assert (status, report["created"]) == (200, 10)
+
+
 async def test_an_import_left_running_by_a_node_gone_reads_failed(http, rn, merchant, pg_dsn):
     await setup_db(
         pg_dsn,
