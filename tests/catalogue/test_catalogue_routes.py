@@ -1,6 +1,7 @@
 """The catalogue's routes keep merchants apart (another merchant's token, an unknown merchant:
 404 on every route), removing a product, and the sale path: a line without a category earns
-by its SKU's category in the catalogue, a line's own category wins."""
+by its SKU's category in the catalogue (a category rule, a promotion of a category), a line's own
+category wins."""
 
 from __future__ import annotations
 
@@ -149,3 +150,26 @@ async def test_another_merchants_catalogue_does_not_earn(http, rn, clients, merc
              "lines": [{"sku": "t", "qty": 1, "price": 1000}]}  # fmt: skip
     receipt = await ok(till, frame)
     assert {b.rule: b.points for b in receipt.breakdown} == {"base": 10}
+
+
+async def test_a_promotion_of_a_category_applies_to_a_line_by_the_catalogues(
+    http, rn, clients, merchant
+):
+    status, reply = await admin(
+        http,
+        "PUT",
+        f"{rn.url}/admin/v1/merchants/{merchant}/rules/promo-tea",
+        json={"kind": "promotion", "category": "tea", "bonus": 50},
+    )
+    assert status == 200, reply
+    status, _ = await put_import(http, rn.url, merchant, "p", jsonl(row("oolong", category="tea")))
+    assert status == 200
+    till = await clients.pos(merchant)
+    member = str((await enrol(till, phone=phone())).member)
+    got = {}
+    for sku in ("oolong", "coffee"):
+        frame = {"type": "sale", "op": unique("s"), "member": member, "total": 1000,
+                 "lines": [{"sku": sku, "qty": 1, "price": 1000}]}  # fmt: skip
+        receipt = await ok(till, frame)
+        got[sku] = {b.rule: b.points for b in receipt.breakdown}
+    assert got == {"oolong": {"base": 10, "promo:promo-tea": 50}, "coffee": {"base": 10}}
