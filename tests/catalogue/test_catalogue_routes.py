@@ -1,7 +1,7 @@
 """The catalogue's routes keep merchants apart (another merchant's token, an unknown merchant:
 404 on every route), removing a product, and the sale path: a line without a category earns
-by its SKU's category in the catalogue (a category rule, a promotion of a category), a line's own
-category wins."""
+by its SKU's category in the catalogue (a category rule, a promotion of a category); a line's
+own category wins."""
 
 from __future__ import annotations
 
