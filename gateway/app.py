@@ -26,6 +26,7 @@ from aiohttp import web
 from gateway import auth, birthdays, commands, purchases, rewards, sessions
 from gateway.api import AdminApi, AdminServices, Broadcasts
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
+from gateway.catalogue import Catalogue
 from gateway.collector import CollectorPolicy
 from gateway.expiry import PointsExpiry
 from gateway.fanout import Feeds, LocalBroadcast, MemberEvents, PresenceBook, Publisher
@@ -121,7 +122,10 @@ class Node:
         self.members = members = Members(
             pool, programmes, self.reads, self.settings.auth.jwt_secret
         )
-        self.sales = Sales(pool, ledger, programmes, members)
+        self.catalogue = catalogue = Catalogue(
+            pool, self.settings.store.database_url, self.settings.server.catalogue_max_bytes
+        )
+        self.sales = Sales(pool, ledger, programmes, members, catalogue)
         self.returns = Returns(pool, ledger)
         self.tiers = tiers = Tiers(pool, programmes, members, events)
         self.rewards = Rewards(pool, ledger, programmes, members, events)
@@ -203,6 +207,7 @@ class Node:
                 privacy=self.privacy,
                 expiry=self.expiry,
                 birthdays=self.birthdays,
+                catalogue=self.catalogue,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,

@@ -148,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
     from loadtests.pages import add_flags as page_flags
 
     page_flags(pg)
+    cg = sub.add_parser(
+        "catalogue", help="time catalogue imports (rows/s) and the sale path's catalogue read"
+    )
+    from loadtests.catalogue import add_flags as catalogue_flags
+
+    catalogue_flags(cg)
     return p
 
 
@@ -180,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         from loadtests.pages import main as pages_main
 
         return pages_main(args)
+    if args.cmd == "catalogue":
+        from loadtests.catalogue import main as catalogue_main
+
+        return catalogue_main(args)
     try:
         file_values = load_file(args.file) if args.file else None
         cfg = build(args.cmd if args.cmd != "run" else "checkout", file_values, _flags(args))

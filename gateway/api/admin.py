@@ -37,7 +37,9 @@ from gateway.api.bodies import (
     TiersIn,
     VoidIn,
 )
+from gateway.api.catalogue import CatalogueApi
 from gateway.birthdays import Birthdays
+from gateway.catalogue import Catalogue
 from gateway.errors import GatewayError
 from gateway.expiry import PointsExpiry
 from gateway.ledger import Origin
@@ -177,6 +179,7 @@ class AdminServices:
     privacy: Privacy
     expiry: PointsExpiry
     birthdays: Birthdays
+    catalogue: Catalogue
 
 
 class AdminApi:
@@ -188,6 +191,7 @@ class AdminApi:
         self._merchant_keys = merchant_keys
         #: Route modules of their own, mounted under the same prefix and authentication.
         self.birthday = BirthdayApi(services.birthdays, self._merchant)
+        self.catalogue = CatalogueApi(services.catalogue, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -195,6 +199,7 @@ class AdminApi:
         for method, path, name in ROUTES:
             app.router.add_route(method, PREFIX + path, getattr(self, name))
         self.birthday.setup(app, PREFIX)
+        self.catalogue.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

@@ -16,35 +16,16 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from gateway.api import admin, birthdays, bodies, broadcast
+from gateway.api import admin, birthdays, bodies, broadcast, catalogue
 from gateway.api import responses as out
+from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from protocol.limits import ID_PATTERN
 
 _SCHEMAS = "#/components/schemas/{name}"
-NOT_FOUND = "not_found"
-INVALID = "invalid_field"
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route's documentation: what it takes, what it answers, what it refuses."""
-
-    summary: str
-    body: type | None
-    answer: Any
-    #: refusals by status: the ``error`` codes each may carry
-    errors: dict[int, tuple[str, ...]] = field(default_factory=dict)
-    #: the statuses of a success (a created member is 201)
-    ok: tuple[int, ...] = (200,)
-    query: tuple[tuple[str, dict[str, Any]], ...] = ()
-    body_required: bool = False
-    #: whether it reads a store (503 ``unavailable`` when one does not answer)
-    stores: bool = True
 
 
 _MEMBER_404 = (NOT_FOUND, "member_not_found")
@@ -185,6 +166,7 @@ ADMIN: dict[tuple[str, str], Route] = {
         None,
         birthdays.BirthdayRuleDeleted,
     ),
+    **catalogue.DOCS,
 }
 
 #: The routes outside ``admin.PREFIX``, by method and full path.
@@ -204,6 +186,9 @@ OTHERS: dict[tuple[str, str], Route] = {
 
 _STATUS_TEXT = {
     400: "The request does not validate (a body field, a query parameter, a rule of the route)",
+    408: "The body stopped coming",
+    413: "The body is over the route's size limit",
+    415: "The route takes no body of that Content-Type",
     401: "No valid admin bearer token",
     404: "Not found in this merchant (another merchant's data answers the same)",
     409: "Conflict with what is recorded (an op used for other content, a code's state, a "
@@ -276,7 +261,9 @@ def _operation(method: str, path: str, route: Route, admin_route: bool) -> dict[
     }
     if len(route.ok) > 1:
         op["responses"]["201"]["description"] = "Created"
-    if route.body is not None:
+    if route.media is not None:
+        op["requestBody"] = {"required": True, "content": route.media}
+    elif route.body is not None:
         op["requestBody"] = {
             "required": method == "PUT" or route.body_required,
             "content": _json(_ref(route.body)),
@@ -365,7 +352,7 @@ def _types() -> list[Any]:
 def build() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(_types(), ref_template=_SCHEMAS)
     paths: dict[str, dict[str, Any]] = {}
-    for method, suffix, _handler in (*admin.ROUTES, *birthdays.ROUTES):
+    for method, suffix, _handler in (*admin.ROUTES, *birthdays.ROUTES, *catalogue.ROUTES):
         path = admin.PREFIX + suffix
         paths.setdefault(path, {})[method.lower()] = _operation(
             method, path, ADMIN[(method, suffix)], True

@@ -211,7 +211,14 @@ class Earning:
         return (await self.programmes.get(merchant)).points_per_unit
 
     async def compute(
-        self, merchant: str, sale: Sale, tier: str = "", at: datetime | None = None
+        self,
+        merchant: str,
+        sale: Sale,
+        tier: str = "",
+        at: datetime | None = None,
+        lines: Sequence[SaleLine] | None = None,
     ) -> Computed:
+        """The sale's points; ``lines``: its lines as earned (with the catalogue's categories
+        filled in), if not the sale's own."""
         programme = await self.programmes.get(merchant)
-        return compute(programme, sale.total, sale.lines, tier, at)
+        return compute(programme, sale.total, sale.lines if lines is None else lines, tier, at)

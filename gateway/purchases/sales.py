@@ -12,13 +12,14 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from gateway.catalogue import Catalogue
 from gateway.ledger import AttachmentKind, Earn, Ledger, Origin
 from gateway.members import Members
 from gateway.programme import Programmes
 from gateway.purchases.earning import Earning, detail_fingerprint, sale_detail
 from gateway.purchases.history import history
 from protocol.loyalty import History, PurchaseLine
-from protocol.messages import Outcome, Sale
+from protocol.messages import Outcome, Sale, SaleLine
 
 #: The purchase-history row of an applied sale, written in its earn's transaction.
 SALE_HISTORY = AttachmentKind(
@@ -74,13 +75,34 @@ class SaleRow:
 
 class Sales:
     def __init__(
-        self, pool: asyncpg.Pool[Any], ledger: Ledger, programmes: Programmes, members: Members
+        self,
+        pool: asyncpg.Pool[Any],
+        ledger: Ledger,
+        programmes: Programmes,
+        members: Members,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self._pool = pool
         self._ledger = ledger
         self._programmes = programmes
         self._members = members
+        self._catalogue = catalogue
         self.earning = Earning(pool, programmes)
+
+    async def earned_lines(self, merchant: str, lines: list[SaleLine]) -> list[SaleLine]:
+        """The lines as they earn: a line without a category takes its SKU's category in the
+        catalogue (a line's own category wins). One indexed read, and only for a sale with
+        such a line; no cache: an import on any node is seen by the next sale on every node."""
+        missing = {ln.sku for ln in lines if ln.category is None}
+        if not missing or self._catalogue is None:
+            return lines
+        facts = await self._catalogue.facts(merchant, missing)
+        return [
+            msgspec.structs.replace(ln, category=f.category)
+            if ln.category is None and (f := facts.get(ln.sku)) is not None and f.category
+            else ln
+            for ln in lines
+        ]
 
     async def record(self, origin: Origin, frame: Sale) -> Outcome:
         """Points for a sale under the merchant's rules and the member's tier."""
@@ -89,7 +111,8 @@ class Sales:
         tier = ""
         if programme.tiers:  # the tier multiplier needs the member's tier
             tier = await self._members.tier(merchant, frame.member)
-        computed = await self.earning.compute(merchant, frame, tier)
+        earned = await self.earned_lines(merchant, frame.lines)
+        computed = await self.earning.compute(merchant, frame, tier, lines=earned)
         detail = sale_detail(frame)
         lines = [
             PurchaseLine(sku=ln.sku, qty=ln.qty, price=ln.price, category=ln.category, name=ln.name)
