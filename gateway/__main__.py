@@ -6,8 +6,62 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from gateway.settings import Settings
+
+#: Exit code of a command whose store did not answer (a bad setting is 2, argparse's).
+EXIT_STORE = 1
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+    import redis.exceptions
+
+    from gateway.errors import GatewayError
+
+    return (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        GatewayError,
+    )
+
+
+def _run(cmd: str, settings: Settings, run: Callable[[], Any]) -> None:
+    """Run ``cmd``; a store that does not answer (PostgreSQL or Redis down, a database that is
+    not there, a refused password) is one line on stderr and exit code 1, not a traceback."""
+    try:
+        run()
+    except _store_errors() as exc:
+        s = settings.store
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"python -m gateway {cmd}: a store did not answer: {type(exc).__name__}"
+            + (f": {reason}" if reason else "")
+            + f" (DATABASE_URL={_redacted(s.database_url)}, REDIS_URL={_redacted(s.redis_url)})",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_STORE) from None
+
+
+def _async(coro: Callable[[Settings], Coroutine[Any, Any, None]], settings: Settings) -> None:
+    asyncio.run(coro(settings))
 
 
 def _serve(settings: Settings) -> None:
@@ -122,13 +176,13 @@ def main(argv: list[str] | None = None) -> int:
             settings.check_serving()
         except ValueError as exc:
             parser.error(str(exc))
-        _serve(settings)
+        _run("serve", settings, lambda: _serve(settings))
     elif args.cmd == "migrate":
-        asyncio.run(_migrate(settings))
+        _run("migrate", settings, lambda: _async(_migrate, settings))
     elif args.cmd == "rebuild-cache":
-        asyncio.run(_rebuild(settings))
+        _run("rebuild-cache", settings, lambda: _async(_rebuild, settings))
     elif args.cmd == "birthdays":
-        asyncio.run(_birthdays(settings))
+        _run("birthdays", settings, lambda: _async(_birthdays, settings))
     elif args.cmd == "token":
         from gateway import auth
 

@@ -253,6 +253,7 @@ class Node:
         self.sweeper.start()
         self.heartbeat.start()
         self.collector.start()
+        self.readiness.start()
 
     async def drain(self) -> None:
         """Fail readiness, finish in-flight commands, close sessions with 3000."""
@@ -261,6 +262,7 @@ class Node:
 
     async def close(self) -> None:
         self.metrics.unwatch_gc()
+        await self.readiness.close()
         await self.collector.close()
         await self.heartbeat.close()
         await self.expiry.close()
@@ -312,13 +314,16 @@ class Node:
     def _gauges(self) -> None:
         """The gauges read at scrape time."""
         m = self.metrics
-        m.sessions.set(len(self.registry))
+        m.connections.set(len(self.registry))
+        m.sessions.set(len(self.registry) - self.registry.pending)
         m.feeds.set(len(self.feeds))
         m.outbox.set(self.relay.pending)
-        m.batches.set(self.ledger.stats.batches)
-        m.ledger_ops.set(self.ledger.stats.ops)
-        m.ledger_shed.set(self.ledger.stats.shed)
-        m.gc_reclaimed.set(self.collector.reclaimed)
+        m.totals.values.update(
+            gateway_ledger_batches=self.ledger.stats.batches,
+            gateway_ledger_operations=self.ledger.stats.ops,
+            gateway_ledger_shed=self.ledger.stats.shed,
+            gateway_gc_reclaimed_objects=self.collector.reclaimed,
+        )
 
 
 async def birthdays_once(settings: Settings) -> BirthdayPass:

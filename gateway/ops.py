@@ -1,17 +1,31 @@
 """The operator's endpoints of a node: ``/healthz`` (the process answers), ``/readyz`` (it can
-serve: not draining, PostgreSQL and Redis answer) and ``/metrics`` (Prometheus text)."""
+serve: not draining, PostgreSQL answers) and ``/metrics`` (Prometheus text).
+
+Readiness does not follow Redis: Redis holds only rebuildable state (the balance cache, fan-out,
+presence), a command reads PostgreSQL when it is away, and every node shares the one Redis, so
+failing readiness for it would take every node out of the load balancer at once. Its health is
+``gateway_redis_up`` and the ``GatewayRedisDown`` alert instead. Both gauges are kept by the
+node itself, every ``HEALTH_SECONDS``, not only when someone asks ``/readyz``."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
+from gateway.background import stop
 from gateway.metrics import Metrics
 from gateway.store.redis import Redis
+
+log = logging.getLogger(__name__)
+
+#: Seconds between the node's own readiness checks (the gauges' freshness; a Prometheus scrape
+#: is every 15 s or more).
+HEALTH_SECONDS = 5.0
 
 
 class Readiness:
@@ -28,6 +42,21 @@ class Readiness:
         self._redis = redis
         self._draining = draining
         self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="readiness")
+
+    async def close(self) -> None:
+        await stop(self._task)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # the checks catch their stores' errors; anything else is logged
+                log.exception("readiness check failed")
+            await asyncio.sleep(HEALTH_SECONDS)
 
     async def check(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}
@@ -46,8 +75,9 @@ class Readiness:
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"down: {type(exc).__name__}"
-        ok = not draining and checks["postgres"] == "ok" and checks["redis"] == "ok"
+        ok = not draining and checks["postgres"] == "ok"
         self._metrics.ready.set(1 if ok else 0)
+        self._metrics.redis_up.set(1 if checks["redis"] == "ok" else 0)
         return ok, checks
 
     def draining(self) -> None:

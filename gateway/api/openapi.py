@@ -293,8 +293,9 @@ def _ops_paths() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 **plain,
-                "summary": "The node can serve (readiness): PostgreSQL and Redis answer and it "
-                "is not draining; 503 with the same body otherwise",
+                "summary": "The node can serve (readiness): PostgreSQL answers and it is not "
+                "draining; 503 with the same body otherwise. `redis` says whether Redis "
+                "answers, but does not decide readiness (commands read PostgreSQL without it)",
                 "operationId": "get_readyz",
                 "responses": {
                     "200": {"description": "Ready", "content": _json(_ref(out.Readiness))},
