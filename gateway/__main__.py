@@ -167,10 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
     except ValueError as exc:  # a bad setting: one line, exit 2
         parser.error(str(exc))
-    logging.basicConfig(
-        level=settings.server.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from gateway import logs
+
+    logs.configure(settings.server.log_level, settings.server.log_format, settings.server.node_id)
     if args.cmd == "serve":
         try:
             settings.check_serving()

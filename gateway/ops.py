@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
+from gateway import logs
 from gateway.background import stop
 from gateway.metrics import Metrics
 from gateway.store.redis import Redis
@@ -104,6 +106,7 @@ class Ops:
         self._refresh = refresh
 
     def setup(self, app: web.Application) -> None:
+        app.middlewares.append(access_log)  # the outermost: it sees every answer
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -120,3 +123,36 @@ class Ops:
     async def metrics(self, request: web.Request) -> web.Response:
         self._refresh()
         return web.Response(body=self._metrics.render(), content_type="text/plain")
+
+
+#: Probes and scrapes, every few seconds from every orchestrator: logged at DEBUG only.
+_QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Bind the request's id for every line its handling writes (echoed as ``X-Request-Id``),
+    then write one ``gateway.access`` line: the route's template, never the raw path (no
+    member id, code or token in the log). A websocket's line comes when its session ends."""
+    rid = logs.request_id(request.headers.get("X-Request-Id"))
+    tokens = logs.bind(request_id=rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        resp: web.StreamResponse = await handler(request)
+        status = resp.status
+        if not resp.prepared:
+            resp.headers["X-Request-Id"] = rid
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers["X-Request-Id"] = rid
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "<unmatched>"
+        ms = (time.perf_counter() - started) * 1000
+        if route not in _QUIET or logs.ACCESS.isEnabledFor(logging.DEBUG):
+            level = logging.DEBUG if route in _QUIET else logging.INFO
+            logs.access(request.method, route, status, ms, request.remote, level)
+        logs.unbind(tokens)

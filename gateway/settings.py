@@ -236,6 +236,8 @@ class ServerSettings:
     gc_full_seconds: float = 600.0
     #: Logging level of the node's log (DEBUG, INFO, WARNING, ERROR).
     log_level: str = "INFO"
+    #: ``json`` (one object per line, the container image's) or ``text`` (a terminal's).
+    log_format: str = "text"
     #: Seconds between birthday-reward passes on each node (jittered; 0: none, cron runs
     #: ``python -m gateway birthdays``). A pass grants each member once a year whatever runs it.
     birthday_seconds: float = 300.0
@@ -277,6 +279,7 @@ class Settings:
                 log_level=_choice(
                     e, "GATEWAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
                 ),
+                log_format=_choice(e, "GATEWAY_LOG_FORMAT", "TEXT", ("JSON", "TEXT")).lower(),
                 birthday_seconds=_float(e, "GATEWAY_BIRTHDAY_SECONDS", 300.0, 0.0, 86400.0),
                 catalogue_max_bytes=_int(
                     e, "GATEWAY_CATALOGUE_MAX_BYTES", 64 * 1024 * 1024, 1024, 1 << 32

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway import logs
 from gateway.api.birthdays import BirthdayApi
 from gateway.api.bodies import (
     EnrolIn,
@@ -123,22 +124,39 @@ def auth_middleware(admin_token: str, merchant_keys: MerchantKeys) -> Any:
         reach = admin_reach(request.headers.get("Authorization", ""), admin_token, merchant_keys)
         if reach is None:
             return _error(401, "unauthorized", "a valid admin bearer token is required")
-        merchant = request.match_info.get("merchant", "")
-        if merchant and (not _ID.match(merchant) or reach not in (ANY_MERCHANT, merchant)):
-            return _error(404, "not_found", "no such merchant")
-        for name, value in request.match_info.items():
-            if not _ID.match(value):  # no id holds anything else (a NUL reached the database)
-                return _error(404, "not_found", f"no such {name}")
-        try:
-            return await handler(request)
-        except GatewayError as exc:
-            return _error(_STATUS.get(exc.code, 500), exc.code.value, exc.message)
-        except BadRequest as exc:
-            return _error(400, "invalid_field", str(exc))
-        except NoSuchMerchant:
-            return _error(404, "not_found", "no such merchant")
+        resp = await _authorized(request, handler, reach)
+        if request.method != "GET":  # every write, refused or not, with who asked
+            audit_write(request, reach, resp.status)
+        return resp
 
     return admin_auth
+
+
+async def _authorized(request: web.Request, handler: Handler, reach: str) -> web.StreamResponse:
+    merchant = request.match_info.get("merchant", "")
+    if merchant and (not _ID.match(merchant) or reach not in (ANY_MERCHANT, merchant)):
+        return _error(404, "not_found", "no such merchant")
+    for name, value in request.match_info.items():
+        if not _ID.match(value):  # no id holds anything else (a NUL reached the database)
+            return _error(404, "not_found", f"no such {name}")
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return _error(_STATUS.get(exc.code, 500), exc.code.value, exc.message)
+    except BadRequest as exc:
+        return _error(400, "invalid_field", str(exc))
+    except NoSuchMerchant:
+        return _error(404, "not_found", "no such merchant")
+
+
+def audit_write(request: web.Request, reach: str, status: int, merchant: str | None = None) -> None:
+    """One ``gateway.audit`` line for an admin write (``gateway.logs``): who (the token's
+    reach), what (the method and the route's template), on which merchant and member."""
+    actor = "operator" if reach == ANY_MERCHANT else f"merchant:{reach}"
+    info = request.match_info
+    route = info.route.resource.canonical if info.route.resource is not None else request.path
+    member = info.get("member")
+    logs.audit(actor, f"{request.method} {route}", merchant or info.get("merchant"), member, status)
 
 
 ROUTES: list[tuple[str, str, str]] = [
