@@ -23,7 +23,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import auth, birthdays, commands, purchases, rewards, sessions
+from gateway import adjustments, auth, birthdays, commands, purchases, rewards, sessions
+from gateway.adjustments import AdjustmentRows, Adjustments
 from gateway.api import AdminApi, AdminServices, Broadcasts
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.catalogue import Catalogue
@@ -50,7 +51,12 @@ log = logging.getLogger(__name__)
 
 #: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
 #: history, a return's state, a granted code, a birthday grant.
-ATTACHMENTS = (*purchases.ATTACHMENTS, *rewards.ATTACHMENTS, *birthdays.ATTACHMENTS)
+ATTACHMENTS = (
+    *purchases.ATTACHMENTS,
+    *rewards.ATTACHMENTS,
+    *birthdays.ATTACHMENTS,
+    *adjustments.ATTACHMENTS,
+)
 
 
 class Node:
@@ -138,10 +144,16 @@ class Node:
         self.contacts = ContactProofs(
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
-        member_rows = (PurchaseRows(pool), CodeRows(pool), BirthdayRows(pool))
+        member_rows = (
+            PurchaseRows(pool),
+            CodeRows(pool),
+            BirthdayRows(pool),
+            AdjustmentRows(pool),
+        )
         self.merger = Merger(pool, ledger, member_rows, tiers, events)
         self.privacy = Privacy(pool, members, self.profiles, member_rows)
         self.expiry = PointsExpiry(pool, ledger)
+        self.adjustments = Adjustments(pool, ledger, members)
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
         )
@@ -208,6 +220,7 @@ class Node:
                 expiry=self.expiry,
                 birthdays=self.birthdays,
                 catalogue=self.catalogue,
+                adjustments=self.adjustments,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,

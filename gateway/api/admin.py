@@ -26,6 +26,8 @@ import msgspec
 from aiohttp import web
 
 from gateway import logs
+from gateway.adjustments import Adjustments
+from gateway.api.adjustments import REACH, AdjustmentApi
 from gateway.api.birthdays import BirthdayApi
 from gateway.api.bodies import (
     EnrolIn,
@@ -124,6 +126,7 @@ def auth_middleware(admin_token: str, merchant_keys: MerchantKeys) -> Any:
         reach = admin_reach(request.headers.get("Authorization", ""), admin_token, merchant_keys)
         if reach is None:
             return _error(401, "unauthorized", "a valid admin bearer token is required")
+        request[REACH] = reach  # who asked, for the routes that record it (adjustments)
         resp = await _authorized(request, handler, reach)
         if request.method != "GET":  # every write, refused or not, with who asked
             audit_write(request, reach, resp.status)
@@ -198,6 +201,7 @@ class AdminServices:
     expiry: PointsExpiry
     birthdays: Birthdays
     catalogue: Catalogue
+    adjustments: Adjustments
 
 
 class AdminApi:
@@ -210,6 +214,7 @@ class AdminApi:
         #: Route modules of their own, mounted under the same prefix and authentication.
         self.birthday = BirthdayApi(services.birthdays, self._merchant)
         self.catalogue = CatalogueApi(services.catalogue, self._merchant)
+        self.adjustments = AdjustmentApi(services.adjustments, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -218,6 +223,7 @@ class AdminApi:
             app.router.add_route(method, PREFIX + path, getattr(self, name))
         self.birthday.setup(app, PREFIX)
         self.catalogue.setup(app, PREFIX)
+        self.adjustments.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

@@ -138,6 +138,16 @@ class BirthdayGrant(_Out, frozen=True):
     """Grant time, milliseconds since the Unix epoch."""
 
 
+class AdjustmentLine(_Out, frozen=True):
+    """A manual adjustment (``gateway.adjustments``)."""
+
+    op: str
+    points: int
+    reason: str
+    actor: str
+    at: int
+
+
 class Export(_Out, frozen=True):
     """Everything the programme holds about a member (GDPR right of access)."""
 
@@ -148,6 +158,7 @@ class Export(_Out, frozen=True):
     codes: list[RewardCode]
     ledger: list[LedgerLine]
     birthday_grants: list[BirthdayGrant]
+    adjustments: list[AdjustmentLine]
 
 
 class Broadcast(_Out, frozen=True):
@@ -175,6 +186,7 @@ class Readiness(_Out, frozen=True):
 
 
 __all__ = [
+    "AdjustmentLine",
     "BirthdayGrant",
     "Broadcast",
     "Duplicate",
