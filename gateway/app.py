@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import auth, birthdays, commands, purchases, rewards, sessions
+from gateway import auth, birthdays, commands, purchases, rewards, sessions, webhooks
 from gateway.api import AdminApi, AdminServices, Broadcasts
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.collector import CollectorPolicy
@@ -44,12 +44,16 @@ from gateway.store.keys import CACHE_EPOCH, Keys
 from gateway.store.redis import REDIS_ERRORS, CacheEpoch, cache_risks, create_client
 from gateway.tiers import Tiers
 from gateway.web import Pages
+from gateway.webhooks import Deliverer, Webhooks
 
 log = logging.getLogger(__name__)
 
 #: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
 #: history, a return's state, a granted code, a birthday grant.
 ATTACHMENTS = (*purchases.ATTACHMENTS, *rewards.ATTACHMENTS, *birthdays.ATTACHMENTS)
+#: The statements other packages run over every batch's entries (``ledger.EntryTap``): the
+#: webhooks' points.changed events.
+TAPS = webhooks.TAPS
 
 
 class Node:
@@ -107,6 +111,7 @@ class Node:
             published=relay,
             versions=versions,
             attachments=ATTACHMENTS,
+            taps=TAPS,
             on_batch=self.metrics.ledger_batch,
         )
         self.sweeper = Sweeper(pool, ledger, s.ledger.sweep_interval)
@@ -141,6 +146,8 @@ class Node:
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
         )
+        self.webhooks = Webhooks(pool, self.settings.webhooks)
+        self.deliverer = Deliverer(pool, self.settings.webhooks)
 
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
@@ -203,6 +210,7 @@ class Node:
                 privacy=self.privacy,
                 expiry=self.expiry,
                 birthdays=self.birthdays,
+                webhooks=self.webhooks,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,
@@ -244,6 +252,7 @@ class Node:
         await self.events.start()
         self.expiry.start()
         self.birthdays.start()
+        self.deliverer.start()
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
@@ -260,6 +269,8 @@ class Node:
         await self.heartbeat.close()
         await self.expiry.close()
         await self.birthdays.close()
+        with contextlib.suppress(Exception):
+            await self.deliverer.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,
@@ -325,7 +336,7 @@ async def birthdays_once(settings: Settings) -> BirthdayPass:
     redis = create_client(s.store.redis_url)
     keys = Keys(s.store.redis_prefix)
     publisher = Publisher(redis, keys, epoch=CacheEpoch())
-    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS)
+    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS, taps=TAPS)
     events = MemberEvents(redis, keys, lambda: ())
     job = Birthdays(pool, ledger, Programmes(pool), events, interval=0)
     await open_pool(pool)

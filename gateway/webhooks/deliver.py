@@ -1,0 +1,281 @@
+"""The delivery worker, one on every node: it claims due deliveries, POSTs them signed, and
+records what each answer means (delivered, retried later, failed).
+
+- Claims are short transactions (``FOR UPDATE SKIP LOCKED``, so the nodes share the work and
+  never claim the same delivery at once) that lease what they take: ``next_at`` moves past the
+  attempt's timeout, so a node that dies mid-attempt leaves the delivery due again after that
+  (at-least-once: the receiver deduplicates by the event id).
+- Order per member per endpoint: only the oldest pending delivery of an (endpoint, member) may
+  be claimed; the next one waits until it is delivered or has failed for good.
+- A slow or failing endpoint holds at most ``concurrency`` attempts of this node (each bounded
+  by ``timeout``): a claim takes no more of an endpoint's deliveries than it has free slots, so
+  the other endpoints' deliveries go on, and the ledger never waits on any of it.
+- Outcomes are written in batches; a write that fails is retried (the lease covers the gap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import orjson
+
+from gateway.background import stop
+from gateway.settings import WebhookSettings
+from gateway.store.db import TRANSIENT_ERRORS
+from gateway.webhooks.signing import EVENT_ID_HEADER, EVENT_TYPE_HEADER, HEADER, signature
+from gateway.webhooks.urls import GuardedResolver, literal_refused
+
+log = logging.getLogger(__name__)
+
+#: Deliveries one claim takes at most.
+CLAIM_BATCH = 500
+#: Seconds a claimed delivery's lease lasts beyond the attempt's timeout.
+LEASE_MARGIN = 10.0
+#: Bytes of an answer read (and thrown away) so its connection can be reused.
+MAX_ANSWER = 65_536
+
+_CLAIM = """
+WITH cand AS MATERIALIZED (
+  SELECT d.id, d.endpoint_id FROM webhook_deliveries d
+   WHERE d.state = 'pending' AND d.next_at <= clock_timestamp()
+     AND d.endpoint_id <> ALL($5::text[])
+     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                      WHERE p.endpoint_id = d.endpoint_id AND p.member_id = d.member_id
+                        AND p.state = 'pending' AND p.id < d.id)
+   ORDER BY d.next_at
+   LIMIT $1
+),
+ranked AS (
+  SELECT id, endpoint_id, row_number() OVER (PARTITION BY endpoint_id ORDER BY id) AS rn
+    FROM cand
+),
+picked AS (
+  SELECT d.id FROM webhook_deliveries d JOIN ranked r ON r.id = d.id
+   WHERE r.rn <= coalesce(($2::jsonb ->> r.endpoint_id)::int, $3)
+     AND d.state = 'pending' AND d.next_at <= clock_timestamp()
+     FOR UPDATE OF d SKIP LOCKED
+),
+claimed AS (
+  UPDATE webhook_deliveries d
+     SET next_at = clock_timestamp() + make_interval(secs => $4), attempts = d.attempts + 1,
+         first_at = coalesce(d.first_at, clock_timestamp())
+    FROM picked WHERE d.id = picked.id
+  RETURNING d.id, d.endpoint_id, d.event_id, d.attempts
+)
+SELECT c.id, c.endpoint_id, c.attempts, ev.id::text AS event_id, ev.type, ev.merchant_id,
+       ev.member_id, ev.data::text AS data, ev.created_at, w.url, w.secret,
+       CASE WHEN w.previous_until > clock_timestamp() THEN w.previous_secret END AS previous
+  FROM claimed c
+  JOIN webhook_events ev ON ev.id = c.event_id
+  JOIN webhook_endpoints w ON w.id = c.endpoint_id
+ ORDER BY c.id
+"""
+
+# An outcome is written only while the delivery is still the attempt's (same attempt count,
+# still pending): an attempt that outlived its lease, whose delivery was claimed again, or
+# that was replayed or deleted meanwhile, changes nothing.
+_RECORD = """
+UPDATE webhook_deliveries d
+   SET state = CASE WHEN r.ok THEN 'delivered'
+                    WHEN d.first_at + make_interval(secs => $7) < clock_timestamp()
+                                      + make_interval(secs => r.delay) THEN 'failed'
+                    ELSE 'pending' END,
+       next_at = CASE WHEN r.ok THEN d.next_at
+                      ELSE clock_timestamp() + make_interval(secs => r.delay) END,
+       delivered_at = CASE WHEN r.ok THEN clock_timestamp() END,
+       last_status = r.status, last_error = r.error, last_at = clock_timestamp()
+  FROM unnest($1::int8[], $2::int4[], $3::bool[], $4::int4[], $5::text[], $6::float8[])
+       AS r(id, attempts, ok, status, error, delay)
+ WHERE d.id = r.id AND d.attempts = r.attempts AND d.state = 'pending'
+"""
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """The body of every delivery."""
+
+    id: str
+    type: str
+    created_at: str
+    merchant: str
+    member: str
+    data: msgspec.Raw
+
+
+def body_of(row: Any) -> bytes:
+    created: datetime = row["created_at"]
+    return msgspec.json.encode(
+        Envelope(
+            id=row["event_id"],
+            type=row["type"],
+            created_at=created.isoformat(),
+            merchant=row["merchant_id"],
+            member=row["member_id"],
+            data=msgspec.Raw(row["data"].encode()),
+        )
+    )
+
+
+def backoff(settings: WebhookSettings, attempts: int) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones (jittered by 20%)."""
+    base: float = min(settings.backoff * 2.0 ** min(attempts - 1, 40), settings.backoff_max)
+    return base * random.uniform(0.8, 1.2)
+
+
+class Deliverer:
+    """This node's delivery worker (``start``/``close``); ``run_once`` is one claim round."""
+
+    def __init__(self, pool: asyncpg.Pool[Any], settings: WebhookSettings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._http: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._inflight: dict[str, int] = {}
+        self._results: list[tuple[int, int, bool, int | None, str | None, float]] = []
+        self._wake = asyncio.Event()
+        #: Counters for tests and the bench.
+        self.delivered = 0
+        self.failed_attempts = 0
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            s = self._settings
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                limit_per_host=s.concurrency,
+                resolver=None if s.allow_private else GuardedResolver(),
+            )
+            self._http = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=s.timeout),
+                headers={"User-Agent": "loyalty-gateway-webhooks/1"},
+                skip_auto_headers=("Accept-Encoding",),
+            )
+        return self._http
+
+    def start(self) -> None:
+        if self._settings.poll_seconds > 0:
+            self._task = asyncio.create_task(self._run(), name="webhooks-deliverer")
+
+    async def close(self) -> None:
+        await stop(self._task)
+        for task in list(self._attempts):
+            task.cancel()  # its delivery stays leased, then due again: sent again elsewhere
+        await asyncio.gather(*self._attempts, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush()
+        if self._http is not None:
+            await self._http.close()
+
+    async def run_once(self) -> int:
+        """Claim what is due and start its attempts; how many were claimed."""
+        s = self._settings
+        quota = {e: s.concurrency - n for e, n in self._inflight.items() if n > 0}
+        full = [e for e, q in quota.items() if q <= 0]
+        rows = await self._pool.fetch(
+            _CLAIM,
+            CLAIM_BATCH,
+            orjson.dumps(quota).decode(),
+            s.concurrency,
+            s.timeout + LEASE_MARGIN,
+            full,
+        )
+        for row in rows:
+            endpoint = row["endpoint_id"]
+            self._inflight[endpoint] = self._inflight.get(endpoint, 0) + 1
+            task = asyncio.create_task(self._attempt(row))
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
+        return len(rows)
+
+    async def _run(self) -> None:
+        poll = self._settings.poll_seconds
+        while True:
+            try:
+                claimed = await self.run_once()
+            except TRANSIENT_ERRORS:
+                log.warning("webhook claim failed; will retry", exc_info=True)
+                claimed = 0
+            except Exception:
+                log.exception("webhook claim failed")
+                claimed = 0
+            if claimed == CLAIM_BATCH:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                # an outcome written frees a member's next delivery: look again at once
+                await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def _attempt(self, row: Any) -> None:
+        s = self._settings
+        endpoint, url = row["endpoint_id"], row["url"]
+        status: int | None = None
+        error: str | None = None
+        try:
+            if not s.allow_private and literal_refused(url):
+                raise OSError("the URL's address is not public (refused)")
+            body = body_of(row)
+            keys = [row["secret"]] if row["previous"] is None else [row["secret"], row["previous"]]
+            headers = {
+                "Content-Type": "application/json",
+                HEADER: signature(keys, int(time.time()), body),
+                EVENT_ID_HEADER: row["event_id"],
+                EVENT_TYPE_HEADER: row["type"],
+            }
+            async with self._client().post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                await resp.content.read(MAX_ANSWER)
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except TimeoutError:
+            error = f"timeout ({s.timeout:g} s)"
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            self._inflight[endpoint] -= 1
+            if not self._inflight[endpoint]:
+                del self._inflight[endpoint]
+        ok = error is None
+        if ok:
+            self.delivered += 1
+        else:
+            self.failed_attempts += 1
+        delay = 0.0 if ok else backoff(s, row["attempts"])
+        self._results.append((row["id"], row["attempts"], ok, status, error, delay))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        try:
+            while self._results:
+                try:
+                    await self._flush()
+                except TRANSIENT_ERRORS:
+                    log.warning("recording webhook outcomes failed; will retry", exc_info=True)
+                    await asyncio.sleep(1.0)
+                self._wake.set()
+        finally:
+            self._flushing = None
+
+    async def _flush(self) -> None:
+        results, self._results = self._results, []
+        if not results:
+            return
+        try:
+            cols = list(zip(*results, strict=True))
+            await self._pool.execute(_RECORD, *cols, self._settings.retry_seconds)
+        except BaseException:
+            self._results[:0] = results
+            raise
