@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.settings import Settings, WebhookSettings
 from tests.conftest import REDIS_URL, TIME_FACTOR
+from tests.loyalty_support import Clients, admin, new_merchant
 from tests.support import RunningNode, free_port, running_node, settings_for
 
 DOC = Path(__file__).parents[2] / "docs" / "webhooks.md"
@@ -37,6 +38,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int = 200
 
     @property
     def event(self) -> dict[str, Any]:
@@ -51,6 +53,8 @@ class Receiver:
     url: str = ""
     got: list[Received] = field(default_factory=list)
     answers: dict[str, list[Any]] = field(default_factory=dict)
+    #: Per path: called for each request, its answer (overrides ``answers``).
+    policy: dict[str, Callable[[], Any]] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def at(self, path: str) -> str:
@@ -59,23 +63,30 @@ class Receiver:
     def of(self, path: str) -> list[Received]:
         return [r for r in self.got if r.path == path]
 
+    def ok(self, path: str) -> list[Received]:
+        """The deliveries to ``path`` it answered 2xx."""
+        return [r for r in self.got if r.path == path and r.status < 300]
+
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         plan = self.answers.get(request.path) or []
         answer = plan.pop(0) if len(plan) > 1 else (plan[0] if plan else 200)
+        if request.path in self.policy:
+            answer = self.policy[request.path]()
         if isinstance(answer, tuple):
             await asyncio.sleep(answer[1])
             answer = 200
-        self.got.append(Received(request.path, dict(request.headers), body))
+        self.got.append(Received(request.path, dict(request.headers), body, answer))
         self.arrived.set()
         return web.Response(status=answer, text="ok")
 
     async def wait_for(
         self, count: int, path: str | None = None, timeout: float = 10.0
     ) -> list[Received]:
+        """The first ``count`` deliveries answered 2xx (to ``path``, if given)."""
         deadline = asyncio.get_running_loop().time() + timeout * TIME_FACTOR
         while True:
-            got = self.got if path is None else self.of(path)
+            got = [r for r in self.got if r.status < 300 and path in (None, r.path)]
             if len(got) >= count:
                 return got
             left = deadline - asyncio.get_running_loop().time()
@@ -119,3 +130,41 @@ async def wn(pg_dsn: str, redis_prefix: str) -> AsyncIterator[RunningNode]:
     """A node that delivers webhooks to local receivers quickly."""
     async with running_node(hook_settings(pg_dsn), redis_prefix) as node:
         yield node
+
+
+@pytest.fixture
+async def tills(http: Any, wn: RunningNode) -> AsyncIterator[Clients]:
+    """POS sessions on ``wn``."""
+    c = Clients(http, wn.url)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def other_merchant(pg_dsn: str) -> str:
+    return await new_merchant(pg_dsn)
+
+
+async def hook(http: Any, node: RunningNode, merchant: str, url: str, **body: Any) -> Any:
+    """A new endpoint of ``merchant`` (points.changed unless ``events`` says)."""
+    body.setdefault("events", ["points.changed"])
+    status, reply = await admin(
+        http,
+        "POST",
+        f"{node.url}/admin/v1/merchants/{merchant}/webhooks",
+        json={"url": url, **body},
+    )
+    assert status == 201, reply
+    return reply
+
+
+async def deliveries(
+    http: Any, node: RunningNode, merchant: str, webhook: str, query: str = ""
+) -> list[Any]:
+    status, page = await admin(
+        http,
+        "GET",
+        f"{node.url}/admin/v1/merchants/{merchant}/webhooks/{webhook}/deliveries?{query}",
+    )
+    assert status == 200, page
+    return page["deliveries"]  # type: ignore[no-any-return]

@@ -6,34 +6,10 @@ only to the endpoints subscribed, and never to another merchant's."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import Any
-
-import pytest
 
 from gateway.webhooks import signature
-from tests.loyalty_support import Clients, admin, enrol, ok, phone
-from tests.support import RunningNode
-from tests.webhooks.conftest import Receiver, doc_verify
-
-
-@pytest.fixture
-async def tills(http: Any, wn: RunningNode) -> AsyncIterator[Clients]:
-    c = Clients(http, wn.url)
-    yield c
-    await c.close()
-
-
-async def hook(http: Any, node: RunningNode, merchant: str, url: str, **body: Any) -> Any:
-    body.setdefault("events", ["points.changed"])
-    status, reply = await admin(
-        http,
-        "POST",
-        f"{node.url}/admin/v1/merchants/{merchant}/webhooks",
-        json={"url": url, **body},
-    )
-    assert status == 201, reply
-    return reply
+from tests.loyalty_support import enrol, ok, phone
+from tests.webhooks.conftest import Receiver, doc_verify, hook
 
 
 async def test_a_sale_is_delivered_signed_with_its_event_id(
@@ -86,10 +62,3 @@ async def test_every_change_in_order_and_only_subscribed_endpoints(
     assert got[2].event["data"]["posted"] == 30 and got[2].event["data"]["held"] == 0
     assert len({r.event["id"] for r in got}) == len(got)
     assert receiver.of("/tiers") == [] and receiver.of("/other") == []
-
-
-@pytest.fixture
-async def other_merchant(pg_dsn: str) -> str:
-    from tests.loyalty_support import new_merchant
-
-    return await new_merchant(pg_dsn)
