@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Deliveries one claim takes at most.
 CLAIM_BATCH = 500
-#: Seconds a claimed delivery's lease lasts beyond the attempt's timeout.
-LEASE_MARGIN = 10.0
+#: Seconds a claimed delivery's lease lasts beyond the attempt's timeout (the time from its
+#: claim to its POST, and from the answer to its outcome written), both on the database's clock.
+LEASE_MARGIN = 1.0
 #: Bytes of an answer read (and thrown away) so its connection can be reused.
 MAX_ANSWER = 65_536
 
@@ -187,7 +188,7 @@ class Deliverer:
             CLAIM_BATCH,
             orjson.dumps(quota).decode(),
             s.concurrency,
-            s.timeout + LEASE_MARGIN,
+            2 * s.timeout + LEASE_MARGIN,
             full,
         )
         for row in rows:

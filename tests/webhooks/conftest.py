@@ -56,6 +56,8 @@ class Receiver:
     #: Per path: called for each request, its answer (overrides ``answers``).
     policy: dict[str, Callable[[], Any]] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Every request as it arrives (before its answer), by path.
+    started: list[str] = field(default_factory=list)
 
     def at(self, path: str) -> str:
         return self.url + path
@@ -69,6 +71,7 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.started.append(request.path)
         plan = self.answers.get(request.path) or []
         answer = plan.pop(0) if len(plan) > 1 else (plan[0] if plan else 200)
         if request.path in self.policy:
