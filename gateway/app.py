@@ -44,7 +44,7 @@ from gateway.store.keys import CACHE_EPOCH, Keys
 from gateway.store.redis import REDIS_ERRORS, CacheEpoch, cache_risks, create_client
 from gateway.tiers import Tiers
 from gateway.web import Pages
-from gateway.webhooks import Deliverer, Webhooks
+from gateway.webhooks import Deliverer, EventRecorder, Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,17 @@ class Node:
     def _domain(self) -> None:
         """The domain services, each over what it needs."""
         pool, ledger, events = self.pool, self.ledger, self.events
+        #: Where the domain writes its webhook events, in the transactions of its changes.
+        hooks = EventRecorder()
         self.programmes = programmes = Programmes(pool)
         self.owners = Owners(pool)
         self.members = members = Members(
-            pool, programmes, self.reads, self.settings.auth.jwt_secret
+            pool, programmes, self.reads, self.settings.auth.jwt_secret, hooks
         )
         self.sales = Sales(pool, ledger, programmes, members)
         self.returns = Returns(pool, ledger)
-        self.tiers = tiers = Tiers(pool, programmes, members, events)
-        self.rewards = Rewards(pool, ledger, programmes, members, events)
+        self.tiers = tiers = Tiers(pool, programmes, members, events, hooks)
+        self.rewards = Rewards(pool, ledger, programmes, members, events, hooks)
         self.profiles = profiles = Profiles(pool, events)
         n = self.settings.notify
         senders = CodeSenders(
@@ -140,8 +142,8 @@ class Node:
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
         member_rows = (PurchaseRows(pool), CodeRows(pool), BirthdayRows(pool))
-        self.merger = Merger(pool, ledger, member_rows, tiers, events)
-        self.privacy = Privacy(pool, members, self.profiles, member_rows)
+        self.merger = Merger(pool, ledger, member_rows, tiers, events, hooks)
+        self.privacy = Privacy(pool, members, self.profiles, member_rows, hooks)
         self.expiry = PointsExpiry(pool, ledger)
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds

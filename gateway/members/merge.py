@@ -35,7 +35,7 @@ import asyncpg
 import msgspec
 
 from gateway.errors import Refused
-from gateway.events import MemberEventSink
+from gateway.events import MemberEventSink, WebhookEventSink
 from gateway.ledger import Ledger, Merge, Origin
 from gateway.members.rows import MemberRows, TierKeeper
 from gateway.store.db import translate_errors
@@ -103,12 +103,14 @@ class Merger:
         rows: Sequence[MemberRows],
         tiers: TierKeeper,
         events: MemberEventSink,
+        hooks: WebhookEventSink | None = None,
     ) -> None:
         self._pool = pool
         self._ledger = ledger
         self._rows = tuple(rows)
         self._tiers = tiers
         self._events = events
+        self._hooks = hooks
 
     async def merge(self, origin: Origin, survivor: str, source: str, op: str) -> MergeResult:
         """Merge ``source`` into ``survivor`` (both of ``origin.merchant``); see the module
@@ -133,6 +135,13 @@ class Merger:
                 await conn.execute(
                     "SELECT 1 FROM members WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
                     [survivor, source],
+                )
+                # a retried merge (the same op) completed before announces nothing again
+                done_before = await conn.fetchval(
+                    """SELECT completed_at IS NOT NULL FROM member_merges
+                        WHERE merchant_id = $1 AND op_id = $2""",
+                    merchant,
+                    op,
                 )
                 moved = {
                     "identities": _count(
@@ -166,6 +175,14 @@ class Merger:
                 recorded = await conn.fetchval(
                     _RECORD, merchant, op, source, survivor, msgspec.json.encode(moved).decode()
                 )
+                if self._hooks is not None and not done_before:
+                    await self._hooks.record(
+                        conn,
+                        merchant,
+                        survivor,
+                        "member.merged",
+                        {"member": survivor, "source": source, "op": op},
+                    )
         if recorded is not None:
             moved = msgspec.json.decode(recorded, type=dict[str, int])
 

@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 
 from gateway.errors import Refused
-from gateway.events import MemberEventSink
+from gateway.events import MemberEventSink, WebhookEventSink
 from gateway.ledger import Earn, Ledger, Origin, member_balance, recorded
 from gateway.members import Members, resolve
 from gateway.programme import Programme, Programmes, Reward, find_reward
@@ -112,12 +112,14 @@ class Rewards:
         programmes: Programmes,
         members: Members,
         events: MemberEventSink,
+        hooks: WebhookEventSink | None = None,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
         self.programmes = programmes
         self.members = members
         self._events = events
+        self._hooks = hooks
 
     async def _announce(self, merchant: str, row: asyncpg.Record) -> None:
         """A code was issued, used or voided: the member's watchers see it at once."""
@@ -275,24 +277,36 @@ class Rewards:
         # The code keeps the reward's terms as read with its cost, before the points were
         # taken; a retry of an issued code keeps the terms it was issued with (DO NOTHING).
         with translate_errors("code issue"):
-            await self.pool.execute(
-                """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
-                                             status, issue_op, expires_at, name, kind, value, sku)
-                   VALUES ($1, $2, $3, $4, $5, 'issued', $6, now() + make_interval(days => $7),
-                           $8, $9, $10, $11)
-                   ON CONFLICT (merchant_id, issue_op) DO NOTHING""",
-                merchant,
-                new_code(),
-                owner,
-                r.id,
-                cost,
-                op,
-                days,
-                r.name,
-                r.kind,
-                r.value,
-                r.sku,
-            )
+            async with self.pool.acquire() as conn, conn.transaction():
+                issued = await conn.fetchval(
+                    """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
+                                                 status, issue_op, expires_at, name, kind,
+                                                 value, sku)
+                       VALUES ($1, $2, $3, $4, $5, 'issued', $6,
+                               now() + make_interval(days => $7), $8, $9, $10, $11)
+                       ON CONFLICT (merchant_id, issue_op) DO NOTHING
+                       RETURNING code""",
+                    merchant,
+                    new_code(),
+                    owner,
+                    r.id,
+                    cost,
+                    op,
+                    days,
+                    r.name,
+                    r.kind,
+                    r.value,
+                    r.sku,
+                )
+                # the redemption's event rides on its code's issue: once, as the code is
+                if issued is not None and self._hooks is not None:
+                    await self._hooks.record(
+                        conn,
+                        merchant,
+                        owner,
+                        "reward.redeemed",
+                        {"member": owner, "reward": r.id, "code": issued, "points": cost, "op": op},
+                    )
             now_owner = await resolve(self.pool, owner)
             if now_owner != owner:  # merged while the code was being inserted: follow it
                 await self.pool.execute(
@@ -364,14 +378,14 @@ class Rewards:
         return self._code(row)
 
     async def _redeem(self, origin: Origin, code: str, op: str) -> bool:
-        return bool(
-            await self.pool.fetchval(
+        async with self.pool.acquire() as conn, conn.transaction():
+            won = await conn.fetchrow(
                 """UPDATE reward_codes
                       SET status = 'redeemed', redeemed_at = now(), redeemed_op = $3,
                           redeemed_channel = $4, redeemed_store = $5, redeemed_terminal = $6
                     WHERE merchant_id = $1 AND code = $2 AND status = 'issued'
                       AND expires_at > now()
-                   RETURNING 1""",
+                   RETURNING member_id, reward_id""",
                 origin.merchant,
                 code.upper(),
                 op,
@@ -379,7 +393,23 @@ class Rewards:
                 origin.store,
                 origin.terminal,
             )
-        )
+            if won is not None and self._hooks is not None:  # in the redemption's transaction
+                await self._hooks.record(
+                    conn,
+                    origin.merchant,
+                    won["member_id"],
+                    "code.used",
+                    {
+                        "member": won["member_id"],
+                        "code": code.upper(),
+                        "reward": won["reward_id"],
+                        "op": op,
+                        "channel": origin.channel,
+                        "store": origin.store,
+                        "terminal": origin.terminal,
+                    },
+                )
+        return won is not None
 
     async def void(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""

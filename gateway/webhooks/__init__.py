@@ -22,7 +22,7 @@ from gateway.webhooks.signing import (
     SECRET_PREFIX,
     signature,
 )
-from gateway.webhooks.tap import EVENT_TYPES, POINTS_TAP
+from gateway.webhooks.tap import EVENT_TYPES, POINTS_TAP, EventRecorder
 from gateway.webhooks.urls import UrlRefused, address_allowed, check_url
 
 #: The statements this package runs over the ledger's batches (the node passes them to its
@@ -45,6 +45,7 @@ __all__ = [
     "Delivery",
     "Endpoint",
     "Envelope",
+    "EventRecorder",
     "UrlRefused",
     "Webhooks",
     "address_allowed",
