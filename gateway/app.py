@@ -149,7 +149,11 @@ class Node:
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
         )
         self.webhooks = Webhooks(pool, self.settings.webhooks)
-        self.deliverer = Deliverer(pool, self.settings.webhooks)
+        self.deliverer = Deliverer(
+            self.settings.store.database_url,
+            self.settings.webhooks,
+            self.settings.store.command_timeout,
+        )
 
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
@@ -254,7 +258,7 @@ class Node:
         await self.events.start()
         self.expiry.start()
         self.birthdays.start()
-        self.deliverer.start()
+        await self.deliverer.start()
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()

@@ -148,6 +148,14 @@ def parser() -> argparse.ArgumentParser:
     from loadtests.pages import add_flags as page_flags
 
     page_flags(pg)
+    wh = sub.add_parser(
+        "webhooks",
+        help="webhook deliveries/s to a local receiver; the ledger's latency with an endpoint "
+        "that times out against none, same run",
+    )
+    from loadtests.webhooks import add_flags as webhook_flags
+
+    webhook_flags(wh)
     return p
 
 
@@ -180,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         from loadtests.pages import main as pages_main
 
         return pages_main(args)
+    if args.cmd == "webhooks":
+        from loadtests.webhooks import main as webhooks_main
+
+        return webhooks_main(args)
     try:
         file_values = load_file(args.file) if args.file else None
         cfg = build(args.cmd if args.cmd != "run" else "checkout", file_values, _flags(args))

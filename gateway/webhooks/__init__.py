@@ -6,7 +6,7 @@ endpoint, retried with exponential backoff, then failed (listed and replayed thr
 API). Owns the tables webhook_endpoints, webhook_events and webhook_deliveries. This is its
 public face; docs/webhooks.md is its guide."""
 
-from gateway.webhooks.deliver import CLAIM_BATCH, Deliverer, Envelope, backoff, body_of
+from gateway.webhooks.deliver import Deliverer, Envelope, backoff, body_of
 from gateway.webhooks.endpoints import (
     MAX_DESCRIPTION,
     MAX_ENDPOINTS,
@@ -30,7 +30,6 @@ from gateway.webhooks.urls import UrlRefused, address_allowed, check_url
 TAPS = (POINTS_TAP,)
 
 __all__ = [
-    "CLAIM_BATCH",
     "EVENT_ID_HEADER",
     "EVENT_TYPES",
     "EVENT_TYPE_HEADER",

@@ -60,8 +60,12 @@ CREATE TABLE webhook_deliveries (
     last_at      timestamptz,
     delivered_at timestamptz
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
-CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, member_id, id)
+-- a claim's look at one endpoint's due deliveries, oldest first
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_at)
+    WHERE state = 'pending';
+-- whether a delivery is its (endpoint, member)'s oldest pending one (the member first: the
+-- claim's endpoint scan above cannot serve this lookup, so no plan mistakes one for the other)
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries (member_id, endpoint_id, id)
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, state, id);
 CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
