@@ -110,6 +110,30 @@ UPDATE webhook_deliveries d
 """
 
 
+#: What is kept: a delivered delivery for ``RETENTION_DAYS`` after its delivery, an event while
+#: any delivery of it is left; failed deliveries until they are replayed and delivered (or
+#: their endpoint is deleted). Pruned by every node's worker, a batch at a time.
+RETENTION_DAYS = 7
+PRUNE_SECONDS = 300.0
+_PRUNE_DELIVERIES = """
+DELETE FROM webhook_deliveries
+ WHERE id IN (SELECT id FROM webhook_deliveries
+               WHERE state = 'delivered'
+                 AND delivered_at < clock_timestamp() - make_interval(days => $1)
+               LIMIT 5000
+                 FOR UPDATE SKIP LOCKED)
+"""
+#: Events past the retention with no delivery left (all delivered and pruned, or their
+#: endpoints deleted).
+_PRUNE_EVENTS = """
+DELETE FROM webhook_events
+ WHERE id IN (SELECT ev.id FROM webhook_events ev
+               WHERE ev.created_at < clock_timestamp() - make_interval(days => $1)
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id)
+               LIMIT 5000)
+"""
+
+
 class Envelope(msgspec.Struct, frozen=True):
     """The body of every delivery."""
 
@@ -213,9 +237,19 @@ class Deliverer:
             task.add_done_callback(self._attempts.discard)
         return len(rows)
 
+    async def prune(self) -> None:
+        """Delete deliveries delivered ``RETENTION_DAYS`` ago and their events."""
+        await self._pool.execute(_PRUNE_DELIVERIES, RETENTION_DAYS)
+        await self._pool.execute(_PRUNE_EVENTS, RETENTION_DAYS)
+
     async def _run(self) -> None:
         poll = self._settings.poll_seconds
+        pruned = time.monotonic()
         while True:
+            if time.monotonic() - pruned > PRUNE_SECONDS:
+                pruned = time.monotonic()
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await self.prune()
             try:
                 claimed = await self.run_once()
             except TRANSIENT_ERRORS:
@@ -259,7 +293,9 @@ class Deliverer:
         except TimeoutError:
             error = f"timeout ({s.timeout:g} s)"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
+            cause = getattr(exc, "os_error", None)  # a connector error's own reason
+            error = f"{type(exc).__name__}: {exc}" + (f" ({cause})" if cause else "")
+            error = error[:300]
         finally:
             self._inflight[endpoint] -= 1
             if not self._inflight[endpoint]:

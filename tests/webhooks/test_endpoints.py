@@ -245,3 +245,52 @@ async def test_a_merchant_has_at_most_16_endpoints(http, wn, merchant, receiver:
 def test_the_settings_default_refuses_private_addresses():
     assert WebhookSettings().allow_private is False
     assert replace(WebhookSettings(), allow_private=True).allow_private
+
+
+async def test_a_delivery_to_a_private_address_is_refused_when_it_connects(
+    http, pg_dsn, redis_prefix, merchant, receiver: Receiver
+):
+    """An endpoint whose URL was accepted (here written straight to its table: a name that
+    resolved to a public address then) but now points at loopback is not connected to: the
+    delivery's client re-checks the address, by IP literal and through its resolver."""
+    from tests.loyalty_support import Clients, enrol, ok, phone
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        for hook, url in (("we_literal", receiver.at("/lit")), ("we_name", receiver.at("/name"))):
+            if hook == "we_name":
+                url = url.replace("127.0.0.1", "localhost")
+            await conn.execute(
+                """INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret)
+                   VALUES ($1, $2, $3, '{points.changed}', 'whsec_x')""",
+                hook + merchant[-6:],
+                merchant,
+                url,
+            )
+    finally:
+        await conn.close()
+    s = hook_settings(pg_dsn, "strict", allow_private=False, retry_seconds=0.0)
+    async with running_node(s, redis_prefix) as node:
+        c = Clients(http, node.url)
+        try:
+            till = await c.pos(merchant)
+            m = (await enrol(till, phone=phone())).member
+            await ok(till, {"type": "sale", "op": "s1", "member": m, "total": 1000})
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                for _ in range(100):
+                    rows = await conn.fetch(
+                        """SELECT state, last_error FROM webhook_deliveries
+                            WHERE merchant_id = $1 ORDER BY endpoint_id""",
+                        merchant,
+                    )
+                    if len(rows) == 2 and all(r["state"] == "failed" for r in rows):
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await conn.close()
+            assert [r["state"] for r in rows] == ["failed", "failed"], rows
+            assert all("public" in r["last_error"] for r in rows), rows
+            assert receiver.got == []
+        finally:
+            await c.close()

@@ -176,3 +176,56 @@ async def test_no_delivery_lost_when_the_delivering_node_is_killed_mid_attempt(
             await asyncio.sleep(0.5)
             ids = {r.event["id"] for r in receiver.got}
             assert len(ids) == 1  # the first attempt (answered late) and the second: one id
+
+
+async def test_delivered_deliveries_and_their_events_are_pruned_after_the_retention(
+    http, wn, tills, merchant, pg_dsn, receiver: Receiver
+):
+    import asyncpg
+
+    made = await hook(http, wn, merchant, receiver.at("/p"))
+    till = await tills.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": "s1", "member": m, "total": 1000})
+    await ok(till, {"type": "sale", "op": "s2", "member": m, "total": 1000})
+    await receiver.wait_for(2, "/p")
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        for _ in range(50):
+            done = await conn.fetch(
+                """SELECT id, event_id FROM webhook_deliveries
+                    WHERE endpoint_id = $1 AND state = 'delivered' ORDER BY id""",
+                made["id"],
+            )
+            if len(done) == 2:
+                break
+            await asyncio.sleep(0.05)
+        old, kept = done
+        await conn.execute(
+            """UPDATE webhook_deliveries SET delivered_at = now() - interval '8 days'
+                WHERE id = $1""",
+            old["id"],
+        )
+        await conn.execute(
+            "UPDATE webhook_events SET created_at = now() - interval '8 days' WHERE id = $1",
+            old["event_id"],
+        )
+        await wn.node.deliverer.prune()
+        left = await conn.fetch(
+            "SELECT id FROM webhook_deliveries WHERE endpoint_id = $1", made["id"]
+        )
+        assert [r["id"] for r in left] == [kept["id"]]
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM webhook_events WHERE id = $1", old["event_id"]
+            )
+            == 0
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM webhook_events WHERE id = $1", kept["event_id"]
+            )
+            == 1
+        )
+    finally:
+        await conn.close()

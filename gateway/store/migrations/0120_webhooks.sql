@@ -69,6 +69,9 @@ CREATE INDEX webhook_deliveries_order ON webhook_deliveries (member_id, endpoint
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, state, id);
 CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+-- the workers prune deliveries delivered 7 days ago, and then their events
+CREATE INDEX webhook_deliveries_delivered ON webhook_deliveries (delivered_at)
+    WHERE state = 'delivered';
 
 -- Every event fans out to the merchant's endpoints subscribed to its type, in the statement
 -- that writes it (row-level: a statement that writes no event costs nothing).
