@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from gateway.webhooks import signature
 from tests.loyalty_support import enrol, ok, phone
 from tests.webhooks.conftest import Receiver, doc_verify, hook
@@ -62,3 +64,57 @@ async def test_every_change_in_order_and_only_subscribed_endpoints(
     assert got[2].event["data"]["posted"] == 30 and got[2].event["data"]["held"] == 0
     assert len({r.event["id"] for r in got}) == len(got)
     assert receiver.of("/tiers") == [] and receiver.of("/other") == []
+
+
+def _js_verify(secret: str, header: str, body: bytes) -> bool:
+    """The guide's JavaScript snippet, run by node as the guide has it."""
+    import base64
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    from tests.webhooks.conftest import DOC
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    block = re.search(r"```javascript\n(.*?)```", DOC.read_text(), re.S)
+    assert block is not None
+    script = block.group(1) + (
+        "\nconst e = process.env;"
+        "\nconsole.log(JSON.stringify(verify(e.SECRET, e.HEADER,"
+        " Buffer.from(e.BODY, 'base64'))));\n"
+    )
+    out = subprocess.run(
+        [node, "-e", script],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SECRET": secret,
+            "HEADER": header,
+            "BODY": base64.b64encode(body).decode(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return bool(json.loads(out.stdout))
+
+
+async def test_the_guides_javascript_snippet_verifies_and_refuses_a_forgery(
+    http, wn, tills, merchant, receiver: Receiver
+):
+    created = await hook(http, wn, merchant, receiver.at("/js"))
+    secret = created["secret"]
+    till = await tills.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": "s1", "member": m, "total": 4250})
+    [got] = await receiver.wait_for(1, "/js")
+    header = got.headers["Loyalty-Signature"]
+    assert _js_verify(secret, header, got.body)
+    assert not _js_verify(secret, header, got.body.replace(b"42", b"43"))
+    assert not _js_verify("whsec_other", header, got.body)
+    old = signature([secret], int(time.time()) - 301, got.body)
+    assert not _js_verify(secret, old, got.body)
+    assert not _js_verify(secret, "t=x,v1=zz", got.body)
