@@ -136,13 +136,6 @@ class Merger:
                     "SELECT 1 FROM members WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
                     [survivor, source],
                 )
-                # a retried merge (the same op) completed before announces nothing again
-                done_before = await conn.fetchval(
-                    """SELECT completed_at IS NOT NULL FROM member_merges
-                        WHERE merchant_id = $1 AND op_id = $2""",
-                    merchant,
-                    op,
-                )
                 moved = {
                     "identities": _count(
                         await conn.execute(_MOVE_IDENTITIES, merchant, source, survivor)
@@ -175,14 +168,8 @@ class Merger:
                 recorded = await conn.fetchval(
                     _RECORD, merchant, op, source, survivor, msgspec.json.encode(moved).decode()
                 )
-                if self._hooks is not None and not done_before:
-                    await self._hooks.record(
-                        conn,
-                        merchant,
-                        survivor,
-                        "member.merged",
-                        {"member": survivor, "source": source, "op": op},
-                    )
+                if self._hooks is not None:
+                    await _announce(conn, self._hooks, merchant, op, survivor, source)
         if recorded is not None:
             moved = msgspec.json.decode(recorded, type=dict[str, int])
 
@@ -198,6 +185,28 @@ class Merger:
             MemberMerged(member=source, into=survivor, at=epoch_ms(datetime.now(UTC))),
         )
         return MergeResult(op=op, member=survivor, source=source, balance=balance, moved=moved)
+
+
+async def _announce(
+    conn: Any, hooks: WebhookEventSink, merchant: str, op: str, survivor: str, source: str
+) -> None:
+    """The merge's webhook event, in its transaction, once: a retried merge (the same op)
+    completed in an earlier transaction (its ``completed_at`` is not this one's ``now()``)
+    announces nothing again."""
+    first = await conn.fetchval(
+        """SELECT completed_at = now() FROM member_merges
+            WHERE merchant_id = $1 AND op_id = $2""",
+        merchant,
+        op,
+    )
+    if first:
+        await hooks.record(
+            conn,
+            merchant,
+            survivor,
+            "member.merged",
+            {"member": survivor, "source": source, "op": op},
+        )
 
 
 def _count(status: str) -> int:

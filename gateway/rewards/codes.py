@@ -17,6 +17,7 @@ from gateway.events import MemberEventSink, WebhookEventSink
 from gateway.ledger import Earn, Ledger, Origin, member_balance, recorded
 from gateway.members import Members, resolve
 from gateway.programme import Programme, Programmes, Reward, find_reward
+from gateway.rewards.redemption import redeem_code
 from gateway.store.db import translate_errors
 from gateway.wire import epoch_ms
 from protocol.codes import ErrorCode
@@ -300,12 +301,9 @@ class Rewards:
                 )
                 # the redemption's event rides on its code's issue: once, as the code is
                 if issued is not None and self._hooks is not None:
+                    data = {"member": owner, "reward": r.id, "code": issued, "points": cost}
                     await self._hooks.record(
-                        conn,
-                        merchant,
-                        owner,
-                        "reward.redeemed",
-                        {"member": owner, "reward": r.id, "code": issued, "points": cost, "op": op},
+                        conn, merchant, owner, "reward.redeemed", {**data, "op": op}
                     )
             now_owner = await resolve(self.pool, owner)
             if now_owner != owner:  # merged while the code was being inserted: follow it
@@ -378,38 +376,7 @@ class Rewards:
         return self._code(row)
 
     async def _redeem(self, origin: Origin, code: str, op: str) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
-            won = await conn.fetchrow(
-                """UPDATE reward_codes
-                      SET status = 'redeemed', redeemed_at = now(), redeemed_op = $3,
-                          redeemed_channel = $4, redeemed_store = $5, redeemed_terminal = $6
-                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'
-                      AND expires_at > now()
-                   RETURNING member_id, reward_id""",
-                origin.merchant,
-                code.upper(),
-                op,
-                origin.channel,
-                origin.store,
-                origin.terminal,
-            )
-            if won is not None and self._hooks is not None:  # in the redemption's transaction
-                await self._hooks.record(
-                    conn,
-                    origin.merchant,
-                    won["member_id"],
-                    "code.used",
-                    {
-                        "member": won["member_id"],
-                        "code": code.upper(),
-                        "reward": won["reward_id"],
-                        "op": op,
-                        "channel": origin.channel,
-                        "store": origin.store,
-                        "terminal": origin.terminal,
-                    },
-                )
-        return won is not None
+        return await redeem_code(self.pool, self._hooks, origin, code, op)
 
     async def void(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""

@@ -189,9 +189,11 @@ class Deliverer:
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:
             s = self._settings
+            # No connector limit: the claims bound the POSTs per endpoint; one per host would
+            # let a slow endpoint hold the connections of another on the same host.
             connector = aiohttp.TCPConnector(
                 limit=0,
-                limit_per_host=s.concurrency,
+                limit_per_host=0,
                 resolver=None if s.allow_private else GuardedResolver(),
             )
             self._http = aiohttp.ClientSession(
