@@ -107,6 +107,9 @@ UPDATE webhook_deliveries d
   FROM unnest($1::int8[], $2::int4[], $3::bool[], $4::int4[], $5::text[], $6::float8[])
        AS r(id, attempts, ok, status, error, delay)
  WHERE d.id = r.id AND d.attempts = r.attempts AND d.state = 'pending'
+RETURNING r.ok AND EXISTS (SELECT 1 FROM webhook_deliveries n
+                            WHERE n.member_id = d.member_id AND n.endpoint_id = d.endpoint_id
+                              AND n.state = 'pending' AND n.id > d.id OFFSET 0) AS next
 """
 
 
@@ -182,6 +185,9 @@ class Deliverer:
         self._inflight: dict[str, int] = {}
         self._results: list[tuple[int, int, bool, int | None, str | None, float]] = []
         self._wake = asyncio.Event()
+        #: Endpoints whose last claim took all the slots they had free: more of theirs may be
+        #: due, so a slot they free is worth a claim at once.
+        self._saturated: set[str] = set()
         #: Counters for tests and the bench.
         self.delivered = 0
         self.failed_attempts = 0
@@ -231,12 +237,15 @@ class Deliverer:
         rows = await self._pool.fetch(
             _CLAIM, orjson.dumps(quota).decode(), s.concurrency, 2 * s.timeout + LEASE_MARGIN
         )
+        taken: dict[str, int] = {}
         for row in rows:
             endpoint = row["endpoint_id"]
+            taken[endpoint] = taken.get(endpoint, 0) + 1
             self._inflight[endpoint] = self._inflight.get(endpoint, 0) + 1
             task = asyncio.create_task(self._attempt(row))
             self._attempts.add(task)
             task.add_done_callback(self._attempts.discard)
+        self._saturated = {e for e, n in taken.items() if n >= quota.get(e, s.concurrency)}
         return len(rows)
 
     async def prune(self) -> None:
@@ -253,19 +262,16 @@ class Deliverer:
                 with contextlib.suppress(*TRANSIENT_ERRORS):
                     await self.prune()
             try:
-                claimed = await self.run_once()
+                await self.run_once()
             except TRANSIENT_ERRORS:
                 log.warning("webhook claim failed; will retry", exc_info=True)
-                claimed = 0
             except Exception:
                 log.exception("webhook claim failed")
-                claimed = 0
-            if claimed and self._settings.concurrency * len(self._inflight) > len(self._attempts):
-                continue  # an endpoint may have more due: its slots are not all taken
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                # a free slot, or an outcome written (it frees a member's next delivery):
-                # look again at once, after the attempts that end together have
+                # a free slot of a saturated endpoint, or outcomes written (each frees its
+                # member's next delivery): look again at once, after the attempts that end
+                # together have; else after ``poll``
                 await asyncio.wait_for(self._wake.wait(), poll)
                 await asyncio.sleep(0.002)
 
@@ -302,7 +308,8 @@ class Deliverer:
             self._inflight[endpoint] -= 1
             if not self._inflight[endpoint]:
                 del self._inflight[endpoint]
-            self._wake.set()  # a free slot: other members' deliveries may go now
+            if endpoint in self._saturated:
+                self._wake.set()  # a free slot of an endpoint with more due: claim it now
         ok = error is None
         if ok:
             self.delivered += 1
@@ -317,21 +324,23 @@ class Deliverer:
         try:
             while self._results:
                 try:
-                    await self._flush()
+                    if await self._flush():
+                        self._wake.set()  # a member's next delivery is free to go
                 except TRANSIENT_ERRORS:
                     log.warning("recording webhook outcomes failed; will retry", exc_info=True)
                     await asyncio.sleep(1.0)
-                self._wake.set()
         finally:
             self._flushing = None
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
+        """Write the outcomes; whether one freed a member's next delivery."""
         results, self._results = self._results, []
         if not results:
-            return
+            return False
         try:
             cols = list(zip(*results, strict=True))
-            await self._pool.execute(_RECORD, *cols, self._settings.retry_seconds)
+            rows = await self._pool.fetch(_RECORD, *cols, self._settings.retry_seconds)
         except BaseException:
             self._results[:0] = results
             raise
+        return any(r["next"] for r in rows)
