@@ -12,8 +12,9 @@ call, against the same node with no endpoint, in the same run.
    ``--sessions`` register sessions on that node, in alternating phases of ``--seconds`` each:
    ``none`` (no endpoint), ``timeout`` (one endpoint subscribed to points.changed whose
    receiver never answers: every attempt runs into GATEWAY_WEBHOOKS_TIMEOUT) and ``ok`` (one
-   healthy endpoint sent every change). Each phase twice (none, timeout, ok, none, timeout,
-   ok), figures per kind over both.
+   healthy endpoint sent every change). ``--rounds`` rounds of the three (none, timeout, ok,
+   none, ...), figures per kind over all rounds, and each round's p99 (the machine's speed
+   moves between minutes: compare a round's phases with each other).
 
 The speed probe (``loadtests/speed.py``) is read before each stage; quote figures with it.
 """
@@ -283,14 +284,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await sales_phase(registers, members, args.rate, 1.0)  # warm-up, not counted
                 probes["ledger"] = probe_ms()
                 phases: dict[str, list[float]] = {"none": [], "timeout": [], "ok": []}
+                rounds: dict[str, list[float]] = {kind: [] for kind in phases}
                 refused = dict.fromkeys(phases, 0)
-                for _ in range(2):
+                for _ in range(args.rounds):
                     for kind in phases:
                         hook = ""
                         if kind != "none":
                             hook = await _hook(http, node, merchant, f"{receiver.url}/{kind}")
                         lat, bad = await sales_phase(registers, members, args.rate, args.seconds)
                         phases[kind] += lat
+                        rounds[kind].append(round(_pct(lat, 99), 2))
                         refused[kind] += bad
                         if hook:
                             await _unhook(http, node, merchant, hook)
@@ -309,6 +312,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "throughput": sent,
         "ledger_sale_ms": ledger,
+        "ledger_p99_ms_by_round": rounds,
         "refused": refused,
         "p99_ratio_timeout_vs_none": round(ledger["timeout"]["p99"] / base, 2) if base else None,
         "p99_ratio_ok_vs_none": round(ledger["ok"]["p99"] / base, 2) if base else None,
@@ -335,6 +339,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=200.0, help="sales per second, open loop")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of each phase")
     p.add_argument("--sessions", type=int, default=8, help="register sessions")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of the three phases")
     p.add_argument("--json", help="also write the figures to this file")
 
 
