@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import adjustments, auth, birthdays, commands, purchases, rewards, sessions
+from gateway import adjustments, auth, birthdays, commands, purchases, rewards, sessions, webhooks
 from gateway.adjustments import AdjustmentRows, Adjustments
 from gateway.api import AdminApi, AdminServices, Broadcasts
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
@@ -46,6 +46,7 @@ from gateway.store.keys import CACHE_EPOCH, Keys
 from gateway.store.redis import REDIS_ERRORS, CacheEpoch, cache_risks, create_client
 from gateway.tiers import Tiers
 from gateway.web import Pages
+from gateway.webhooks import Deliverer, EventRecorder, Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ ATTACHMENTS = (
     *birthdays.ATTACHMENTS,
     *adjustments.ATTACHMENTS,
 )
+#: The statements other packages run over every batch's entries (``ledger.EntryTap``): the
+#: webhooks' points.changed events.
+TAPS = webhooks.TAPS
 
 
 class Node:
@@ -114,6 +118,7 @@ class Node:
             published=relay,
             versions=versions,
             attachments=ATTACHMENTS,
+            taps=TAPS,
             on_batch=self.metrics.ledger_batch,
         )
         self.sweeper = Sweeper(pool, ledger, s.ledger.sweep_interval)
@@ -123,18 +128,20 @@ class Node:
     def _domain(self) -> None:
         """The domain services, each over what it needs."""
         pool, ledger, events = self.pool, self.ledger, self.events
+        #: Where the domain writes its webhook events, in the transactions of its changes.
+        hooks = EventRecorder()
         self.programmes = programmes = Programmes(pool)
         self.owners = Owners(pool)
         self.members = members = Members(
-            pool, programmes, self.reads, self.settings.auth.jwt_secret
+            pool, programmes, self.reads, self.settings.auth.jwt_secret, hooks
         )
         self.catalogue = catalogue = Catalogue(
             pool, self.settings.store.database_url, self.settings.server.catalogue_max_bytes
         )
         self.sales = Sales(pool, ledger, programmes, members, catalogue)
         self.returns = Returns(pool, ledger)
-        self.tiers = tiers = Tiers(pool, programmes, members, events)
-        self.rewards = Rewards(pool, ledger, programmes, members, events)
+        self.tiers = tiers = Tiers(pool, programmes, members, events, hooks)
+        self.rewards = Rewards(pool, ledger, programmes, members, events, hooks)
         self.profiles = profiles = Profiles(pool, events)
         n = self.settings.notify
         senders = CodeSenders(
@@ -150,12 +157,18 @@ class Node:
             BirthdayRows(pool),
             AdjustmentRows(pool),
         )
-        self.merger = Merger(pool, ledger, member_rows, tiers, events)
-        self.privacy = Privacy(pool, members, self.profiles, member_rows)
+        self.merger = Merger(pool, ledger, member_rows, tiers, events, hooks)
+        self.privacy = Privacy(pool, members, self.profiles, member_rows, hooks)
         self.expiry = PointsExpiry(pool, ledger)
         self.adjustments = Adjustments(pool, ledger, members)
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
+        )
+        self.webhooks = Webhooks(pool, self.settings.webhooks)
+        self.deliverer = Deliverer(
+            self.settings.store.database_url,
+            self.settings.webhooks,
+            self.settings.store.command_timeout,
         )
 
     def _transports(self) -> None:
@@ -221,6 +234,7 @@ class Node:
                 birthdays=self.birthdays,
                 catalogue=self.catalogue,
                 adjustments=self.adjustments,
+                webhooks=self.webhooks,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,
@@ -262,6 +276,7 @@ class Node:
         await self.events.start()
         self.expiry.start()
         self.birthdays.start()
+        await self.deliverer.start()
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
@@ -280,6 +295,8 @@ class Node:
         await self.heartbeat.close()
         await self.expiry.close()
         await self.birthdays.close()
+        with contextlib.suppress(Exception):
+            await self.deliverer.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,
@@ -348,7 +365,7 @@ async def birthdays_once(settings: Settings) -> BirthdayPass:
     redis = create_client(s.store.redis_url)
     keys = Keys(s.store.redis_prefix)
     publisher = Publisher(redis, keys, epoch=CacheEpoch())
-    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS)
+    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS, taps=TAPS)
     events = MemberEvents(redis, keys, lambda: ())
     job = Birthdays(pool, ledger, Programmes(pool), events, interval=0)
     await open_pool(pool)

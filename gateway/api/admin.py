@@ -41,6 +41,7 @@ from gateway.api.bodies import (
     VoidIn,
 )
 from gateway.api.catalogue import CatalogueApi
+from gateway.api.webhooks import WebhookApi
 from gateway.birthdays import Birthdays
 from gateway.catalogue import Catalogue
 from gateway.errors import GatewayError
@@ -52,6 +53,7 @@ from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
 from gateway.rewards import Rewards
 from gateway.tiers import Tiers
+from gateway.webhooks import Webhooks
 from protocol.codes import ErrorCode
 from protocol.limits import ID_PATTERN
 
@@ -202,6 +204,7 @@ class AdminServices:
     birthdays: Birthdays
     catalogue: Catalogue
     adjustments: Adjustments
+    webhooks: Webhooks
 
 
 class AdminApi:
@@ -215,6 +218,7 @@ class AdminApi:
         self.birthday = BirthdayApi(services.birthdays, self._merchant)
         self.catalogue = CatalogueApi(services.catalogue, self._merchant)
         self.adjustments = AdjustmentApi(services.adjustments, self._merchant)
+        self.webhook = WebhookApi(services.webhooks, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -224,6 +228,7 @@ class AdminApi:
         self.birthday.setup(app, PREFIX)
         self.catalogue.setup(app, PREFIX)
         self.adjustments.setup(app, PREFIX)
+        self.webhook.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

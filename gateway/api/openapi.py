@@ -11,6 +11,8 @@ a test fails when it is stale, when the node serves a route it does not describe
 test node answers a status, a code or a body it does not document (``tests/contract.py``).
 """
 
+# long module: every route's entry (its summary, body, answer and refusals), one per route
+
 from __future__ import annotations
 
 import json
@@ -20,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api import adjustments, admin, birthdays, bodies, broadcast, catalogue
+from gateway.api import adjustments, admin, birthdays, bodies, broadcast, catalogue, webhooks
 from gateway.api import responses as out
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from protocol.limits import ID_PATTERN
@@ -168,6 +170,61 @@ ADMIN: dict[tuple[str, str], Route] = {
     ),
     **catalogue.DOCS,
     **adjustments.DOCS,
+    ("POST", "/webhooks"): Route(
+        "Add a webhook endpoint: its URL (http or https; a host that is or resolves to a "
+        "loopback, private, link-local or unique-local address is refused unless the node sets "
+        "GATEWAY_WEBHOOKS_ALLOW_PRIVATE=1) and the event types it is sent. Answers its signing "
+        "secret, shown this once (docs/webhooks.md)",
+        webhooks.WebhookIn,
+        webhooks.WebhookCreated,
+        {400: (INVALID,)},
+        ok=(201,),
+        body_required=True,
+    ),
+    ("GET", "/webhooks"): Route(
+        "List the merchant's webhook endpoints", None, webhooks.WebhookList
+    ),
+    ("GET", "/webhooks/{webhook}"): Route("Read a webhook endpoint", None, webhooks.WebhookOut),
+    ("PATCH", "/webhooks/{webhook}"): Route(
+        "Change an endpoint's URL, event types or description (what is absent stays)",
+        webhooks.WebhookPatch,
+        webhooks.WebhookOut,
+        {400: (INVALID,)},
+        body_required=True,
+    ),
+    ("DELETE", "/webhooks/{webhook}"): Route(
+        "Delete an endpoint and its deliveries (nothing more is sent to it)",
+        None,
+        webhooks.WebhookDeleted,
+    ),
+    ("POST", "/webhooks/{webhook}/rotate"): Route(
+        "Rotate the endpoint's signing secret: answers the new one; the previous one keeps "
+        "signing beside it (a second v1 in Loyalty-Signature) for `overlap_seconds`",
+        webhooks.RotateIn,
+        webhooks.Rotated,
+        {400: (INVALID,)},
+    ),
+    ("GET", "/webhooks/{webhook}/deliveries"): Route(
+        "The endpoint's deliveries, newest first, by state (`failed`: retried for the whole "
+        "retry period and given up); paginated with `after`, the `next` of the previous page",
+        None,
+        webhooks.DeliveryPage,
+        {400: (INVALID,)},
+        query=(
+            ("state", {"type": "string", "enum": ["pending", "delivered", "failed"]}),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+            ("after", {"type": "integer", "minimum": 0}),
+        ),
+    ),
+    ("POST", "/webhooks/{webhook}/deliveries/{delivery}/replay"): Route(
+        "Send a failed (or delivered) delivery again, with the same event id: due at once, "
+        "with a retry period anew (a pending one is answered as it is)",
+        None,
+        webhooks.DeliveryOut,
+    ),
+    ("POST", "/webhooks/{webhook}/replay"): Route(
+        "Send every failed delivery of the endpoint again", None, webhooks.Replayed
+    ),
 }
 
 #: The routes outside ``admin.PREFIX``, by method and full path.
@@ -359,6 +416,7 @@ def build() -> dict[str, Any]:
         *birthdays.ROUTES,
         *catalogue.ROUTES,
         *adjustments.ROUTES,
+        *webhooks.ROUTES,
     ):
         path = admin.PREFIX + suffix
         paths.setdefault(path, {})[method.lower()] = _operation(
