@@ -23,7 +23,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import auth, birthdays, commands, purchases, rewards, sessions
+from gateway import aggregates, auth, birthdays, commands, purchases, rewards, sessions
+from gateway.aggregates import AggregateRows, Aggregates
 from gateway.api import AdminApi, AdminServices, Broadcasts
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.collector import CollectorPolicy
@@ -48,8 +49,13 @@ from gateway.web import Pages
 log = logging.getLogger(__name__)
 
 #: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
-#: history, a return's state, a granted code, a birthday grant.
-ATTACHMENTS = (*purchases.ATTACHMENTS, *rewards.ATTACHMENTS, *birthdays.ATTACHMENTS)
+#: history, a return's state, a granted code, a birthday grant, the purchase aggregates.
+ATTACHMENTS = (
+    *purchases.ATTACHMENTS,
+    *rewards.ATTACHMENTS,
+    *birthdays.ATTACHMENTS,
+    *aggregates.ATTACHMENTS,
+)
 
 
 class Node:
@@ -121,8 +127,9 @@ class Node:
         self.members = members = Members(
             pool, programmes, self.reads, self.settings.auth.jwt_secret
         )
-        self.sales = Sales(pool, ledger, programmes, members)
-        self.returns = Returns(pool, ledger)
+        self.aggregates = facts = Aggregates(pool)
+        self.sales = Sales(pool, ledger, programmes, members, facts)
+        self.returns = Returns(pool, ledger, facts)
         self.tiers = tiers = Tiers(pool, programmes, members, events)
         self.rewards = Rewards(pool, ledger, programmes, members, events)
         self.profiles = profiles = Profiles(pool, events)
@@ -134,7 +141,7 @@ class Node:
         self.contacts = ContactProofs(
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
-        member_rows = (PurchaseRows(pool), CodeRows(pool), BirthdayRows(pool))
+        member_rows = (PurchaseRows(pool), CodeRows(pool), BirthdayRows(pool), AggregateRows(pool))
         self.merger = Merger(pool, ledger, member_rows, tiers, events)
         self.privacy = Privacy(pool, members, self.profiles, member_rows)
         self.expiry = PointsExpiry(pool, ledger)
@@ -165,6 +172,7 @@ class Node:
                 self.rewards,
                 self.programmes,
                 subscriptions,
+                self.aggregates,
             ),
             commands.Wallet(
                 scope,

@@ -12,7 +12,7 @@ import msgspec
 
 from gateway.members import MergeResult
 from gateway.programme import Reward
-from protocol.loyalty import History, Member, Purchase, RewardCode
+from protocol.loyalty import Bought, History, Member, Purchase, RewardCode
 from protocol.wallet import Profile
 
 
@@ -138,6 +138,22 @@ class BirthdayGrant(_Out, frozen=True):
     """Grant time, milliseconds since the Unix epoch."""
 
 
+class PurchaseAggregates(_Out, frozen=True):
+    """The member's purchase aggregates (docs/loyalty.md, Purchase aggregates): lifetime
+    spend net of returns, visits, units, first and latest purchase days (ISO dates, UTC),
+    visits by channel, and every category, brand and SKU bought."""
+
+    spend: int
+    visits: int
+    units: int
+    first: str | None
+    last: str | None
+    channels: dict[str, int]
+    categories: list[Bought]
+    brands: list[Bought]
+    skus: list[Bought]
+
+
 class Export(_Out, frozen=True):
     """Everything the programme holds about a member (GDPR right of access)."""
 
@@ -148,6 +164,7 @@ class Export(_Out, frozen=True):
     codes: list[RewardCode]
     ledger: list[LedgerLine]
     birthday_grants: list[BirthdayGrant]
+    purchase_aggregates: PurchaseAggregates
 
 
 class Broadcast(_Out, frozen=True):

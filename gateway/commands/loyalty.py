@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import date
 
+from gateway.aggregates import Aggregates, Summary
+from gateway.aggregates import Bought as Figures
 from gateway.commands.points import op_id, origin, outcome_frame
 from gateway.errors import GatewayError
 from gateway.ledger import member_balance
@@ -20,12 +23,14 @@ from gateway.rewards import Rewards, reward_options
 from gateway.sessions import Call, Scope, Subscriptions
 from gateway.tiers import Tiers
 from protocol.loyalty import (
+    Bought,
     CashierState,
     CashierView,
     Enrol,
     GetHistory,
     IssuePass,
     Lookup,
+    PurchaseProfile,
     RedeemReward,
     Return,
     UseCode,
@@ -49,7 +54,9 @@ class Loyalty:
         rewards: Rewards,
         programmes: Programmes,
         subscriptions: Subscriptions,
+        aggregates: Aggregates | None = None,
     ) -> None:
+        self._aggregates = aggregates
         self._scope = scope
         self._members = members
         self._sales = sales
@@ -137,11 +144,12 @@ class Loyalty:
         member = await self._members.member(p.merchant, f.member)
         who = member.member
         programme = await self._programmes.get(p.merchant)
-        tier, codes, recent, catalogue = await asyncio.gather(
+        tier, codes, recent, catalogue, bought = await asyncio.gather(
             self._tiers.info(programme, who, member.tier),
             self._rewards.codes(p.merchant, who),
             self._sales.history(p.merchant, who, None, 5),
             list_rewards(self._rewards.pool, p.merchant),
+            self._summary(p.merchant, who),
         )
         # Subscribe last and build the reply without yielding, as `subscribe` does, so the
         # reply is queued before any later push; its balance is the feed's.
@@ -161,5 +169,33 @@ class Loyalty:
                 codes=codes,
                 recent=recent.purchases,
                 offers=programme.offers(member.tier),
+                purchases=bought,
             ),
         )
+
+    async def _summary(self, merchant: str, member: str) -> PurchaseProfile | None:
+        if self._aggregates is None:
+            return None
+        return purchase_profile(await self._aggregates.summary(merchant, member, top=5))
+
+
+def purchase_profile(s: Summary) -> PurchaseProfile:
+    def iso(d: date | None) -> str | None:
+        return None if d is None else d.isoformat()
+
+    def items(bs: list[Figures]) -> list[Bought]:
+        return [
+            Bought(key=b.key, units=b.units, spend=b.spend, visits=b.visits, last=iso(b.last))
+            for b in bs
+        ]
+
+    return PurchaseProfile(
+        spend=s.spend,
+        visits=s.visits,
+        units=s.units,
+        first=iso(s.first),
+        last=iso(s.last),
+        channels=dict(s.channels),
+        categories=items(s.categories),
+        brands=items(s.brands),
+    )

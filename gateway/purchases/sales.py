@@ -16,6 +16,7 @@ from gateway.ledger import AttachmentKind, Earn, Ledger, Origin
 from gateway.members import Members
 from gateway.programme import Programmes
 from gateway.purchases.earning import Earning, detail_fingerprint, sale_detail
+from gateway.purchases.goods import GoodsFacts, sold
 from gateway.purchases.history import history
 from protocol.loyalty import History, PurchaseLine
 from protocol.messages import Outcome, Sale
@@ -74,9 +75,15 @@ class SaleRow:
 
 class Sales:
     def __init__(
-        self, pool: asyncpg.Pool[Any], ledger: Ledger, programmes: Programmes, members: Members
+        self,
+        pool: asyncpg.Pool[Any],
+        ledger: Ledger,
+        programmes: Programmes,
+        members: Members,
+        facts: GoodsFacts | None = None,
     ) -> None:
         self._pool = pool
+        self._facts = facts
         self._ledger = ledger
         self._programmes = programmes
         self._members = members
@@ -92,9 +99,28 @@ class Sales:
         computed = await self.earning.compute(merchant, frame, tier)
         detail = sale_detail(frame)
         lines = [
-            PurchaseLine(sku=ln.sku, qty=ln.qty, price=ln.price, category=ln.category, name=ln.name)
+            PurchaseLine(
+                sku=ln.sku,
+                qty=ln.qty,
+                price=ln.price,
+                category=ln.category,
+                brand=ln.brand,
+                name=ln.name,
+            )
             for ln in frame.lines
         ]
+        history_row = SaleRow(
+            total=frame.total,
+            lines=msgspec.json.encode(lines),
+            breakdown=msgspec.json.encode(list(computed.breakdown)),
+            fingerprint=detail_fingerprint(detail),
+            line_points=(msgspec.json.encode(computed.weights) if computed.weights else None),
+        )
+        facts = (
+            None
+            if self._facts is None
+            else self._facts.attach(merchant, sold(origin.channel, frame.total, lines))
+        )
         return await self._ledger.execute(
             Earn(
                 op=frame.op,
@@ -105,17 +131,7 @@ class Sales:
                 breakdown=computed.breakdown,
                 detail=detail,
                 sale=True,
-                attached=(
-                    SaleRow(
-                        total=frame.total,
-                        lines=msgspec.json.encode(lines),
-                        breakdown=msgspec.json.encode(list(computed.breakdown)),
-                        fingerprint=detail_fingerprint(detail),
-                        line_points=(
-                            msgspec.json.encode(computed.weights) if computed.weights else None
-                        ),
-                    ),
-                ),
+                attached=(history_row,) if facts is None else (history_row, facts),
             )
         )
 

@@ -1,0 +1,1 @@
+"""Segments (placeholder until the package lands)."""
