@@ -38,6 +38,7 @@ from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
 from gateway.rewards import CodeRows, Rewards
+from gateway.segments import SegmentRows, Segments, SegmentStream, SegmentTriggers
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
 from gateway.store.db import new_pool, open_pool
@@ -121,7 +122,10 @@ class Node:
 
     def _domain(self) -> None:
         """The domain services, each over what it needs."""
-        pool, ledger, events = self.pool, self.ledger, self.events
+        pool, ledger = self.pool, self.ledger
+        self.segments = segments = Segments(pool, (SegmentStream(self.redis, self.keys),))
+        # tier changes, profile edits and merges move segments: their events pass by them
+        self.segment_triggers = events = SegmentTriggers(self.events, segments)
         self.programmes = programmes = Programmes(pool)
         self.owners = Owners(pool)
         self.members = members = Members(
@@ -141,7 +145,13 @@ class Node:
         self.contacts = ContactProofs(
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
-        member_rows = (PurchaseRows(pool), CodeRows(pool), BirthdayRows(pool), AggregateRows(pool))
+        member_rows = (
+            PurchaseRows(pool),
+            CodeRows(pool),
+            BirthdayRows(pool),
+            AggregateRows(pool),
+            SegmentRows(pool),
+        )
         self.merger = Merger(pool, ledger, member_rows, tiers, events)
         self.privacy = Privacy(pool, members, self.profiles, member_rows)
         self.expiry = PointsExpiry(pool, ledger)
@@ -173,6 +183,7 @@ class Node:
                 self.programmes,
                 subscriptions,
                 self.aggregates,
+                self.segments,
             ),
             commands.Wallet(
                 scope,
@@ -211,6 +222,7 @@ class Node:
                 privacy=self.privacy,
                 expiry=self.expiry,
                 birthdays=self.birthdays,
+                segments=self.segments,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,
@@ -268,6 +280,7 @@ class Node:
         await self.heartbeat.close()
         await self.expiry.close()
         await self.birthdays.close()
+        await self.segments.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,

@@ -30,6 +30,7 @@ from gateway.aggregates.reads import (
     day_date,
     day_of,
     features,
+    quintiles,
     summary,
 )
 from gateway.aggregates.rows import AggregateRows
@@ -74,5 +75,6 @@ __all__ = [
     "day_of",
     "day_rows",
     "features",
+    "quintiles",
     "summary",
 ]

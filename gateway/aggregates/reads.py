@@ -149,3 +149,33 @@ async def summary(conn: Any, merchant: str, member: str, top: int = 10) -> Summa
         brands=by[BRAND][:top],
         skus=by[SKU][:top],
     )
+
+
+_QUINTILES = """
+WITH m AS (
+  SELECT member_id, max(day) FILTER (WHERE visits > 0) AS last,
+         COALESCE(sum(visits) FILTER (WHERE day >= $3), 0) AS f,
+         COALESCE(sum(spend) FILTER (WHERE day >= $3), 0) AS s
+    FROM member_purchase_days
+   WHERE merchant_id = $1 AND dim = 't'
+   GROUP BY member_id
+)
+SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY $2 - last)
+           FILTER (WHERE last IS NOT NULL) AS r,
+       percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY f) AS f,
+       percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY s) AS m
+  FROM m WHERE last IS NOT NULL
+"""
+
+
+async def quintiles(
+    conn: Any, merchant: str, today: int, window: int
+) -> tuple[list[int], list[int], list[int]]:
+    """The 20th, 40th, 60th and 80th percentiles, over the merchant's members that ever
+    bought, of the days since their latest purchase, and of their visits and spend over the
+    ``window`` days to ``today`` (empty lists when nobody bought)."""
+    with translate_errors("aggregates read"):
+        r = await conn.fetchrow(_QUINTILES, merchant, today, today - window + 1)
+    if r is None or r["r"] is None:
+        return [], [], []
+    return list(r["r"]), [int(x) for x in r["f"]], [int(x) for x in r["m"]]

@@ -37,6 +37,7 @@ from gateway.api.bodies import (
     TiersIn,
     VoidIn,
 )
+from gateway.api.segments import SegmentApi
 from gateway.birthdays import Birthdays
 from gateway.errors import GatewayError
 from gateway.expiry import PointsExpiry
@@ -46,6 +47,7 @@ from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
 from gateway.rewards import Rewards
+from gateway.segments import Segments
 from gateway.tiers import Tiers
 from protocol.codes import ErrorCode
 from protocol.limits import ID_PATTERN
@@ -177,6 +179,7 @@ class AdminServices:
     privacy: Privacy
     expiry: PointsExpiry
     birthdays: Birthdays
+    segments: Segments
 
 
 class AdminApi:
@@ -188,6 +191,7 @@ class AdminApi:
         self._merchant_keys = merchant_keys
         #: Route modules of their own, mounted under the same prefix and authentication.
         self.birthday = BirthdayApi(services.birthdays, self._merchant)
+        self.segments = SegmentApi(services.segments, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -195,6 +199,7 @@ class AdminApi:
         for method, path, name in ROUTES:
             app.router.add_route(method, PREFIX + path, getattr(self, name))
         self.birthday.setup(app, PREFIX)
+        self.segments.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

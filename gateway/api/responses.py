@@ -154,6 +154,12 @@ class PurchaseAggregates(_Out, frozen=True):
     skus: list[Bought]
 
 
+class SegmentMembership(_Out, frozen=True):
+    segment: str
+    since: str
+    """When the member entered it (ISO 8601)."""
+
+
 class Export(_Out, frozen=True):
     """Everything the programme holds about a member (GDPR right of access)."""
 
@@ -165,6 +171,7 @@ class Export(_Out, frozen=True):
     ledger: list[LedgerLine]
     birthday_grants: list[BirthdayGrant]
     purchase_aggregates: PurchaseAggregates
+    segments: list[SegmentMembership]
 
 
 class Broadcast(_Out, frozen=True):

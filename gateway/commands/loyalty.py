@@ -20,6 +20,7 @@ from gateway.members import Members
 from gateway.programme import Programmes, list_rewards
 from gateway.purchases import Returns, Sales
 from gateway.rewards import Rewards, reward_options
+from gateway.segments import Segments
 from gateway.sessions import Call, Scope, Subscriptions
 from gateway.tiers import Tiers
 from protocol.loyalty import (
@@ -55,8 +56,10 @@ class Loyalty:
         programmes: Programmes,
         subscriptions: Subscriptions,
         aggregates: Aggregates | None = None,
+        segments: Segments | None = None,
     ) -> None:
         self._aggregates = aggregates
+        self._segments = segments
         self._scope = scope
         self._members = members
         self._sales = sales
@@ -76,6 +79,8 @@ class Loyalty:
                 await self._tiers.check_upgrade(p.merchant, f.member)
             except GatewayError:
                 log.warning("tier check after sale %s failed", f.op, exc_info=True)
+            if self._segments is not None:
+                await self._segments.refresh_quietly(p.merchant, [f.member], "sale")
         return outcome_frame(f.id, outcome)
 
     async def enrol(self, call: Call, f: Enrol) -> object:
@@ -117,9 +122,10 @@ class Loyalty:
     async def redeem(self, call: Call, f: RedeemReward) -> object:
         await self._scope.authorize_member(call.principal, f.member)
         op = op_id(call, f.op)  # an app's ids cannot collide with a register's
-        return Result(
-            id=f.id, data=await self._rewards.redeem(origin(call), f.member, f.reward, op)
-        )
+        code = await self._rewards.redeem(origin(call), f.member, f.reward, op)
+        if self._segments is not None:  # points available moved
+            await self._segments.refresh_quietly(call.principal.merchant, [f.member], "redemption")
+        return Result(id=f.id, data=code)
 
     async def use_code(self, call: Call, f: UseCode) -> object:
         self._scope.require_pos(call.principal)
@@ -133,7 +139,10 @@ class Loyalty:
         p = call.principal
         self._scope.require_pos(p)
         await self._scope.authorize_member(p, f.member)
-        return Result(id=f.id, data=await self._returns.return_sale(origin(call), f))
+        receipt = await self._returns.return_sale(origin(call), f)
+        if self._segments is not None:
+            await self._segments.refresh_quietly(p.merchant, [receipt.member], "return")
+        return Result(id=f.id, data=receipt)
 
     async def cashier_view(self, call: Call, f: CashierView) -> object:
         p = call.principal

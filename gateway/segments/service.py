@@ -1,0 +1,339 @@
+"""Segments: definitions per merchant, live membership and full recomputes.
+
+Both paths run ``_apply`` on a set of members under their segment locks: read each member's
+facts (profile, points available, the aggregates' figures the definitions read), evaluate
+every definition with ``conditions.matches``, compare with the stored membership and write the
+difference. The live path does it for one member after its sale, return, redemption, tier
+change, profile edit or merge; a full pass for every member of the merchant, a batch at a
+time (each batch its own short transaction, so a live update waits for one batch at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.aggregates import Feature, day_of, features, quintiles
+from gateway.background import stop
+from gateway.errors import GatewayError
+from gateway.ledger import available_points
+from gateway.members import MemberFacts, member_facts, member_facts_page
+from gateway.segments import store
+from gateway.segments.conditions import (
+    RFM_WINDOW,
+    Condition,
+    Cuts,
+    Facts,
+    features_of,
+    matches,
+    uses_rfm,
+)
+from gateway.segments.events import Cause, MembershipChange, MembershipSink
+from gateway.segments.store import Segment
+from gateway.store.db import translate_errors
+from gateway.wire import epoch_ms
+
+log = logging.getLogger(__name__)
+
+#: How old a node's copy of a merchant's definitions may be; a pass after a change starts
+#: later than that, so no node's live update uses the old definition after it.
+DEFINITIONS_TTL = 1.0
+#: Members per batch of a full pass.
+BATCH = 500
+
+
+@dataclass(slots=True)
+class _Defs:
+    segments: list[Segment]
+    cuts: Cuts
+    points: bool
+    read_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Recomputed:
+    members: int
+    entered: int
+    left: int
+    seconds: float
+
+
+def _points(c: Condition) -> bool:
+    from gateway.segments.conditions import All, Any_, Not, Points
+
+    if isinstance(c, All | Any_):
+        return any(_points(s) for s in c.conditions)
+    if isinstance(c, Not):
+        return _points(c.condition)
+    return isinstance(c, Points)
+
+
+class Segments:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        sinks: Sequence[MembershipSink] = (),
+        clock: Callable[[], datetime] | None = None,
+        ttl: float = DEFINITIONS_TTL,
+    ) -> None:
+        self._pool = pool
+        self._sinks = tuple(sinks)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._ttl = ttl
+        self._defs: dict[str, _Defs] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------ definitions
+    async def definitions(self, merchant: str) -> list[Segment]:
+        return (await self._cached(merchant)).segments
+
+    async def _cached(self, merchant: str) -> _Defs:
+        d = self._defs.get(merchant)
+        if d is None or time.monotonic() - d.read_at > self._ttl:
+            async with self._pool.acquire() as conn:
+                segments = await store.definitions(conn, merchant)
+                with translate_errors("segments read"):
+                    cuts = await store.cuts(conn, merchant)
+            d = _Defs(segments, cuts or Cuts(), any(_points(s.condition) for s in segments))
+            self._defs[merchant] = d
+        return d
+
+    def invalidate(self, merchant: str) -> None:
+        self._defs.pop(merchant, None)
+
+    async def put(self, merchant: str, segment: str, name: str, cond: Condition) -> Segment:
+        """Store the (validated) definition, then recompute it in the background."""
+        s = await store.put(self._pool, merchant, segment, name, cond)
+        self.invalidate(merchant)
+        self._schedule(merchant)
+        return s
+
+    async def delete(self, merchant: str, segment: str) -> bool:
+        gone = await store.delete(self._pool, merchant, segment)
+        self.invalidate(merchant)
+        return gone
+
+    async def definitions_now(self, merchant: str) -> list[Segment]:
+        """The stored definitions (not the node's copy)."""
+        async with self._pool.acquire() as conn:
+            return await store.definitions(conn, merchant)
+
+    async def get(self, merchant: str, segment: str) -> Segment | None:
+        async with self._pool.acquire() as conn:
+            for s in await store.definitions(conn, merchant):
+                if s.id == segment:
+                    return s
+        return None
+
+    async def sizes(self, merchant: str) -> dict[str, int]:
+        return await store.sizes(self._pool, merchant)
+
+    async def size(self, merchant: str, segment: str) -> int:
+        return await store.size(self._pool, merchant, segment)
+
+    async def members(
+        self, merchant: str, segment: str, after: str | None, limit: int
+    ) -> list[tuple[str, datetime]]:
+        return await store.members_page(self._pool, merchant, segment, after, limit)
+
+    # ------------------------------------------------------------------ live
+    async def refresh(
+        self, merchant: str, members: Sequence[str], cause: Cause
+    ) -> list[MembershipChange]:
+        """Re-evaluate ``members``' segments now (after their sale, return, tier change...)."""
+        defs = await self._cached(merchant)
+        if not defs.segments:
+            return []
+        ids = sorted(set(members))
+        with translate_errors("segments refresh"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await store.lock_members(conn, ids)
+                changes = await self._apply(
+                    conn, merchant, ids, defs.segments, defs.cuts, defs.points, None, cause
+                )
+        await self._announce(changes)
+        return changes
+
+    async def refresh_quietly(self, merchant: str, members: Sequence[str], cause: Cause) -> None:
+        """``refresh``, logging a failure (the next event or full pass catches up)."""
+        try:
+            await self.refresh(merchant, members, cause)
+        except GatewayError:
+            log.warning(
+                "segments of %s after %s: not refreshed", list(members), cause, exc_info=True
+            )
+
+    # ------------------------------------------------------------------ full pass
+    async def recompute(
+        self,
+        merchant: str,
+        only: Sequence[str] | None = None,
+        rfm: bool = True,
+        batch: int = BATCH,
+    ) -> Recomputed:
+        """Every member of the merchant, against ``only`` these segments (None: all); with
+        ``rfm``, the RFM quintiles are computed afresh first (else the stored ones hold)."""
+        t0 = time.perf_counter()
+        now = self._clock()
+        async with self._pool.acquire() as conn:
+            with translate_errors("segments read"):
+                started = await conn.fetchval("SELECT now()")
+                segments = await store.definitions(conn, merchant)
+                if only is not None:
+                    segments = [s for s in segments if s.id in set(only)]
+                cuts = await store.cuts(conn, merchant)
+                if rfm and any(uses_rfm(s.condition) for s in segments):
+                    r, f, m = await quintiles(conn, merchant, day_of(now), RFM_WINDOW)
+                    cuts = Cuts(tuple(r), tuple(f), tuple(m))
+                    await store.put_cuts(conn, merchant, cuts)
+                    self.invalidate(merchant)
+        cuts = cuts or Cuts()
+        ids_only = None if only is None else [s.id for s in segments]
+        points = any(_points(s.condition) for s in segments)
+        total = entered = left = 0
+        after: str | None = None
+        with translate_errors("segments recompute"):
+            while True:
+                async with self._pool.acquire() as conn:
+                    page = await member_facts_page(conn, merchant, after, batch)
+                    hi = page[-1].member if page else None
+                    async with conn.transaction():
+                        ids = await store.members_between(conn, merchant, after, hi)
+                        ids = sorted(set(ids) | {p.member for p in page})
+                        await store.lock_members(conn, ids)
+                        changes = await self._apply(
+                            conn, merchant, ids, segments, cuts, points, ids_only, "recompute", now
+                        )
+                total += len(page)
+                entered += sum(len(c.entered) for c in changes)
+                left += sum(len(c.left) for c in changes)
+                await self._announce(changes)
+                if hi is None:
+                    break
+                after = hi
+            async with self._pool.acquire() as conn:
+                await store.mark_computed(conn, merchant, [s.id for s in segments], started)
+        return Recomputed(total, entered, left, time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ the one evaluation
+    async def _apply(
+        self,
+        conn: Any,
+        merchant: str,
+        ids: list[str],
+        segments: list[Segment],
+        cuts: Cuts,
+        points: bool,
+        only: list[str] | None,
+        cause: Cause,
+        now: datetime | None = None,
+    ) -> list[MembershipChange]:
+        """Evaluate ``segments`` for ``ids`` (locked by the caller) and write the difference
+        with their stored membership (of ``only`` those segments, when given)."""
+        if not ids:
+            return []
+        now = now or self._clock()
+        today = day_of(now)
+        people = await member_facts(conn, merchant, ids) if segments else []
+        new = await evaluate(conn, merchant, people, segments, cuts, points, today, now.month)
+        old = await store.memberships(conn, merchant, ids, only)
+        ins: list[tuple[str, str]] = []
+        out: list[tuple[str, str]] = []
+        changes = []
+        at = epoch_ms(now)
+        for m in ids:
+            now_in = new.get(m, set())
+            was_in = old.get(m, set())
+            came, went = sorted(now_in - was_in), sorted(was_in - now_in)
+            if came or went:
+                ins += [(m, s) for s in came]
+                out += [(m, s) for s in went]
+                changes.append(
+                    MembershipChange(
+                        merchant=merchant, member=m, entered=came, left=went, at=at, cause=cause
+                    )
+                )
+        await store.write(conn, merchant, ins, out)
+        return changes
+
+    async def _announce(self, changes: list[MembershipChange]) -> None:
+        if not changes:
+            return
+        for sink in self._sinks:
+            try:
+                await sink.changed(changes)
+            except Exception:  # a consumer's failure must not fail the sale that moved them
+                log.warning("segment events: a sink failed", exc_info=True)
+
+    # ------------------------------------------------------------------ background passes
+    def _schedule(self, merchant: str) -> None:
+        """A full pass of the merchant's segments, once every node's copy of the old
+        definitions has expired; a change while one waits is covered by it."""
+        if merchant in self._pending and not self._pending[merchant].done():
+            return
+
+        async def run() -> None:
+            await asyncio.sleep(self._ttl)
+            self._pending.pop(merchant, None)
+            try:
+                await self.recompute(merchant)
+            except GatewayError:
+                log.warning("segments of %s: recompute failed", merchant, exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"segments-{merchant}")
+        self._pending[merchant] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def idle(self) -> None:
+        """Wait for the passes scheduled so far (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await stop(t)
+
+
+async def evaluate(
+    conn: Any,
+    merchant: str,
+    people: list[MemberFacts],
+    segments: list[Segment],
+    cuts: Cuts,
+    points: bool,
+    today: int,
+    month: int,
+) -> dict[str, set[str]]:
+    """Each member's segments: the facts of ``people`` read once for every definition."""
+    if not people or not segments:
+        return {}
+    ids = [p.member for p in people]
+    wanted: dict[Feature, None] = {}
+    for s in segments:
+        wanted.update(dict.fromkeys(features_of(s.condition, today)))
+    specs = list(wanted)
+    figures = await features(conn, merchant, ids, specs)
+    avail = await available_points(conn, ids) if points else {}
+    out: dict[str, set[str]] = {}
+    for p in people:
+        facts = Facts(
+            member=p,
+            available=avail.get(p.member, 0),
+            figures=dict(zip(specs, figures[p.member], strict=True)),
+            today=today,
+            month=month,
+            cuts=cuts,
+        )
+        out[p.member] = {s.id for s in segments if matches(s.condition, facts)}
+    return out
