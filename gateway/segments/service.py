@@ -29,9 +29,13 @@ from gateway.members import MemberFacts, member_facts, member_facts_page
 from gateway.segments import store
 from gateway.segments.conditions import (
     RFM_WINDOW,
+    All,
+    Any_,
     Condition,
     Cuts,
     Facts,
+    Not,
+    Points,
     features_of,
     matches,
     uses_rfm,
@@ -67,8 +71,6 @@ class Recomputed:
 
 
 def _points(c: Condition) -> bool:
-    from gateway.segments.conditions import All, Any_, Not, Points
-
     if isinstance(c, All | Any_):
         return any(_points(s) for s in c.conditions)
     if isinstance(c, Not):
