@@ -80,7 +80,7 @@ class Loyalty:
             except GatewayError:
                 log.warning("tier check after sale %s failed", f.op, exc_info=True)
             if self._segments is not None:
-                await self._segments.refresh_quietly(p.merchant, [f.member], "sale")
+                self._segments.soon(p.merchant, [f.member], "sale")
         return outcome_frame(f.id, outcome)
 
     async def enrol(self, call: Call, f: Enrol) -> object:
@@ -124,7 +124,7 @@ class Loyalty:
         op = op_id(call, f.op)  # an app's ids cannot collide with a register's
         code = await self._rewards.redeem(origin(call), f.member, f.reward, op)
         if self._segments is not None:  # points available moved
-            await self._segments.refresh_quietly(call.principal.merchant, [f.member], "redemption")
+            self._segments.soon(call.principal.merchant, [f.member], "redemption")
         return Result(id=f.id, data=code)
 
     async def use_code(self, call: Call, f: UseCode) -> object:
@@ -141,7 +141,7 @@ class Loyalty:
         await self._scope.authorize_member(p, f.member)
         receipt = await self._returns.return_sale(origin(call), f)
         if self._segments is not None:
-            await self._segments.refresh_quietly(p.merchant, [receipt.member], "return")
+            self._segments.soon(p.merchant, [receipt.member], "return")
         return Result(id=f.id, data=receipt)
 
     async def cashier_view(self, call: Call, f: CashierView) -> object:

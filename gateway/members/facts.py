@@ -37,6 +37,10 @@ _PAGE = f"""SELECT {_COLUMNS}
  WHERE m.merchant_id = $1 AND ($2::text IS NULL OR m.id > $2) AND {_LIVE}
  ORDER BY m.id LIMIT $3"""
 
+_IDS = f"""SELECT m.id FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
+ WHERE m.merchant_id = $1 AND ($2::text IS NULL OR m.id > $2) AND {_LIVE}
+ ORDER BY m.id LIMIT $3"""
+
 _OF = f"""SELECT {_COLUMNS}
  WHERE m.merchant_id = $1 AND m.id = ANY($2::text[]) AND {_LIVE}"""
 
@@ -62,6 +66,13 @@ async def member_facts_page(
     with translate_errors("member facts read"):
         rows = await conn.fetch(_PAGE, merchant, after, limit)
     return [_facts(r) for r in rows]
+
+
+async def member_ids_page(conn: Any, merchant: str, after: str | None, limit: int) -> list[str]:
+    """``member_facts_page``'s members, their ids only."""
+    with translate_errors("member facts read"):
+        rows = await conn.fetch(_IDS, merchant, after, limit)
+    return [r[0] for r in rows]
 
 
 async def member_facts(conn: Any, merchant: str, members: Sequence[str]) -> list[MemberFacts]:

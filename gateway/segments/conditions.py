@@ -9,6 +9,7 @@ the 6 days before. A figure over no window is over the member's whole history.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -301,59 +302,97 @@ class Facts:
     cuts: Cuts
 
 
-def _between(v: int, lo: int | None, hi: int | None) -> bool:
-    return (lo is None or v >= lo) and (hi is None or v <= hi)
+Test = Callable[[Facts], bool]
 
 
-def _figure(f: Facts, feature: Feature) -> int:
-    v = f.figures.get(feature)
-    return 0 if v is None else v
+def _between(lo: int | None, hi: int | None) -> Callable[[int], bool]:
+    if lo is None:
+        return (lambda v: True) if hi is None else (lambda v: v <= hi)
+    return (lambda v: v >= lo) if hi is None else (lambda v: lo <= v <= hi)
+
+
+def _count(feature: Feature) -> Callable[[Facts], int]:
+    def read(f: Facts) -> int:
+        v = f.figures.get(feature)
+        return 0 if v is None else v
+
+    return read
+
+
+def compiled(c: Condition, today: int) -> Test:
+    """``c`` as a function of a member's facts at ``today`` (its windows' first days, its
+    figures' keys and its bounds worked out once): what ``matches`` runs, and what a pass runs
+    for each member."""
+    if isinstance(c, All):
+        subs = [compiled(s, today) for s in c.conditions]
+        return lambda f: all(t(f) for t in subs)
+    if isinstance(c, Any_):
+        subs = [compiled(s, today) for s in c.conditions]
+        return lambda f: any(t(f) for t in subs)
+    if isinstance(c, Not):
+        sub = compiled(c.condition, today)
+        return lambda f: not sub(f)
+    if isinstance(c, Spend | Visits):
+        read, ok = _count(leaf_features(c, today)[0]), _between(c.min, c.max)
+        return lambda f: ok(read(f))
+    if isinstance(c, Recency):
+        last_key, never = Feature(TOTAL, "", "last"), c.never
+        days_ok = _between(c.min_days, c.max_days)
+
+        def recency(f: Facts) -> bool:
+            last = f.figures.get(last_key)
+            if last is None:
+                return never
+            return not never and days_ok(f.today - last)
+
+        return recency
+    if isinstance(c, Rfm):
+        keys = rfm_features(today)
+        lo, hi, which = c.min, c.max, c.score
+
+        def rfm(f: Facts) -> bool:
+            last, visits, spend = (f.figures.get(k) for k in keys)
+            if which == "recency":
+                s = score(None if last is None else f.today - last, f.cuts.recency, True)
+            elif which == "frequency":
+                s = score(visits or 0, f.cuts.frequency)
+            else:
+                s = score(spend or 0, f.cuts.monetary)
+            return lo <= s <= hi
+
+        return rfm
+    if isinstance(c, Bought):
+        read, least = _count(leaf_features(c, today)[0]), c.min
+        return lambda f: read(f) >= least
+    if isinstance(c, Channels):
+        web_key, pos_key = leaf_features(c, today)
+        web, pos = _count(web_key), _count(pos_key)
+        online, in_store = c.online, c.in_store
+        return lambda f: (
+            (online is None or (web(f) > 0) == online)
+            and (in_store is None or (pos(f) > 0) == in_store)
+        )
+    if isinstance(c, TierIs):
+        tiers = frozenset(c.in_)
+        return lambda f: f.member.tier in tiers
+    if isinstance(c, Points):
+        ok = _between(c.min, c.max)
+        return lambda f: ok(f.available)
+    if isinstance(c, BirthdayMonth):
+        return lambda f: f.member.birth_month == f.month
+    if isinstance(c, ConsentTo):
+        if c.channel == "email":
+            return lambda f: f.member.consent_email
+        return lambda f: f.member.consent_sms
+    if isinstance(c, Attribute):
+        name, values = c.name, frozenset(c.in_)
+        return lambda f: getattr(f.member, name) in values
+    raise AssertionError(c)
 
 
 def matches(c: Condition, f: Facts) -> bool:
     """Whether the member with facts ``f`` meets ``c``: a pure function."""
-    if isinstance(c, All):
-        return all(matches(s, f) for s in c.conditions)
-    if isinstance(c, Any_):
-        return any(matches(s, f) for s in c.conditions)
-    if isinstance(c, Not):
-        return not matches(c.condition, f)
-    if isinstance(c, Spend | Visits):
-        (feature,) = leaf_features(c, f.today)
-        return _between(_figure(f, feature), c.min, c.max)
-    if isinstance(c, Recency):
-        last = f.figures.get(Feature(TOTAL, "", "last"))
-        if last is None:
-            return c.never
-        return not c.never and _between(f.today - last, c.min_days, c.max_days)
-    if isinstance(c, Rfm):
-        last, visits, spend = (f.figures.get(x) for x in rfm_features(f.today))
-        if c.score == "recency":
-            s = score(None if last is None else f.today - last, f.cuts.recency, True)
-        elif c.score == "frequency":
-            s = score(visits or 0, f.cuts.frequency)
-        else:
-            s = score(spend or 0, f.cuts.monetary)
-        return c.min <= s <= c.max
-    if isinstance(c, Bought):
-        (feature,) = leaf_features(c, f.today)
-        return _figure(f, feature) >= c.min
-    if isinstance(c, Channels):
-        web, pos = (_figure(f, x) for x in leaf_features(c, f.today))
-        return (c.online is None or (web > 0) == c.online) and (
-            c.in_store is None or (pos > 0) == c.in_store
-        )
-    if isinstance(c, TierIs):
-        return f.member.tier in c.in_
-    if isinstance(c, Points):
-        return _between(f.available, c.min, c.max)
-    if isinstance(c, BirthdayMonth):
-        return f.member.birth_month == f.month
-    if isinstance(c, ConsentTo):
-        return f.member.consent_email if c.channel == "email" else f.member.consent_sms
-    if isinstance(c, Attribute):
-        return getattr(f.member, c.name) in c.in_
-    raise AssertionError(c)
+    return compiled(c, f.today)(f)
 
 
 def uses_rfm(cond: Condition) -> bool:

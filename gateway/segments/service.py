@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from gateway.aggregates import Feature, day_of, features, quintiles
 from gateway.background import stop
 from gateway.errors import GatewayError
 from gateway.ledger import available_points
-from gateway.members import MemberFacts, member_facts, member_facts_page
+from gateway.members import MemberFacts, member_facts, member_ids_page
 from gateway.segments import store
 from gateway.segments.conditions import (
     RFM_WINDOW,
@@ -36,8 +37,8 @@ from gateway.segments.conditions import (
     Facts,
     Not,
     Points,
+    compiled,
     features_of,
-    matches,
     uses_rfm,
 )
 from gateway.segments.events import Cause, MembershipChange, MembershipSink
@@ -50,8 +51,14 @@ log = logging.getLogger(__name__)
 #: How old a node's copy of a merchant's definitions may be; a pass after a change starts
 #: later than that, so no node's live update uses the old definition after it.
 DEFINITIONS_TTL = 1.0
-#: Members per batch of a full pass.
-BATCH = 500
+#: Merchants whose live refreshes run at once on a node, members refreshed together, and
+#: members waiting at most.
+LIVE_SLOTS = 4
+LIVE_BATCH = 200
+MAX_QUEUED = 10_000
+#: Members per batch of a full pass, and batches in flight at once.
+BATCH = 1_000
+PARALLEL = 2
 
 
 @dataclass(slots=True)
@@ -93,6 +100,13 @@ class Segments:
         self._defs: dict[str, _Defs] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, dict[str, Cause]] = {}
+        self._drainers: dict[str, asyncio.Task[None]] = {}
+        self._queued = 0
+        self._live: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(LIVE_SLOTS)
+        #: live refreshes dropped because too many members were waiting
+        self.dropped = 0
 
     # ------------------------------------------------------------------ definitions
     async def definitions(self, merchant: str) -> list[Segment]:
@@ -149,7 +163,7 @@ class Segments:
 
     # ------------------------------------------------------------------ live
     async def refresh(
-        self, merchant: str, members: Sequence[str], cause: Cause
+        self, merchant: str, members: Sequence[str], cause: Cause | Mapping[str, Cause]
     ) -> list[MembershipChange]:
         """Re-evaluate ``members``' segments now (after their sale, return, tier change...)."""
         defs = await self._cached(merchant)
@@ -165,7 +179,48 @@ class Segments:
         await self._announce(changes)
         return changes
 
-    async def refresh_quietly(self, merchant: str, members: Sequence[str], cause: Cause) -> None:
+    def soon(self, merchant: str, members: Sequence[str], cause: Cause) -> None:
+        """``refresh`` right after the caller's reply, on this node: the reply does not wait
+        for it. The members waiting are refreshed together, up to ``LIVE_BATCH`` at a time, by
+        one task per merchant (at most ``LIVE_SLOTS`` merchants at once), so under load one
+        transaction serves many sales (as the ledger's group commit does); a member already
+        waiting is not queued twice (the refresh that runs reads the facts as they are then).
+        Past ``MAX_QUEUED`` waiting members a refresh is dropped and counted (``dropped``):
+        the member's next event, or the nightly pass, brings it up to date."""
+        waiting = self._waiting.setdefault(merchant, {})
+        for m in members:
+            if m in waiting:
+                continue
+            if self._queued >= MAX_QUEUED:
+                self.dropped += 1
+                continue
+            waiting[m] = cause
+            self._queued += 1
+        if waiting and merchant not in self._drainers:
+            task = asyncio.get_running_loop().create_task(self._drain(merchant))
+            self._drainers[merchant] = task
+            self._tasks.add(task)
+            self._live.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._live.discard)
+
+    async def _drain(self, merchant: str) -> None:
+        try:
+            async with self._slots:
+                while waiting := self._waiting.get(merchant):
+                    batch = dict(itertools.islice(waiting.items(), LIVE_BATCH))
+                    for m in batch:
+                        del waiting[m]
+                    self._queued -= len(batch)
+                    await self.refresh_quietly(merchant, list(batch), batch)
+        finally:
+            self._drainers.pop(merchant, None)
+            if not self._waiting.get(merchant):
+                self._waiting.pop(merchant, None)
+
+    async def refresh_quietly(
+        self, merchant: str, members: Sequence[str], cause: Cause | Mapping[str, Cause]
+    ) -> None:
         """``refresh``, logging a failure (the next event or full pass catches up)."""
         try:
             await self.refresh(merchant, members, cause)
@@ -181,6 +236,7 @@ class Segments:
         only: Sequence[str] | None = None,
         rfm: bool = True,
         batch: int = BATCH,
+        parallel: int = PARALLEL,
     ) -> Recomputed:
         """Every member of the merchant, against ``only`` these segments (None: all); with
         ``rfm``, the RFM quintiles are computed afresh first (else the stored ones hold)."""
@@ -201,29 +257,61 @@ class Segments:
         cuts = cuts or Cuts()
         ids_only = None if only is None else [s.id for s in segments]
         points = any(_points(s.condition) for s in segments)
-        total = entered = left = 0
+        counts = [0, 0, 0]  # members, entered, left
+
+        async def one(after: str | None, hi: str | None, ids: list[str]) -> None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # the members' locks first: their memberships are read under them
+                await store.lock_members(conn, ids)
+                old = await store.memberships_between(conn, merchant, after, hi, ids_only)
+                if set(old) - set(ids):  # members no longer eligible: locked too
+                    ids = sorted(set(ids) | set(old))
+                    await store.lock_members(conn, ids)
+                    old = await store.memberships_between(conn, merchant, after, hi, ids_only)
+                changes = await self._apply(
+                    conn, merchant, ids, segments, cuts, points, ids_only, "recompute", now, old
+                )
+            counts[1] += sum(len(c.entered) for c in changes)
+            counts[2] += sum(len(c.left) for c in changes)
+            await self._announce(changes)
+
+        # Batches of disjoint id ranges, ``parallel`` at a time: one's reads in PostgreSQL
+        # overlap another's evaluation here.
+        slots = asyncio.Semaphore(parallel)
+        running: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def done(t: asyncio.Task[None]) -> None:
+            running.discard(t)
+            slots.release()
+            if not t.cancelled() and t.exception() is not None:
+                failed.append(t.exception())  # type: ignore[arg-type]
+
         after: str | None = None
         with translate_errors("segments recompute"):
-            while True:
-                async with self._pool.acquire() as conn:
-                    page = await member_facts_page(conn, merchant, after, batch)
-                    hi = page[-1].member if page else None
-                    async with conn.transaction():
-                        ids = await store.members_between(conn, merchant, after, hi)
-                        ids = sorted(set(ids) | {p.member for p in page})
-                        await store.lock_members(conn, ids)
-                        changes = await self._apply(
-                            conn, merchant, ids, segments, cuts, points, ids_only, "recompute", now
-                        )
-                total += len(page)
-                entered += sum(len(c.entered) for c in changes)
-                left += sum(len(c.left) for c in changes)
-                await self._announce(changes)
-                if hi is None:
-                    break
-                after = hi
+            try:
+                while not failed:
+                    async with self._pool.acquire() as conn:
+                        ids = await member_ids_page(conn, merchant, after, batch)
+                    hi = ids[-1] if ids else None
+                    counts[0] += len(ids)
+                    await slots.acquire()
+                    t = asyncio.get_running_loop().create_task(one(after, hi, ids))
+                    running.add(t)
+                    t.add_done_callback(done)
+                    if hi is None:
+                        break
+                    after = hi
+                while running:
+                    await asyncio.gather(*list(running), return_exceptions=True)
+            finally:
+                for t in list(running):
+                    t.cancel()
+            if failed:
+                raise failed[0]
             async with self._pool.acquire() as conn:
                 await store.mark_computed(conn, merchant, [s.id for s in segments], started)
+        total, entered, left = counts
         return Recomputed(total, entered, left, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ the one evaluation
@@ -236,8 +324,9 @@ class Segments:
         cuts: Cuts,
         points: bool,
         only: list[str] | None,
-        cause: Cause,
+        cause: Cause | Mapping[str, Cause],
         now: datetime | None = None,
+        old: dict[str, set[str]] | None = None,
     ) -> list[MembershipChange]:
         """Evaluate ``segments`` for ``ids`` (locked by the caller) and write the difference
         with their stored membership (of ``only`` those segments, when given)."""
@@ -247,7 +336,8 @@ class Segments:
         today = day_of(now)
         people = await member_facts(conn, merchant, ids) if segments else []
         new = await evaluate(conn, merchant, people, segments, cuts, points, today, now.month)
-        old = await store.memberships(conn, merchant, ids, only)
+        if old is None:
+            old = await store.memberships(conn, merchant, ids, only)
         ins: list[tuple[str, str]] = []
         out: list[tuple[str, str]] = []
         changes = []
@@ -261,7 +351,12 @@ class Segments:
                 out += [(m, s) for s in went]
                 changes.append(
                     MembershipChange(
-                        merchant=merchant, member=m, entered=came, left=went, at=at, cause=cause
+                        merchant=merchant,
+                        member=m,
+                        entered=came,
+                        left=went,
+                        at=at,
+                        cause=cause if isinstance(cause, str) else cause.get(m, "recompute"),
                     )
                 )
         await store.write(conn, merchant, ins, out)
@@ -297,11 +392,14 @@ class Segments:
         task.add_done_callback(self._tasks.discard)
 
     async def idle(self) -> None:
-        """Wait for the passes scheduled so far (tests)."""
+        """Wait for the refreshes and passes scheduled so far (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        """Let the live refreshes under way finish (briefly), stop the rest."""
+        if self._live:
+            await asyncio.wait(list(self._live), timeout=2.0)
         for t in list(self._tasks):
             with contextlib.suppress(Exception):
                 await stop(t)
@@ -327,6 +425,7 @@ async def evaluate(
     specs = list(wanted)
     figures = await features(conn, merchant, ids, specs)
     avail = await available_points(conn, ids) if points else {}
+    tests = [(s.id, compiled(s.condition, today)) for s in segments]
     out: dict[str, set[str]] = {}
     for p in people:
         facts = Facts(
@@ -337,5 +436,5 @@ async def evaluate(
             month=month,
             cuts=cuts,
         )
-        out[p.member] = {s.id for s in segments if matches(s.condition, facts)}
+        out[p.member] = {sid for sid, test in tests if test(facts)}
     return out

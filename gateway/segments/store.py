@@ -141,17 +141,15 @@ async def memberships(
 ) -> dict[str, set[str]]:
     """Each member's segments (of ``segments`` only, when given)."""
     rows = await conn.fetch(
-        """SELECT member_id, segment_id FROM segment_members
+        """SELECT member_id, array_agg(segment_id) FROM segment_members
             WHERE member_id = ANY($1::text[]) AND merchant_id = $2
-              AND ($3::text[] IS NULL OR segment_id = ANY($3::text[]))""",
+              AND ($3::text[] IS NULL OR segment_id = ANY($3::text[]))
+            GROUP BY member_id""",
         list(members),
         merchant,
         None if segments is None else list(segments),
     )
-    out: dict[str, set[str]] = {}
-    for r in rows:
-        out.setdefault(r["member_id"], set()).add(r["segment_id"])
-    return out
+    return {r[0]: set(r[1]) for r in rows}
 
 
 async def write(
@@ -204,18 +202,21 @@ async def drop_members(conn: Any, members: list[str]) -> None:
     await conn.execute("DELETE FROM segment_members WHERE member_id = ANY($1::text[])", members)
 
 
-async def members_between(
-    conn: Any, merchant: str, after: str | None, upto: str | None
-) -> list[str]:
-    """Members with a membership, id after ``after`` and up to ``upto`` (None: no bound):
-    a full pass re-evaluates them with the batch that covers their ids, so one no longer
-    eligible (erased, merged) leaves its segments."""
+async def memberships_between(
+    conn: Any, merchant: str, after: str | None, upto: str | None, segments: Sequence[str] | None
+) -> dict[str, set[str]]:
+    """The segments (of ``segments`` only, when given) of members with an id after ``after``
+    and up to ``upto`` (None: no bound): a full pass reads them by the range its batch covers,
+    so a member no longer eligible (erased, merged) leaves its segments too."""
     rows = await conn.fetch(
-        """SELECT DISTINCT member_id FROM segment_members
+        """SELECT member_id, array_agg(segment_id) FROM segment_members
             WHERE merchant_id = $1 AND ($2::text IS NULL OR member_id > $2)
-              AND ($3::text IS NULL OR member_id <= $3)""",
+              AND ($3::text IS NULL OR member_id <= $3)
+              AND ($4::text[] IS NULL OR segment_id = ANY($4::text[]))
+            GROUP BY member_id""",
         merchant,
         after,
         upto,
+        None if segments is None else list(segments),
     )
-    return [r[0] for r in rows]
+    return {r[0]: set(r[1]) for r in rows}

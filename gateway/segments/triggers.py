@@ -1,7 +1,8 @@
 """The member events that move segments: a ``MemberEventSink`` the node passes to tiers,
-profiles and merges in place of its own, which forwards every event and then re-evaluates the
-member's segments after a tier change, a profile edit or a merge (the duplicate leaves its
-segments, the survivor's are evaluated with what it now holds)."""
+profiles and merges in place of its own, which forwards every event and then has the member's
+segments re-evaluated (right after, off the reply: ``Segments.soon``) after a tier change, a
+profile edit or a merge (the duplicate leaves its segments, the survivor's are evaluated with
+what it now holds)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ class SegmentTriggers:
     async def publish(self, merchant: str, member: str, frame: object) -> None:
         await self._events.publish(merchant, member, frame)
         if isinstance(frame, TierChanged):
-            await self._segments.refresh_quietly(merchant, [member], "tier")
+            self._segments.soon(merchant, [member], "tier")
         elif isinstance(frame, ProfileChanged):
-            await self._segments.refresh_quietly(merchant, [member], "profile")
+            self._segments.soon(merchant, [member], "profile")
         elif isinstance(frame, MemberMerged):
-            await self._segments.refresh_quietly(merchant, [member, frame.into], "merge")
+            self._segments.soon(merchant, [member, frame.into], "merge")

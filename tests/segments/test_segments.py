@@ -32,6 +32,7 @@ async def put(http: Any, rn: Any, merchant: str, segment: str, cond: Any) -> tup
 
 
 async def in_segment(http: Any, rn: Any, merchant: str, segment: str) -> list[str]:
+    await rn.node.segments.idle()  # the live refreshes run right after the replies
     status, page = await admin(http, "GET", url(rn, merchant, f"/{segment}/members"))
     assert status == 200, page
     return [m["member"] for m in page["members"]]
@@ -39,6 +40,7 @@ async def in_segment(http: Any, rn: Any, merchant: str, segment: str) -> list[st
 
 async def stream(rn: Any, merchant: str) -> list[dict[str, Any]]:
     node = rn.node
+    await node.segments.idle()
     entries = await node.redis.xrange(node.keys.segment_events(merchant))
     return [msgspec.json.decode(e[1][b"change"]) for e in entries]
 
