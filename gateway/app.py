@@ -38,7 +38,13 @@ from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
 from gateway.rewards import CodeRows, Rewards
-from gateway.segments import SegmentRows, Segments, SegmentStream, SegmentTriggers
+from gateway.segments import (
+    Recomputed,
+    SegmentRows,
+    Segments,
+    SegmentStream,
+    SegmentTriggers,
+)
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
 from gateway.store.db import new_pool, open_pool
@@ -362,6 +368,27 @@ async def birthdays_once(settings: Settings) -> BirthdayPass:
             await redis.aclose()
         await pool.close()
     return done
+
+
+async def segments_once(
+    settings: Settings, merchant: str | None = None
+) -> list[tuple[str, Recomputed]]:
+    """A full pass of every merchant's segments (or ``merchant``'s) outside a node (``python
+    -m gateway segments``, nightly from cron): its own pool; changes go to the stream."""
+    s = settings
+    pool = new_pool(s.store.database_url, 3, s.store.command_timeout)
+    redis = create_client(s.store.redis_url)
+    segments = Segments(pool, (SegmentStream(redis, Keys(s.store.redis_prefix)),))
+    await open_pool(pool)
+    try:
+        out = []
+        for m in await segments.merchants() if merchant is None else [merchant]:
+            out.append((m, await segments.recompute(m)))
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        await pool.close()
 
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)

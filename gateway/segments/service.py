@@ -138,6 +138,12 @@ class Segments:
         self.invalidate(merchant)
         return gone
 
+    async def merchants(self) -> list[str]:
+        """Merchants with at least one segment."""
+        with translate_errors("segments read"):
+            async with self._pool.acquire() as conn:
+                return await store.merchants(conn)
+
     async def definitions_now(self, merchant: str) -> list[Segment]:
         """The stored definitions (not the node's copy)."""
         async with self._pool.acquire() as conn:

@@ -48,6 +48,10 @@ async def definitions(conn: Any, merchant: str) -> list[Segment]:
     return [_segment(r) for r in rows]
 
 
+async def merchants(conn: Any) -> list[str]:
+    return [r[0] for r in await conn.fetch("SELECT DISTINCT merchant_id FROM segments ORDER BY 1")]
+
+
 async def put(
     pool: asyncpg.Pool[Any], merchant: str, segment: str, name: str, cond: Condition
 ) -> Segment:

@@ -199,3 +199,20 @@ async def test_another_merchants_token_or_an_unknown_merchant_is_not_found(
             assert resp.status == 200 and (await resp.json()) == {"segments": []}
         status, seg = await admin(http, "GET", url(rn, merchant, "/vip"))
         assert status == 200 and seg["condition"] == {"type": "spend", "min": 100}
+
+
+async def test_the_nightly_pass_from_cron_recomputes_every_merchant(
+    clients, http, rn, merchant, pg_dsn
+):
+    from gateway.app import segments_once
+
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    await ok(till, {"type": "sale", "op": unique("s"), "member": m, "total": 5_000})
+    assert (await put(http, rn, merchant, "recent", {"type": "recency", "max_days": 0}))[0] == 200
+    assert await in_segment(http, rn, merchant, "recent") == [m]
+    # a day on, the sale is a day old: what only a pass sees (here: the row says so)
+    await setup_db(pg_dsn, "UPDATE member_purchase_days SET day = day - 1 WHERE member_id = $1", m)
+    done = dict(await segments_once(rn.node.settings, merchant))
+    assert (done[merchant].members, done[merchant].left) == (1, 1)
+    assert await in_segment(http, rn, merchant, "recent") == []
