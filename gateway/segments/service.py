@@ -66,6 +66,8 @@ class _Defs:
     segments: list[Segment]
     cuts: Cuts
     points: bool
+    #: what ``store.version`` read with them
+    version: tuple[Any, ...] = ()
     read_at: float = field(default_factory=time.monotonic)
 
 
@@ -116,11 +118,16 @@ class Segments:
         d = self._defs.get(merchant)
         if d is None or time.monotonic() - d.read_at > self._ttl:
             async with self._pool.acquire() as conn:
-                segments = await store.definitions(conn, merchant)
-                with translate_errors("segments read"):
-                    cuts = await store.cuts(conn, merchant)
-            d = _Defs(segments, cuts or Cuts(), any(_points(s.condition) for s in segments))
-            self._defs[merchant] = d
+                d = await self._load(conn, merchant)
+        return d
+
+    async def _load(self, conn: Any, merchant: str) -> _Defs:
+        with translate_errors("segments read"):
+            version = await store.version(conn, merchant)
+            segments = await store.definitions(conn, merchant)
+            cuts = await store.cuts(conn, merchant)
+        d = _Defs(segments, cuts or Cuts(), any(_points(s.condition) for s in segments), version)
+        self._defs[merchant] = d
         return d
 
     def invalidate(self, merchant: str) -> None:
@@ -179,8 +186,19 @@ class Segments:
         with translate_errors("segments refresh"):
             async with self._pool.acquire() as conn, conn.transaction():
                 await store.lock_members(conn, ids)
+                # the definitions as they are now (a change on another node since this copy
+                # was read: read again), and only their memberships touched
+                if await store.version(conn, merchant) != defs.version:
+                    defs = await self._load(conn, merchant)
                 changes = await self._apply(
-                    conn, merchant, ids, defs.segments, defs.cuts, defs.points, None, cause
+                    conn,
+                    merchant,
+                    ids,
+                    defs.segments,
+                    defs.cuts,
+                    defs.points,
+                    [s.id for s in defs.segments],
+                    cause,
                 )
         await self._announce(changes)
         return changes
@@ -261,7 +279,8 @@ class Segments:
                     await store.put_cuts(conn, merchant, cuts)
                     self.invalidate(merchant)
         cuts = cuts or Cuts()
-        ids_only = None if only is None else [s.id for s in segments]
+        # only these segments' memberships are touched (one created meanwhile has its own pass)
+        ids_only = [s.id for s in segments]
         points = any(_points(s.condition) for s in segments)
         counts = [0, 0, 0]  # members, entered, left
 

@@ -52,6 +52,17 @@ async def merchants(conn: Any) -> list[str]:
     return [r[0] for r in await conn.fetch("SELECT DISTINCT merchant_id FROM segments ORDER BY 1")]
 
 
+async def version(conn: Any, merchant: str) -> tuple[Any, ...]:
+    """What changes whenever the merchant's definitions or RFM boundaries do."""
+    r = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM segments WHERE merchant_id = $1),
+                  (SELECT max(updated_at) FROM segments WHERE merchant_id = $1),
+                  (SELECT computed_at FROM segment_rfm WHERE merchant_id = $1)""",
+        merchant,
+    )
+    return tuple(r)
+
+
 async def put(
     pool: asyncpg.Pool[Any], merchant: str, segment: str, name: str, cond: Condition
 ) -> Segment:
@@ -164,6 +175,7 @@ async def write(
         await conn.execute(
             """INSERT INTO segment_members (merchant_id, segment_id, member_id)
                SELECT $1, s, m FROM unnest($2::text[], $3::text[]) AS x(m, s)
+                WHERE EXISTS (SELECT 1 FROM segments d WHERE d.merchant_id = $1 AND d.id = x.s)
                ON CONFLICT DO NOTHING""",
             merchant,
             [m for m, _ in entered],
