@@ -54,7 +54,9 @@ DEFINITIONS_TTL = 1.0
 #: Merchants whose live refreshes run at once on a node, members refreshed together, and
 #: members waiting at most.
 LIVE_SLOTS = 4
-LIVE_BATCH = 200
+LIVE_BATCH = 500
+#: How long a live refresh waits for more members to refresh with it (seconds).
+LIVE_DELAY = 0.05
 MAX_QUEUED = 10_000
 #: Members per batch of a full pass, and batches in flight at once.
 BATCH = 1_000
@@ -94,7 +96,9 @@ class Segments:
         sinks: Sequence[MembershipSink] = (),
         clock: Callable[[], datetime] | None = None,
         ttl: float = DEFINITIONS_TTL,
+        delay: float = LIVE_DELAY,
     ) -> None:
+        self._delay = delay
         self._pool = pool
         self._sinks = tuple(sinks)
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -231,6 +235,8 @@ class Segments:
     async def _drain(self, merchant: str) -> None:
         try:
             async with self._slots:
+                # gather what the next moments bring: one transaction for all of it
+                await asyncio.sleep(self._delay)
                 while waiting := self._waiting.get(merchant):
                     batch = dict(itertools.islice(waiting.items(), LIVE_BATCH))
                     for m in batch:
