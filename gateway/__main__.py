@@ -1,4 +1,5 @@
-"""Command line: ``python -m gateway serve | migrate | token | rebuild-cache | birthdays``."""
+"""Command line: ``python -m gateway serve | migrate | token | rebuild-cache | birthdays |
+segments``."""
 
 from __future__ import annotations
 
@@ -138,6 +139,16 @@ async def _birthdays(settings: Settings) -> None:
     )
 
 
+async def _segments(settings: Settings, merchant: str | None) -> None:
+    from gateway.app import segments_once
+
+    for m, done in await segments_once(settings, merchant):
+        print(
+            f"segments of {m}: {done.members} members, {done.entered} entered, {done.left} left, "
+            f"{done.seconds:.1f} s"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -149,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         help="one pass of the birthday rewards (for cron; every node also runs one every "
         "GATEWAY_BIRTHDAY_SECONDS): each member is granted once a year whatever runs it",
     )
+    seg = sub.add_parser(
+        "segments",
+        help="recompute every merchant's segments (nightly, from cron: relative-time "
+        "conditions move as days pass; RFM quintiles afresh); sales keep moving meanwhile",
+    )
+    seg.add_argument("--merchant", help="only this merchant")
     tok = sub.add_parser(
         "token",
         help="mint a session token (GATEWAY_JWT_SECRET, or with --kid a merchant's key from "
@@ -182,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         _run("rebuild-cache", settings, lambda: _async(_rebuild, settings))
     elif args.cmd == "birthdays":
         _run("birthdays", settings, lambda: _async(_birthdays, settings))
+    elif args.cmd == "segments":
+        _run("segments", settings, lambda: asyncio.run(_segments(settings, args.merchant)))
     elif args.cmd == "token":
         from gateway import auth
 

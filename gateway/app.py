@@ -23,8 +23,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import adjustments, auth, birthdays, commands, purchases, rewards, sessions, webhooks
+from gateway import (
+    adjustments,
+    aggregates,
+    auth,
+    birthdays,
+    commands,
+    purchases,
+    rewards,
+    sessions,
+    webhooks,
+)
 from gateway.adjustments import AdjustmentRows, Adjustments
+from gateway.aggregates import AggregateRows, Aggregates
 from gateway.api import AdminApi, AdminServices, Broadcasts
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.catalogue import Catalogue
@@ -39,6 +50,13 @@ from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
 from gateway.rewards import CodeRows, Rewards
+from gateway.segments import (
+    Recomputed,
+    SegmentRows,
+    Segments,
+    SegmentStream,
+    SegmentTriggers,
+)
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
 from gateway.store.db import new_pool, open_pool
@@ -51,12 +69,14 @@ from gateway.webhooks import Deliverer, EventRecorder, Webhooks
 log = logging.getLogger(__name__)
 
 #: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
-#: history, a return's state, a granted code, a birthday grant.
+#: history, a return's state, a granted code, a birthday grant, the purchase aggregates, an
+#: adjustment.
 ATTACHMENTS = (
     *purchases.ATTACHMENTS,
     *rewards.ATTACHMENTS,
     *birthdays.ATTACHMENTS,
     *adjustments.ATTACHMENTS,
+    *aggregates.ATTACHMENTS,
 )
 #: The statements other packages run over every batch's entries (``ledger.EntryTap``): the
 #: webhooks' points.changed events.
@@ -127,9 +147,12 @@ class Node:
 
     def _domain(self) -> None:
         """The domain services, each over what it needs."""
-        pool, ledger, events = self.pool, self.ledger, self.events
+        pool, ledger = self.pool, self.ledger
         #: Where the domain writes its webhook events, in the transactions of its changes.
         hooks = EventRecorder()
+        self.segments = segments = Segments(pool, (SegmentStream(self.redis, self.keys),))
+        # tier changes, profile edits and merges move segments: their events pass by them
+        self.segment_triggers = events = SegmentTriggers(self.events, segments)
         self.programmes = programmes = Programmes(pool)
         self.owners = Owners(pool)
         self.members = members = Members(
@@ -138,8 +161,9 @@ class Node:
         self.catalogue = catalogue = Catalogue(
             pool, self.settings.store.database_url, self.settings.server.catalogue_max_bytes
         )
-        self.sales = Sales(pool, ledger, programmes, members, catalogue)
-        self.returns = Returns(pool, ledger)
+        self.aggregates = facts = Aggregates(pool)
+        self.sales = Sales(pool, ledger, programmes, members, catalogue, facts)
+        self.returns = Returns(pool, ledger, facts)
         self.tiers = tiers = Tiers(pool, programmes, members, events, hooks)
         self.rewards = Rewards(pool, ledger, programmes, members, events, hooks)
         self.profiles = profiles = Profiles(pool, events)
@@ -156,6 +180,8 @@ class Node:
             CodeRows(pool),
             BirthdayRows(pool),
             AdjustmentRows(pool),
+            AggregateRows(pool),
+            SegmentRows(pool),
         )
         self.merger = Merger(pool, ledger, member_rows, tiers, events, hooks)
         self.privacy = Privacy(pool, members, self.profiles, member_rows, hooks)
@@ -194,6 +220,8 @@ class Node:
                 self.rewards,
                 self.programmes,
                 subscriptions,
+                self.aggregates,
+                self.segments,
             ),
             commands.Wallet(
                 scope,
@@ -235,6 +263,7 @@ class Node:
                 catalogue=self.catalogue,
                 adjustments=self.adjustments,
                 webhooks=self.webhooks,
+                segments=self.segments,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,
@@ -297,6 +326,7 @@ class Node:
         await self.birthdays.close()
         with contextlib.suppress(Exception):
             await self.deliverer.close()
+        await self.segments.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,
@@ -381,6 +411,27 @@ async def birthdays_once(settings: Settings) -> BirthdayPass:
             await redis.aclose()
         await pool.close()
     return done
+
+
+async def segments_once(
+    settings: Settings, merchant: str | None = None
+) -> list[tuple[str, Recomputed]]:
+    """A full pass of every merchant's segments (or ``merchant``'s) outside a node (``python
+    -m gateway segments``, nightly from cron): its own pool; changes go to the stream."""
+    s = settings
+    pool = new_pool(s.store.database_url, 3, s.store.command_timeout)
+    redis = create_client(s.store.redis_url)
+    segments = Segments(pool, (SegmentStream(redis, Keys(s.store.redis_prefix)),))
+    await open_pool(pool)
+    try:
+        out = []
+        for m in await segments.merchants() if merchant is None else [merchant]:
+            out.append((m, await segments.recompute(m)))
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        await pool.close()
 
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)

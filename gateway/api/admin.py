@@ -41,6 +41,7 @@ from gateway.api.bodies import (
     VoidIn,
 )
 from gateway.api.catalogue import CatalogueApi
+from gateway.api.segments import SegmentApi
 from gateway.api.webhooks import WebhookApi
 from gateway.birthdays import Birthdays
 from gateway.catalogue import Catalogue
@@ -52,6 +53,7 @@ from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
 from gateway.rewards import Rewards
+from gateway.segments import Segments
 from gateway.tiers import Tiers
 from gateway.webhooks import Webhooks
 from protocol.codes import ErrorCode
@@ -205,6 +207,7 @@ class AdminServices:
     catalogue: Catalogue
     adjustments: Adjustments
     webhooks: Webhooks
+    segments: Segments
 
 
 class AdminApi:
@@ -219,6 +222,7 @@ class AdminApi:
         self.catalogue = CatalogueApi(services.catalogue, self._merchant)
         self.adjustments = AdjustmentApi(services.adjustments, self._merchant)
         self.webhook = WebhookApi(services.webhooks, self._merchant)
+        self.segments = SegmentApi(services.segments, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -229,6 +233,7 @@ class AdminApi:
         self.catalogue.setup(app, PREFIX)
         self.adjustments.setup(app, PREFIX)
         self.webhook.setup(app, PREFIX)
+        self.segments.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

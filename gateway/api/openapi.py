@@ -22,7 +22,16 @@ from typing import Any
 
 import msgspec
 
-from gateway.api import adjustments, admin, birthdays, bodies, broadcast, catalogue, webhooks
+from gateway.api import (
+    adjustments,
+    admin,
+    birthdays,
+    bodies,
+    broadcast,
+    catalogue,
+    segments,
+    webhooks,
+)
 from gateway.api import responses as out
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from protocol.limits import ID_PATTERN
@@ -225,6 +234,48 @@ ADMIN: dict[tuple[str, str], Route] = {
     ("POST", "/webhooks/{webhook}/replay"): Route(
         "Send every failed delivery of the endpoint again", None, webhooks.Replayed
     ),
+    ("GET", "/segments"): Route(
+        "Every segment of the merchant, with its definition and size",
+        None,
+        segments.SegmentList,
+    ),
+    ("POST", "/segments/recompute"): Route(
+        "Recompute membership now, for every member, of every segment (or `segment`): the "
+        "same evaluation as the live path; RFM quintiles afresh unless `rfm` is false",
+        segments.RecomputeIn,
+        segments.RecomputeOut,
+        {400: (INVALID,)},
+    ),
+    ("PUT", "/segments/{segment}"): Route(
+        "Create or replace a segment: a tree of typed conditions combined with all/any/not "
+        "(docs/loyalty.md, Segments); validated whole (400 invalid_field and nothing stored), "
+        "then recomputed for every member in the background",
+        segments.SegmentIn,
+        segments.SegmentOut,
+        {400: (INVALID,)},
+        body_required=True,
+    ),
+    ("GET", "/segments/{segment}"): Route(
+        "Read a segment: its definition, size and when it was last computed",
+        None,
+        segments.SegmentOut,
+    ),
+    ("DELETE", "/segments/{segment}"): Route(
+        "Delete a segment and its membership",
+        None,
+        segments.SegmentDeleted,
+    ),
+    ("GET", "/segments/{segment}/members"): Route(
+        "The segment's members, by member id, a page at a time (`next` is the `after` of the "
+        "next page)",
+        None,
+        segments.SegmentMembers,
+        {400: (INVALID,)},
+        query=(
+            ("after", _STRING),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        ),
+    ),
 }
 
 #: The routes outside ``admin.PREFIX``, by method and full path.
@@ -417,6 +468,7 @@ def build() -> dict[str, Any]:
         *catalogue.ROUTES,
         *adjustments.ROUTES,
         *webhooks.ROUTES,
+        *segments.ROUTES,
     ):
         path = admin.PREFIX + suffix
         paths.setdefault(path, {})[method.lower()] = _operation(

@@ -7,6 +7,7 @@ operations, outbox)."""
 from gateway.ledger.accounts import (
     Inactive,
     account_closing,
+    available_points,
     close_accounts,
     inactive_accounts,
     lock_accounts,
@@ -72,6 +73,7 @@ __all__ = [
     "Ticket",
     "Versions",
     "account_closing",
+    "available_points",
     "balance_after",
     "close_accounts",
     "decode_outcome",

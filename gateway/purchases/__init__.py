@@ -5,6 +5,7 @@ state ride on their ledger operations (``SALE_HISTORY``, ``RETURN_STATE``). This
 public face."""
 
 from gateway.purchases.earning import Computed, Earning, compute, detail_fingerprint, sale_detail
+from gateway.purchases.goods import Goods, GoodsFacts, GoodsLine
 from gateway.purchases.history import history
 from gateway.purchases.qualifying import qualifying_by_member, qualifying_points
 from gateway.purchases.returns import RETURN_STATE, PlannedReturn, Returns, return_fingerprint
@@ -21,6 +22,9 @@ __all__ = [
     "SALE_HISTORY",
     "Computed",
     "Earning",
+    "Goods",
+    "GoodsFacts",
+    "GoodsLine",
     "PlannedReturn",
     "PurchaseRows",
     "Returns",
