@@ -149,7 +149,7 @@ async def _segments(settings: Settings, merchant: str | None) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="run a gateway node")
@@ -179,6 +179,44 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--channel")
     tok.add_argument("--ttl", type=float, default=3600.0)
     tok.add_argument("--kid", help="sign with this merchant key (its merchant must be --merchant)")
+    return parser
+
+
+def _token(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> None:
+    from gateway import auth
+
+    secret = settings.auth.jwt_secret
+    if args.kid is not None:
+        found = settings.auth.merchant_keys.signing_key(args.kid)
+        if found is None or found[0] != args.merchant:
+            parser.error(f"no key {args.kid!r} of merchant {args.merchant!r}")
+        secret = found[1]
+    if args.kind == "pos":
+        if not (args.store and args.terminal):
+            parser.error("pos tokens need --store and --terminal")
+        print(
+            auth.mint_pos(
+                secret,
+                args.merchant,
+                args.store,
+                args.terminal,
+                args.ttl,
+                args.channel or "pos",
+                args.kid,
+            )
+        )
+    else:
+        if not args.member:
+            parser.error("app tokens need --member")
+        print(
+            auth.mint_app(
+                secret, args.merchant, args.member, args.ttl, args.channel or "app", args.kid
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -202,36 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "segments":
         _run("segments", settings, lambda: asyncio.run(_segments(settings, args.merchant)))
     elif args.cmd == "token":
-        from gateway import auth
-
-        secret = settings.auth.jwt_secret
-        if args.kid is not None:
-            found = settings.auth.merchant_keys.signing_key(args.kid)
-            if found is None or found[0] != args.merchant:
-                parser.error(f"no key {args.kid!r} of merchant {args.merchant!r}")
-            secret = found[1]
-        if args.kind == "pos":
-            if not (args.store and args.terminal):
-                parser.error("pos tokens need --store and --terminal")
-            print(
-                auth.mint_pos(
-                    secret,
-                    args.merchant,
-                    args.store,
-                    args.terminal,
-                    args.ttl,
-                    args.channel or "pos",
-                    args.kid,
-                )
-            )
-        else:
-            if not args.member:
-                parser.error("app tokens need --member")
-            print(
-                auth.mint_app(
-                    secret, args.merchant, args.member, args.ttl, args.channel or "app", args.kid
-                )
-            )
+        _token(parser, args, settings)
     return 0
 
 
