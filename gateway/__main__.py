@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 from gateway.settings import Settings
 
@@ -95,6 +96,15 @@ async def _segments(settings: Settings, merchant: str | None) -> None:
         )
 
 
+def _segments_parser(sub: Any) -> None:
+    seg = sub.add_parser(
+        "segments",
+        help="recompute every merchant's segments (nightly, from cron: relative-time "
+        "conditions move as days pass; RFM quintiles afresh); sales keep moving meanwhile",
+    )
+    seg.add_argument("--merchant", help="only this merchant")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -106,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         help="one pass of the birthday rewards (for cron; every node also runs one every "
         "GATEWAY_BIRTHDAY_SECONDS): each member is granted once a year whatever runs it",
     )
-    seg = sub.add_parser(
-        "segments",
-        help="recompute every merchant's segments (nightly, from cron: relative-time "
-        "conditions move as days pass; RFM quintiles afresh); sales keep moving meanwhile",
-    )
-    seg.add_argument("--merchant", help="only this merchant")
+    _segments_parser(sub)
     tok = sub.add_parser(
         "token",
         help="mint a session token (GATEWAY_JWT_SECRET, or with --kid a merchant's key from "

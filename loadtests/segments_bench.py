@@ -162,7 +162,6 @@ async def recompute_stage(
     import asyncpg
 
     from gateway.segments import Segments, SegmentStream, parse
-    from gateway.segments import store as _store
     from gateway.store.keys import Keys
     from gateway.store.redis import create_client
 
@@ -178,10 +177,10 @@ async def recompute_stage(
             async with pool.acquire() as conn:
                 rows = await conn.fetchval("SELECT count(*) FROM member_purchase_days")
             segments = Segments(pool, (SegmentStream(redis, Keys(scratch.prefix)),))
-            from gateway.segments import store as _store
 
             for sid, cond in SEGMENTS.items():
-                await _store.put(pool, merchant, sid, sid, parse(json.dumps(cond).encode()))
+                cond_ = parse(json.dumps(cond).encode())
+                await segments.put(merchant, sid, sid, cond_, recompute=False)
             probe_mid = probe_ms()
             first = await segments.recompute(merchant)
             second = await segments.recompute(merchant)

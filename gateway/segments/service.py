@@ -137,11 +137,15 @@ class Segments:
     def invalidate(self, merchant: str) -> None:
         self._defs.pop(merchant, None)
 
-    async def put(self, merchant: str, segment: str, name: str, cond: Condition) -> Segment:
-        """Store the (validated) definition, then recompute it in the background."""
+    async def put(
+        self, merchant: str, segment: str, name: str, cond: Condition, recompute: bool = True
+    ) -> Segment:
+        """Store the (validated) definition, then (unless told not to: a caller that runs
+        its own pass) recompute it in the background."""
         s = await store.put(self._pool, merchant, segment, name, cond)
         self.invalidate(merchant)
-        self._schedule(merchant)
+        if recompute:
+            self._schedule(merchant)
         return s
 
     async def delete(self, merchant: str, segment: str) -> bool:
@@ -291,20 +295,11 @@ class Segments:
         counts = [0, 0, 0]  # members, entered, left
 
         async def one(after: str | None, hi: str | None, ids: list[str]) -> None:
-            async with self._pool.acquire() as conn, conn.transaction():
-                # the members' locks first: their memberships are read under them
-                await store.lock_members(conn, ids)
-                old = await store.memberships_between(conn, merchant, after, hi, ids_only)
-                if set(old) - set(ids):  # members no longer eligible: locked too
-                    ids = sorted(set(ids) | set(old))
-                    await store.lock_members(conn, ids)
-                    old = await store.memberships_between(conn, merchant, after, hi, ids_only)
-                changes = await self._apply(
-                    conn, merchant, ids, segments, cuts, points, ids_only, "recompute", now, old
-                )
+            changes = await self._pass_batch(
+                merchant, after, hi, ids, segments, cuts, points, ids_only, now
+            )
             counts[1] += sum(len(c.entered) for c in changes)
             counts[2] += sum(len(c.left) for c in changes)
-            await self._announce(changes)
 
         # Batches of disjoint id ranges, ``parallel`` at a time: one's reads in PostgreSQL
         # overlap another's evaluation here.
@@ -344,6 +339,33 @@ class Segments:
                 await store.mark_computed(conn, merchant, [s.id for s in segments], started)
         total, entered, left = counts
         return Recomputed(total, entered, left, time.perf_counter() - t0)
+
+    async def _pass_batch(
+        self,
+        merchant: str,
+        after: str | None,
+        hi: str | None,
+        ids: list[str],
+        segments: list[Segment],
+        cuts: Cuts,
+        points: bool,
+        only: list[str],
+        now: datetime,
+    ) -> list[MembershipChange]:
+        """One batch of a full pass: the members with ids in (``after``, ``hi``]."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            # the members' locks first: their memberships are read under them
+            await store.lock_members(conn, ids)
+            old = await store.memberships_between(conn, merchant, after, hi, only)
+            if set(old) - set(ids):  # members no longer eligible: locked too
+                ids = sorted(set(ids) | set(old))
+                await store.lock_members(conn, ids)
+                old = await store.memberships_between(conn, merchant, after, hi, only)
+            changes = await self._apply(
+                conn, merchant, ids, segments, cuts, points, only, "recompute", now, old
+            )
+        await self._announce(changes)
+        return changes
 
     # ------------------------------------------------------------------ the one evaluation
     async def _apply(
