@@ -178,3 +178,133 @@ class HttpReceiver:
 
         assert isinstance(self._runner, web.AppRunner)
         await self._runner.cleanup()
+
+
+class PrivateRedisCluster:
+    """A private Redis Cluster on spare ports: ``masters`` masters, one replica each, made by
+    ``redis-cli --cluster create`` from the redis-server binary, torn down by ``stop``. The
+    node timeout is short (1 s) so a killed master's replica takes over within seconds."""
+
+    def __init__(self, masters: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.ports = [free_port() for _ in range(masters * 2)]
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = tempfile.mkdtemp(prefix="lg-rcluster-")
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def _spawn(self, port: int) -> None:
+        node_dir = Path(self.dir) / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(node_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            if _answers("127.0.0.1", port):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"cluster node {port} did not start")
+
+    def cli(self, *args: str, port: int | None = None, timeout: float = 60) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(port or self.ports[0]), *args],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        return out.stdout.decode()
+
+    def start(self) -> None:
+        for port in self.ports:
+            self._spawn(port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every live node says the cluster is ok and agrees on every slot's master."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [p for p, proc in self.procs.items() if proc.poll() is None]
+            try:
+                infos = [self.cli("cluster", "info", port=p) for p in live]
+                if all("cluster_state:ok" in i for i in infos):
+                    views = {self._slot_owners(p) for p in live}
+                    if len(views) == 1:
+                        return
+            except subprocess.SubprocessError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not become ok")
+
+    def _slot_owners(self, port: int) -> tuple[tuple[int, int, int], ...]:
+        owners = []
+        for line in self.cli("cluster", "nodes", port=port).splitlines():
+            parts = line.split()
+            if "master" in parts[2] and "fail" not in parts[2]:
+                node_port = int(parts[1].split(":")[1].split("@")[0])
+                for r in parts[8:]:
+                    if r.startswith("["):
+                        continue
+                    lo, _, hi = r.partition("-")
+                    owners.append((int(lo), int(hi or lo), node_port))
+        return tuple(sorted(owners))
+
+    def masters(self) -> list[int]:
+        return sorted({p for _, _, p in self._slot_owners(self._live()[0])})
+
+    def master_of(self, slot: int) -> int:
+        for lo, hi, port in self._slot_owners(self._live()[0]):
+            if lo <= slot <= hi:
+                return port
+        raise LookupError(slot)
+
+    def node_id(self, port: int) -> str:
+        return self.cli("cluster", "myid", port=port).strip()
+
+    def _live(self) -> list[int]:
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def kill(self, port: int) -> None:
+        proc = self.procs[port]
+        proc.kill()
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

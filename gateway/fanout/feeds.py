@@ -17,6 +17,15 @@ reconnect each feed, once Redis confirms its channel again, compares its version
 PostgreSQL and fills what it missed (``_check``), since nothing published while the connection
 was down reaches this node. The read loop also checks every feed when it sees the connection
 fail (``_check_all``).
+
+On a Redis Cluster (``Keys.cluster``) member channels are shard channels (SSUBSCRIBE): the
+16384 slots are split into ``shards`` ranges, each with its own redis-py ``ClusterPubSub``
+(one connection per master owning slots of that range: at most shards x masters), read by its
+own task. redis-py moves a channel to its slot's new owner after a failover or a resharding
+(MOVED, an unsolicited SUNSUBSCRIBE, a slot map refresh); each SSUBSCRIBE confirmation of a
+feed already open means it was moved, so the feed is checked against PostgreSQL as after a
+reconnect: what was published while it moved is filled, never silently missed. Broadcasts
+stay on classic pattern pub/sub (a cluster carries it to every node).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import msgspec
 from gateway.errors import GatewayError
 from gateway.fanout.feed import Feed, Joined, Subscriber
 from gateway.ledger import Change, Reads, balance_after
-from gateway.store.keys import Keys
+from gateway.store.keys import SLOTS, Keys
 from gateway.store.redis import REDIS_ERRORS, Redis
 from gateway.wire import text_frame
 from protocol.codec import encode
@@ -52,6 +61,8 @@ GAP_RETRY_PAUSE = 0.05
 CATCH_UP_PAGE = 100
 #: Longest pause between two attempts of a feed's check after a fan-out reconnect.
 CHECK_RETRY_MAX = 5.0
+#: Seconds a sharded pub/sub read waits at most (cluster); split over its masters when idle.
+SHARD_POLL = 0.02
 #: Seconds a feed nobody watches lingers before its channel is unsubscribed (absorbs churn).
 LINGER = 5.0
 
@@ -74,6 +85,7 @@ class Feeds:
         presence: Callable[[str], Awaitable[tuple[list[Peer], int]]] | None = None,
         on_broadcast: Callable[[str, bytes], None] | None = None,
         on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        shards: int = 1,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -84,6 +96,9 @@ class Feeds:
         # Called by redis-py on every reconnect of the fan-out connection.
         self._resubscribe = self._pubsub.on_connect
         self._pubsub.on_connect = self._on_connect  # type: ignore[method-assign]
+        #: On a cluster: one sharded pub/sub per slot range (see the module's docstring).
+        self._shards: list[Any] = [redis.pubsub() for _ in range(shards)] if keys.cluster else []
+        self._shard_readers: list[asyncio.Task[None]] = []
         self.reconnects = 0
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,10 +115,14 @@ class Feeds:
         # An always-on subscription keeps the reader's connection subscribed.
         await self._pubsub.psubscribe(self._keys.broadcast_channel("*"))
         self._reader = asyncio.create_task(self._read_loop(), name="fanout-reader")
+        self._shard_readers = [
+            asyncio.create_task(self._shard_loop(ps), name=f"fanout-shard-{i}")
+            for i, ps in enumerate(self._shards)
+        ]
 
     async def close(self) -> None:
         self._closed = True  # a ledger batch still finishing delivers nothing here
-        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        tasks = [t for t in (self._reader, *self._shard_readers, *self._tasks) if t is not None]
         for feed in self._feeds.values():
             if feed.filler is not None:
                 tasks.append(feed.filler)
@@ -114,8 +133,9 @@ class Feeds:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self._pubsub.aclose()
+        for ps in (self._pubsub, *self._shards):
+            with contextlib.suppress(*REDIS_ERRORS):
+                await ps.aclose()
 
     def __len__(self) -> int:
         return len(self._feeds)
@@ -279,17 +299,32 @@ class Feeds:
             # UNSUBSCRIBE after it would silence the new feed.
             return
         with contextlib.suppress(*REDIS_ERRORS):
-            await self._pubsub.unsubscribe(self._keys.member_channel(member))
+            channel = self._keys.member_channel(member)
+            if self._shards:
+                await self._shard_of(member).sunsubscribe(channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
+
+    def _shard_of(self, member: str) -> Any:
+        """The sharded pub/sub of the member's slot range."""
+        return self._shards[self._keys.slot(member) * len(self._shards) // SLOTS]
+
+    async def _subscribe(self, member: str) -> None:
+        channel = self._keys.member_channel(member)
+        if self._shards:
+            await self._shard_of(member).ssubscribe(channel)
+        else:
+            await self._pubsub.subscribe(channel)
 
     async def _resubscribe_feed(self, feed: Feed) -> None:
         feed.rechecking = True
         try:
-            await self._pubsub.subscribe(self._keys.member_channel(feed.member))
+            await self._subscribe(feed.member)
         except REDIS_ERRORS:
             log.warning("re-subscribing %s failed", feed.member, exc_info=True)
 
     async def _open(self, feed: Feed) -> None:
-        await self._pubsub.subscribe(self._keys.member_channel(feed.member))
+        await self._subscribe(feed.member)
         async with asyncio.timeout(5):
             await feed.confirmed.wait()
         bal = await self._reads.balance(feed.member)
@@ -314,31 +349,63 @@ class Feeds:
                 backoff = min(backoff * 2, 2.0)
                 self._check_all()
                 continue
-            if msg is None:
+            if msg is not None:
+                self._dispatch(msg)
+
+    async def _shard_loop(self, pubsub: Any) -> None:
+        """Reads one sharded pub/sub (cluster). redis-py polls its per-master connections in
+        turn (``SHARD_POLL`` each at most when idle) and re-routes channels itself; a pass in
+        which every master failed raises, and then every feed is checked as after an outage."""
+        backoff = 0.05
+        while True:
+            try:
+                if not pubsub.shard_channels:
+                    await asyncio.sleep(SHARD_POLL)
+                    continue
+                msg = await pubsub.get_sharded_message(timeout=SHARD_POLL)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("sharded fan-out connection lost; resubscribing", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._check_all()
                 continue
-            kind = msg["type"]
-            if kind == "message":
-                self._on_change(msg["channel"], msg["data"])
-            elif kind == "pmessage":
-                if self._on_broadcast is not None:
-                    self._on_broadcast(msg["channel"].decode(), msg["data"])
-            elif kind == "subscribe":
-                member = self._keys.member_from_channel(msg["channel"].decode())
-                feed = self._feeds.get(member)
-                if feed is not None:
-                    feed.confirmed.set()
-                    if feed.rechecking:
-                        feed.rechecking = False
-                        self._start_check(feed)
-            elif kind == "unsubscribe":
-                # Any order of a closing feed's UNSUBSCRIBE and a new feed's SUBSCRIBE that
-                # still left the channel unsubscribed: subscribe again, then fill the gap.
-                member = self._keys.member_from_channel(msg["channel"].decode())
-                feed = self._feeds.get(member)
-                if feed is not None and feed.confirmed.is_set():
-                    # Replies come in order: after this feed's confirmation, this one means
-                    # its channel is gone (the feed may still be reading its balance).
-                    self._spawn(self._resubscribe_feed(feed))
+            if msg is not None:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if isinstance(kind, bytes):
+            kind = kind.decode()
+        if kind in ("message", "smessage"):
+            self._on_change(msg["channel"], msg["data"])
+        elif kind == "pmessage":
+            if self._on_broadcast is not None:
+                self._on_broadcast(msg["channel"].decode(), msg["data"])
+        elif kind in ("subscribe", "ssubscribe"):
+            member = self._keys.member_from_channel(msg["channel"].decode())
+            feed = self._feeds.get(member)
+            if feed is not None:
+                if kind == "ssubscribe" and feed.confirmed.is_set():
+                    # redis-py moved the channel to its slot's new owner (failover,
+                    # resharding): what was published meanwhile is read from PostgreSQL.
+                    feed.rechecking = True
+                feed.confirmed.set()
+                if feed.rechecking:
+                    feed.rechecking = False
+                    self._start_check(feed)
+        elif kind in ("unsubscribe", "sunsubscribe"):
+            # Any order of a closing feed's UNSUBSCRIBE and a new feed's SUBSCRIBE that
+            # still left the channel unsubscribed, or (cluster) the slot moved away: subscribe
+            # again, then fill the gap.
+            member = self._keys.member_from_channel(msg["channel"].decode())
+            feed = self._feeds.get(member)
+            if feed is not None and feed.confirmed.is_set():
+                # Replies come in order: after this feed's confirmation, this one means
+                # its channel is gone (the feed may still be reading its balance).
+                self._spawn(self._resubscribe_feed(feed))
 
     def _on_change(self, channel: bytes, data: bytes) -> None:
         member = self._keys.member_from_channel(channel.decode())
