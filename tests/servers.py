@@ -187,10 +187,17 @@ class PrivateRedisCluster:
 
     def __init__(self, masters: int = 3, node_timeout_ms: int = 1000) -> None:
         self.ports = [free_port() for _ in range(masters * 2)]
+        #: Each node's cluster bus port: its own spare port (the default, port + 10000, may
+        #: be taken, or beyond 65535).
+        self.bus = {p: free_port() for p in self.ports}
         self.node_timeout_ms = node_timeout_ms
         self.dir = tempfile.mkdtemp(prefix="lg-rcluster-")
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    @property
+    def url(self) -> str:
+        """A live node's URL (the seed a client starts from)."""
+        return f"redis://127.0.0.1:{self._live()[0]}/0"
 
     def _spawn(self, port: int) -> None:
         node_dir = Path(self.dir) / str(port)
@@ -206,6 +213,8 @@ class PrivateRedisCluster:
                 "yes",
                 "--cluster-config-file",
                 str(node_dir / "nodes.conf"),
+                "--cluster-port",
+                str(self.bus[port]),
                 "--cluster-node-timeout",
                 str(self.node_timeout_ms),
                 "--save",
@@ -214,19 +223,22 @@ class PrivateRedisCluster:
                 "no",
                 "--dir",
                 str(node_dir),
+                "--logfile",
+                str(node_dir / "log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(100):
+        for _ in range(200):
             if _answers("127.0.0.1", port):
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"cluster node {port} did not start")
+        log = (node_dir / "log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"cluster node {port} did not start:\n{log}")
 
     def cli(self, *args: str, port: int | None = None, timeout: float = 60) -> str:
         out = subprocess.run(
-            ["redis-cli", "-h", "127.0.0.1", "-p", str(port or self.ports[0]), *args],
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(port or self._live()[0]), *args],
             check=True,
             capture_output=True,
             timeout=timeout,
@@ -252,6 +264,42 @@ class PrivateRedisCluster:
             timeout=60,
         )
         self.wait_ok()
+        self.wait_replicas()
+
+    def wait_replicas(self, timeout: float = 30) -> None:
+        """Until every master has a replica in sync (else a killed master has no one to take
+        over: ``--cluster create`` returns before the replicas have joined)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                masters = self.masters()
+                if all(
+                    "connected_slaves:0" not in self.cli("info", "replication", port=p)
+                    for p in masters
+                ) and all(
+                    "master_link_status:up" in self.cli("info", "replication", port=p)
+                    for p in self._live()
+                    if p not in masters
+                ):
+                    return
+            except subprocess.SubprocessError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the replicas did not join")
+
+    def wait_failover(self, victim: int, timeout: float = 30) -> None:
+        """After ``victim`` (a master) was killed: until a replica owns its slots and every
+        live node agrees."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if victim not in self.masters():
+                    self.wait_ok(max(1.0, deadline - time.monotonic()))
+                    return
+            except (subprocess.SubprocessError, RuntimeError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica took over from {victim}")
 
     def wait_ok(self, timeout: float = 30) -> None:
         """Until every live node says the cluster is ok and agrees on every slot's master."""
@@ -296,6 +344,31 @@ class PrivateRedisCluster:
 
     def _live(self) -> list[int]:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def migrate_slot(self, slot: int, source: int, target: int) -> None:
+        """Move one slot (and its keys) from master ``source`` to master ``target``, the way
+        ``redis-cli --cluster reshard`` does it: IMPORTING/MIGRATING, MIGRATE the keys, then
+        SETSLOT NODE on both and the other masters."""
+        src, dst = self.node_id(source), self.node_id(target)
+        self.cli("cluster", "setslot", str(slot), "importing", src, port=target)
+        self.cli("cluster", "setslot", str(slot), "migrating", dst, port=source)
+        while True:
+            names = self.cli("cluster", "getkeysinslot", str(slot), "100", port=source).split()
+            if not names:
+                break
+            self.cli(
+                "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys", *names, port=source
+            )
+        for port in self.masters():
+            self.cli("cluster", "setslot", str(slot), "node", dst, port=port)
+        self.wait_ok()
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again (it rejoins from its nodes.conf; a master that lost its
+        slots meanwhile comes back as a replica of the one promoted in its place)."""
+        self._spawn(port)
+        self.wait_ok()
+        self.wait_replicas()
 
     def kill(self, port: int) -> None:
         proc = self.procs[port]

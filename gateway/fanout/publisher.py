@@ -22,7 +22,7 @@ from typing import Any
 from gateway.errors import StoreUnavailable
 from gateway.ledger import Change, Entry
 from gateway.store.keys import APPLY_EVENTS, RAISE_FLOORS, Keys
-from gateway.store.redis import Breaker, CacheEpoch, Redis, translate_errors
+from gateway.store.redis import Breaker, CacheEpoch, Redis, repair_topology, translate_errors
 
 #: Seconds a publish may take before it is given up: the breaker trips and the outbox relay
 #: republishes. (Replies never wait for a publish: the lane releases them first.)
@@ -85,6 +85,7 @@ class Publisher:
                             args += (e.version, e.posted_after, e.held_after, c.data)
                         reply = await self._script(keys=names, args=args)
         except (StoreUnavailable, TimeoutError):
+            repair_topology(self._redis)
             self.breaker.trip()
             self.mark_stale([c.entry for c in changes])
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -162,6 +163,30 @@ def create_client(url: str, timeout: float = 2.0, cluster: bool = False) -> Redi
     pool = client.connection_pool
     pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
     return client
+
+
+_repairs: set[asyncio.Task[None]] = set()
+
+
+def repair_topology(redis: Redis) -> None:
+    """After a failed call on a cluster: refresh the slot map in a task of its own. redis-py
+    refreshes it inside a failing command, between retries; a caller that bounds its call
+    (the publisher's 0.5 s) cancels that refresh with it, and after a failover every publish
+    then went on failing against the dead master (``tests/cluster``). One at a time; a no-op
+    on a single Redis, and while redis-py's minimum interval between refreshes runs."""
+    if not isinstance(redis, RedisCluster) or _repairs:
+        return
+    redis._request_refresh()
+    if not redis.nodes_manager._refresh_due(redis.retry):
+        return
+
+    async def run() -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await redis.initialize()
+
+    task = asyncio.get_running_loop().create_task(run())
+    _repairs.add(task)
+    task.add_done_callback(_repairs.discard)
 
 
 @contextlib.contextmanager
