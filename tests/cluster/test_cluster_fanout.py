@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -16,6 +17,7 @@ from tests.live_support import app, changes_until, next_of, pos, sale
 from tests.support import running_node
 
 
+@pytest.mark.world(members=8)
 async def test_cross_node_push_in_order_over_sharded_pubsub(
     http, pg_dsn, redis_prefix, redis_cluster, world
 ):
@@ -33,11 +35,17 @@ async def test_cross_node_push_in_order_over_sharded_pubsub(
             r = await watcher.request({"type": "subscribe", "member": m})
             assert isinstance(r, Result)
             starts[m] = r.data.balance.version
-        # The member channels are shard channels, on the master that owns each slot.
+        # The member channels are shard channels, on the master that owns each slot; each
+        # gateway node holds at most one sharded-pub/sub connection per shard on a master.
         for m in members:
             port = redis_cluster.master_of(keys.slot(m))
             shard = redis_cluster.cli("pubsub", "shardchannels", port=port).split()
             assert keys.member_channel(m) in shard
+        shards = nb.node.settings.store.redis_shards
+        for port in {redis_cluster.master_of(keys.slot(m)) for m in members}:
+            clients = redis_cluster.cli("client", "list", port=port).splitlines()
+            sharded = [c for c in clients if " ssub=" in c and " ssub=0 " not in c]
+            assert 0 < len(sharded) <= shards, sharded
         till = await pos(http, na.url, world["merchant"])
         receipts = await asyncio.gather(
             *(sale(till, m, 100 * (i + 1)) for i in range(10) for m in members)

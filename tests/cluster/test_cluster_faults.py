@@ -66,7 +66,9 @@ async def _ledger(pg_dsn: str, members: list[str]) -> dict[str, int]:
     return {r["member_id"]: r["version"] for r in rows}
 
 
-async def _run_fault(http, pg_dsn, redis_prefix, cluster, world, fault) -> dict[str, Any]:
+async def _run_fault(
+    http, pg_dsn, redis_prefix, cluster, world, fault, check=None
+) -> dict[str, Any]:
     members = world["members"]
     async with (
         running_node(cluster_settings(pg_dsn, cluster, "fa"), redis_prefix) as na,
@@ -98,6 +100,11 @@ async def _run_fault(http, pg_dsn, redis_prefix, cluster, world, fault) -> dict[
             assert not reader.done(), reader.exception()
             await asyncio.sleep(0.05)
         assert {m: seen[m] for m in members} == truth
+        if check is not None:
+            deadline = time.monotonic() + 10 * TIME_FACTOR
+            while not await asyncio.to_thread(check):
+                assert time.monotonic() < deadline, f"the check did not hold: {check}"
+                await asyncio.sleep(0.1)
         # Cached reads on both nodes are the ledger's (nothing silently stale).
         for node in (na, nb):
             for m in members:
@@ -135,10 +142,40 @@ async def test_slot_resharded_under_load_subscriptions_follow(
     member = world["members"][1]
     slot = keys.slot(member)
 
+    source = redis_cluster.master_of(slot)
+    target = next(p for p in redis_cluster.masters() if p != source)
+
     def fault() -> None:
-        source = redis_cluster.master_of(slot)
-        target = next(p for p in redis_cluster.masters() if p != source)
         redis_cluster.migrate_slot(slot, source, target)
         assert redis_cluster.master_of(slot) == target
 
-    await _run_fault(http, pg_dsn, redis_prefix, redis_cluster, world, fault)
+    channel = keys.member_channel(member)
+
+    class Followed:
+        def __call__(self) -> bool:
+            return (
+                _shard_subscribers(redis_cluster, target, channel) == 1
+                and _shard_subscribers(redis_cluster, source, channel) == 0
+            )
+
+        def __repr__(self) -> str:
+            return f"source {source}: {_shard_subscribers(redis_cluster, source, channel)}, " + (
+                f"target {target}: {_shard_subscribers(redis_cluster, target, channel)}"
+            )
+
+    await _run_fault(
+        http,
+        pg_dsn,
+        redis_prefix,
+        redis_cluster,
+        world,
+        fault,
+        # The subscription followed the slot: the watching node's SSUBSCRIBE is on the new
+        # owner (the other node watches nobody).
+        check=Followed(),
+    )
+
+
+def _shard_subscribers(cluster: Any, port: int, channel: str) -> int:
+    out = cluster.cli("pubsub", "shardnumsub", channel, port=port).split()
+    return int(out[1]) if len(out) == 2 else 0
