@@ -43,7 +43,7 @@ from gateway.errors import GatewayError
 from gateway.fanout.feed import Feed, Joined, Subscriber
 from gateway.ledger import Change, Reads, balance_after
 from gateway.store.keys import SLOTS, Keys
-from gateway.store.redis import REDIS_ERRORS, Redis
+from gateway.store.redis import REDIS_ERRORS, Redis, repair_topology
 from gateway.wire import text_frame
 from protocol.codec import encode
 from protocol.messages import BalanceChanged, Peer, Presence, Resync
@@ -347,10 +347,30 @@ class Feeds:
                 log.warning("fan-out connection lost; resubscribing", exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                if self._shards:
+                    await self._renew_broadcast()
                 self._check_all()
                 continue
             if msg is not None:
                 self._dispatch(msg)
+
+    async def _renew_broadcast(self) -> None:
+        """Cluster: the broadcast subscription's connection is pinned to one node, which may
+        be gone for good (a killed master): a new pub/sub, on a node of the refreshed slot map,
+        subscribes again, and the notices published meanwhile are replayed."""
+        repair_topology(self._redis)
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        self._pubsub = self._redis.pubsub()
+        self._resubscribe = self._pubsub.on_connect
+        self._pubsub.on_connect = self._on_connect  # type: ignore[method-assign]
+        try:
+            await self._pubsub.psubscribe(self._keys.broadcast_channel("*"))
+        except REDIS_ERRORS:
+            return  # the next read fails too: tried again after the backoff
+        self.reconnects += 1
+        if self._on_reconnect is not None:
+            self._spawn(self._on_reconnect())
 
     async def _shard_loop(self, pubsub: Any) -> None:
         """Reads one sharded pub/sub (cluster). redis-py polls its per-master connections in

@@ -179,3 +179,48 @@ async def test_slot_resharded_under_load_subscriptions_follow(
 def _shard_subscribers(cluster: Any, port: int, channel: str) -> int:
     out = cluster.cli("pubsub", "shardnumsub", channel, port=port).split()
     return int(out[1]) if len(out) == 2 else 0
+
+
+@pytest.mark.world(members=1)
+async def test_broadcast_follows_when_its_master_is_killed(
+    http, pg_dsn, redis_prefix, redis_cluster, world
+):
+    """Broadcasts ride classic pub/sub, whose connection is pinned to the master of the
+    pattern's slot: killed, each node subscribes again through the refreshed slot map."""
+    from redis.crc import key_slot
+
+    from protocol.messages import Notice
+
+    keys = Keys(redis_prefix, cluster=True)
+    victim = redis_cluster.master_of(key_slot(keys.broadcast_channel("*").encode()))
+    try:
+        async with (
+            running_node(cluster_settings(pg_dsn, redis_cluster, "ba"), redis_prefix) as na,
+            running_node(cluster_settings(pg_dsn, redis_cluster, "bb"), redis_prefix) as nb,
+        ):
+            tills = [await pos(http, n.url, world["merchant"]) for n in (na, nb)]
+            await asyncio.to_thread(redis_cluster.kill, victim)
+            await asyncio.to_thread(redis_cluster.wait_failover, victim)
+            deadline = time.monotonic() + 20 * TIME_FACTOR
+            got: list[set[str]] = [set(), set()]
+            sent: set[str] = set()
+            # Until a broadcast published after the failover reached both nodes' sessions.
+            while not (sent & got[0] & got[1]):
+                assert time.monotonic() < deadline, (sent, got)
+                async with http.post(
+                    f"{na.url}/admin/broadcast",
+                    json={"merchant": world["merchant"], "kind": "offer", "payload": {}},
+                    headers={"Authorization": "Bearer dev-admin-token"},
+                ) as resp:
+                    if resp.status == 200:
+                        sent.add((await resp.json())["notice"])
+                await asyncio.sleep(0.3)
+                for i, t in enumerate(tills):
+                    while not t.pushes.empty():
+                        f = t.pushes.get_nowait()
+                        if isinstance(f, Notice):
+                            got[i].add(f.notice)
+            for t in tills:
+                await t.close()
+    finally:
+        redis_cluster.restart(victim)
