@@ -224,3 +224,50 @@ async def test_broadcast_follows_when_its_master_is_killed(
                 await t.close()
     finally:
         redis_cluster.restart(victim)
+
+
+@pytest.mark.world(members=8)
+async def test_a_shard_that_lost_its_data_is_detected_by_its_slots_epochs(
+    http, pg_dsn, redis_prefix, redis_cluster, world
+):
+    """One shard loses its data (FLUSHALL on its master; its replica follows): the epochs of
+    its slots are created anew, so a write composed before the loss (under the old epoch)
+    only raises floors there, and the node learns each slot's new epoch from the reply. The
+    other shards' epochs are untouched. Reads serve the ledger's balances throughout."""
+    from redis.asyncio.cluster import RedisCluster
+
+    keys = Keys(redis_prefix, cluster=True)
+    members = world["members"]
+    lost = redis_cluster.master_of(keys.slot(members[0]))
+    on_lost = [m for m in members if redis_cluster.master_of(keys.slot(m)) == lost]
+    elsewhere = [m for m in members if m not in on_lost]
+    assert elsewhere, "the test members should live on different shards"
+    async with running_node(cluster_settings(pg_dsn, redis_cluster, "ea"), redis_prefix) as na:
+        till = await pos(http, na.url, world["merchant"])
+        for m in members:
+            assert isinstance(await sale(till, m), Result)
+            assert isinstance(await sale(till, m), Result)  # the second under a known epoch
+        epoch = na.node.epoch
+        before = {m: epoch.at(epoch.token(), keys.slot(m)) for m in members}
+        assert all(before.values())
+        await asyncio.to_thread(redis_cluster.cli, "flushall", port=lost)
+        token = epoch.token()  # taken before the loss was learned: stale for the lost slots
+        client = RedisCluster.from_url(redis_cluster.url)
+        try:
+            for m in on_lost:
+                assert await client.hgetall(keys.balance(m)) == {}
+            for m in members:
+                assert isinstance(await sale(till, m), Result)
+            truth = await _ledger(pg_dsn, members)
+            for m in on_lost:
+                slot = keys.slot(m)
+                assert epoch.at(epoch.token(), slot) not in ("", before[m])  # learned anew
+                assert epoch.at(token, slot) == ""  # a write composed before: floors only
+                assert (await na.node.reads.balance(m)).version == truth[m]
+            for m in elsewhere:
+                assert epoch.at(epoch.token(), keys.slot(m)) == before[m]
+                v = await client.hget(keys.balance(m), "v")
+                assert int(v) == truth[m]
+        finally:
+            await client.aclose()
+        await till.close()
