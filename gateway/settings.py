@@ -265,6 +265,7 @@ class Settings:
         ``serve`` only: ``migrate``, ``rebuild-cache`` and ``token`` need no secret to be safe."""
         _check_secrets(self.server.host, self.auth.jwt_secret, self.auth.admin_token)
 
+    # long function: one line per setting, each read and checked in this one place
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env

@@ -28,6 +28,8 @@ reconnect: what was published while it moved is filled, never silently missed. B
 stay on classic pattern pub/sub (a cluster carries it to every node).
 """
 
+# long module: the feeds' ordering, gap and reconnect rules and their races, in one class (the
+# cluster's sharded pub/sub is in shards.py)
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +43,9 @@ import msgspec
 
 from gateway.errors import GatewayError
 from gateway.fanout.feed import Feed, Joined, Subscriber
+from gateway.fanout.shards import ShardedPubSub
 from gateway.ledger import Change, Reads, balance_after
-from gateway.store.keys import SLOTS, Keys
+from gateway.store.keys import Keys
 from gateway.store.redis import REDIS_ERRORS, Redis, repair_topology
 from gateway.wire import text_frame
 from protocol.codec import encode
@@ -61,10 +64,6 @@ GAP_RETRY_PAUSE = 0.05
 CATCH_UP_PAGE = 100
 #: Longest pause between two attempts of a feed's check after a fan-out reconnect.
 CHECK_RETRY_MAX = 5.0
-#: Seconds a sharded pub/sub read waits at most (cluster), split over its masters when idle:
-#: a message waits at most its slice. 0.02 gave a cross-node push p99 of 11.2 ms against 4.7
-#: on a single Redis; 0.006, 4.2 against 3.7 (tests/cluster/bench_push.py, 2026-12-08).
-SHARD_POLL = 0.006
 #: Seconds a feed nobody watches lingers before its channel is unsubscribed (absorbs churn).
 LINGER = 5.0
 
@@ -99,8 +98,9 @@ class Feeds:
         self._resubscribe = self._pubsub.on_connect
         self._pubsub.on_connect = self._on_connect  # type: ignore[method-assign]
         #: On a cluster: one sharded pub/sub per slot range (see the module's docstring).
-        self._shards: list[Any] = [redis.pubsub() for _ in range(shards)] if keys.cluster else []
-        self._shard_readers: list[asyncio.Task[None]] = []
+        self._shards = (
+            ShardedPubSub(redis, shards, self._dispatch, self._check_all) if keys.cluster else None
+        )
         self.reconnects = 0
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,14 +117,14 @@ class Feeds:
         # An always-on subscription keeps the reader's connection subscribed.
         await self._pubsub.psubscribe(self._keys.broadcast_channel("*"))
         self._reader = asyncio.create_task(self._read_loop(), name="fanout-reader")
-        self._shard_readers = [
-            asyncio.create_task(self._shard_loop(ps), name=f"fanout-shard-{i}")
-            for i, ps in enumerate(self._shards)
-        ]
+        if self._shards is not None:
+            self._shards.start()
 
     async def close(self) -> None:
         self._closed = True  # a ledger batch still finishing delivers nothing here
-        tasks = [t for t in (self._reader, *self._shard_readers, *self._tasks) if t is not None]
+        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        if self._shards is not None:
+            await self._shards.close()
         for feed in self._feeds.values():
             if feed.filler is not None:
                 tasks.append(feed.filler)
@@ -135,9 +135,8 @@ class Feeds:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for ps in (self._pubsub, *self._shards):
-            with contextlib.suppress(*REDIS_ERRORS):
-                await ps.aclose()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._pubsub.aclose()
 
     def __len__(self) -> int:
         return len(self._feeds)
@@ -302,19 +301,15 @@ class Feeds:
             return
         with contextlib.suppress(*REDIS_ERRORS):
             channel = self._keys.member_channel(member)
-            if self._shards:
-                await self._shard_of(member).sunsubscribe(channel)
+            if self._shards is not None:
+                await self._shards.unsubscribe(self._keys.slot(member), channel)
             else:
                 await self._pubsub.unsubscribe(channel)
 
-    def _shard_of(self, member: str) -> Any:
-        """The sharded pub/sub of the member's slot range."""
-        return self._shards[self._keys.slot(member) * len(self._shards) // SLOTS]
-
     async def _subscribe(self, member: str) -> None:
         channel = self._keys.member_channel(member)
-        if self._shards:
-            await self._shard_of(member).ssubscribe(channel)
+        if self._shards is not None:
+            await self._shards.subscribe(self._keys.slot(member), channel)
         else:
             await self._pubsub.subscribe(channel)
 
@@ -349,7 +344,7 @@ class Feeds:
                 log.warning("fan-out connection lost; resubscribing", exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                if self._shards:
+                if self._shards is not None:
                     await self._renew_broadcast()
                 self._check_all()
                 continue
@@ -373,29 +368,6 @@ class Feeds:
         self.reconnects += 1
         if self._on_reconnect is not None:
             self._spawn(self._on_reconnect())
-
-    async def _shard_loop(self, pubsub: Any) -> None:
-        """Reads one sharded pub/sub (cluster). redis-py polls its per-master connections in
-        turn (``SHARD_POLL`` each at most when idle) and re-routes channels itself; a pass in
-        which every master failed raises, and then every feed is checked as after an outage."""
-        backoff = 0.05
-        while True:
-            try:
-                if not pubsub.shard_channels:
-                    await asyncio.sleep(SHARD_POLL)
-                    continue
-                msg = await pubsub.get_sharded_message(timeout=SHARD_POLL)
-                backoff = 0.05
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("sharded fan-out connection lost; resubscribing", exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                self._check_all()
-                continue
-            if msg is not None:
-                self._dispatch(msg)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]

@@ -20,6 +20,8 @@ from gateway.store.redis import CacheEpoch, Redis
 CHUNK = 5000
 #: Members per script call.
 PER_CALL = 250
+#: Script calls in flight at once on a cluster (below the client's 64 connections per node).
+IN_FLIGHT = 48
 
 
 async def rebuild_cache(dsn: str, redis: Redis, keys: Keys) -> tuple[int, float]:
@@ -65,8 +67,10 @@ async def _rebuild_cluster(dsn: str, redis: Redis, keys: Keys) -> tuple[int, flo
     script = redis.register_script(FILL_BALANCE)
     current = redis.register_script(CACHE_EPOCH)
     epochs: list[str] = []
-    for lo in range(0, SLOTS, 512):
-        got = await asyncio.gather(*(current(keys=[keys.epoch(s)]) for s in range(lo, lo + 512)))
+    for lo in range(0, SLOTS, IN_FLIGHT):
+        got = await asyncio.gather(
+            *(current(keys=[keys.epoch(s)]) for s in range(lo, min(lo + IN_FLIGHT, SLOTS)))
+        )
         epochs += [CacheEpoch().learn(e) for e in got]
     conn = await connect(dsn)
     n = 0
@@ -93,7 +97,9 @@ async def _rebuild_cluster(dsn: str, redis: Redis, keys: Keys) -> tuple[int, flo
                     by_slot.setdefault(keys.slot(member), []).append(
                         (member, posted, held, version)
                     )
-                await asyncio.gather(*(fill(s, r) for s, r in by_slot.items()))
+                groups = list(by_slot.items())
+                for i in range(0, len(groups), IN_FLIGHT):
+                    await asyncio.gather(*(fill(s, r) for s, r in groups[i : i + IN_FLIGHT]))
                 n += len(rows)
     finally:
         await conn.close()

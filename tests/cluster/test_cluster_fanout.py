@@ -117,3 +117,22 @@ async def test_broadcast_and_presence_across_shards(
         assert got[-1].version == done.data.balance.version
         for c in (till, till_b):
             await c.close()
+
+
+@pytest.mark.world(members=8)
+async def test_rebuild_fills_every_shard(http, pg_dsn, redis_prefix, redis_cluster, world):
+    """``rebuild-cache`` on a cluster: one call per slot, under each slot's epoch."""
+    from gateway.ledger import rebuild_cache
+    from gateway.store.redis import create_client
+
+    keys = Keys(redis_prefix, cluster=True)
+    members = world["members"]
+    client = create_client(redis_cluster.url, cluster=True)
+    try:
+        n, _ = await rebuild_cache(pg_dsn, client, keys)
+        assert n >= len(members)
+        for m in members:
+            assert int(await client.hget(keys.balance(m), "v")) >= 0
+        assert len({redis_cluster.master_of(keys.slot(m)) for m in members}) >= 2
+    finally:
+        await client.aclose()
