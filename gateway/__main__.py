@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -46,10 +47,18 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 def _run(cmd: str, settings: Settings, run: Callable[[], Any]) -> None:
     """Run ``cmd``; a store that does not answer (PostgreSQL or Redis down, a database that is
-    not there, a refused password) is one line on stderr and exit code 1, not a traceback."""
+    not there, a refused password), or a port ``serve`` cannot listen on, is one line on stderr
+    and exit code 1, not a traceback."""
     try:
         run()
     except _store_errors() as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            srv = settings.server  # the listener's bind, not a store
+            print(
+                f"python -m gateway {cmd}: cannot listen on {srv.host}:{srv.port}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_STORE) from None
         s = settings.store
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(

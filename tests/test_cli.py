@@ -4,6 +4,7 @@ does not answer with one line and exit code 1."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -49,3 +50,17 @@ def test_a_store_that_does_not_answer_is_one_line_and_exit_1() -> None:
         assert len(lines) == 1 and says in lines[0], (args, done.stderr[-2000:])
         assert lines[0].startswith(f"python -m gateway {args[0]}: a store did not answer")
         assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+
+
+def test_a_port_taken_is_one_line_and_exit_1(pg_dsn: str, redis_prefix: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _gateway(
+            "serve", GATEWAY_PORT=str(port), DATABASE_URL=pg_dsn, GATEWAY_REDIS_PREFIX=redis_prefix
+        )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert last.startswith(f"python -m gateway serve: cannot listen on 127.0.0.1:{port}"), last
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
