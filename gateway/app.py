@@ -37,6 +37,7 @@ from gateway.notify import CodeSenders, HttpSms, Smtp
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
+from gateway.reorder import PredictionRows, Predictor
 from gateway.rewards import CodeRows, Rewards
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
@@ -138,13 +139,19 @@ class Node:
         self.contacts = ContactProofs(
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
-        member_rows = (PurchaseRows(pool), CodeRows(pool), BirthdayRows(pool))
+        member_rows = (
+            PurchaseRows(pool),
+            CodeRows(pool),
+            BirthdayRows(pool),
+            PredictionRows(pool),
+        )
         self.merger = Merger(pool, ledger, member_rows, tiers, events)
         self.privacy = Privacy(pool, members, self.profiles, member_rows)
         self.expiry = PointsExpiry(pool, ledger)
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
         )
+        self.predictor = Predictor(pool, self.settings.server.reorder_seconds)
 
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
@@ -249,6 +256,7 @@ class Node:
         await self.events.start()
         self.expiry.start()
         self.birthdays.start()
+        self.predictor.start()
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
@@ -265,6 +273,7 @@ class Node:
         await self.heartbeat.close()
         await self.expiry.close()
         await self.birthdays.close()
+        await self.predictor.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,

@@ -138,6 +138,20 @@ class BirthdayGrant(_Out, frozen=True):
     """Grant time, milliseconds since the Unix epoch."""
 
 
+class ReorderPrediction(_Out, frozen=True):
+    """When the member is predicted to run out of a replenishable product
+    (``gateway.reorder``, docs/reorder.md)."""
+
+    sku: str
+    last_purchase: int
+    """The last purchase, milliseconds since the Unix epoch."""
+    units: int
+    """Units bought then."""
+    predicted: int
+    """The predicted date, milliseconds since the Unix epoch."""
+    method: Literal["member", "population", "catalogue"]
+
+
 class Export(_Out, frozen=True):
     """Everything the programme holds about a member (GDPR right of access)."""
 
@@ -148,6 +162,7 @@ class Export(_Out, frozen=True):
     codes: list[RewardCode]
     ledger: list[LedgerLine]
     birthday_grants: list[BirthdayGrant]
+    reorder_predictions: list[ReorderPrediction]
 
 
 class Broadcast(_Out, frozen=True):
@@ -190,6 +205,7 @@ __all__ = [
     "MergeResult",
     "Programme",
     "Readiness",
+    "ReorderPrediction",
     "Reward",
     "RewardCode",
     "Rewards",
