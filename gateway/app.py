@@ -37,7 +37,7 @@ from gateway.notify import CodeSenders, HttpSms, Smtp
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
-from gateway.reorder import PredictionRows, Predictor
+from gateway.reorder import PredictionRows, Predictor, ReorderLoops
 from gateway.rewards import CodeRows, Rewards
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
@@ -152,6 +152,7 @@ class Node:
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
         )
         self.predictor = Predictor(pool, self.settings.server.reorder_seconds)
+        self.reorder_loops = ReorderLoops(pool, catalogue)
 
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
@@ -215,6 +216,7 @@ class Node:
                 expiry=self.expiry,
                 birthdays=self.birthdays,
                 catalogue=self.catalogue,
+                reorder=self.reorder_loops,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,

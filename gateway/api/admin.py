@@ -38,6 +38,7 @@ from gateway.api.bodies import (
     VoidIn,
 )
 from gateway.api.catalogue import CatalogueApi
+from gateway.api.reorder import ReorderApi
 from gateway.birthdays import Birthdays
 from gateway.catalogue import Catalogue
 from gateway.errors import GatewayError
@@ -47,6 +48,7 @@ from gateway.members import Members, Merger, Privacy
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
+from gateway.reorder import ReorderLoops
 from gateway.rewards import Rewards
 from gateway.tiers import Tiers
 from protocol.codes import ErrorCode
@@ -180,6 +182,7 @@ class AdminServices:
     expiry: PointsExpiry
     birthdays: Birthdays
     catalogue: Catalogue
+    reorder: ReorderLoops
 
 
 class AdminApi:
@@ -192,6 +195,7 @@ class AdminApi:
         #: Route modules of their own, mounted under the same prefix and authentication.
         self.birthday = BirthdayApi(services.birthdays, self._merchant)
         self.catalogue = CatalogueApi(services.catalogue, self._merchant)
+        self.reorder = ReorderApi(services.reorder, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -200,6 +204,7 @@ class AdminApi:
             app.router.add_route(method, PREFIX + path, getattr(self, name))
         self.birthday.setup(app, PREFIX)
         self.catalogue.setup(app, PREFIX)
+        self.reorder.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

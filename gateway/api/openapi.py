@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api import admin, birthdays, bodies, broadcast, catalogue
+from gateway.api import admin, birthdays, bodies, broadcast, catalogue, reorder
 from gateway.api import responses as out
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from protocol.limits import ID_PATTERN
@@ -167,6 +167,7 @@ ADMIN: dict[tuple[str, str], Route] = {
         birthdays.BirthdayRuleDeleted,
     ),
     **catalogue.DOCS,
+    **reorder.DOCS,
 }
 
 #: The routes outside ``admin.PREFIX``, by method and full path.
@@ -352,7 +353,12 @@ def _types() -> list[Any]:
 def build() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(_types(), ref_template=_SCHEMAS)
     paths: dict[str, dict[str, Any]] = {}
-    for method, suffix, _handler in (*admin.ROUTES, *birthdays.ROUTES, *catalogue.ROUTES):
+    for method, suffix, _handler in (
+        *admin.ROUTES,
+        *birthdays.ROUTES,
+        *catalogue.ROUTES,
+        *reorder.ROUTES,
+    ):
         path = admin.PREFIX + suffix
         paths.setdefault(path, {})[method.lower()] = _operation(
             method, path, ADMIN[(method, suffix)], True

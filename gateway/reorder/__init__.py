@@ -1,8 +1,22 @@
 """Reorder loops: when each member runs out of each replenishable product it bought
-(``predict``, kept by the ``Predictor`` worker off the sale path). Owns the tables
-reorder_events, reorder_predictions and reorder_population (0121_reorder.sql). This is its
-public face."""
+(``predict``, kept by the ``Predictor`` worker off the sale path), and the merchants' loops
+(``ReorderLoops``: products, lead time, messages from sandboxed Jinja2 templates, incentive,
+channels, quiet hours, cap, control share). Owns the tables reorder_events,
+reorder_predictions, reorder_population (0121_reorder.sql) and reorder_loops
+(0123_reorder_loops.sql). This is its public face."""
 
+from gateway.reorder.loops import (
+    MAX_MESSAGES,
+    MAX_PRODUCTS,
+    Cap,
+    Channel,
+    Incentive,
+    Loop,
+    LoopSpec,
+    Message,
+    QuietHours,
+    ReorderLoops,
+)
 from gateway.reorder.predict import (
     MIN_BUYERS,
     MIN_OWN_INTERVALS,
@@ -20,19 +34,34 @@ from gateway.reorder.predictions import (
     PredictionRows,
     Predictor,
 )
+from gateway.reorder.templates import VARIABLES, Rendered, TemplateError, render
 
 __all__ = [
+    "MAX_MESSAGES",
+    "MAX_PRODUCTS",
     "MIN_BUYERS",
     "MIN_OWN_INTERVALS",
     "POPULATION_PERCENTILE",
     "REORDER_INTERVAL",
     "SAME_PURCHASE",
+    "VARIABLES",
+    "Cap",
+    "Channel",
+    "Incentive",
+    "Loop",
+    "LoopSpec",
+    "Message",
     "Method",
     "Population",
     "Prediction",
     "PredictionPass",
     "PredictionRows",
     "Predictor",
+    "QuietHours",
+    "Rendered",
+    "ReorderLoops",
+    "TemplateError",
     "predict",
+    "render",
     "restocks",
 ]

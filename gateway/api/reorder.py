@@ -1,0 +1,118 @@
+"""Admin routes of the reorder loops (``gateway.reorder``), under the admin API's prefix and
+behind its authentication (``admin.auth_middleware``): ``GET``, ``PUT`` and ``DELETE
+/admin/v1/merchants/{merchant}/reorder-loops/{loop}``. Another merchant's token, or an
+unknown merchant, answers 404 ``not_found`` as on every admin route. The body is the
+domain's own ``LoopSpec`` (one definition of its limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import msgspec
+from aiohttp import web
+
+from gateway.api.routedoc import INVALID, NOT_FOUND, Route
+from gateway.reorder import Loop, LoopSpec, ReorderLoops
+
+#: Every route: method, path under the admin prefix, and the ``ReorderApi`` method serving it.
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/reorder-loops/{loop}", "get_loop"),
+    ("PUT", "/reorder-loops/{loop}", "put_loop"),
+    ("DELETE", "/reorder-loops/{loop}", "delete_loop"),
+]
+
+
+class LoopOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    merchant: str
+    loop: str
+    spec: LoopSpec
+    created_at: str
+    updated_at: str
+
+
+class LoopDeleted(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    deleted: Literal["reorder_loop"]
+    loop: str
+
+
+def loop_out(r: Loop) -> LoopOut:
+    return LoopOut(
+        merchant=r.merchant,
+        loop=r.loop,
+        spec=r.spec,
+        created_at=r.created_at.isoformat(),
+        updated_at=r.updated_at.isoformat(),
+    )
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data), status=status, content_type="application/json"
+    )
+
+
+def _not_found() -> web.Response:
+    return _json({"error": "not_found", "message": "no such reorder loop"}, 404)
+
+
+class ReorderApi:
+    """The routes over ``loops``; ``merchant`` is the admin API's check of the path's merchant
+    (it raises when the merchant does not exist)."""
+
+    def __init__(
+        self, loops: ReorderLoops, merchant: Callable[[web.Request], Awaitable[str]]
+    ) -> None:
+        self._loops = loops
+        self._merchant = merchant
+
+    def setup(self, app: web.Application, prefix: str) -> None:
+        for method, path, name in ROUTES:
+            app.router.add_route(method, prefix + path, getattr(self, name))
+
+    async def get_loop(self, request: web.Request) -> web.Response:
+        merchant = await self._merchant(request)
+        loop = await self._loops.get(merchant, request.match_info["loop"])
+        return _not_found() if loop is None else _json(loop_out(loop))
+
+    async def put_loop(self, request: web.Request) -> web.Response:
+        merchant = await self._merchant(request)
+        try:
+            spec = msgspec.json.decode(await request.read() or b"{}", type=LoopSpec)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return _json({"error": "invalid_field", "message": str(exc)}, 400)
+        loop = await self._loops.put(merchant, request.match_info["loop"], spec)
+        return _json(loop_out(loop))
+
+    async def delete_loop(self, request: web.Request) -> web.Response:
+        merchant = await self._merchant(request)
+        loop = request.match_info["loop"]
+        if not await self._loops.delete(merchant, loop):
+            return _not_found()
+        return _json(LoopDeleted(deleted="reorder_loop", loop=loop))
+
+
+#: How openapi.json documents the routes.
+DOCS: dict[tuple[str, str], Route] = {
+    ("GET", "/reorder-loops/{loop}"): Route(
+        "Read a reorder loop (404 not_found when there is none)", None, LoopOut
+    ),
+    ("PUT", "/reorder-loops/{loop}"): Route(
+        "Create or replace a reorder loop: its replenishable products, the lead days before "
+        "each member's predicted repurchase date, up to 3 messages (sandboxed Jinja2 "
+        "templates, variables name, product, incentive, link; each rendered with sample "
+        "values before it is stored), the incentive, channels, quiet hours, the frequency cap "
+        "per member across loops and the control share. 400 invalid_field: an unknown or "
+        "durable product, a template that does not render or reaches for Python internals, "
+        "a bad field; nothing is stored (docs/reorder.md, Loops)",
+        LoopSpec,
+        LoopOut,
+        {400: (INVALID, "time_zone_unknown"), 404: (NOT_FOUND, "reward_not_found")},
+        body_required=True,
+    ),
+    ("DELETE", "/reorder-loops/{loop}"): Route(
+        "Delete a reorder loop (404 not_found when there is none)", None, LoopDeleted
+    ),
+}
+
+__all__ = ["DOCS", "ROUTES", "LoopDeleted", "LoopOut", "ReorderApi"]
