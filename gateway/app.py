@@ -37,7 +37,7 @@ from gateway.notify import CodeSenders, HttpSms, Smtp
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
-from gateway.reorder import PredictionRows, Predictor, ReorderLoops
+from gateway.reorder import PredictionRows, Predictor, ReorderJob, ReorderLoops, Scheduler
 from gateway.rewards import CodeRows, Rewards
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
@@ -151,7 +151,11 @@ class Node:
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
         )
-        self.predictor = Predictor(pool, self.settings.server.reorder_seconds)
+        self.predictor = Predictor(pool)
+        self.scheduler = Scheduler(pool)
+        self.reorder = ReorderJob(
+            self.predictor, self.scheduler, self.settings.server.reorder_seconds
+        )
         self.reorder_loops = ReorderLoops(pool, catalogue)
 
     def _transports(self) -> None:
@@ -258,7 +262,7 @@ class Node:
         await self.events.start()
         self.expiry.start()
         self.birthdays.start()
-        self.predictor.start()
+        self.reorder.start()
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
@@ -275,7 +279,7 @@ class Node:
         await self.heartbeat.close()
         await self.expiry.close()
         await self.birthdays.close()
-        await self.predictor.close()
+        await self.reorder.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,

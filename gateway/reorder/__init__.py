@@ -5,6 +5,7 @@ channels, quiet hours, cap, control share). Owns the tables reorder_events,
 reorder_predictions, reorder_population (0121_reorder.sql) and reorder_loops
 (0123_reorder_loops.sql). This is its public face."""
 
+from gateway.reorder.job import REORDER_INTERVAL, ReorderJob
 from gateway.reorder.loops import (
     MAX_MESSAGES,
     MAX_PRODUCTS,
@@ -28,15 +29,12 @@ from gateway.reorder.predict import (
     predict,
     restocks,
 )
-from gateway.reorder.predictions import (
-    REORDER_INTERVAL,
-    PredictionPass,
-    PredictionRows,
-    Predictor,
-)
+from gateway.reorder.predictions import PredictionPass, PredictionRows, Predictor
+from gateway.reorder.schedule import LOOKAHEAD, STALE, SchedulePass, Scheduler, control_point
 from gateway.reorder.templates import VARIABLES, Rendered, TemplateError, render
 
 __all__ = [
+    "LOOKAHEAD",
     "MAX_MESSAGES",
     "MAX_PRODUCTS",
     "MIN_BUYERS",
@@ -44,6 +42,7 @@ __all__ = [
     "POPULATION_PERCENTILE",
     "REORDER_INTERVAL",
     "SAME_PURCHASE",
+    "STALE",
     "VARIABLES",
     "Cap",
     "Channel",
@@ -59,8 +58,12 @@ __all__ = [
     "Predictor",
     "QuietHours",
     "Rendered",
+    "ReorderJob",
     "ReorderLoops",
+    "SchedulePass",
+    "Scheduler",
     "TemplateError",
+    "control_point",
     "predict",
     "render",
     "restocks",

@@ -12,9 +12,6 @@ from the later history."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,9 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.background import stop
 from gateway.catalogue import replenishable_cycles
-from gateway.errors import GatewayError
 from gateway.purchases import bought
 from gateway.reorder.predict import (
     MIN_BUYERS,
@@ -35,13 +30,10 @@ from gateway.reorder.predict import (
     Prediction,
     predict,
 )
+from gateway.reorder.schedule import ENDED_BY_PURCHASE
 from gateway.store.db import translate_errors
 from gateway.wire import epoch_ms
 
-log = logging.getLogger(__name__)
-
-#: Seconds between the worker's passes on each node (jittered); ``GATEWAY_REORDER_SECONDS``.
-REORDER_INTERVAL = 5.0
 #: Members' events claimed per transaction.
 BATCH = 500
 #: Seconds between recomputations of the population figures on a node.
@@ -161,25 +153,24 @@ async def _recompute(conn: Any, merchant: str, members: list[str], min_buyers: i
             [p.predicted_at for p in made],
             [p.method for p in made],
         )
+    # a reminder of an earlier cycle is overtaken by the purchase (any channel)
+    await conn.execute(ENDED_BY_PURCHASE, merchant, members)
     return len(made)
 
 
 class Predictor:
-    """The worker on one node: a pass every ``interval`` seconds (0: only on demand)."""
+    """The predictions' worker on one node (``ReorderJob`` runs it, or a test)."""
 
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
-        interval: float = REORDER_INTERVAL,
         min_buyers: int = MIN_BUYERS,
         population_seconds: float = POPULATION_SECONDS,
     ) -> None:
         self._pool = pool
-        self._interval = interval
         self._min_buyers = min_buyers
         self._population_seconds = population_seconds
         self._population_at = time.monotonic()
-        self._task: asyncio.Task[None] | None = None
 
     async def drain_once(self, batch: int = BATCH) -> tuple[int, int]:
         """Claim up to ``batch`` queued events and recompute their members: (events claimed,
@@ -239,23 +230,6 @@ class Predictor:
             )
         return [Prediction(**dict(r)) for r in rows]
 
-    def start(self) -> None:
-        if self._interval > 0:
-            self._task = asyncio.create_task(self._loop(), name="reorder-predictions")
-
-    async def close(self) -> None:
-        await stop(self._task)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval * random.uniform(0.5, 1.0))
-            try:
-                await self.run()
-            except GatewayError as exc:  # PostgreSQL away: the events wait for the next pass
-                log.warning("reorder prediction pass failed: %s", exc)
-            except Exception:
-                log.exception("reorder prediction pass failed")
-
 
 class PredictionRows:
     """A member's predictions, as a merge, an erasure and an export treat them
@@ -302,4 +276,4 @@ class PredictionRows:
         }
 
 
-__all__ = ["BATCH", "REORDER_INTERVAL", "PredictionPass", "PredictionRows", "Predictor"]
+__all__ = ["BATCH", "PredictionPass", "PredictionRows", "Predictor"]

@@ -91,7 +91,7 @@ async def test_catalogue_then_population_figure(rn, clients, merchant, pg_dsn):
         await buy(till, pg_dsn, f"{merchant}-p{i}b", b, day(gap), food=1)
     m = str((await enrol(till, phone=phone())).member)
     await buy(till, pg_dsn, f"{merchant}-m", m, day(5), food=2)
-    worker = Predictor(rn.node.pool, interval=0, min_buyers=3)
+    worker = Predictor(rn.node.pool, min_buyers=3)
     await worker.run()
     first = (await predictions(pg_dsn, merchant, m))["food"]
     assert (first["method"], first["predicted_at"]) == ("catalogue", day(105))
@@ -125,7 +125,7 @@ async def test_two_workers_at_once_consume_each_event_once(rn, clients, merchant
     for i, m in enumerate(members):
         for k in range(4):
             await buy(till, pg_dsn, f"{merchant}-{i}-{k}", m, day(7 * k), tea=1)
-    a, b = Predictor(rn.node.pool, 0), Predictor(rn.node.pool, 0)
+    a, b = Predictor(rn.node.pool), Predictor(rn.node.pool)
     claims = await asyncio.gather(*(w.drain_once(batch=5) for w in (a, b, a, b, a, b)))
     claims += [await a.drain_once(batch=100)]
     assert sum(n for n, _ in claims) == 48

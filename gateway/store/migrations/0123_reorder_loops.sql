@@ -11,3 +11,36 @@ CREATE TABLE reorder_loops (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (merchant_id, loop_id)
 );
+
+-- One row per reminder: a loop's member and product in one predicted cycle. ``cycle``: the
+-- member's purchases of the product when it was predicted (a purchase starts the next
+-- cycle), so the unique key (merchant, loop, member, sku, cycle) lets every node's scheduler
+-- try to create it and only one succeed, once, whatever restarts. ``control``: the member is
+-- in the loop's control group (no message; tracked the same). ``state``: 'scheduled' (its
+-- messages to come: ``step`` made so far, the next due at ``next_at``), 'done' (the sequence
+-- ended) or 'cancelled' (the member bought the product, or the loop went, before any
+-- message). ``reordered_at``: the purchase that ended it, if one did.
+CREATE TABLE reorder_reminders (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id      text NOT NULL REFERENCES merchants (id),
+    loop_id          text NOT NULL,
+    member_id        text NOT NULL REFERENCES members (id),
+    sku              text NOT NULL,
+    cycle            integer NOT NULL,
+    last_purchase_at timestamptz NOT NULL,
+    predicted_at     timestamptz NOT NULL,
+    due_at           timestamptz NOT NULL,
+    control          boolean NOT NULL,
+    state            text NOT NULL DEFAULT 'scheduled'
+                     CHECK (state IN ('scheduled', 'done', 'cancelled')),
+    step             smallint NOT NULL DEFAULT 0,
+    next_at          timestamptz,
+    reordered_at     timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    ended_at         timestamptz,
+    UNIQUE (merchant_id, loop_id, member_id, sku, cycle)
+);
+CREATE INDEX reorder_reminders_next ON reorder_reminders (next_at) WHERE state = 'scheduled';
+CREATE INDEX reorder_reminders_open ON reorder_reminders (merchant_id, member_id, sku)
+    WHERE state = 'scheduled';
+CREATE INDEX reorder_reminders_by_loop ON reorder_reminders (merchant_id, loop_id, created_at);

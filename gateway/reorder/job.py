@@ -1,0 +1,53 @@
+"""The reorder job on one node: every ``interval`` seconds (jittered; 0: only on demand) the
+predictions of the members whose purchases changed, then the scheduler's pass. Nothing in
+it relies on being the only one: every node runs it (see ``predictions`` and ``schedule``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime
+
+from gateway.background import stop
+from gateway.errors import GatewayError
+from gateway.reorder.predictions import PredictionPass, Predictor
+from gateway.reorder.schedule import SchedulePass, Scheduler
+
+log = logging.getLogger(__name__)
+
+#: Seconds between passes on each node; ``GATEWAY_REORDER_SECONDS``.
+REORDER_INTERVAL = 5.0
+
+
+class ReorderJob:
+    def __init__(
+        self, predictor: Predictor, scheduler: Scheduler, interval: float = REORDER_INTERVAL
+    ) -> None:
+        self.predictor = predictor
+        self.scheduler = scheduler
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, now: datetime | None = None) -> tuple[PredictionPass, SchedulePass]:
+        return await self.predictor.run(), await self.scheduler.run(now)
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._loop(), name="reorder")
+
+    async def close(self) -> None:
+        await stop(self._task)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval * random.uniform(0.5, 1.0))
+            try:
+                await self.run()
+            except GatewayError as exc:  # PostgreSQL away: the work waits for the next pass
+                log.warning("reorder pass failed: %s", exc)
+            except Exception:
+                log.exception("reorder pass failed")
+
+
+__all__ = ["REORDER_INTERVAL", "ReorderJob"]
