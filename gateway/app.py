@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import auth, birthdays, commands, purchases, rewards, sessions
-from gateway.api import AdminApi, AdminServices, Broadcasts
+from gateway.api import AdminApi, AdminServices, Broadcasts, ReorderLinks
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.catalogue import Catalogue
 from gateway.collector import CollectorPolicy
@@ -37,7 +37,16 @@ from gateway.notify import CodeSenders, HttpSms, Smtp
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
-from gateway.reorder import PredictionRows, Predictor, ReorderJob, ReorderLoops, Scheduler
+from gateway.reorder import (
+    Dispatcher,
+    LinkSigner,
+    Outbox,
+    PredictionRows,
+    Predictor,
+    ReorderJob,
+    ReorderLoops,
+    Scheduler,
+)
 from gateway.rewards import CodeRows, Rewards
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
@@ -132,10 +141,9 @@ class Node:
         self.rewards = Rewards(pool, ledger, programmes, members, events)
         self.profiles = profiles = Profiles(pool, events)
         n = self.settings.notify
-        senders = CodeSenders(
-            Smtp(n.smtp_url, n.mail_from) if n.smtp_url else None,
-            HttpSms(n.sms_url, n.sms_token) if n.sms_url else None,
-        )
+        smtp = Smtp(n.smtp_url, n.mail_from) if n.smtp_url else None
+        sms = HttpSms(n.sms_url, n.sms_token) if n.sms_url else None
+        senders = CodeSenders(smtp, sms)
         self.contacts = ContactProofs(
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
@@ -153,8 +161,15 @@ class Node:
         )
         self.predictor = Predictor(pool)
         self.scheduler = Scheduler(pool)
+        links = LinkSigner(self.settings.auth.jwt_secret, self.settings.server.public_url)
+        self.dispatcher = Dispatcher(pool, catalogue, links)
+        self.outbox = Outbox(pool, profiles, links, smtp, sms)
         self.reorder = ReorderJob(
-            self.predictor, self.scheduler, self.settings.server.reorder_seconds
+            self.predictor,
+            self.scheduler,
+            self.dispatcher,
+            self.outbox,
+            self.settings.server.reorder_seconds,
         )
         self.reorder_loops = ReorderLoops(pool, catalogue)
 
@@ -225,6 +240,7 @@ class Node:
             s.auth.admin_token,
             s.auth.merchant_keys,
         )
+        self.reorder_links = ReorderLinks(self.outbox)
         self.broadcasts = Broadcasts(
             self.redis, self.keys, s.auth.admin_token, s.auth.merchant_keys
         )
@@ -379,6 +395,7 @@ def build_app(settings: Settings, redis_prefix: str | None = None) -> web.Applic
     app.router.add_post("/admin/broadcast", node.broadcasts.post)
     node.ops.setup(app)
     node.admin.setup(app)
+    node.reorder_links.setup(app)
     Pages(settings).setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

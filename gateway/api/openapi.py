@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api import admin, birthdays, bodies, broadcast, catalogue, reorder
+from gateway.api import admin, birthdays, bodies, broadcast, catalogue, reorder, reorder_links
 from gateway.api import responses as out
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from protocol.limits import ID_PATTERN
@@ -366,6 +366,7 @@ def build() -> dict[str, Any]:
     for (method, path), route in OTHERS.items():
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, route, False)
     paths.update(_ops_paths())
+    paths.update(reorder_links.PATHS)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -412,6 +413,7 @@ _OPS_ANSWERS: dict[tuple[str, str], dict[int, Any]] = {
     ("GET", "/readyz"): {200: out.Readiness, 503: out.Readiness},
     ("GET", "/metrics"): {200: None},
     ("GET", "/ws"): {101: None, 400: None, 403: ("origin_forbidden",)},
+    **reorder_links.ANSWERS,
 }
 
 

@@ -29,7 +29,15 @@ from gateway.members.identity import (
 )
 from gateway.members.merge import Merger, MergeResult
 from gateway.members.migrations import STEPS as DATA_MIGRATIONS
-from gateway.members.profiles import Born, Profiles, birthdays_on, check_birthday, check_time_zone
+from gateway.members.profiles import (
+    Born,
+    Profiles,
+    Reach,
+    birthdays_on,
+    check_birthday,
+    check_time_zone,
+    reach,
+)
 from gateway.members.rows import MemberRows, TierKeeper
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "Privacy",
     "Profile",
     "Profiles",
+    "Reach",
     "TierKeeper",
     "birthdays_on",
     "check_birthday",
@@ -62,6 +71,7 @@ __all__ = [
     "normalise_email",
     "normalise_phone",
     "profile",
+    "reach",
     "resolve",
     "set_tier",
     "tiers_of",

@@ -3,9 +3,12 @@
 (``ReorderLoops``: products, lead time, messages from sandboxed Jinja2 templates, incentive,
 channels, quiet hours, cap, control share). Owns the tables reorder_events,
 reorder_predictions, reorder_population (0121_reorder.sql) and reorder_loops
-(0123_reorder_loops.sql). This is its public face."""
+(0123_reorder_loops.sql), reorder_reminders (the scheduler's) and reorder_messages (the
+outbox). This is its public face."""
 
-from gateway.reorder.job import REORDER_INTERVAL, ReorderJob
+from gateway.reorder.dispatch import Dispatcher, DispatchPass, capped_until, quiet_until
+from gateway.reorder.job import REORDER_INTERVAL, ReorderJob, ReorderPass
+from gateway.reorder.links import CartLink, LinkRefused, LinkSigner, UnsubscribeLink
 from gateway.reorder.loops import (
     MAX_MESSAGES,
     MAX_PRODUCTS,
@@ -18,6 +21,7 @@ from gateway.reorder.loops import (
     QuietHours,
     ReorderLoops,
 )
+from gateway.reorder.outbox import Outbox, OutboxPass, backoff
 from gateway.reorder.predict import (
     MIN_BUYERS,
     MIN_OWN_INTERVALS,
@@ -45,12 +49,19 @@ __all__ = [
     "STALE",
     "VARIABLES",
     "Cap",
+    "CartLink",
     "Channel",
+    "DispatchPass",
+    "Dispatcher",
     "Incentive",
+    "LinkRefused",
+    "LinkSigner",
     "Loop",
     "LoopSpec",
     "Message",
     "Method",
+    "Outbox",
+    "OutboxPass",
     "Population",
     "Prediction",
     "PredictionPass",
@@ -60,11 +71,16 @@ __all__ = [
     "Rendered",
     "ReorderJob",
     "ReorderLoops",
+    "ReorderPass",
     "SchedulePass",
     "Scheduler",
     "TemplateError",
+    "UnsubscribeLink",
+    "backoff",
+    "capped_until",
     "control_point",
     "predict",
+    "quiet_until",
     "render",
     "restocks",
 ]

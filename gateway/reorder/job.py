@@ -1,16 +1,20 @@
 """The reorder job on one node: every ``interval`` seconds (jittered; 0: only on demand) the
-predictions of the members whose purchases changed, then the scheduler's pass. Nothing in
-it relies on being the only one: every node runs it (see ``predictions`` and ``schedule``)."""
+predictions of the members whose purchases changed, the scheduler's pass, the messages due,
+then the outbox's sends. Nothing in it relies on being the only one: every node runs it (see
+``predictions``, ``schedule``, ``dispatch`` and ``outbox``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.background import stop
 from gateway.errors import GatewayError
+from gateway.reorder.dispatch import Dispatcher, DispatchPass
+from gateway.reorder.outbox import Outbox, OutboxPass
 from gateway.reorder.predictions import PredictionPass, Predictor
 from gateway.reorder.schedule import SchedulePass, Scheduler
 
@@ -20,17 +24,38 @@ log = logging.getLogger(__name__)
 REORDER_INTERVAL = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class ReorderPass:
+    predictions: PredictionPass
+    schedule: SchedulePass
+    dispatch: DispatchPass
+    outbox: OutboxPass
+
+
 class ReorderJob:
     def __init__(
-        self, predictor: Predictor, scheduler: Scheduler, interval: float = REORDER_INTERVAL
+        self,
+        predictor: Predictor,
+        scheduler: Scheduler,
+        dispatcher: Dispatcher,
+        outbox: Outbox,
+        interval: float = REORDER_INTERVAL,
     ) -> None:
         self.predictor = predictor
         self.scheduler = scheduler
+        self.dispatcher = dispatcher
+        self.outbox = outbox
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
 
-    async def run(self, now: datetime | None = None) -> tuple[PredictionPass, SchedulePass]:
-        return await self.predictor.run(), await self.scheduler.run(now)
+    async def run(self, now: datetime | None = None) -> ReorderPass:
+        """One pass of each, as of ``now`` (default: this node's clock)."""
+        return ReorderPass(
+            await self.predictor.run(),
+            await self.scheduler.run(now),
+            await self.dispatcher.run(now),
+            await self.outbox.run(now),
+        )
 
     def start(self) -> None:
         if self._interval > 0:
@@ -50,4 +75,4 @@ class ReorderJob:
                 log.exception("reorder pass failed")
 
 
-__all__ = ["REORDER_INTERVAL", "ReorderJob"]
+__all__ = ["REORDER_INTERVAL", "ReorderJob", "ReorderPass"]

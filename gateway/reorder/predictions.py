@@ -232,8 +232,8 @@ class Predictor:
 
 
 class PredictionRows:
-    """A member's predictions, as a merge, an erasure and an export treat them
-    (``gateway.members.MemberRows``)."""
+    """A member's predictions, reminders and messages, as a merge, an erasure and an export
+    treat them (``gateway.members.MemberRows``)."""
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
@@ -250,8 +250,21 @@ class PredictionRows:
         return {}
 
     async def scrub(self, conn: Any, members: list[str]) -> None:
-        """A prediction holds no personal data: nothing to delete."""
-        return None
+        """A prediction holds no personal data; a message's address and contents are blanked
+        (what was sent when stays, for the report), and the reminders still to come end."""
+        await conn.execute(
+            """UPDATE reorder_messages SET to_address = '', subject = '', body_text = '',
+                      body_html = NULL
+                WHERE member_id = ANY($1::text[])""",
+            members,
+        )
+        await conn.execute(
+            """UPDATE reorder_reminders SET state = CASE WHEN step = 0 THEN 'cancelled'
+                                                        ELSE 'done' END,
+                      next_at = NULL, ended_at = now()
+                WHERE member_id = ANY($1::text[]) AND state = 'scheduled'""",
+            members,
+        )
 
     async def export(self, merchant: str, member: str) -> dict[str, Any]:
         with translate_errors("export"):

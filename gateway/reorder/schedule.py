@@ -59,13 +59,17 @@ SELECT p.merchant_id, $2, p.member_id, p.sku, p.purchases, p.last_purchase_at, p
 ON CONFLICT DO NOTHING
 """
 
-#: The reminders a purchase overtook: the product bought again since (a later cycle).
+#: The reminders a purchase overtook: the product bought again since (a later cycle). One
+#: still scheduled ends (cancelled before any message, else done); one done records the
+#: reorder (the latest purchase, when several came since).
 ENDED_BY_PURCHASE = """
 UPDATE reorder_reminders r
-   SET state = CASE WHEN r.step = 0 THEN 'cancelled' ELSE 'done' END, next_at = NULL,
-       reordered_at = p.last_purchase_at, ended_at = now()
+   SET state = CASE WHEN r.state <> 'scheduled' THEN r.state
+                    WHEN r.step = 0 THEN 'cancelled' ELSE 'done' END,
+       next_at = NULL, reordered_at = p.last_purchase_at, ended_at = COALESCE(r.ended_at, now())
   FROM reorder_predictions p
- WHERE r.state = 'scheduled' AND ($1::text IS NULL OR r.merchant_id = $1)
+ WHERE r.reordered_at IS NULL AND r.state IN ('scheduled', 'done')
+   AND ($1::text IS NULL OR r.merchant_id = $1)
    AND ($2::text[] IS NULL OR r.member_id = ANY($2::text[]))
    AND p.merchant_id = r.merchant_id AND p.member_id = r.member_id AND p.sku = r.sku
    AND p.purchases > r.cycle

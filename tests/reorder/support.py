@@ -3,13 +3,51 @@ sale back in time (the history a prediction reads)."""
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
+from collections import deque
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from tests.loyalty_support import ok, setup_db
-from tests.support import WsClient
+from tests.support import WsClient, free_port
+
+
+class Smtp:
+    """A real SMTP server (aiosmtpd) on a spare port: it answers each DATA with the next of
+    ``replies`` (then 250) and keeps the messages it accepted."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.messages: list[email.message.EmailMessage] = []
+        self.replies: deque[str] = deque()
+        self.tried = 0
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, srv, session, envelope):  # type: ignore[no-untyped-def]
+                server.tried += 1
+                if server.replies:
+                    return server.replies.popleft()
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                assert isinstance(msg, email.message.EmailMessage)
+                server.messages.append(msg)
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> Smtp:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
 
 
 async def product(

@@ -19,7 +19,8 @@ CREATE TABLE reorder_loops (
 -- in the loop's control group (no message; tracked the same). ``state``: 'scheduled' (its
 -- messages to come: ``step`` made so far, the next due at ``next_at``), 'done' (the sequence
 -- ended) or 'cancelled' (the member bought the product, or the loop went, before any
--- message). ``reordered_at``: the purchase that ended it, if one did.
+-- message). ``reordered_at``: the purchase of the product that came after it (the latest,
+-- when several came before the worker saw them), if one did.
 CREATE TABLE reorder_reminders (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     merchant_id      text NOT NULL REFERENCES merchants (id),
@@ -42,5 +43,42 @@ CREATE TABLE reorder_reminders (
 );
 CREATE INDEX reorder_reminders_next ON reorder_reminders (next_at) WHERE state = 'scheduled';
 CREATE INDEX reorder_reminders_open ON reorder_reminders (merchant_id, member_id, sku)
-    WHERE state = 'scheduled';
+    WHERE reordered_at IS NULL;
 CREATE INDEX reorder_reminders_by_loop ON reorder_reminders (merchant_id, loop_id, created_at);
+
+-- The outbox of reminder messages: one row per reminder and step, made in the transaction
+-- that advances the reminder (``delivery_id`` "<reminder>/<step>" is unique: a step is made
+-- once), then sent by a worker on every node that claims rows with FOR UPDATE SKIP LOCKED.
+-- ``state``: 'pending' (to send at ``next_attempt_at``), 'sending' (claimed by a node until
+-- ``lease_until``), 'sent', 'failed' (permanently: an SMTP 5xx, an HTTP 4xx, retries spent,
+-- or a send interrupted with its outcome unknown: never sent twice), 'skipped' (no consent
+-- or no address for the channel, when made or when sent). ``to_address``, ``subject`` and the
+-- bodies are personal data: an erasure blanks them.
+CREATE TABLE reorder_messages (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery_id     text NOT NULL UNIQUE,
+    merchant_id     text NOT NULL REFERENCES merchants (id),
+    member_id       text NOT NULL REFERENCES members (id),
+    reminder_id     bigint NOT NULL REFERENCES reorder_reminders (id),
+    loop_id         text NOT NULL,
+    sku             text NOT NULL,
+    step            smallint NOT NULL,
+    channel         text NOT NULL CHECK (channel IN ('email', 'sms')),
+    to_address      text NOT NULL,
+    subject         text NOT NULL,
+    body_text       text NOT NULL,
+    body_html       text,
+    state           text NOT NULL
+                    CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz,
+    lease_until     timestamptz,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz,
+    unsubscribed_at timestamptz
+);
+CREATE INDEX reorder_messages_due ON reorder_messages (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX reorder_messages_leased ON reorder_messages (lease_until) WHERE state = 'sending';
+CREATE INDEX reorder_messages_by_member ON reorder_messages (merchant_id, member_id, created_at);
+CREATE INDEX reorder_messages_by_reminder ON reorder_messages (reminder_id);
