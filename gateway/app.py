@@ -38,6 +38,7 @@ from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
 from gateway.reorder import (
+    Carts,
     Dispatcher,
     LinkSigner,
     Outbox,
@@ -164,6 +165,7 @@ class Node:
         links = LinkSigner(self.settings.auth.jwt_secret, self.settings.server.public_url)
         self.dispatcher = Dispatcher(pool, catalogue, links)
         self.outbox = Outbox(pool, profiles, links, smtp, sms)
+        self.carts = Carts(pool, catalogue, links)
         self.reorder = ReorderJob(
             self.predictor,
             self.scheduler,
@@ -240,7 +242,7 @@ class Node:
             s.auth.admin_token,
             s.auth.merchant_keys,
         )
-        self.reorder_links = ReorderLinks(self.outbox)
+        self.reorder_links = ReorderLinks(self.outbox, self.carts)
         self.broadcasts = Broadcasts(
             self.redis, self.keys, s.auth.admin_token, s.auth.merchant_keys
         )

@@ -1,7 +1,9 @@
 """The public routes of the reorder messages' links (no token: the link is signed,
-``gateway.reorder.LinkSigner``): the one-click unsubscribe of RFC 8058 (``POST
-/reorder/unsubscribe/{token}`` withdraws that channel's consent at once; ``GET`` shows a
-page with the button, and changes nothing, as the RFC asks: mail scanners follow links).
+``gateway.reorder.LinkSigner``): the reorder page of a cart link (``GET /reorder/{token}``:
+the product, the incentive, and a link on to the shop's pre-filled cart; the click is
+recorded), and the one-click unsubscribe of RFC 8058 (``POST /reorder/unsubscribe/{token}``
+withdraws that channel's consent at once; ``GET`` shows a page with the button, and changes
+nothing, as the RFC asks: mail scanners follow links).
 
 The pages are text only, served with a Content-Security-Policy that allows nothing but a
 form posting back to the node; a refused link answers a page that says why (400: not a link
@@ -14,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.reorder import LinkRefused, Outbox
+from gateway.reorder import Carts, LinkRefused, Outbox
 
 #: Nothing loads, nothing frames the page; its one form posts back to the node.
 CSP = "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -25,13 +27,18 @@ _REFUSED = {
 }
 
 
-def page(status: int, title: str, text: str, form: str | None = None) -> web.Response:
+def page(
+    status: int, title: str, text: str, form: str | None = None, link: str | None = None
+) -> web.Response:
     button = (
         f'<form method="post" action="{html.escape(form)}">'
         '<button type="submit">Unsubscribe</button></form>'
         if form is not None
         else ""
     )
+    if link is not None:
+        button += f'<p><a href="{html.escape(link)}" rel="noreferrer">Continue to the shop</a></p>'
+
     body = (
         '<!doctype html><html lang="en"><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width">'
@@ -56,12 +63,28 @@ def refused(exc: LinkRefused) -> web.Response:
 
 
 class ReorderLinks:
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, carts: Carts) -> None:
         self._outbox = outbox
+        self._carts = carts
 
     def setup(self, app: web.Application) -> None:
         app.router.add_get("/reorder/unsubscribe/{token}", self.unsubscribe_page)
         app.router.add_post("/reorder/unsubscribe/{token}", self.unsubscribe)
+        app.router.add_get("/reorder/{token}", self.cart)
+
+    async def cart(self, request: web.Request) -> web.Response:
+        try:
+            view = await self._carts.open(
+                request.match_info["token"], request.headers.get("User-Agent", "")
+            )
+        except LinkRefused as exc:
+            return refused(exc)
+        text = f"Time to restock: {view.product} (x{view.qty})."
+        if view.incentive:
+            text += f" Reorder now and get {view.incentive}."
+        if view.shop_url is None:
+            text += " Reorder it at the shop, in store or online."
+        return page(200, f"Reorder {view.product}", text, link=view.shop_url)
 
     async def unsubscribe_page(self, request: web.Request) -> web.Response:
         return page(
@@ -94,6 +117,17 @@ _TOKEN = [{"name": "token", "in": "path", "required": True, "schema": {"type": "
 
 #: The routes' documents (openapi.json): public, no token.
 PATHS: dict[str, Any] = {
+    "/reorder/{token}": {
+        "get": {
+            "security": [],
+            "parameters": _TOKEN,
+            "summary": "The reorder page of a reminder's signed cart link: the product, the "
+            "incentive and a link on to the shop's pre-filled cart (the loop's cart_url); the "
+            "click is recorded (docs/reorder.md)",
+            "operationId": "get_reorder_cart",
+            "responses": {"200": _html("The page"), **_REFUSALS},
+        },
+    },
     "/reorder/unsubscribe/{token}": {
         "get": {
             "security": [],
@@ -116,6 +150,7 @@ PATHS: dict[str, Any] = {
 
 #: The statuses each route answers (tests/contract.py checks them).
 ANSWERS: dict[tuple[str, str], dict[int, Any]] = {
+    ("GET", "/reorder/{token}"): {200: None, 400: None, 410: None},
     ("GET", "/reorder/unsubscribe/{token}"): {200: None},
     ("POST", "/reorder/unsubscribe/{token}"): {200: None, 400: None, 410: None},
 }

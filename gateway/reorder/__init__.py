@@ -6,6 +6,7 @@ reorder_predictions, reorder_population (0121_reorder.sql) and reorder_loops
 (0123_reorder_loops.sql), reorder_reminders (the scheduler's) and reorder_messages (the
 outbox). This is its public face."""
 
+from gateway.reorder.carts import Carts, CartView
 from gateway.reorder.dispatch import Dispatcher, DispatchPass, capped_until, quiet_until
 from gateway.reorder.job import REORDER_INTERVAL, ReorderJob, ReorderPass
 from gateway.reorder.links import CartLink, LinkRefused, LinkSigner, UnsubscribeLink
@@ -50,6 +51,8 @@ __all__ = [
     "VARIABLES",
     "Cap",
     "CartLink",
+    "CartView",
+    "Carts",
     "Channel",
     "DispatchPass",
     "Dispatcher",

@@ -28,9 +28,8 @@ import asyncpg
 from gateway.catalogue import Catalogue
 from gateway.errors import Refused
 from gateway.members import Reach, check_time_zone, reach
-from gateway.programme import find_reward
 from gateway.reorder.links import LinkSigner
-from gateway.reorder.loops import Loop, LoopSpec, QuietHours, all_loops
+from gateway.reorder.loops import Loop, LoopSpec, QuietHours, all_loops, incentive_text
 from gateway.reorder.templates import TemplateError, render
 from gateway.store.db import translate_errors
 
@@ -154,16 +153,6 @@ class Dispatcher:
             if n < BATCH:
                 return done
 
-    async def _incentive(self, loop: Loop) -> str:
-        i = loop.spec.incentive
-        if i is None:
-            return ""
-        if i.kind == "points":
-            return f"{i.points} bonus points"
-        assert i.reward is not None
-        found = await find_reward(self._pool, loop.merchant, i.reward)
-        return found.name or i.reward if found is not None else ""
-
     async def _batch(
         self, loops: dict[tuple[str, str], Loop], now: datetime, merchant: str | None
     ) -> tuple[int, DispatchPass]:
@@ -221,7 +210,7 @@ class Dispatcher:
                     p = await self._catalogue.product(merchant, r["sku"])
                     names[r["sku"]] = p.name if p is not None else r["sku"]
                 if loop.loop not in incentives:
-                    incentives[loop.loop] = await self._incentive(loop)
+                    incentives[loop.loop] = await incentive_text(self._pool, loop)
                 state = await self._message(
                     conn, r, loop, member, names[r["sku"]], incentives[loop.loop], now
                 )

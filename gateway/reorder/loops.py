@@ -11,8 +11,10 @@ stored, so a refusal changes nothing."""
 
 from __future__ import annotations
 
+import string
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import msgspec
@@ -100,6 +102,10 @@ class LoopSpec(_Spec, kw_only=True, frozen=True):
     time_zone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
     """The merchant's IANA zone, for members with no zone of their own (quiet hours)."""
     cap: Cap = msgspec.field(default_factory=Cap)
+    cart_url: Annotated[str, msgspec.Meta(min_length=8, max_length=2000)] | None = None
+    """The shop's pre-filled cart the reorder page hands off to: an http(s) URL template with
+    ``{sku}``, ``{qty}`` (the units bought last time), ``{member}``, ``{reminder}``; none:
+    the page shows the product and the incentive only."""
     control_share: Annotated[float, msgspec.Meta(ge=0.0, le=0.5)] = 0.1
     """The share of members (by a hash of loop and member, stable) who get no message but are
     tracked the same: the control group of the uplift report."""
@@ -112,6 +118,44 @@ class Loop(msgspec.Struct, kw_only=True, frozen=True):
     spec: LoopSpec
     created_at: datetime
     updated_at: datetime
+
+
+async def incentive_text(pool: Any, loop: Loop) -> str:
+    """The ``incentive`` of the templates and the reorder page: "200 bonus points", the
+    reward's name, or "" with none."""
+    i = loop.spec.incentive
+    if i is None:
+        return ""
+    if i.kind == "points":
+        return f"{i.points} bonus points"
+    assert i.reward is not None
+    found = await find_reward(pool, loop.merchant, i.reward)
+    return (found.name or i.reward) if found is not None else ""
+
+
+CART_FIELDS = ("sku", "qty", "member", "reminder")
+
+
+def fill(template: str, *, sku: str, qty: int, member: str, reminder: int) -> str:
+    """The cart URL of a reminder: the values URL-quoted."""
+    return template.format(
+        sku=quote(sku, safe=""), qty=qty, member=quote(member, safe=""), reminder=reminder
+    )
+
+
+def check_cart_url(template: str) -> None:
+    """Refuse a cart URL template that is not an http(s) URL or holds other placeholders (or
+    a conversion or format spec: ``{sku!r}``, ``{qty:>9}``)."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise _bad(f"cart_url: {exc}") from None
+    for _, name, spec, conversion in parts:
+        if name is not None and (name not in CART_FIELDS or spec or conversion):
+            raise _bad(f"cart_url: {{{name}}} is not one of {', '.join(CART_FIELDS)}")
+    u = urlsplit(fill(template, sku="x", qty=1, member="m", reminder=1))
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise _bad("cart_url: not an http(s) URL")
 
 
 def _bad(message: str) -> Refused:
@@ -142,6 +186,8 @@ async def check(pool: Any, catalogue: Catalogue, merchant: str, spec: LoopSpec) 
             found = await find_reward(pool, merchant, i.reward)
             if found is None or not found.active:
                 raise Refused(f"no reward {i.reward!r}", ErrorCode.REWARD_NOT_FOUND)
+    if spec.cart_url is not None:
+        check_cart_url(spec.cart_url)
     q = spec.quiet_hours
     if q is not None and q.start == q.end:
         raise _bad("quiet_hours: start and end are the same")
@@ -246,6 +292,7 @@ class ReorderLoops:
 
 
 __all__ = [
+    "CART_FIELDS",
     "MAX_MESSAGES",
     "MAX_PRODUCTS",
     "Cap",
@@ -258,7 +305,10 @@ __all__ = [
     "ReorderLoops",
     "all_loops",
     "check",
+    "check_cart_url",
     "delete_loop",
+    "fill",
     "get_loop",
+    "incentive_text",
     "put_loop",
 ]

@@ -259,6 +259,10 @@ class PredictionRows:
             members,
         )
         await conn.execute(
+            "UPDATE reorder_clicks SET user_agent = '' WHERE member_id = ANY($1::text[])",
+            members,
+        )
+        await conn.execute(
             """UPDATE reorder_reminders SET state = CASE WHEN step = 0 THEN 'cancelled'
                                                         ELSE 'done' END,
                       next_at = NULL, ended_at = now()

@@ -82,3 +82,16 @@ CREATE INDEX reorder_messages_due ON reorder_messages (next_attempt_at) WHERE st
 CREATE INDEX reorder_messages_leased ON reorder_messages (lease_until) WHERE state = 'sending';
 CREATE INDEX reorder_messages_by_member ON reorder_messages (merchant_id, member_id, created_at);
 CREATE INDEX reorder_messages_by_reminder ON reorder_messages (reminder_id);
+
+-- A click of a reminder's signed cart link (the reorder page, /reorder/{token}): one row per
+-- opening, for the report's clicks. ``user_agent``: its first 200 characters.
+CREATE TABLE reorder_clicks (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    merchant_id text NOT NULL REFERENCES merchants (id),
+    reminder_id bigint NOT NULL REFERENCES reorder_reminders (id),
+    member_id   text NOT NULL REFERENCES members (id),
+    sku         text NOT NULL,
+    user_agent  text NOT NULL DEFAULT '',
+    clicked_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX reorder_clicks_by_reminder ON reorder_clicks (reminder_id);
