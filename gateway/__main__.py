@@ -1,4 +1,5 @@
-"""Command line: ``python -m gateway serve | migrate | token | rebuild-cache | birthdays``."""
+"""Command line: ``python -m gateway serve | migrate | token | rebuild-cache | birthdays |
+segments``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,62 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from gateway.settings import Settings
+
+#: Exit code of a command whose store did not answer (a bad setting is 2, argparse's).
+EXIT_STORE = 1
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+    import redis.exceptions
+
+    from gateway.errors import GatewayError
+
+    return (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        GatewayError,
+    )
+
+
+def _run(cmd: str, settings: Settings, run: Callable[[], Any]) -> None:
+    """Run ``cmd``; a store that does not answer (PostgreSQL or Redis down, a database that is
+    not there, a refused password) is one line on stderr and exit code 1, not a traceback."""
+    try:
+        run()
+    except _store_errors() as exc:
+        s = settings.store
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"python -m gateway {cmd}: a store did not answer: {type(exc).__name__}"
+            + (f": {reason}" if reason else "")
+            + f" (DATABASE_URL={_redacted(s.database_url)}, REDIS_URL={_redacted(s.redis_url)})",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_STORE) from None
+
+
+def _async(coro: Callable[[Settings], Coroutine[Any, Any, None]], settings: Settings) -> None:
+    asyncio.run(coro(settings))
 
 
 def _serve(settings: Settings) -> None:
@@ -84,7 +139,17 @@ async def _birthdays(settings: Settings) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+async def _segments(settings: Settings, merchant: str | None) -> None:
+    from gateway.app import segments_once
+
+    for m, done in await segments_once(settings, merchant):
+        print(
+            f"segments of {m}: {done.members} members, {done.entered} entered, {done.left} left, "
+            f"{done.seconds:.1f} s"
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="run a gateway node")
@@ -95,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         help="one pass of the birthday rewards (for cron; every node also runs one every "
         "GATEWAY_BIRTHDAY_SECONDS): each member is granted once a year whatever runs it",
     )
+    seg = sub.add_parser(
+        "segments",
+        help="recompute every merchant's segments (nightly, from cron: relative-time "
+        "conditions move as days pass; RFM quintiles afresh); sales keep moving meanwhile",
+    )
+    seg.add_argument("--merchant", help="only this merchant")
     tok = sub.add_parser(
         "token",
         help="mint a session token (GATEWAY_JWT_SECRET, or with --kid a merchant's key from "
@@ -108,58 +179,68 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--channel")
     tok.add_argument("--ttl", type=float, default=3600.0)
     tok.add_argument("--kid", help="sign with this merchant key (its merchant must be --merchant)")
+    return parser
+
+
+def _token(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> None:
+    from gateway import auth
+
+    secret = settings.auth.jwt_secret
+    if args.kid is not None:
+        found = settings.auth.merchant_keys.signing_key(args.kid)
+        if found is None or found[0] != args.merchant:
+            parser.error(f"no key {args.kid!r} of merchant {args.merchant!r}")
+        secret = found[1]
+    if args.kind == "pos":
+        if not (args.store and args.terminal):
+            parser.error("pos tokens need --store and --terminal")
+        print(
+            auth.mint_pos(
+                secret,
+                args.merchant,
+                args.store,
+                args.terminal,
+                args.ttl,
+                args.channel or "pos",
+                args.kid,
+            )
+        )
+    else:
+        if not args.member:
+            parser.error("app tokens need --member")
+        print(
+            auth.mint_app(
+                secret, args.merchant, args.member, args.ttl, args.channel or "app", args.kid
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
     except ValueError as exc:  # a bad setting: one line, exit 2
         parser.error(str(exc))
-    logging.basicConfig(
-        level=settings.server.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from gateway import logs
+
+    logs.configure(settings.server.log_level, settings.server.log_format, settings.server.node_id)
     if args.cmd == "serve":
         try:
             settings.check_serving()
         except ValueError as exc:
             parser.error(str(exc))
-        _serve(settings)
+        _run("serve", settings, lambda: _serve(settings))
     elif args.cmd == "migrate":
-        asyncio.run(_migrate(settings))
+        _run("migrate", settings, lambda: _async(_migrate, settings))
     elif args.cmd == "rebuild-cache":
-        asyncio.run(_rebuild(settings))
+        _run("rebuild-cache", settings, lambda: _async(_rebuild, settings))
     elif args.cmd == "birthdays":
-        asyncio.run(_birthdays(settings))
+        _run("birthdays", settings, lambda: _async(_birthdays, settings))
+    elif args.cmd == "segments":
+        _run("segments", settings, lambda: asyncio.run(_segments(settings, args.merchant)))
     elif args.cmd == "token":
-        from gateway import auth
-
-        secret = settings.auth.jwt_secret
-        if args.kid is not None:
-            found = settings.auth.merchant_keys.signing_key(args.kid)
-            if found is None or found[0] != args.merchant:
-                parser.error(f"no key {args.kid!r} of merchant {args.merchant!r}")
-            secret = found[1]
-        if args.kind == "pos":
-            if not (args.store and args.terminal):
-                parser.error("pos tokens need --store and --terminal")
-            print(
-                auth.mint_pos(
-                    secret,
-                    args.merchant,
-                    args.store,
-                    args.terminal,
-                    args.ttl,
-                    args.channel or "pos",
-                    args.kid,
-                )
-            )
-        else:
-            if not args.member:
-                parser.error("app tokens need --member")
-            print(
-                auth.mint_app(
-                    secret, args.merchant, args.member, args.ttl, args.channel or "app", args.kid
-                )
-            )
+        _token(parser, args, settings)
     return 0
 
 

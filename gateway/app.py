@@ -23,7 +23,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import auth, birthdays, commands, purchases, rewards, sessions
+from gateway import (
+    adjustments,
+    aggregates,
+    auth,
+    birthdays,
+    commands,
+    purchases,
+    rewards,
+    sessions,
+    webhooks,
+)
+from gateway.adjustments import AdjustmentRows, Adjustments
+from gateway.aggregates import AggregateRows, Aggregates
 from gateway.api import AdminApi, AdminServices, Broadcasts, ReorderLinks
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.catalogue import Catalogue
@@ -37,18 +49,15 @@ from gateway.notify import CodeSenders, HttpSms, Smtp
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
-from gateway.reorder import (
-    Carts,
-    Dispatcher,
-    LinkSigner,
-    Outbox,
-    PredictionRows,
-    Predictor,
-    ReorderJob,
-    ReorderLoops,
-    Scheduler,
-)
+from gateway.reorder import PredictionRows, Reorder
 from gateway.rewards import CodeRows, Rewards
+from gateway.segments import (
+    Recomputed,
+    SegmentRows,
+    Segments,
+    SegmentStream,
+    SegmentTriggers,
+)
 from gateway.sessions import Endpoint, Heartbeat, Registry, Router, Scope, Session
 from gateway.settings import Settings
 from gateway.store.db import new_pool, open_pool
@@ -56,12 +65,23 @@ from gateway.store.keys import CACHE_EPOCH, Keys
 from gateway.store.redis import REDIS_ERRORS, CacheEpoch, cache_risks, create_client
 from gateway.tiers import Tiers
 from gateway.web import Pages
+from gateway.webhooks import Deliverer, EventRecorder, Webhooks
 
 log = logging.getLogger(__name__)
 
 #: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
-#: history, a return's state, a granted code, a birthday grant.
-ATTACHMENTS = (*purchases.ATTACHMENTS, *rewards.ATTACHMENTS, *birthdays.ATTACHMENTS)
+#: history, a return's state, a granted code, a birthday grant, the purchase aggregates, an
+#: adjustment.
+ATTACHMENTS = (
+    *purchases.ATTACHMENTS,
+    *rewards.ATTACHMENTS,
+    *birthdays.ATTACHMENTS,
+    *adjustments.ATTACHMENTS,
+    *aggregates.ATTACHMENTS,
+)
+#: The statements other packages run over every batch's entries (``ledger.EntryTap``): the
+#: webhooks' points.changed events.
+TAPS = webhooks.TAPS
 
 
 class Node:
@@ -119,6 +139,7 @@ class Node:
             published=relay,
             versions=versions,
             attachments=ATTACHMENTS,
+            taps=TAPS,
             on_batch=self.metrics.ledger_batch,
         )
         self.sweeper = Sweeper(pool, ledger, s.ledger.sweep_interval)
@@ -127,19 +148,25 @@ class Node:
 
     def _domain(self) -> None:
         """The domain services, each over what it needs."""
-        pool, ledger, events = self.pool, self.ledger, self.events
+        pool, ledger = self.pool, self.ledger
+        #: Where the domain writes its webhook events, in the transactions of its changes.
+        hooks = EventRecorder()
+        self.segments = segments = Segments(pool, (SegmentStream(self.redis, self.keys),))
+        # tier changes, profile edits and merges move segments: their events pass by them
+        self.segment_triggers = events = SegmentTriggers(self.events, segments)
         self.programmes = programmes = Programmes(pool)
         self.owners = Owners(pool)
         self.members = members = Members(
-            pool, programmes, self.reads, self.settings.auth.jwt_secret
+            pool, programmes, self.reads, self.settings.auth.jwt_secret, hooks
         )
         self.catalogue = catalogue = Catalogue(
             pool, self.settings.store.database_url, self.settings.server.catalogue_max_bytes
         )
-        self.sales = Sales(pool, ledger, programmes, members, catalogue)
-        self.returns = Returns(pool, ledger)
-        self.tiers = tiers = Tiers(pool, programmes, members, events)
-        self.rewards = Rewards(pool, ledger, programmes, members, events)
+        self.aggregates = facts = Aggregates(pool)
+        self.sales = Sales(pool, ledger, programmes, members, catalogue, facts)
+        self.returns = Returns(pool, ledger, facts)
+        self.tiers = tiers = Tiers(pool, programmes, members, events, hooks)
+        self.rewards = Rewards(pool, ledger, programmes, members, events, hooks)
         self.profiles = profiles = Profiles(pool, events)
         n = self.settings.notify
         smtp = Smtp(n.smtp_url, n.mail_from) if n.smtp_url else None
@@ -152,28 +179,34 @@ class Node:
             PurchaseRows(pool),
             CodeRows(pool),
             BirthdayRows(pool),
+            AdjustmentRows(pool),
+            AggregateRows(pool),
+            SegmentRows(pool),
             PredictionRows(pool),
         )
-        self.merger = Merger(pool, ledger, member_rows, tiers, events)
-        self.privacy = Privacy(pool, members, self.profiles, member_rows)
+        self.merger = Merger(pool, ledger, member_rows, tiers, events, hooks)
+        self.privacy = Privacy(pool, members, self.profiles, member_rows, hooks)
         self.expiry = PointsExpiry(pool, ledger)
+        self.adjustments = Adjustments(pool, ledger, members)
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
         )
-        self.predictor = Predictor(pool)
-        self.scheduler = Scheduler(pool)
-        links = LinkSigner(self.settings.auth.jwt_secret, self.settings.server.public_url)
-        self.dispatcher = Dispatcher(pool, catalogue, links)
-        self.outbox = Outbox(pool, profiles, links, smtp, sms)
-        self.carts = Carts(pool, catalogue, links)
-        self.reorder = ReorderJob(
-            self.predictor,
-            self.scheduler,
-            self.dispatcher,
-            self.outbox,
-            self.settings.server.reorder_seconds,
+        self.reorder = Reorder(
+            pool,
+            catalogue,
+            profiles,
+            secret=self.settings.auth.jwt_secret,
+            public_url=self.settings.server.public_url,
+            smtp=smtp,
+            sms=sms,
+            interval=self.settings.server.reorder_seconds,
         )
-        self.reorder_loops = ReorderLoops(pool, catalogue)
+        self.webhooks = Webhooks(pool, self.settings.webhooks)
+        self.deliverer = Deliverer(
+            self.settings.store.database_url,
+            self.settings.webhooks,
+            self.settings.store.command_timeout,
+        )
 
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
@@ -198,6 +231,8 @@ class Node:
                 self.rewards,
                 self.programmes,
                 subscriptions,
+                self.aggregates,
+                self.segments,
             ),
             commands.Wallet(
                 scope,
@@ -237,12 +272,14 @@ class Node:
                 expiry=self.expiry,
                 birthdays=self.birthdays,
                 catalogue=self.catalogue,
-                reorder=self.reorder_loops,
+                reorder=self.reorder.loops,
+                adjustments=self.adjustments,
+                webhooks=self.webhooks,
+                segments=self.segments,
             ),
             s.auth.admin_token,
             s.auth.merchant_keys,
         )
-        self.reorder_links = ReorderLinks(self.outbox, self.carts)
         self.broadcasts = Broadcasts(
             self.redis, self.keys, s.auth.admin_token, s.auth.merchant_keys
         )
@@ -281,10 +318,12 @@ class Node:
         self.expiry.start()
         self.birthdays.start()
         self.reorder.start()
+        await self.deliverer.start()
         self.relay.start()
         self.sweeper.start()
         self.heartbeat.start()
         self.collector.start()
+        self.readiness.start()
 
     async def drain(self) -> None:
         """Fail readiness, finish in-flight commands, close sessions with 3000."""
@@ -293,11 +332,15 @@ class Node:
 
     async def close(self) -> None:
         self.metrics.unwatch_gc()
+        await self.readiness.close()
         await self.collector.close()
         await self.heartbeat.close()
         await self.expiry.close()
         await self.birthdays.close()
         await self.reorder.close()
+        with contextlib.suppress(Exception):
+            await self.deliverer.close()
+        await self.segments.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
             self.events,
@@ -345,13 +388,16 @@ class Node:
     def _gauges(self) -> None:
         """The gauges read at scrape time."""
         m = self.metrics
-        m.sessions.set(len(self.registry))
+        m.connections.set(len(self.registry))
+        m.sessions.set(len(self.registry) - self.registry.pending)
         m.feeds.set(len(self.feeds))
         m.outbox.set(self.relay.pending)
-        m.batches.set(self.ledger.stats.batches)
-        m.ledger_ops.set(self.ledger.stats.ops)
-        m.ledger_shed.set(self.ledger.stats.shed)
-        m.gc_reclaimed.set(self.collector.reclaimed)
+        m.totals.values.update(
+            gateway_ledger_batches=self.ledger.stats.batches,
+            gateway_ledger_operations=self.ledger.stats.ops,
+            gateway_ledger_shed=self.ledger.stats.shed,
+            gateway_gc_reclaimed_objects=self.collector.reclaimed,
+        )
 
 
 async def birthdays_once(settings: Settings) -> BirthdayPass:
@@ -363,7 +409,7 @@ async def birthdays_once(settings: Settings) -> BirthdayPass:
     redis = create_client(s.store.redis_url)
     keys = Keys(s.store.redis_prefix)
     publisher = Publisher(redis, keys, epoch=CacheEpoch())
-    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS)
+    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS, taps=TAPS)
     events = MemberEvents(redis, keys, lambda: ())
     job = Birthdays(pool, ledger, Programmes(pool), events, interval=0)
     await open_pool(pool)
@@ -379,6 +425,27 @@ async def birthdays_once(settings: Settings) -> BirthdayPass:
             await redis.aclose()
         await pool.close()
     return done
+
+
+async def segments_once(
+    settings: Settings, merchant: str | None = None
+) -> list[tuple[str, Recomputed]]:
+    """A full pass of every merchant's segments (or ``merchant``'s) outside a node (``python
+    -m gateway segments``, nightly from cron): its own pool; changes go to the stream."""
+    s = settings
+    pool = new_pool(s.store.database_url, 3, s.store.command_timeout)
+    redis = create_client(s.store.redis_url)
+    segments = Segments(pool, (SegmentStream(redis, Keys(s.store.redis_prefix)),))
+    await open_pool(pool)
+    try:
+        out = []
+        for m in await segments.merchants() if merchant is None else [merchant]:
+            out.append((m, await segments.recompute(m)))
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+        await pool.close()
 
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)
@@ -397,7 +464,7 @@ def build_app(settings: Settings, redis_prefix: str | None = None) -> web.Applic
     app.router.add_post("/admin/broadcast", node.broadcasts.post)
     node.ops.setup(app)
     node.admin.setup(app)
-    node.reorder_links.setup(app)
+    ReorderLinks(node.reorder.outbox, node.reorder.carts).setup(app)
     Pages(settings).setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

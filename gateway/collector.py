@@ -30,7 +30,7 @@ below.
 What freezing gives up is bounded: every ``full_every`` seconds (default 600) the node
 unfreezes everything, runs one full collection and freezes again, so cyclic garbage that
 formed among (or was frozen with) frozen objects lives at most that long;
-``gateway_gc_reclaimed_objects`` counts what those collections found, i.e. what the freeze had kept from the collector. That
+``gateway_gc_reclaimed_objects_total`` counts what those collections found, i.e. what the freeze had kept from the collector. That
 collection walks every object once: a pause of the size measured before the policy, once per
 ``full_every`` instead of whenever the interpreter's thresholds said.
 

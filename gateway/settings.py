@@ -223,6 +223,29 @@ class WebSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """How this node delivers the merchants' webhooks (``gateway/webhooks``)."""
+
+    #: Seconds between a delivery worker's looks for due deliveries when it found none (0: this
+    #: node delivers nothing; another node's worker does).
+    poll_seconds: float = 0.5
+    #: Seconds one POST may take (connect, send, the answer's status) before it counts as failed.
+    timeout: float = 5.0
+    #: POSTs this node has in flight to one endpoint at most (a slow one holds only these).
+    concurrency: int = 16
+    #: The first retry's delay in seconds, doubled at each attempt up to ``backoff_max`` (each
+    #: delay jittered by up to 20%), for ``retry_seconds`` from the first attempt; then failed.
+    backoff: float = 10.0
+    backoff_max: float = 3600.0
+    retry_seconds: float = 259_200.0
+    #: Seconds a rotated-out secret keeps signing beside the new one, unless the rotation says.
+    rotation_overlap: float = 86_400.0
+    #: Accept endpoint URLs on loopback, private, link-local and unique-local addresses (local
+    #: development and tests only: a merchant could otherwise reach the node's own network).
+    allow_private: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -236,6 +259,8 @@ class ServerSettings:
     gc_full_seconds: float = 600.0
     #: Logging level of the node's log (DEBUG, INFO, WARNING, ERROR).
     log_level: str = "INFO"
+    #: ``json`` (one object per line, the container image's) or ``text`` (a terminal's).
+    log_format: str = "text"
     #: Seconds between birthday-reward passes on each node (jittered; 0: none, cron runs
     #: ``python -m gateway birthdays``). A pass grants each member once a year whatever runs it.
     birthday_seconds: float = 300.0
@@ -259,6 +284,7 @@ class Settings:
     auth: AuthSettings
     notify: NotifySettings = field(default_factory=NotifySettings)
     web: WebSettings = field(default_factory=WebSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def check_serving(self) -> None:
         """Refuse to serve with secrets anyone could know (``ValueError`` says which): the
@@ -266,7 +292,7 @@ class Settings:
         ``serve`` only: ``migrate``, ``rebuild-cache`` and ``token`` need no secret to be safe."""
         _check_secrets(self.server.host, self.auth.jwt_secret, self.auth.admin_token)
 
-    # long function: every setting of the node is read here, in one place
+    # long function: every setting read from the environment, one line each, in one place
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
@@ -284,6 +310,7 @@ class Settings:
                 log_level=_choice(
                     e, "GATEWAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
                 ),
+                log_format=_choice(e, "GATEWAY_LOG_FORMAT", "TEXT", ("JSON", "TEXT")).lower(),
                 birthday_seconds=_float(e, "GATEWAY_BIRTHDAY_SECONDS", 300.0, 0.0, 86400.0),
                 reorder_seconds=_float(e, "GATEWAY_REORDER_SECONDS", 5.0, 0.0, 86400.0),
                 public_url=_url(
@@ -337,6 +364,22 @@ class Settings:
                 token_url=_url("GATEWAY_PAGE_TOKEN_URL", t, ("http", "https"))
                 if (t := e.get("GATEWAY_PAGE_TOKEN_URL", ""))
                 else "",
+            ),
+            webhooks=WebhookSettings(
+                poll_seconds=_float(e, "GATEWAY_WEBHOOKS_POLL_SECONDS", 0.5, 0.0, 60.0),
+                timeout=_float(e, "GATEWAY_WEBHOOKS_TIMEOUT", 5.0, 0.1, 60.0),
+                concurrency=_int(e, "GATEWAY_WEBHOOKS_CONCURRENCY", 16, 1, 1000),
+                backoff=_float(e, "GATEWAY_WEBHOOKS_BACKOFF_SECONDS", 10.0, 0.01, 86400.0),
+                backoff_max=_float(
+                    e, "GATEWAY_WEBHOOKS_BACKOFF_MAX_SECONDS", 3600.0, 0.01, 86400.0
+                ),
+                retry_seconds=_float(
+                    e, "GATEWAY_WEBHOOKS_RETRY_SECONDS", 259_200.0, 0.0, 2_592_000.0
+                ),
+                rotation_overlap=_float(
+                    e, "GATEWAY_WEBHOOKS_ROTATION_OVERLAP_SECONDS", 86_400.0, 0.0, 604_800.0
+                ),
+                allow_private=_choice(e, "GATEWAY_WEBHOOKS_ALLOW_PRIVATE", "0", ("0", "1")) == "1",
             ),
             notify=NotifySettings(
                 smtp_url=e.get("GATEWAY_SMTP_URL", ""),

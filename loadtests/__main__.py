@@ -154,6 +154,14 @@ def parser() -> argparse.ArgumentParser:
     from loadtests.catalogue import add_flags as catalogue_flags
 
     catalogue_flags(cg)
+    wh = sub.add_parser(
+        "webhooks",
+        help="webhook deliveries/s to a local receiver; the ledger's latency with an endpoint "
+        "that times out against none, same run",
+    )
+    from loadtests.webhooks import add_flags as webhook_flags
+
+    webhook_flags(wh)
     return p
 
 
@@ -190,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         from loadtests.catalogue import main as catalogue_main
 
         return catalogue_main(args)
+    if args.cmd == "webhooks":
+        from loadtests.webhooks import main as webhooks_main
+
+        return webhooks_main(args)
     try:
         file_values = load_file(args.file) if args.file else None
         cfg = build(args.cmd if args.cmd != "run" else "checkout", file_values, _flags(args))

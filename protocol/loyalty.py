@@ -184,6 +184,7 @@ class PurchaseLine(_Item, frozen=True):
     qty: int
     price: int
     category: str | None = None
+    brand: str | None = None
     name: str = ""
     returned: int = 0
     """Quantity returned so far."""
@@ -286,6 +287,33 @@ class Offer(_Item, frozen=True):
     ends_at: int = 0
 
 
+class Bought(_Item, frozen=True):
+    """A category, brand or SKU the member bought: units and spend net of returns, visits
+    (sales that included it) and the day of the latest (ISO date, UTC)."""
+
+    key: str
+    units: int
+    spend: int
+    visits: int
+    last: str | None = None
+
+
+class PurchaseProfile(_Item, frozen=True):
+    """The member's purchase aggregates, over its whole history: what it paid (net of
+    returns), its visits (sales) and units, the first and latest purchase days (ISO dates,
+    UTC), visits by channel (``pos`` in store, ``web`` online) and its most bought categories
+    and brands (by units)."""
+
+    spend: int = 0
+    visits: int = 0
+    units: int = 0
+    first: str | None = None
+    last: str | None = None
+    channels: dict[str, int] = msgspec.field(default_factory=dict)
+    categories: list[Bought] = msgspec.field(default_factory=list)
+    brands: list[Bought] = msgspec.field(default_factory=list)
+
+
 class CashierState(_Data, tag="cashier_view", frozen=True):
     member: Member
     balance: MemberBalance
@@ -295,6 +323,8 @@ class CashierState(_Data, tag="cashier_view", frozen=True):
     recent: list[Purchase]
     offers: list[Offer]
     subscribed: bool = True
+    purchases: PurchaseProfile | None = None
+    """The member's purchase aggregates (absent from a node that keeps none)."""
 
 
 class TierChanged(_Push, tag="tier_changed", frozen=True):

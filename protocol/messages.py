@@ -105,6 +105,8 @@ class SaleLine(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     price: MinorUnits
     """Unit price in minor currency units."""
     category: Id | None = None
+    brand: Id | None = None
+    """The line's brand (purchase aggregates and segments: bought brand)."""
     name: Text = ""
 
 

@@ -16,7 +16,9 @@ import time
 import aiohttp
 from loyalty_client import Changed, Client
 
+from protocol.loyalty import ReturnLine
 from protocol.messages import BalanceChanged, SaleLine
+from protocol.wallet import Consents
 from scripts.services import ensure
 
 
@@ -46,6 +48,17 @@ async def next_change(app: Client, timeout: float = 5.0) -> BalanceChanged:
             if isinstance(event, Changed):
                 return event.change
     raise SystemExit("the app client stopped")
+
+
+async def segment_size(http: aiohttp.ClientSession, url: str, want: int) -> int:
+    """The segment's size once it is ``want`` (or after 3 s: what it is then)."""
+    deadline = time.monotonic() + 3
+    while True:
+        async with http.get(url) as resp:
+            size = int((await resp.json())["size"])
+        if size == want or time.monotonic() > deadline:
+            return size
+        await asyncio.sleep(0.05)
 
 
 async def demo(env: dict[str, str], urls: list[str]) -> None:
@@ -140,6 +153,41 @@ async def demo(env: dict[str, str], urls: list[str]) -> None:
             f"version {again_done.balance.version if again_done.balance else '?'}),"
             " nothing applied twice"
         )
+        # Segments: the worked example of docs/loyalty.md, defined through the admin API; the
+        # shopper consents to email in the app, buys three pans, enters it; returns one, leaves.
+        seg_url = f"{urls[0]}/admin/v1/merchants/{merchant}/segments/kitchen-enthusiast"
+        admin = {"Authorization": f"Bearer {env.get('GATEWAY_ADMIN_TOKEN', 'dev-admin-token')}"}
+        kitchen = {
+            "name": "High-Value Kitchen Enthusiast",
+            "condition": {
+                "type": "all",
+                "conditions": [
+                    {"type": "spend", "min": 30000, "within_days": 365},
+                    {
+                        "type": "bought",
+                        "of": "category",
+                        "key": "kitchen",
+                        "min": 3,
+                        "within_days": 180,
+                    },
+                    {"type": "consent", "channel": "email"},
+                ],
+            },
+        }
+        async with aiohttp.ClientSession(headers=admin) as http:
+            async with http.put(seg_url, json=kitchen) as resp:
+                assert resp.status == 200, await resp.text()
+            await app.update_profile(member, consent=Consents(email=True))
+            pans = await till.sale(
+                member, 36000, [SaleLine(sku="pan", qty=3, price=12000, category="kitchen")]
+            )
+            size = await segment_size(http, seg_url, 1)  # refreshed right after the reply
+            step(f"segment 'High-Value Kitchen Enthusiast': the $360 of pans puts Sam in ({size})")
+            back = till.new_op()
+            await till.return_(member, pans.op, [ReturnLine(sku="pan", qty=1)], op=back)
+            size = await segment_size(http, seg_url, 0)
+            step(f"one pan returned ($240, 2 kitchen items left): out again ({size})")
+
         balance = await app.balance(member)
         step(
             f"app reads the balance: posted {balance.posted}, version {balance.version};"

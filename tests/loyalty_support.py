@@ -96,6 +96,15 @@ def phone() -> str:
     return f"+1 415 {exchange} {random.randint(1000, 9999)}"
 
 
+async def fetch(pg_dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one query, on a connection of its own."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
 async def setup_db(pg_dsn: str, sql: str, *args: Any) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:

@@ -30,8 +30,10 @@ def test_every_metric_the_code_registers_is_in_the_metrics_contract() -> None:
 
 
 def test_the_metrics_contract_names_no_metric_the_code_does_not_export() -> None:
-    listed = set(re.findall(r"^\| `(gateway_\w+)` \|", README, re.M))
+    listed = set(re.findall(r"^\| `((?:gateway|process|python)_\w+)` \|", README, re.M))
     assert listed == _registered()
+    # the client library's collectors are there, by Prometheus' names
+    assert {"process_open_fds", "process_max_fds", "process_cpu_seconds_total"} <= listed
 
 
 def test_every_alert_rule_is_in_the_deploy_readme() -> None:

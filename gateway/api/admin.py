@@ -25,6 +25,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway import logs
+from gateway.adjustments import Adjustments
+from gateway.api.adjustments import REACH, AdjustmentApi
 from gateway.api.birthdays import BirthdayApi
 from gateway.api.bodies import (
     EnrolIn,
@@ -39,6 +42,8 @@ from gateway.api.bodies import (
 )
 from gateway.api.catalogue import CatalogueApi
 from gateway.api.reorder import ReorderApi
+from gateway.api.segments import SegmentApi
+from gateway.api.webhooks import WebhookApi
 from gateway.birthdays import Birthdays
 from gateway.catalogue import Catalogue
 from gateway.errors import GatewayError
@@ -50,7 +55,9 @@ from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
 from gateway.reorder import ReorderLoops
 from gateway.rewards import Rewards
+from gateway.segments import Segments
 from gateway.tiers import Tiers
+from gateway.webhooks import Webhooks
 from protocol.codes import ErrorCode
 from protocol.limits import ID_PATTERN
 
@@ -125,22 +132,40 @@ def auth_middleware(admin_token: str, merchant_keys: MerchantKeys) -> Any:
         reach = admin_reach(request.headers.get("Authorization", ""), admin_token, merchant_keys)
         if reach is None:
             return _error(401, "unauthorized", "a valid admin bearer token is required")
-        merchant = request.match_info.get("merchant", "")
-        if merchant and (not _ID.match(merchant) or reach not in (ANY_MERCHANT, merchant)):
-            return _error(404, "not_found", "no such merchant")
-        for name, value in request.match_info.items():
-            if not _ID.match(value):  # no id holds anything else (a NUL reached the database)
-                return _error(404, "not_found", f"no such {name}")
-        try:
-            return await handler(request)
-        except GatewayError as exc:
-            return _error(_STATUS.get(exc.code, 500), exc.code.value, exc.message)
-        except BadRequest as exc:
-            return _error(400, "invalid_field", str(exc))
-        except NoSuchMerchant:
-            return _error(404, "not_found", "no such merchant")
+        request[REACH] = reach  # who asked, for the routes that record it (adjustments)
+        resp = await _authorized(request, handler, reach)
+        if request.method != "GET":  # every write, refused or not, with who asked
+            audit_write(request, reach, resp.status)
+        return resp
 
     return admin_auth
+
+
+async def _authorized(request: web.Request, handler: Handler, reach: str) -> web.StreamResponse:
+    merchant = request.match_info.get("merchant", "")
+    if merchant and (not _ID.match(merchant) or reach not in (ANY_MERCHANT, merchant)):
+        return _error(404, "not_found", "no such merchant")
+    for name, value in request.match_info.items():
+        if not _ID.match(value):  # no id holds anything else (a NUL reached the database)
+            return _error(404, "not_found", f"no such {name}")
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return _error(_STATUS.get(exc.code, 500), exc.code.value, exc.message)
+    except BadRequest as exc:
+        return _error(400, "invalid_field", str(exc))
+    except NoSuchMerchant:
+        return _error(404, "not_found", "no such merchant")
+
+
+def audit_write(request: web.Request, reach: str, status: int, merchant: str | None = None) -> None:
+    """One ``gateway.audit`` line for an admin write (``gateway.logs``): who (the token's
+    reach), what (the method and the route's template), on which merchant and member."""
+    actor = "operator" if reach == ANY_MERCHANT else f"merchant:{reach}"
+    info = request.match_info
+    route = info.route.resource.canonical if info.route.resource is not None else request.path
+    member = info.get("member")
+    logs.audit(actor, f"{request.method} {route}", merchant or info.get("merchant"), member, status)
 
 
 ROUTES: list[tuple[str, str, str]] = [
@@ -183,6 +208,9 @@ class AdminServices:
     birthdays: Birthdays
     catalogue: Catalogue
     reorder: ReorderLoops
+    adjustments: Adjustments
+    webhooks: Webhooks
+    segments: Segments
 
 
 class AdminApi:
@@ -196,6 +224,9 @@ class AdminApi:
         self.birthday = BirthdayApi(services.birthdays, self._merchant)
         self.catalogue = CatalogueApi(services.catalogue, self._merchant)
         self.reorder = ReorderApi(services.reorder, self._merchant)
+        self.adjustments = AdjustmentApi(services.adjustments, self._merchant)
+        self.webhook = WebhookApi(services.webhooks, self._merchant)
+        self.segments = SegmentApi(services.segments, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -205,6 +236,9 @@ class AdminApi:
         self.birthday.setup(app, PREFIX)
         self.catalogue.setup(app, PREFIX)
         self.reorder.setup(app, PREFIX)
+        self.adjustments.setup(app, PREFIX)
+        self.webhook.setup(app, PREFIX)
+        self.segments.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

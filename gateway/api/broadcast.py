@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway.api.admin import audit_write
 from gateway.errors import StoreUnavailable
 from gateway.fanout import MAX_NOTICE_BYTES, publish_notice
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
@@ -51,20 +52,28 @@ class Broadcasts:
                 {"error": "unauthorized", "message": "a valid admin bearer token is required"},
                 status=401,
             )
+        resp, merchant = await self._publish(request, reach)
+        audit_write(request, reach, resp.status, merchant)
+        return resp
+
+    async def _publish(self, request: web.Request, reach: str) -> tuple[web.Response, str | None]:
+        """The answer, and the merchant the body named (None when it could not be read)."""
         body = await request.read()
         try:
             req = _request_decoder.decode(body)
         except msgspec.DecodeError as exc:
-            return web.json_response({"error": "invalid_field", "message": str(exc)}, status=400)
+            return web.json_response(
+                {"error": "invalid_field", "message": str(exc)}, status=400
+            ), None
         if reach not in (ANY_MERCHANT, req.merchant):
             return web.json_response(
                 {"error": "not_found", "message": "no such merchant"}, status=404
-            )
+            ), req.merchant
         if len(encode(req.payload)) > MAX_NOTICE_BYTES:
             return web.json_response(
                 {"error": "invalid_field", "message": f"payload above {MAX_NOTICE_BYTES} bytes"},
                 status=400,
-            )
+            ), req.merchant
         try:
             notice, nodes = await publish_notice(
                 self._redis, self._keys, req.merchant, req.kind, req.payload, req.notice
@@ -72,5 +81,7 @@ class Broadcasts:
         except StoreUnavailable as exc:  # retryable; after a timeout it may have gone out already
             return web.json_response(
                 {"error": "unavailable", "message": exc.message, "retryable": True}, status=503
-            )
-        return web.json_response({"notice": notice.notice, "at": notice.at, "nodes": nodes})
+            ), req.merchant
+        return web.json_response(
+            {"notice": notice.notice, "at": notice.at, "nodes": nodes}
+        ), req.merchant

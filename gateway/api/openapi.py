@@ -11,6 +11,8 @@ a test fails when it is stale, when the node serves a route it does not describe
 test node answers a status, a code or a body it does not document (``tests/contract.py``).
 """
 
+# long module: every route's entry (its summary, body, answer and refusals), one per route
+
 from __future__ import annotations
 
 import json
@@ -20,7 +22,18 @@ from typing import Any
 
 import msgspec
 
-from gateway.api import admin, birthdays, bodies, broadcast, catalogue, reorder, reorder_links
+from gateway.api import (
+    adjustments,
+    admin,
+    birthdays,
+    bodies,
+    broadcast,
+    catalogue,
+    reorder,
+    reorder_links,
+    segments,
+    webhooks,
+)
 from gateway.api import responses as out
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from protocol.limits import ID_PATTERN
@@ -168,6 +181,104 @@ ADMIN: dict[tuple[str, str], Route] = {
     ),
     **catalogue.DOCS,
     **reorder.DOCS,
+    **adjustments.DOCS,
+    ("POST", "/webhooks"): Route(
+        "Add a webhook endpoint: its URL (http or https; a host that is or resolves to a "
+        "loopback, private, link-local or unique-local address is refused unless the node sets "
+        "GATEWAY_WEBHOOKS_ALLOW_PRIVATE=1) and the event types it is sent. Answers its signing "
+        "secret, shown this once (docs/webhooks.md)",
+        webhooks.WebhookIn,
+        webhooks.WebhookCreated,
+        {400: (INVALID,)},
+        ok=(201,),
+        body_required=True,
+    ),
+    ("GET", "/webhooks"): Route(
+        "List the merchant's webhook endpoints", None, webhooks.WebhookList
+    ),
+    ("GET", "/webhooks/{webhook}"): Route("Read a webhook endpoint", None, webhooks.WebhookOut),
+    ("PATCH", "/webhooks/{webhook}"): Route(
+        "Change an endpoint's URL, event types or description (what is absent stays)",
+        webhooks.WebhookPatch,
+        webhooks.WebhookOut,
+        {400: (INVALID,)},
+        body_required=True,
+    ),
+    ("DELETE", "/webhooks/{webhook}"): Route(
+        "Delete an endpoint and its deliveries (nothing more is sent to it)",
+        None,
+        webhooks.WebhookDeleted,
+    ),
+    ("POST", "/webhooks/{webhook}/rotate"): Route(
+        "Rotate the endpoint's signing secret: answers the new one; the previous one keeps "
+        "signing beside it (a second v1 in Loyalty-Signature) for `overlap_seconds`",
+        webhooks.RotateIn,
+        webhooks.Rotated,
+        {400: (INVALID,)},
+    ),
+    ("GET", "/webhooks/{webhook}/deliveries"): Route(
+        "The endpoint's deliveries, newest first, by state (`failed`: retried for the whole "
+        "retry period and given up); paginated with `after`, the `next` of the previous page",
+        None,
+        webhooks.DeliveryPage,
+        {400: (INVALID,)},
+        query=(
+            ("state", {"type": "string", "enum": ["pending", "delivered", "failed"]}),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+            ("after", {"type": "integer", "minimum": 0}),
+        ),
+    ),
+    ("POST", "/webhooks/{webhook}/deliveries/{delivery}/replay"): Route(
+        "Send a failed (or delivered) delivery again, with the same event id: due at once, "
+        "with a retry period anew (a pending one is answered as it is)",
+        None,
+        webhooks.DeliveryOut,
+    ),
+    ("POST", "/webhooks/{webhook}/replay"): Route(
+        "Send every failed delivery of the endpoint again", None, webhooks.Replayed
+    ),
+    ("GET", "/segments"): Route(
+        "Every segment of the merchant, with its definition and size",
+        None,
+        segments.SegmentList,
+    ),
+    ("POST", "/segments/recompute"): Route(
+        "Recompute membership now, for every member, of every segment (or `segment`): the "
+        "same evaluation as the live path; RFM quintiles afresh unless `rfm` is false",
+        segments.RecomputeIn,
+        segments.RecomputeOut,
+        {400: (INVALID,)},
+    ),
+    ("PUT", "/segments/{segment}"): Route(
+        "Create or replace a segment: a tree of typed conditions combined with all/any/not "
+        "(docs/loyalty.md, Segments); validated whole (400 invalid_field and nothing stored), "
+        "then recomputed for every member in the background",
+        segments.SegmentIn,
+        segments.SegmentOut,
+        {400: (INVALID,)},
+        body_required=True,
+    ),
+    ("GET", "/segments/{segment}"): Route(
+        "Read a segment: its definition, size and when it was last computed",
+        None,
+        segments.SegmentOut,
+    ),
+    ("DELETE", "/segments/{segment}"): Route(
+        "Delete a segment and its membership",
+        None,
+        segments.SegmentDeleted,
+    ),
+    ("GET", "/segments/{segment}/members"): Route(
+        "The segment's members, by member id, a page at a time (`next` is the `after` of the "
+        "next page)",
+        None,
+        segments.SegmentMembers,
+        {400: (INVALID,)},
+        query=(
+            ("after", _STRING),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        ),
+    ),
 }
 
 #: The routes outside ``admin.PREFIX``, by method and full path.
@@ -294,8 +405,9 @@ def _ops_paths() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 **plain,
-                "summary": "The node can serve (readiness): PostgreSQL and Redis answer and it "
-                "is not draining; 503 with the same body otherwise",
+                "summary": "The node can serve (readiness): PostgreSQL answers and it is not "
+                "draining; 503 with the same body otherwise. `redis` says whether Redis "
+                "answers, but does not decide readiness (commands read PostgreSQL without it)",
                 "operationId": "get_readyz",
                 "responses": {
                     "200": {"description": "Ready", "content": _json(_ref(out.Readiness))},
@@ -358,6 +470,9 @@ def build() -> dict[str, Any]:
         *birthdays.ROUTES,
         *catalogue.ROUTES,
         *reorder.ROUTES,
+        *adjustments.ROUTES,
+        *webhooks.ROUTES,
+        *segments.ROUTES,
     ):
         path = admin.PREFIX + suffix
         paths.setdefault(path, {})[method.lower()] = _operation(

@@ -12,7 +12,7 @@ import msgspec
 
 from gateway.members import MergeResult
 from gateway.programme import Reward
-from protocol.loyalty import History, Member, Purchase, RewardCode
+from protocol.loyalty import Bought, History, Member, Purchase, RewardCode
 from protocol.wallet import Profile
 
 
@@ -152,6 +152,38 @@ class ReorderPrediction(_Out, frozen=True):
     method: Literal["member", "population", "catalogue"]
 
 
+class AdjustmentLine(_Out, frozen=True):
+    """A manual adjustment (``gateway.adjustments``)."""
+
+    op: str
+    points: int
+    reason: str
+    actor: str
+    at: int
+
+
+class PurchaseAggregates(_Out, frozen=True):
+    """The member's purchase aggregates (docs/loyalty.md, Purchase aggregates): lifetime
+    spend net of returns, visits, units, first and latest purchase days (ISO dates, UTC),
+    visits by channel, and every category, brand and SKU bought."""
+
+    spend: int
+    visits: int
+    units: int
+    first: str | None
+    last: str | None
+    channels: dict[str, int]
+    categories: list[Bought]
+    brands: list[Bought]
+    skus: list[Bought]
+
+
+class SegmentMembership(_Out, frozen=True):
+    segment: str
+    since: str
+    """When the member entered it (ISO 8601)."""
+
+
 class Export(_Out, frozen=True):
     """Everything the programme holds about a member (GDPR right of access)."""
 
@@ -163,6 +195,9 @@ class Export(_Out, frozen=True):
     ledger: list[LedgerLine]
     birthday_grants: list[BirthdayGrant]
     reorder_predictions: list[ReorderPrediction]
+    adjustments: list[AdjustmentLine]
+    purchase_aggregates: PurchaseAggregates
+    segments: list[SegmentMembership]
 
 
 class Broadcast(_Out, frozen=True):
@@ -190,6 +225,7 @@ class Readiness(_Out, frozen=True):
 
 
 __all__ = [
+    "AdjustmentLine",
     "BirthdayGrant",
     "Broadcast",
     "Duplicate",

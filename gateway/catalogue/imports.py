@@ -244,8 +244,10 @@ class Imports:
             return await self._replayed(done, body, fmt)
         await self._start(merchant, import_id, fmt)
         counts = _Counts()
+        finishing = False
         try:
             await self._load(conn, merchant, import_id, first, parsed, counts)
+            finishing = True
             with translate_errors("catalogue import"):
                 await conn.execute(
                     """UPDATE catalogue_imports SET state = 'done', rows_read = $3, created = $4,
@@ -260,9 +262,15 @@ class Imports:
                 )
                 await tx.commit()
         except BaseException as exc:
+            # Recorded failed while this transaction still holds the merchant's lock: a read in
+            # between must not see it ``running`` without its lock (``interrupted``). Once the
+            # import's own row was written here, the rollback comes first (it holds that row).
+            if not finishing:
+                await self._failed(merchant, import_id, counts, exc)
             with contextlib.suppress(Exception):
                 await tx.rollback()
-            await self._failed(merchant, import_id, counts, exc)
+            if finishing:
+                await self._failed(merchant, import_id, counts, exc)
             raise
         report = await self.report(merchant, import_id)
         assert report is not None

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import date
 
+from gateway.aggregates import Aggregates, Summary
+from gateway.aggregates import Bought as Figures
 from gateway.commands.points import op_id, origin, outcome_frame
 from gateway.errors import GatewayError
 from gateway.ledger import member_balance
@@ -17,15 +20,18 @@ from gateway.members import Members
 from gateway.programme import Programmes
 from gateway.purchases import Returns, Sales
 from gateway.rewards import Rewards, reward_options
+from gateway.segments import Segments
 from gateway.sessions import Call, Scope, Subscriptions
 from gateway.tiers import Tiers
 from protocol.loyalty import (
+    Bought,
     CashierState,
     CashierView,
     Enrol,
     GetHistory,
     IssuePass,
     Lookup,
+    PurchaseProfile,
     RedeemReward,
     Return,
     UseCode,
@@ -49,7 +55,11 @@ class Loyalty:
         rewards: Rewards,
         programmes: Programmes,
         subscriptions: Subscriptions,
+        aggregates: Aggregates | None = None,
+        segments: Segments | None = None,
     ) -> None:
+        self._aggregates = aggregates
+        self._segments = segments
         self._scope = scope
         self._members = members
         self._sales = sales
@@ -69,6 +79,8 @@ class Loyalty:
                 await self._tiers.check_upgrade(p.merchant, f.member)
             except GatewayError:
                 log.warning("tier check after sale %s failed", f.op, exc_info=True)
+            if self._segments is not None:
+                self._segments.soon(p.merchant, [f.member], "sale")
         return outcome_frame(f.id, outcome)
 
     async def enrol(self, call: Call, f: Enrol) -> object:
@@ -110,9 +122,10 @@ class Loyalty:
     async def redeem(self, call: Call, f: RedeemReward) -> object:
         await self._scope.authorize_member(call.principal, f.member)
         op = op_id(call, f.op)  # an app's ids cannot collide with a register's
-        return Result(
-            id=f.id, data=await self._rewards.redeem(origin(call), f.member, f.reward, op)
-        )
+        code = await self._rewards.redeem(origin(call), f.member, f.reward, op)
+        if self._segments is not None:  # points available moved
+            self._segments.soon(call.principal.merchant, [f.member], "redemption")
+        return Result(id=f.id, data=code)
 
     async def use_code(self, call: Call, f: UseCode) -> object:
         self._scope.require_pos(call.principal)
@@ -126,7 +139,10 @@ class Loyalty:
         p = call.principal
         self._scope.require_pos(p)
         await self._scope.authorize_member(p, f.member)
-        return Result(id=f.id, data=await self._returns.return_sale(origin(call), f))
+        receipt = await self._returns.return_sale(origin(call), f)
+        if self._segments is not None:
+            self._segments.soon(p.merchant, [receipt.member], "return")
+        return Result(id=f.id, data=receipt)
 
     async def cashier_view(self, call: Call, f: CashierView) -> object:
         p = call.principal
@@ -137,10 +153,11 @@ class Loyalty:
         member = await self._members.member(p.merchant, f.member)
         who = member.member
         programme = await self._programmes.get(p.merchant)
-        tier, codes, recent = await asyncio.gather(
+        tier, codes, recent, bought = await asyncio.gather(
             self._tiers.info(programme, who, member.tier),
             self._rewards.codes(p.merchant, who),
             self._sales.history(p.merchant, who, None, 5),
+            self._summary(p.merchant, who),
         )
         # Subscribe last and build the reply without yielding, as `subscribe` does, so the
         # reply is queued before any later push; its balance is the feed's.
@@ -160,5 +177,33 @@ class Loyalty:
                 codes=codes,
                 recent=recent.purchases,
                 offers=programme.offers(member.tier),
+                purchases=bought,
             ),
         )
+
+    async def _summary(self, merchant: str, member: str) -> PurchaseProfile | None:
+        if self._aggregates is None:
+            return None
+        return purchase_profile(await self._aggregates.summary(merchant, member, top=5))
+
+
+def purchase_profile(s: Summary) -> PurchaseProfile:
+    def iso(d: date | None) -> str | None:
+        return None if d is None else d.isoformat()
+
+    def items(bs: list[Figures]) -> list[Bought]:
+        return [
+            Bought(key=b.key, units=b.units, spend=b.spend, visits=b.visits, last=iso(b.last))
+            for b in bs
+        ]
+
+    return PurchaseProfile(
+        spend=s.spend,
+        visits=s.visits,
+        units=s.units,
+        first=iso(s.first),
+        last=iso(s.last),
+        channels=dict(s.channels),
+        categories=items(s.categories),
+        brands=items(s.brands),
+    )

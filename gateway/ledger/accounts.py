@@ -150,3 +150,14 @@ async def member_entries(conn: Conn, merchant: str, member: str) -> list[Any]:
     """The member's entries, oldest first (version, kind, op_id, posted_delta, held_delta,
     posted_after, held_after, channel, store_id, created_at)."""
     return list(await conn.fetch(_ENTRIES, member, merchant))
+
+
+async def available_points(conn: Conn, members: list[str]) -> dict[str, int]:
+    """What each of ``members`` may spend now (posted - held; nothing while points are owed).
+    A member without an account is left out."""
+    rows = await conn.fetch(
+        """SELECT member_id, CASE WHEN owed > 0 THEN 0 ELSE posted - held END AS available
+             FROM accounts WHERE member_id = ANY($1::text[])""",
+        members,
+    )
+    return {r[0]: r[1] for r in rows}

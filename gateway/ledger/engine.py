@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.ledger import queries as q
 from gateway.ledger.lane import BatchStats, Item, Lane, LaneContext, Published
-from gateway.ledger.model import AttachmentKind, Change, Earn, EventSink, Op
+from gateway.ledger.model import AttachmentKind, Change, Earn, EntryTap, EventSink, Op
 from gateway.ledger.versions import Versions
 from gateway.settings import LedgerSettings
 from protocol.codes import ErrorCode
@@ -34,7 +34,8 @@ class Ledger:
     replies), ``deliver`` hands them to this node's own watchers (before its replies),
     ``published`` learns what a publish delivered (the outbox relay), ``on_batch`` each
     batch's phases; ``attachments`` are the other packages' row kinds that may ride on an
-    operation (see ``model.AttachmentKind``)."""
+    operation (see ``model.AttachmentKind``), ``taps`` their statements over every batch's
+    entries (``model.EntryTap``)."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class Ledger:
         published: Published | None = None,
         versions: Versions | None = None,
         attachments: Sequence[AttachmentKind] = (),
+        taps: Sequence[EntryTap] = (),
         on_batch: Callable[[float, float, float], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -65,7 +67,9 @@ class Ledger:
             published=published,
             on_batch=on_batch,
             attachments=kinds,
-            write_batch=q.write_batch([(k.name, k.sql) for k in kinds]),
+            write_batch=q.write_batch(
+                [(k.name, k.sql) for k in kinds], [(t.name, t.sql) for t in taps]
+            ),
         )
         self._lanes = [Lane(ctx, i) for i in range(settings.lanes)]
         self._closed = False

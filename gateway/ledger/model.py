@@ -69,6 +69,19 @@ class AttachmentKind:
     sql: str
 
 
+@dataclass(frozen=True, slots=True)
+class EntryTap:
+    """A statement of another package run on every batch's entries, in the batch's one write
+    statement (the webhooks' events: every committed change, whoever made it, at no extra
+    round trip). ``sql`` is one data-modifying statement that reads the batch's entries from
+    ``e`` (columns merchant, member, version, kind, op, contra, posted_delta, held_delta,
+    posted_after, held_after, channel, store, terminal) and may stamp its rows with ``{at}``,
+    the batch's clock reading; it ends with ``RETURNING 1``."""
+
+    name: str
+    sql: str
+
+
 class Attached(Protocol):
     """One operation's rows of an ``AttachmentKind``, built once its outcome is known."""
 

@@ -1,6 +1,8 @@
 """The ledger's SQL, in one place. Each statement is prepared once per connection (asyncpg's
 statement cache) and takes arrays, so one round trip serves a whole batch."""
 
+from collections.abc import Sequence
+
 # Set on every lane connection, which runs only the statements below. Generic plans: planning
 # each batch's statements anew cost about as much as running them. A generic plan is chosen
 # once, from the table sizes of that moment, and is not re-planned as a young table grows:
@@ -122,7 +124,8 @@ SELECT 'h', h.merchant_id, h.id, NULL, NULL, h.member_id, h.amount, h.committed,
 #
 # Other packages' rows that ride on an operation (``model.AttachmentKind``: a sale's purchase
 # history, a return's state) are written by statements of theirs, added here as CTEs, one
-# parameter each from $7 on: the ledger never spells their tables.
+# parameter each from $7 on: the ledger never spells their tables. So are the entry taps
+# (``model.EntryTap``: the webhooks' events), which read the batch's entries (``e``).
 _WRITE_BATCH = """
 WITH
 ops AS (
@@ -186,13 +189,15 @@ SELECT (SELECT count(*) FROM ops) AS ops, (SELECT count(*) FROM acc) AS accounts
 WRITE_BATCH_PARAMS = 6
 
 
-def write_batch(kinds: list[tuple[str, str]]) -> str:
+def write_batch(kinds: Sequence[tuple[str, str]], taps: Sequence[tuple[str, str]] = ()) -> str:
     """The batch statement with the attachment kinds' statements (name, sql) as CTEs, the
-    first reading parameter $7, the next $8, ..."""
+    first reading parameter $7, the next $8, ..., and the entry taps' (name, sql), which read
+    the CTE ``e`` (see ``model.EntryTap``)."""
     ctes = "".join(
         f",\nat_{name} AS (\n{sql.format(rows=f'${WRITE_BATCH_PARAMS + 1 + i}', at='$1')}\n)"
         for i, (name, sql) in enumerate(kinds)
     )
+    ctes += "".join(f",\ntap_{name} AS (\n{sql.format(at='$1')}\n)" for name, sql in taps)
     return _WRITE_BATCH.replace("{attached}", ctes)
 
 

@@ -18,6 +18,7 @@ from gateway.members.directory import (
     tiers_of,
 )
 from gateway.members.enrolment import Members, identities
+from gateway.members.facts import MemberFacts, member_facts, member_facts_page, member_ids_page
 from gateway.members.gdpr import Privacy
 from gateway.members.identity import (
     PASS_TTL_SECONDS,
@@ -46,6 +47,7 @@ __all__ = [
     "Born",
     "ContactProofs",
     "ContactSender",
+    "MemberFacts",
     "MemberRows",
     "Members",
     "MergeResult",
@@ -65,6 +67,9 @@ __all__ = [
     "identifies",
     "identities",
     "mask",
+    "member_facts",
+    "member_facts_page",
+    "member_ids_page",
     "mint_pass",
     "new_member_id",
     "normalise_card",

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import Refused
+from gateway.events import WebhookEventSink
 from gateway.ledger import account_closing, merge_chain, open_accounts, survivor
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
@@ -145,9 +146,11 @@ async def enrol(
     name: str = "",
     channel: str = "",
     store: str = "",
+    hooks: WebhookEventSink | None = None,
 ) -> tuple[str, bool]:
     """Find the member holding any of ``identities`` (kind -> normalised value) or create one.
-    Returns ``(member, created)``. Free identities are attached to an existing member.
+    Returns ``(member, created)``. Free identities are attached to an existing member. A new
+    member's ``member.enrolled`` webhook event is written in its transaction (``hooks``).
 
     Race-safe: identities are unique per merchant, so of two concurrent enrolments of the same
     phone one inserts it and the other's insert finds it taken (after the first commits), rolls
@@ -198,6 +201,14 @@ async def enrol(
                         got = await _attach(conn, merchant, member, kinds, values)
                         if got != len(kinds):
                             raise _Lost()
+                        if hooks is not None:
+                            await hooks.record(
+                                conn,
+                                merchant,
+                                member,
+                                "member.enrolled",
+                                {"member": member, "channel": channel, "store": store},
+                            )
                         return member, True
                 except _Lost:
                     continue

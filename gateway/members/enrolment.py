@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import Refused
+from gateway.events import WebhookEventSink
 from gateway.ledger import Reads, member_balance
 from gateway.members import directory
 from gateway.members.directory import Profile
@@ -44,9 +45,15 @@ def identities(
 
 class Members:
     def __init__(
-        self, pool: asyncpg.Pool[Any], programmes: Programmes, reads: Reads, secret: str
+        self,
+        pool: asyncpg.Pool[Any],
+        programmes: Programmes,
+        reads: Reads,
+        secret: str,
+        hooks: WebhookEventSink | None = None,
     ) -> None:
         self._pool = pool
+        self._hooks = hooks
         self._programmes = programmes
         self._reads = reads
         self._secret = secret
@@ -66,7 +73,9 @@ class Members:
         ids = identities(programme, phone, email, card)
         if "phone" not in ids and "email" not in ids:
             raise invalid("enrolment needs a phone number or an email address")
-        member, created = await directory.enrol(self._pool, merchant, ids, name, channel, store)
+        member, created = await directory.enrol(
+            self._pool, merchant, ids, name, channel, store, self._hooks
+        )
         return await self.member(merchant, member, created=created)
 
     async def lookup(

@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 
 from gateway.errors import StoreUnavailable
+from gateway.events import WebhookEventSink
 from gateway.ledger import (
     close_accounts,
     lock_accounts,
@@ -37,11 +38,13 @@ class Privacy:
         members: Members,
         profiles: Profiles,
         rows: Sequence[MemberRows],
+        hooks: WebhookEventSink | None = None,
     ) -> None:
         self._pool = pool
         self._members = members
         self._profiles = profiles
         self._rows = tuple(rows)
+        self._hooks = hooks
 
     async def export(self, merchant: str, member: str) -> dict[str, Any]:
         """Everything the programme holds about the member (right of access). A merged
@@ -158,6 +161,10 @@ class Privacy:
             )
             for rows in self._rows:
                 await rows.scrub(conn, ids)
+            if self._hooks is not None:
+                await self._hooks.record(
+                    conn, merchant, member, "member.erased", {"member": member, "members": ids}
+                )
         return True
 
 

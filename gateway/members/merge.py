@@ -35,7 +35,7 @@ import asyncpg
 import msgspec
 
 from gateway.errors import Refused
-from gateway.events import MemberEventSink
+from gateway.events import MemberEventSink, WebhookEventSink
 from gateway.ledger import Ledger, Merge, Origin
 from gateway.members.rows import MemberRows, TierKeeper
 from gateway.store.db import translate_errors
@@ -103,12 +103,14 @@ class Merger:
         rows: Sequence[MemberRows],
         tiers: TierKeeper,
         events: MemberEventSink,
+        hooks: WebhookEventSink | None = None,
     ) -> None:
         self._pool = pool
         self._ledger = ledger
         self._rows = tuple(rows)
         self._tiers = tiers
         self._events = events
+        self._hooks = hooks
 
     async def merge(self, origin: Origin, survivor: str, source: str, op: str) -> MergeResult:
         """Merge ``source`` into ``survivor`` (both of ``origin.merchant``); see the module
@@ -166,6 +168,8 @@ class Merger:
                 recorded = await conn.fetchval(
                     _RECORD, merchant, op, source, survivor, msgspec.json.encode(moved).decode()
                 )
+                if self._hooks is not None:
+                    await _announce(conn, self._hooks, merchant, op, survivor, source)
         if recorded is not None:
             moved = msgspec.json.decode(recorded, type=dict[str, int])
 
@@ -181,6 +185,28 @@ class Merger:
             MemberMerged(member=source, into=survivor, at=epoch_ms(datetime.now(UTC))),
         )
         return MergeResult(op=op, member=survivor, source=source, balance=balance, moved=moved)
+
+
+async def _announce(
+    conn: Any, hooks: WebhookEventSink, merchant: str, op: str, survivor: str, source: str
+) -> None:
+    """The merge's webhook event, in its transaction, once: a retried merge (the same op)
+    completed in an earlier transaction (its ``completed_at`` is not this one's ``now()``)
+    announces nothing again."""
+    first = await conn.fetchval(
+        """SELECT completed_at = now() FROM member_merges
+            WHERE merchant_id = $1 AND op_id = $2""",
+        merchant,
+        op,
+    )
+    if first:
+        await hooks.record(
+            conn,
+            merchant,
+            survivor,
+            "member.merged",
+            {"member": survivor, "source": source, "op": op},
+        )
 
 
 def _count(status: str) -> int:

@@ -6,6 +6,7 @@ public face."""
 
 from gateway.purchases.bought import Bought, bought
 from gateway.purchases.earning import Computed, Earning, compute, detail_fingerprint, sale_detail
+from gateway.purchases.goods import Goods, GoodsFacts, GoodsLine
 from gateway.purchases.history import history
 from gateway.purchases.qualifying import qualifying_by_member, qualifying_points
 from gateway.purchases.returns import RETURN_STATE, PlannedReturn, Returns, return_fingerprint
@@ -23,6 +24,9 @@ __all__ = [
     "Bought",
     "Computed",
     "Earning",
+    "Goods",
+    "GoodsFacts",
+    "GoodsLine",
     "PlannedReturn",
     "PurchaseRows",
     "Returns",

@@ -44,6 +44,7 @@ from gateway.ledger import (
     refuse,
 )
 from gateway.members import resolve
+from gateway.purchases.goods import GoodsFacts, returned
 from gateway.purchases.returned import counted
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
@@ -129,9 +130,21 @@ def _refused(outcome: Outcome) -> Refused:
 
 
 class Returns:
-    def __init__(self, pool: asyncpg.Pool[Any], ledger: Ledger) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], ledger: Ledger, facts: GoodsFacts | None = None
+    ) -> None:
         self._pool = pool
         self._ledger = ledger
+        self._facts = facts
+
+    async def _attached(self, merchant: str, op: str) -> tuple[Any, ...]:
+        """The return's state, and what it takes back of the member's aggregates (read from
+        its row, so a retry of a return planned before builds the same rows)."""
+        if self._facts is None:
+            return (_RETURN_ROW,)
+        goods = await returned(self._pool, merchant, op)
+        extra = None if goods is None else self._facts.attach(merchant, goods)
+        return (_RETURN_ROW,) if extra is None else (_RETURN_ROW, extra)
 
     async def return_sale(self, origin: Origin, frame: Return) -> ReturnReceipt:
         plan = await self.plan(origin.merchant, frame)
@@ -141,6 +154,7 @@ class Returns:
         # A failure here (``unavailable``, ``timeout``) leaves the return's row under this op:
         # the client retries the same op, which finds it. Deleting it here could delete the row
         # of a return that an earlier attempt of the same op did apply.
+        attached = () if plan.recorded else await self._attached(origin.merchant, frame.op)
         outcome = plan.recorded or await self._ledger.execute(
             Earn(
                 op=frame.op,
@@ -156,7 +170,7 @@ class Returns:
                     PointsLine(rule="refund", points=plan.restored),
                 ),
                 detail=plan.fingerprint,
-                attached=(_RETURN_ROW,),
+                attached=attached,
             )
         )
         if not outcome.ok:

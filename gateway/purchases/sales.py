@@ -17,6 +17,7 @@ from gateway.ledger import AttachmentKind, Earn, Ledger, Origin
 from gateway.members import Members
 from gateway.programme import Programmes
 from gateway.purchases.earning import Earning, detail_fingerprint, sale_detail
+from gateway.purchases.goods import GoodsFacts, sold
 from gateway.purchases.history import history
 from protocol.loyalty import History, PurchaseLine
 from protocol.messages import Outcome, Sale, SaleLine
@@ -81,8 +82,10 @@ class Sales:
         programmes: Programmes,
         members: Members,
         catalogue: Catalogue | None = None,
+        facts: GoodsFacts | None = None,
     ) -> None:
         self._pool = pool
+        self._facts = facts
         self._ledger = ledger
         self._programmes = programmes
         self._members = members
@@ -90,19 +93,22 @@ class Sales:
         self.earning = Earning(pool, programmes)
 
     async def earned_lines(self, merchant: str, lines: list[SaleLine]) -> list[SaleLine]:
-        """The lines as they earn: a line without a category takes its SKU's category in the
-        catalogue (a line's own category wins). One indexed read, and only for a sale with
+        """The lines as they earn and count: a line without a category or a brand takes its
+        SKU's in the catalogue (a line's own wins). One indexed read, and only for a sale with
         such a line; no cache: an import on any node is seen by the next sale on every node."""
-        missing = {ln.sku for ln in lines if ln.category is None}
+        missing = {ln.sku for ln in lines if ln.category is None or ln.brand is None}
         if not missing or self._catalogue is None:
             return lines
         facts = await self._catalogue.facts(merchant, missing)
-        return [
-            msgspec.structs.replace(ln, category=f.category)
-            if ln.category is None and (f := facts.get(ln.sku)) is not None and f.category
-            else ln
-            for ln in lines
-        ]
+        out = []
+        for ln in lines:
+            f = facts.get(ln.sku)
+            if f is not None and (ln.category is None or ln.brand is None):
+                ln = msgspec.structs.replace(
+                    ln, category=ln.category or f.category, brand=ln.brand or f.brand
+                )
+            out.append(ln)
+        return out
 
     async def record(self, origin: Origin, frame: Sale) -> Outcome:
         """Points for a sale under the merchant's rules and the member's tier."""
@@ -115,9 +121,30 @@ class Sales:
         computed = await self.earning.compute(merchant, frame, tier, lines=earned)
         detail = sale_detail(frame)
         lines = [
-            PurchaseLine(sku=ln.sku, qty=ln.qty, price=ln.price, category=ln.category, name=ln.name)
-            for ln in frame.lines
+            PurchaseLine(
+                sku=ln.sku,
+                qty=ln.qty,
+                price=ln.price,
+                category=ln.category,
+                brand=ln.brand,
+                name=ln.name,
+            )
+            # as they earned: a return takes back from the same categories and brands, even
+            # if the catalogue changes in between
+            for ln in earned
         ]
+        history_row = SaleRow(
+            total=frame.total,
+            lines=msgspec.json.encode(lines),
+            breakdown=msgspec.json.encode(list(computed.breakdown)),
+            fingerprint=detail_fingerprint(detail),
+            line_points=(msgspec.json.encode(computed.weights) if computed.weights else None),
+        )
+        facts = (
+            None
+            if self._facts is None
+            else self._facts.attach(merchant, sold(origin.channel, frame.total, lines))
+        )
         return await self._ledger.execute(
             Earn(
                 op=frame.op,
@@ -128,17 +155,7 @@ class Sales:
                 breakdown=computed.breakdown,
                 detail=detail,
                 sale=True,
-                attached=(
-                    SaleRow(
-                        total=frame.total,
-                        lines=msgspec.json.encode(lines),
-                        breakdown=msgspec.json.encode(list(computed.breakdown)),
-                        fingerprint=detail_fingerprint(detail),
-                        line_points=(
-                            msgspec.json.encode(computed.weights) if computed.weights else None
-                        ),
-                    ),
-                ),
+                attached=(history_row,) if facts is None else (history_row, facts),
             )
         )
 

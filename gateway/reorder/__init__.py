@@ -36,6 +36,7 @@ from gateway.reorder.predict import (
 )
 from gateway.reorder.predictions import PredictionPass, PredictionRows, Predictor
 from gateway.reorder.schedule import LOOKAHEAD, STALE, SchedulePass, Scheduler, control_point
+from gateway.reorder.service import Reorder
 from gateway.reorder.templates import VARIABLES, Rendered, TemplateError, render
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "Predictor",
     "QuietHours",
     "Rendered",
+    "Reorder",
     "ReorderJob",
     "ReorderLoops",
     "ReorderPass",

@@ -14,10 +14,11 @@ import asyncpg
 import msgspec
 
 from gateway.errors import Refused
-from gateway.events import MemberEventSink
+from gateway.events import MemberEventSink, WebhookEventSink
 from gateway.ledger import Earn, Ledger, Origin, member_balance, recorded
 from gateway.members import Members, resolve
 from gateway.programme import Programme, Programmes, Reward, find_reward
+from gateway.rewards.redemption import redeem_code
 from gateway.store.db import translate_errors
 from gateway.wire import epoch_ms
 from protocol.codes import ErrorCode
@@ -113,12 +114,14 @@ class Rewards:
         programmes: Programmes,
         members: Members,
         events: MemberEventSink,
+        hooks: WebhookEventSink | None = None,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
         self.programmes = programmes
         self.members = members
         self._events = events
+        self._hooks = hooks
 
     async def _announce(self, merchant: str, row: asyncpg.Record) -> None:
         """A code was issued, used or voided: the member's watchers see it at once."""
@@ -276,24 +279,33 @@ class Rewards:
         # The code keeps the reward's terms as read with its cost, before the points were
         # taken; a retry of an issued code keeps the terms it was issued with (DO NOTHING).
         with translate_errors("code issue"):
-            await self.pool.execute(
-                """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
-                                             status, issue_op, expires_at, name, kind, value, sku)
-                   VALUES ($1, $2, $3, $4, $5, 'issued', $6, now() + make_interval(days => $7),
-                           $8, $9, $10, $11)
-                   ON CONFLICT (merchant_id, issue_op) DO NOTHING""",
-                merchant,
-                new_code(),
-                owner,
-                r.id,
-                cost,
-                op,
-                days,
-                r.name,
-                r.kind,
-                r.value,
-                r.sku,
-            )
+            async with self.pool.acquire() as conn, conn.transaction():
+                issued = await conn.fetchval(
+                    """INSERT INTO reward_codes (merchant_id, code, member_id, reward_id, points,
+                                                 status, issue_op, expires_at, name, kind,
+                                                 value, sku)
+                       VALUES ($1, $2, $3, $4, $5, 'issued', $6,
+                               now() + make_interval(days => $7), $8, $9, $10, $11)
+                       ON CONFLICT (merchant_id, issue_op) DO NOTHING
+                       RETURNING code""",
+                    merchant,
+                    new_code(),
+                    owner,
+                    r.id,
+                    cost,
+                    op,
+                    days,
+                    r.name,
+                    r.kind,
+                    r.value,
+                    r.sku,
+                )
+                # the redemption's event rides on its code's issue: once, as the code is
+                if issued is not None and self._hooks is not None:
+                    data = {"member": owner, "reward": r.id, "code": issued, "points": cost}
+                    await self._hooks.record(
+                        conn, merchant, owner, "reward.redeemed", {**data, "op": op}
+                    )
             now_owner = await resolve(self.pool, owner)
             if now_owner != owner:  # merged while the code was being inserted: follow it
                 await self.pool.execute(
@@ -365,22 +377,7 @@ class Rewards:
         return self._code(row)
 
     async def _redeem(self, origin: Origin, code: str, op: str) -> bool:
-        return bool(
-            await self.pool.fetchval(
-                """UPDATE reward_codes
-                      SET status = 'redeemed', redeemed_at = now(), redeemed_op = $3,
-                          redeemed_channel = $4, redeemed_store = $5, redeemed_terminal = $6
-                    WHERE merchant_id = $1 AND code = $2 AND status = 'issued'
-                      AND expires_at > now()
-                   RETURNING 1""",
-                origin.merchant,
-                code.upper(),
-                op,
-                origin.channel,
-                origin.store,
-                origin.terminal,
-            )
-        )
+        return await redeem_code(self.pool, self._hooks, origin, code, op)
 
     async def void(self, origin: Origin, code: str, op: str) -> RewardCode:
         """Void an unredeemed (even expired) code and give its points back."""

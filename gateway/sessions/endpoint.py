@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMessage, WSMsgType, web
 
+from gateway import logs
 from gateway.errors import AuthError, GatewayError
 from gateway.fanout import Feeds, PresenceBook
 from gateway.metrics import Metrics
@@ -131,6 +132,7 @@ async def websocket(ep: Endpoint, request: web.Request) -> web.StreamResponse:
         ep.heartbeat.tick,
     )
     registry.connected(session)
+    logs.bind(session=session.id)  # every line this session's handling writes names it
     try:
         await _serve(ep, session)
     finally:
@@ -239,6 +241,7 @@ async def _welcome(ep: Endpoint, session: Session, frame: Hello, version: int) -
         await _close(session, CloseCode.MEMBER_SESSIONS_FULL, "member has too many sessions")
         return False
     session.principal = principal
+    logs.bind(merchant=principal.merchant)
     ep.registry.admit(session)
     if ep.registry.draining:
         await _close(session, CloseCode.DRAINING, "node draining: reconnect to another node")

@@ -59,11 +59,14 @@ async def _release(conn: asyncpg.Connection[Any]) -> None:
     by its holder, which terminates the connection if it cannot."""
 
 
-def new_pool(dsn: str, size: int, timeout: float = 5.0) -> asyncpg.Pool[Any]:
+def new_pool(
+    dsn: str, size: int, timeout: float = 5.0, settings: dict[str, str] | None = None
+) -> asyncpg.Pool[Any]:
     """A pool not yet connected: ``open_pool`` connects it (a node builds every component
-    first, then starts them)."""
+    first, then starts them). ``settings``: server settings of its sessions besides ours."""
     return asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, reset=_release, server_settings=SERVER_SETTINGS,
+        dsn, min_size=1, max_size=size, reset=_release,
+        server_settings={**SERVER_SETTINGS, **(settings or {})},
         command_timeout=timeout, timeout=timeout,
     )  # fmt: skip
 

@@ -47,6 +47,12 @@ class Keys:
     def member_events_pattern(self) -> str:
         return f"{self.prefix}:me:*"
 
+    def segment_events(self, merchant: str) -> str:
+        """Stream of the merchant's segment membership changes (``gateway.segments``): one
+        entry per member that entered or left segments, for consumers (offers, webhooks) to
+        read with consumer groups; capped near ``SEGMENT_EVENTS_MAX`` entries."""
+        return f"{self.prefix}:sg:{merchant}"
+
     def member_events_seq(self, member: str) -> str:
         """Counter of the member's events (``tier_changed``, ``code_changed``, ...): each
         carries the next value as its ``seq`` (see ``PUBLISH_MEMBER_EVENT``)."""

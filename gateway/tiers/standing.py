@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.events import MemberEventSink
+from gateway.events import MemberEventSink, WebhookEventSink
 from gateway.members import Members, set_tier, tiers_of
 from gateway.programme import Programme, Programmes, plain
 from gateway.purchases import qualifying_by_member, qualifying_points
@@ -24,11 +24,13 @@ class Tiers:
         programmes: Programmes,
         members: Members,
         events: MemberEventSink,
+        hooks: WebhookEventSink | None = None,
     ) -> None:
         self._pool = pool
         self._programmes = programmes
         self._members = members
         self._events = events
+        self._hooks = hooks
 
     async def info(self, programme: Programme, member: str, tier: str) -> TierInfo:
         """The member's tier and its progress to the next."""
@@ -53,7 +55,16 @@ class Tiers:
         )
 
     async def _set(self, merchant: str, member: str, old: str, new: str, direction: str) -> bool:
-        changed = await set_tier(self._pool, merchant, member, old, new)
+        async with self._pool.acquire() as conn, conn.transaction():
+            changed = await set_tier(conn, merchant, member, old, new)
+            if changed and self._hooks is not None:  # the event in the change's transaction
+                await self._hooks.record(
+                    conn,
+                    merchant,
+                    member,
+                    "tier.changed",
+                    {"member": member, "tier": new, "previous": old, "direction": direction},
+                )
         if changed:
             await self._events.publish(
                 merchant,

@@ -27,7 +27,17 @@ from gateway.store.redis import create_client
 from protocol.messages import BalanceChanged
 from protocol.wallet import CodeChanged
 from tests.conftest import REDIS_URL, unique
-from tests.loyalty_support import add_reward, admin, enrol, err, next_push, ok, phone, setup_db
+from tests.loyalty_support import (
+    add_reward,
+    admin,
+    enrol,
+    err,
+    fetch,
+    next_push,
+    ok,
+    phone,
+    setup_db,
+)
 from tests.support import NodeProcess, WsClient
 
 
@@ -97,14 +107,6 @@ async def entries(pg_dsn: str, members: list[str]) -> dict[str, list[int]]:
     for r in rows:
         out[r["member_id"]].append(r["posted_delta"])
     return out
-
-
-async def fetch(pg_dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 # ----------------------------------------------------------------------------- granting

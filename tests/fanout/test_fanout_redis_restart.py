@@ -258,3 +258,34 @@ async def test_a_notice_published_while_a_node_was_cut_off_reaches_its_sessions_
         notices = [f.notice for f in till.frames if isinstance(f, Notice)]
         assert notices == [before.notice, missed.notice]  # each once, in order
         await till.close()
+
+
+async def test_a_redis_outage_leaves_the_node_ready_and_says_so_in_its_gauge(
+    http, pg_dsn, private_redis, world, monkeypatch
+):
+    """Redis holds only rebuildable state and is shared by every node: readiness follows
+    PostgreSQL and the drain, not Redis (else one Redis outage empties the load balancer), and
+    the node keeps ``gateway_ready`` and ``gateway_redis_up`` itself, with nobody asking
+    ``/readyz``."""
+    monkeypatch.setattr("gateway.ops.HEALTH_SECONDS", 0.1)
+    private_redis.start()
+    member = world["members"][0]
+    settings = settings_for(pg_dsn, private_redis.url, "rh")
+    async with running_node(settings, "lgh") as node:
+        metrics = node.node.metrics
+        await eventually(lambda: metrics.redis_up._value.get() == 1, 5, "redis up")
+        assert metrics.ready._value.get() == 1
+        till = await pos(http, node.url, world["merchant"])
+        private_redis.kill()
+        await eventually(lambda: metrics.redis_up._value.get() == 0, 5, "redis down seen")
+        assert metrics.ready._value.get() == 1  # no /readyz was asked: the node keeps it
+        async with http.get(node.url + "/readyz") as resp:
+            body = await resp.json()
+        assert resp.status == 200 and body["ready"] is True and body["redis"].startswith("down")
+        assert isinstance(await sale(till, member), Result)  # and it serves: PostgreSQL
+        async with http.get(node.url + "/metrics") as resp:
+            text = await resp.text()
+        assert "gateway_redis_up 0.0" in text and "gateway_ready 1.0" in text
+        private_redis.start()
+        await eventually(lambda: metrics.redis_up._value.get() == 1, 15, "redis back")
+        await till.close()

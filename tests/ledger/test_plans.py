@@ -16,19 +16,23 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from gateway import purchases
+from gateway import purchases, webhooks
 from gateway.ledger import queries as q
 from tests.conftest import BASE_DSN, _server_dsn, create_database, drop_database
 
 #: The statements a lane runs, by name: the batch statement as a node composes it, with the
-#: rows other packages attach to its operations (a sale's history, a return's state).
+#: rows other packages attach to its operations (a sale's history, a return's state) and the
+#: statements they run over its entries (the webhooks' events).
 STATEMENTS = {
     "LOCK_AND_FIND": q.LOCK_AND_FIND,
     "FIND_OPS_AND_HOLDS": q.FIND_OPS_AND_HOLDS,
-    "WRITE_BATCH": q.write_batch([(k.name, k.sql) for k in purchases.ATTACHMENTS]),
+    "WRITE_BATCH": q.write_batch(
+        [(k.name, k.sql) for k in purchases.ATTACHMENTS],
+        [(t.name, t.sql) for t in webhooks.TAPS],
+    ),
 }
 #: Tables a lane statement reads: each must be read through an index condition.
-TABLES = ("accounts", "operations", "holds", "sale_returns")
+TABLES = ("accounts", "operations", "holds", "sale_returns", "webhook_endpoints")
 
 
 @pytest.fixture

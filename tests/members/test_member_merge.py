@@ -95,6 +95,8 @@ async def test_merge_moves_everything_and_tells_the_watchers(clients, http, rn, 
         "returns": 0,
         "codes": 1,
         "birthday_grants": 0,
+        "adjustments": 0,
+        "purchase_days": 2,  # the duplicate's day: its totals and its channel (no lines)
     }
 
     # the watcher of the duplicate: its last change and the merged push

@@ -159,13 +159,13 @@ async def test_no_message_without_consent_when_made_or_when_sent(
     never, _, _ = await shopper(till, pg_dsn, merchant, mail=False)
     later, _, _ = await shopper(till, pg_dsn, merchant)
     await put_loop(http, rn, merchant)
-    await rn.node.predictor.run()
-    await rn.node.scheduler.run(NOW, merchant)
-    made = await rn.node.dispatcher.run(NOW, merchant)
+    await rn.node.reorder.predictor.run()
+    await rn.node.reorder.scheduler.run(NOW, merchant)
+    made = await rn.node.reorder.dispatcher.run(NOW, merchant)
     assert (made.made, made.skipped) == (1, 1)
     # the second withdraws its consent after its message was made, before it is sent
     await ok(till, {"type": "update_profile", "member": later, "consent": {"email": False}})
-    sent = await rn.node.outbox.run(NOW)
+    sent = await rn.node.reorder.outbox.run(NOW)
     assert (sent.sent, sent.skipped) == (0, 1)
     assert smtp.tried == 0
     rows = {r["member_id"]: r for r in await messages(pg_dsn, merchant)}
@@ -188,9 +188,9 @@ async def test_sms_with_its_key_and_a_retry_after_the_provider_answers_500(
     assert (row["channel"], row["state"], row["attempts"]) == ("sms", "pending", 1)
     assert "500" in row["last_error"]
     assert row["next_attempt_at"] > NOW + timedelta(seconds=20)  # backed off
-    assert (await rn.node.outbox.run(NOW)).sent == 0  # not before its time
+    assert (await rn.node.reorder.outbox.run(NOW)).sent == 0  # not before its time
     sms.status = 200
-    second = await rn.node.outbox.run(NOW + timedelta(minutes=5))
+    second = await rn.node.reorder.outbox.run(NOW + timedelta(minutes=5))
     assert second.sent == 1
     assert len(sms.received) == 2  # the refused attempt and the delivered one
     for headers, body in sms.received:
@@ -199,7 +199,7 @@ async def test_sms_with_its_key_and_a_retry_after_the_provider_answers_500(
         assert isinstance(body, dict) and body["to"].replace(" ", "")[-4:] == number[-4:]
         assert "Hi Ada <b>, reorder: http://127.0.0.1:8080/reorder/" in body["text"]
     assert (await messages(pg_dsn, merchant))[0]["state"] == "sent"
-    assert (await rn.node.outbox.run(NOW + timedelta(hours=5))).sent == 0
+    assert (await rn.node.reorder.outbox.run(NOW + timedelta(hours=5))).sent == 0
 
 
 async def test_smtp_4xx_is_retried_and_5xx_fails_for_good(
@@ -212,8 +212,8 @@ async def test_smtp_4xx_is_retried_and_5xx_fails_for_good(
     smtp.replies.extend(["451 4.3.0 try again later", "451 4.3.0 try again later"])
     done = await rn.node.reorder.run(NOW)
     assert done.outbox.retrying == 1
-    assert (await rn.node.outbox.run(NOW + timedelta(minutes=2))).retrying == 1
-    assert (await rn.node.outbox.run(NOW + timedelta(minutes=10))).sent == 1
+    assert (await rn.node.reorder.outbox.run(NOW + timedelta(minutes=2))).retrying == 1
+    assert (await rn.node.reorder.outbox.run(NOW + timedelta(minutes=10))).sent == 1
     (row,) = await messages(pg_dsn, merchant)
     assert (row["state"], row["attempts"], len(smtp.messages)) == ("sent", 3, 1)
     # another member's mail is refused for good: one attempt, failed, never again
@@ -227,7 +227,7 @@ async def test_smtp_4xx_is_retried_and_5xx_fails_for_good(
     (failed,) = await messages(pg_dsn, other)
     assert (failed["state"], failed["attempts"]) == ("failed", 1)
     assert "550" in failed["last_error"]
-    assert (await rn.node.outbox.run(NOW + timedelta(days=1))).sent == 0
+    assert (await rn.node.reorder.outbox.run(NOW + timedelta(days=1))).sent == 0
     assert len(smtp.messages) == 1
 
 
@@ -239,9 +239,9 @@ async def test_retries_end_after_the_last_attempt_and_an_interrupted_send_is_not
     await shopper(till, pg_dsn, merchant)
     await shopper(till, pg_dsn, merchant)
     await put_loop(http, rn, merchant)
-    await rn.node.predictor.run()
-    await rn.node.scheduler.run(NOW, merchant)
-    await rn.node.dispatcher.run(NOW, merchant)
+    await rn.node.reorder.predictor.run()
+    await rn.node.reorder.scheduler.run(NOW, merchant)
+    await rn.node.reorder.dispatcher.run(NOW, merchant)
     first, second = await messages(pg_dsn, merchant)
     # the first was claimed by a node that stopped mid-send: its lease ran out
     await setup_db(
@@ -253,7 +253,7 @@ async def test_retries_end_after_the_last_attempt_and_an_interrupted_send_is_not
     outbox = Outbox(
         rn.node.pool,
         rn.node.profiles,
-        rn.node.outbox._links,
+        rn.node.reorder.links,
         None,
         None,
         max_attempts=2,
@@ -263,8 +263,8 @@ async def test_retries_end_after_the_last_attempt_and_an_interrupted_send_is_not
     quick = Outbox(
         rn.node.pool,
         rn.node.profiles,
-        rn.node.outbox._links,
-        rn.node.outbox._smtp,
+        rn.node.reorder.links,
+        rn.node.reorder.outbox._smtp,
         None,
         max_attempts=2,
         backoff_seconds=0.001,
@@ -287,8 +287,8 @@ async def test_two_nodes_outboxes_send_each_message_once(
     till = await clients.pos(merchant)
     members = [(await shopper(till, pg_dsn, merchant))[0] for _ in range(12)]
     await put_loop(http, rn, merchant)
-    await rn.node.predictor.run()
-    await rn.node.scheduler.run(NOW, merchant)
+    await rn.node.reorder.predictor.run()
+    await rn.node.reorder.scheduler.run(NOW, merchant)
     s = settings_for(pg_dsn, REDIS_URL, "r2")
     s = replace(
         s,
@@ -297,13 +297,15 @@ async def test_two_nodes_outboxes_send_each_message_once(
     )
     async with running_node(s, redis_prefix) as other:
         passes = await asyncio.gather(
-            rn.node.dispatcher.run(NOW, merchant),
-            other.node.dispatcher.run(NOW, merchant),
-            rn.node.dispatcher.run(NOW, merchant),
+            rn.node.reorder.dispatcher.run(NOW, merchant),
+            other.node.reorder.dispatcher.run(NOW, merchant),
+            rn.node.reorder.dispatcher.run(NOW, merchant),
         )
         assert sum(p.made for p in passes) == 12
         sent = await asyncio.gather(
-            rn.node.outbox.run(NOW), other.node.outbox.run(NOW), rn.node.outbox.run(NOW)
+            rn.node.reorder.outbox.run(NOW),
+            other.node.reorder.outbox.run(NOW),
+            rn.node.reorder.outbox.run(NOW),
         )
     assert sum(p.sent for p in sent) == 12
     assert len(smtp.messages) == 12 == len(await messages(pg_dsn, merchant))

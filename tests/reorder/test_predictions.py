@@ -52,7 +52,7 @@ async def test_a_sale_queues_its_member_and_the_worker_predicts_from_every_chann
     await buy(web, pg_dsn, f"{merchant}-2", m, day(30), coffee=2)
     await buy(till, pg_dsn, f"{merchant}-3", m, day(90), coffee=1)
     await buy(web, pg_dsn, f"{merchant}-4", m, day(118), coffee=1)
-    done = await rn.node.predictor.run()
+    done = await rn.node.reorder.predictor.run()
     assert done.members >= 4  # one event per sale (and other tests' left in the database)
     assert await queued(pg_dsn, merchant) == []
     got = await predictions(pg_dsn, merchant, m)
@@ -63,7 +63,7 @@ async def test_a_sale_queues_its_member_and_the_worker_predicts_from_every_chann
     assert c["predicted_at"] == day(148)
     # the next purchase moves it: 2 bags on day 150 -> gaps 30, 30, 28, 32, median 30, day 210
     await buy(till, pg_dsn, f"{merchant}-5", m, day(150), coffee=2)
-    await rn.node.predictor.run()
+    await rn.node.reorder.predictor.run()
     assert (await predictions(pg_dsn, merchant, m))["coffee"]["predicted_at"] == day(210)
 
 
@@ -74,7 +74,7 @@ async def test_a_sale_without_lines_or_of_durables_predicts_nothing(rn, clients,
     await buy(till, pg_dsn, f"{merchant}-a", m, day(0))
     assert await queued(pg_dsn, merchant) == []  # no lines: not even queued
     await buy(till, pg_dsn, f"{merchant}-b", m, day(1), kettle=1, unknown_sku=1)
-    await rn.node.predictor.run()
+    await rn.node.reorder.predictor.run()
     assert await predictions(pg_dsn, merchant, m) == {}
 
 
@@ -144,7 +144,7 @@ async def test_a_merge_moves_the_predictions_to_the_survivor(rn, clients, http, 
     dup = str((await enrol(till, phone=phone())).member)
     await buy(till, pg_dsn, f"{merchant}-k1", keep, day(0), soap=1)
     await buy(till, pg_dsn, f"{merchant}-d1", dup, day(10), soap=1)
-    await rn.node.predictor.run()
+    await rn.node.reorder.predictor.run()
     assert set(await predictions(pg_dsn, merchant, dup)) == {"soap"}
     status, reply = await admin(
         http,
@@ -153,7 +153,7 @@ async def test_a_merge_moves_the_predictions_to_the_survivor(rn, clients, http, 
         json={"source": dup, "op": f"merge-{dup}"},
     )
     assert status == 200, reply
-    await rn.node.predictor.run()
+    await rn.node.reorder.predictor.run()
     assert await predictions(pg_dsn, merchant, dup) == {}
     soap = (await predictions(pg_dsn, merchant, keep))["soap"]
     assert (soap["purchases"], soap["intervals"], soap["predicted_at"]) == (2, 1, day(40))

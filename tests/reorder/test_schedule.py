@@ -72,7 +72,7 @@ async def test_due_reminders_are_created_once_whatever_runs_the_pass(
     later = await bought_ago(till, pg_dsn, merchant, 10, "later")  # due in 17 days
     lapsed = await bought_ago(till, pg_dsn, merchant, 60, "lapsed")  # predicted 30 days ago
     await put_loop(http, rn, merchant)
-    await rn.node.predictor.run()
+    await rn.node.reorder.predictor.run()
     # four schedulers at once, on this node's pool and another node's
     s = settings_for(pg_dsn, REDIS_URL, "r2")
     s = replace(s, server=replace(s.server, reorder_seconds=0.0))
@@ -81,8 +81,8 @@ async def test_due_reminders_are_created_once_whatever_runs_the_pass(
             *(
                 sched.run(NOW, merchant)
                 for sched in (
-                    rn.node.scheduler,
-                    other.node.scheduler,
+                    rn.node.reorder.scheduler,
+                    other.node.reorder.scheduler,
                     Scheduler(rn.node.pool),
                     Scheduler(other.node.pool),
                 )
@@ -103,10 +103,10 @@ async def test_due_reminders_are_created_once_whatever_runs_the_pass(
     assert r["due_at"] == r["next_at"] == ago(28) + timedelta(days=27)
     # a node started afresh (a restart) creates nothing again
     async with running_node(s, redis_prefix) as restarted:
-        assert (await restarted.node.scheduler.run(NOW, merchant)).created == 0
+        assert (await restarted.node.reorder.scheduler.run(NOW, merchant)).created == 0
     assert len(await reminders(pg_dsn, merchant)) == 2
     # the later member's comes when it is due
-    later_pass = await rn.node.scheduler.run(NOW + timedelta(days=16), merchant)
+    later_pass = await rn.node.reorder.scheduler.run(NOW + timedelta(days=16), merchant)
     assert later_pass.created == 1
     assert {r["member_id"] for r in await reminders(pg_dsn, merchant)} == {due, soon, later}
     assert lapsed not in {r["member_id"] for r in await reminders(pg_dsn, merchant)}
@@ -120,11 +120,11 @@ async def test_a_purchase_first_in_any_channel_cancels_the_reminder(
     web = await clients.pos(merchant, channel="web")
     m = await bought_ago(till, pg_dsn, merchant, 26, "first")
     await put_loop(http, rn, merchant)
-    await rn.node.predictor.run()
-    assert (await rn.node.scheduler.run(NOW, merchant)).created == 1
+    await rn.node.reorder.predictor.run()
+    assert (await rn.node.reorder.scheduler.run(NOW, merchant)).created == 1
     # the member reorders on the web shop before the reminder is due
     await buy(web, pg_dsn, f"{merchant}-again", m, NOW - timedelta(hours=1), beans=2)
-    await rn.node.predictor.run()
+    await rn.node.reorder.predictor.run()
     (r,) = await reminders(pg_dsn, merchant)
     assert (r["state"], r["next_at"], r["reordered_at"]) == (
         "cancelled",
@@ -132,9 +132,9 @@ async def test_a_purchase_first_in_any_channel_cancels_the_reminder(
         NOW - timedelta(hours=1),
     )
     # the next cycle's reminder comes 2 bags x 30 days later, not now
-    assert (await rn.node.scheduler.run(NOW, merchant)).created == 0
+    assert (await rn.node.reorder.scheduler.run(NOW, merchant)).created == 0
     later = NOW + timedelta(days=58)
-    assert (await rn.node.scheduler.run(later, merchant)).created == 1
+    assert (await rn.node.reorder.scheduler.run(later, merchant)).created == 1
     rows = await reminders(pg_dsn, merchant)
     assert [(r["cycle"], r["state"]) for r in rows] == [(1, "cancelled"), (2, "scheduled")]
 
@@ -147,14 +147,14 @@ async def test_a_deleted_or_inactive_loop_ends_its_scheduled_reminders(
     await bought_ago(till, pg_dsn, merchant, 28, "a")
     await put_loop(http, rn, merchant, "on")
     await put_loop(http, rn, merchant, "off")
-    await rn.node.predictor.run()
-    assert (await rn.node.scheduler.run(NOW, merchant)).created == 2
+    await rn.node.reorder.predictor.run()
+    assert (await rn.node.reorder.scheduler.run(NOW, merchant)).created == 2
     await put_loop(http, rn, merchant, "off", active=False)
     status, _ = await admin(
         http, "DELETE", f"{rn.url}/admin/v1/merchants/{merchant}/reorder-loops/on"
     )
     assert status == 200
-    done = await rn.node.scheduler.run(NOW, merchant)
+    done = await rn.node.reorder.scheduler.run(NOW, merchant)
     assert (done.created, done.ended) == (0, 2)
     assert {r["state"] for r in await reminders(pg_dsn, merchant)} == {"cancelled"}
 
@@ -167,8 +167,8 @@ async def test_the_control_group_is_the_hash_under_the_share_and_stays(
     members = [await bought_ago(till, pg_dsn, merchant, 28, f"c{i}") for i in range(40)]
     await put_loop(http, rn, merchant, "half", control_share=0.5)
     await put_loop(http, rn, merchant, "none", control_share=0.0)
-    await rn.node.predictor.run()
-    await rn.node.scheduler.run(NOW, merchant)
+    await rn.node.reorder.predictor.run()
+    await rn.node.reorder.scheduler.run(NOW, merchant)
     rows = await reminders(pg_dsn, merchant)
     half = {r["member_id"]: r["control"] for r in rows if r["loop_id"] == "half"}
     assert set(half) == set(members)

@@ -4,6 +4,7 @@ scope, and the sale -> push path across two nodes."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -258,7 +259,25 @@ async def test_health_and_readiness(http, node):
         body = await r.json()
         assert r.status == 200 and body["postgres"] == "ok" and body["redis"] == "ok"
     async with http.get(node + "/metrics") as r:
-        assert r.status == 200 and "gateway_sessions" in await r.text()
+        text = await r.text()
+    assert r.status == 200 and "gateway_sessions" in text
+    # Prometheus' conventions: running totals are counters named _total, the client library's
+    # process and interpreter collectors, what runs in gateway_build_info
+    for family in (
+        "# TYPE gateway_ledger_operations_total counter",
+        "# TYPE gateway_ledger_batches_total counter",
+        "# TYPE gateway_ledger_shed_total counter",
+        "# TYPE gateway_gc_reclaimed_objects_total counter",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_max_fds gauge",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE python_gc_collections_total counter",
+        "gateway_connections ",
+    ):
+        assert family in text, family
+    assert re.search(
+        r'^gateway_build_info\{python="3\.\d+\.\d+",version="[^"]+"\} 1\.0$', text, re.M
+    )
 
 
 async def test_valid_frames_between_garbage_do_not_reset_the_bad_frame_count(

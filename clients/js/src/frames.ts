@@ -141,6 +141,10 @@ export interface Sale {
   type: "sale";
 }
 export interface SaleLine {
+  /**
+   * The line's brand (purchase aggregates and segments: bought brand).
+   */
+  brand?: string | null;
   category?: string | null;
   name?: string;
   /**
@@ -619,6 +623,7 @@ export interface Purchase {
   total: number;
 }
 export interface PurchaseLine {
+  brand?: string | null;
   category?: string | null;
   name?: string;
   price: number;
@@ -635,6 +640,10 @@ export interface CashierState {
   kind: "cashier_view";
   member: Member;
   offers: Offer[];
+  /**
+   * The member's purchase aggregates (absent from a node that keeps none).
+   */
+  purchases?: PurchaseProfile | null;
   recent: Purchase[];
   rewards: RewardOption[];
   subscribed?: boolean;
@@ -649,6 +658,31 @@ export interface Offer {
   name: string;
   offer: string;
   sku?: string | null;
+}
+/**
+ * The member's purchase aggregates, over its whole history: what it paid (net of returns), its visits (sales) and units, the first and latest purchase days (ISO dates, UTC), visits by channel (``pos`` in store, ``web`` online) and its most bought categories and brands (by units).
+ */
+export interface PurchaseProfile {
+  brands?: Bought[];
+  categories?: Bought[];
+  channels?: {
+    [k: string]: number | undefined;
+  };
+  first?: string | null;
+  last?: string | null;
+  spend?: number;
+  units?: number;
+  visits?: number;
+}
+/**
+ * A category, brand or SKU the member bought: units and spend net of returns, visits (sales that included it) and the day of the latest (ISO date, UTC).
+ */
+export interface Bought {
+  key: string;
+  last?: string | null;
+  spend: number;
+  units: number;
+  visits: number;
 }
 export interface RewardOption {
   affordable?: boolean;
