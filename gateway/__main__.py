@@ -119,10 +119,11 @@ async def _rebuild(settings: Settings) -> None:
     from gateway.store.keys import Keys
     from gateway.store.redis import create_client
 
-    redis = create_client(settings.store.redis_url, timeout=30)
+    store = settings.store
+    redis = create_client(store.redis_url, timeout=30, cluster=store.redis_cluster)
     try:
         n, seconds = await rebuild_cache(
-            settings.store.database_url, redis, Keys(settings.store.redis_prefix)
+            store.database_url, redis, Keys(store.redis_prefix, cluster=store.redis_cluster)
         )
     finally:
         await redis.aclose()

@@ -90,13 +90,16 @@ class Node:
     def __init__(self, settings: Settings, redis_prefix: str | None = None) -> None:
         s = settings
         self.settings = settings
-        self.keys = Keys(settings.store.redis_prefix if redis_prefix is None else redis_prefix)
+        cluster = s.store.redis_cluster
+        self.keys = Keys(
+            settings.store.redis_prefix if redis_prefix is None else redis_prefix, cluster=cluster
+        )
         self.metrics = Metrics()
         self.collector = CollectorPolicy(s.server.gc_freeze_seconds, s.server.gc_full_seconds)
         self.pool = new_pool(s.store.database_url, s.store.db_pool_size, s.store.command_timeout)
-        self.redis = create_client(s.store.redis_url)
+        self.redis = create_client(s.store.redis_url, cluster=cluster)
         #: The cache epoch, shared by the node's cache writers (``store/keys.py``).
-        self.epoch = CacheEpoch()
+        self.epoch = CacheEpoch(per_slot=cluster)
         self._ledger_and_fanout()
         self._domain()
         self._transports()
@@ -127,6 +130,7 @@ class Node:
             presence=presence.online,
             on_broadcast=broadcast.deliver,
             on_reconnect=broadcast.replay,
+            shards=s.store.redis_shards,
         )
         self.relay = relay = OutboxRelay(
             pool, publisher, s.ledger.relay_interval, s.ledger.relay_min_age
@@ -309,8 +313,9 @@ class Node:
         for risk in await cache_risks(self.redis):
             log.warning("Redis configuration: %s", risk)
         with contextlib.suppress(*REDIS_ERRORS):  # else learned from the first write's reply
-            script = self.redis.register_script(CACHE_EPOCH)
-            self.epoch.learn(await script(keys=[self.keys.epoch()]))
+            if not self.keys.cluster:  # on a cluster, each slot's from its first write
+                script = self.redis.register_script(CACHE_EPOCH)
+                self.epoch.learn(await script(keys=[self.keys.epoch()]))
         await self.ledger.start()
         await self.feeds.start()
         self.presence.start(self.registry.members, self.feeds.presence_watched)
@@ -406,9 +411,9 @@ async def birthdays_once(settings: Settings) -> BirthdayPass:
     publish that fails is the nodes' outbox relays' to repeat)."""
     s = settings
     pool = new_pool(s.store.database_url, 2, s.store.command_timeout)
-    redis = create_client(s.store.redis_url)
-    keys = Keys(s.store.redis_prefix)
-    publisher = Publisher(redis, keys, epoch=CacheEpoch())
+    redis = create_client(s.store.redis_url, cluster=s.store.redis_cluster)
+    keys = Keys(s.store.redis_prefix, cluster=s.store.redis_cluster)
+    publisher = Publisher(redis, keys, epoch=CacheEpoch(per_slot=s.store.redis_cluster))
     ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS, taps=TAPS)
     events = MemberEvents(redis, keys, lambda: ())
     job = Birthdays(pool, ledger, Programmes(pool), events, interval=0)
@@ -434,8 +439,9 @@ async def segments_once(
     -m gateway segments``, nightly from cron): its own pool; changes go to the stream."""
     s = settings
     pool = new_pool(s.store.database_url, 3, s.store.command_timeout)
-    redis = create_client(s.store.redis_url)
-    segments = Segments(pool, (SegmentStream(redis, Keys(s.store.redis_prefix)),))
+    redis = create_client(s.store.redis_url, cluster=s.store.redis_cluster)
+    keys = Keys(s.store.redis_prefix, cluster=s.store.redis_cluster)
+    segments = Segments(pool, (SegmentStream(redis, keys),))
     await open_pool(pool)
     try:
         out = []

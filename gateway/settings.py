@@ -119,6 +119,11 @@ class StoreSettings:
     redis_url: str = DEFAULT_REDIS_URL
     #: Prefix of every Redis key and channel: one per deployment sharing a Redis.
     redis_prefix: str = "lg"
+    #: ``redis_url`` is one node of a Redis Cluster (sharded pub/sub, per-slot epochs).
+    redis_cluster: bool = False
+    #: On a cluster: the 16384 slots are split into this many pub/sub shards, each with its
+    #: own sharded-pub/sub connection to each master owning slots of it.
+    redis_shards: int = 4
     #: Connections in the asyncpg pool used for reads and admin work (ledger lanes have their own).
     db_pool_size: int = 8
     #: Seconds a single store call may take before the command fails with ``timeout``.
@@ -326,6 +331,8 @@ class Settings:
                 database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
                 redis_url=e.get("REDIS_URL", DEFAULT_REDIS_URL),
                 redis_prefix=_prefix(e.get("GATEWAY_REDIS_PREFIX") or "lg"),
+                redis_cluster=_choice(e, "GATEWAY_REDIS_CLUSTER", "0", ("0", "1")) == "1",
+                redis_shards=_int(e, "GATEWAY_REDIS_SHARDS", 4, 1, 256),
                 db_pool_size=_int(e, "GATEWAY_DB_POOL", 8, 1, 200),
                 command_timeout=_float(e, "GATEWAY_COMMAND_TIMEOUT", 5.0, 0.1, 120.0),
             ),

@@ -178,3 +178,206 @@ class HttpReceiver:
 
         assert isinstance(self._runner, web.AppRunner)
         await self._runner.cleanup()
+
+
+class PrivateRedisCluster:
+    """A private Redis Cluster on spare ports: ``masters`` masters, one replica each, made by
+    ``redis-cli --cluster create`` from the redis-server binary, torn down by ``stop``. The
+    node timeout is short (1 s) so a killed master's replica takes over within seconds."""
+
+    def __init__(self, masters: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.ports = [free_port() for _ in range(masters * 2)]
+        #: Each node's cluster bus port: its own spare port (the default, port + 10000, may
+        #: be taken, or beyond 65535).
+        self.bus = {p: free_port() for p in self.ports}
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = tempfile.mkdtemp(prefix="lg-rcluster-")
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        """A live node's URL (the seed a client starts from)."""
+        return f"redis://127.0.0.1:{self._live()[0]}/0"
+
+    def _spawn(self, port: int) -> None:
+        node_dir = Path(self.dir) / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node_dir / "nodes.conf"),
+                "--cluster-port",
+                str(self.bus[port]),
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(node_dir),
+                "--logfile",
+                str(node_dir / "log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            if _answers("127.0.0.1", port):
+                return
+            time.sleep(0.05)
+        log = (node_dir / "log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"cluster node {port} did not start:\n{log}")
+
+    def cli(self, *args: str, port: int | None = None, timeout: float = 60) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(port or self._live()[0]), *args],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        return out.stdout.decode()
+
+    def start(self) -> None:
+        for port in self.ports:
+            self._spawn(port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+        self.wait_ok()
+        self.wait_replicas()
+
+    def wait_replicas(self, timeout: float = 30) -> None:
+        """Until every master has a replica in sync (else a killed master has no one to take
+        over: ``--cluster create`` returns before the replicas have joined)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                masters = self.masters()
+                if all(
+                    "connected_slaves:0" not in self.cli("info", "replication", port=p)
+                    for p in masters
+                ) and all(
+                    "master_link_status:up" in self.cli("info", "replication", port=p)
+                    for p in self._live()
+                    if p not in masters
+                ):
+                    return
+            except subprocess.SubprocessError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the replicas did not join")
+
+    def wait_failover(self, victim: int, timeout: float = 30) -> None:
+        """After ``victim`` (a master) was killed: until a replica owns its slots and every
+        live node agrees."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if victim not in self.masters():
+                    self.wait_ok(max(1.0, deadline - time.monotonic()))
+                    return
+            except (subprocess.SubprocessError, RuntimeError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica took over from {victim}")
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every live node says the cluster is ok and agrees on every slot's master."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [p for p, proc in self.procs.items() if proc.poll() is None]
+            try:
+                infos = [self.cli("cluster", "info", port=p) for p in live]
+                if all("cluster_state:ok" in i for i in infos):
+                    views = {self._slot_owners(p) for p in live}
+                    if len(views) == 1:
+                        return
+            except subprocess.SubprocessError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not become ok")
+
+    def _slot_owners(self, port: int) -> tuple[tuple[int, int, int], ...]:
+        owners = []
+        for line in self.cli("cluster", "nodes", port=port).splitlines():
+            parts = line.split()
+            if "master" in parts[2] and "fail" not in parts[2]:
+                node_port = int(parts[1].split(":")[1].split("@")[0])
+                for r in parts[8:]:
+                    if r.startswith("["):
+                        continue
+                    lo, _, hi = r.partition("-")
+                    owners.append((int(lo), int(hi or lo), node_port))
+        return tuple(sorted(owners))
+
+    def masters(self) -> list[int]:
+        return sorted({p for _, _, p in self._slot_owners(self._live()[0])})
+
+    def master_of(self, slot: int) -> int:
+        for lo, hi, port in self._slot_owners(self._live()[0]):
+            if lo <= slot <= hi:
+                return port
+        raise LookupError(slot)
+
+    def node_id(self, port: int) -> str:
+        return self.cli("cluster", "myid", port=port).strip()
+
+    def _live(self) -> list[int]:
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def migrate_slot(self, slot: int, source: int, target: int) -> None:
+        """Move one slot (and its keys) from master ``source`` to master ``target``, the way
+        ``redis-cli --cluster reshard`` does it: IMPORTING/MIGRATING, MIGRATE the keys, then
+        SETSLOT NODE on both and the other masters."""
+        src, dst = self.node_id(source), self.node_id(target)
+        self.cli("cluster", "setslot", str(slot), "importing", src, port=target)
+        self.cli("cluster", "setslot", str(slot), "migrating", dst, port=source)
+        while True:
+            names = self.cli("cluster", "getkeysinslot", str(slot), "100", port=source).split()
+            if not names:
+                break
+            self.cli(
+                "migrate", "127.0.0.1", str(target), "", "0", "5000", "keys", *names, port=source
+            )
+        for port in self.masters():
+            self.cli("cluster", "setslot", str(slot), "node", dst, port=port)
+        self.wait_ok()
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again (it rejoins from its nodes.conf; a master that lost its
+        slots meanwhile comes back as a replica of the one promoted in its place)."""
+        self._spawn(port)
+        self.wait_ok()
+        self.wait_replicas()
+
+    def kill(self, port: int) -> None:
+        proc = self.procs[port]
+        proc.kill()
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)

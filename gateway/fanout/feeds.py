@@ -17,8 +17,19 @@ reconnect each feed, once Redis confirms its channel again, compares its version
 PostgreSQL and fills what it missed (``_check``), since nothing published while the connection
 was down reaches this node. The read loop also checks every feed when it sees the connection
 fail (``_check_all``).
+
+On a Redis Cluster (``Keys.cluster``) member channels are shard channels (SSUBSCRIBE): the
+16384 slots are split into ``shards`` ranges, each with its own redis-py ``ClusterPubSub``
+(one connection per master owning slots of that range: at most shards x masters), read by its
+own task. redis-py moves a channel to its slot's new owner after a failover or a resharding
+(MOVED, an unsolicited SUNSUBSCRIBE, a slot map refresh); each SSUBSCRIBE confirmation of a
+feed already open means it was moved, so the feed is checked against PostgreSQL as after a
+reconnect: what was published while it moved is filled, never silently missed. Broadcasts
+stay on classic pattern pub/sub (a cluster carries it to every node).
 """
 
+# long module: the feeds' ordering, gap and reconnect rules and their races, in one class (the
+# cluster's sharded pub/sub is in shards.py)
 from __future__ import annotations
 
 import asyncio
@@ -32,9 +43,10 @@ import msgspec
 
 from gateway.errors import GatewayError
 from gateway.fanout.feed import Feed, Joined, Subscriber
+from gateway.fanout.shards import ShardedPubSub
 from gateway.ledger import Change, Reads, balance_after
 from gateway.store.keys import Keys
-from gateway.store.redis import REDIS_ERRORS, Redis
+from gateway.store.redis import REDIS_ERRORS, Redis, repair_topology
 from gateway.wire import text_frame
 from protocol.codec import encode
 from protocol.messages import BalanceChanged, Peer, Presence, Resync
@@ -74,6 +86,7 @@ class Feeds:
         presence: Callable[[str], Awaitable[tuple[list[Peer], int]]] | None = None,
         on_broadcast: Callable[[str, bytes], None] | None = None,
         on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        shards: int = 1,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -84,6 +97,10 @@ class Feeds:
         # Called by redis-py on every reconnect of the fan-out connection.
         self._resubscribe = self._pubsub.on_connect
         self._pubsub.on_connect = self._on_connect  # type: ignore[method-assign]
+        #: On a cluster: one sharded pub/sub per slot range (see the module's docstring).
+        self._shards = (
+            ShardedPubSub(redis, shards, self._dispatch, self._check_all) if keys.cluster else None
+        )
         self.reconnects = 0
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,10 +117,14 @@ class Feeds:
         # An always-on subscription keeps the reader's connection subscribed.
         await self._pubsub.psubscribe(self._keys.broadcast_channel("*"))
         self._reader = asyncio.create_task(self._read_loop(), name="fanout-reader")
+        if self._shards is not None:
+            self._shards.start()
 
     async def close(self) -> None:
         self._closed = True  # a ledger batch still finishing delivers nothing here
         tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        if self._shards is not None:
+            await self._shards.close()
         for feed in self._feeds.values():
             if feed.filler is not None:
                 tasks.append(feed.filler)
@@ -279,17 +300,28 @@ class Feeds:
             # UNSUBSCRIBE after it would silence the new feed.
             return
         with contextlib.suppress(*REDIS_ERRORS):
-            await self._pubsub.unsubscribe(self._keys.member_channel(member))
+            channel = self._keys.member_channel(member)
+            if self._shards is not None:
+                await self._shards.unsubscribe(self._keys.slot(member), channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
+
+    async def _subscribe(self, member: str) -> None:
+        channel = self._keys.member_channel(member)
+        if self._shards is not None:
+            await self._shards.subscribe(self._keys.slot(member), channel)
+        else:
+            await self._pubsub.subscribe(channel)
 
     async def _resubscribe_feed(self, feed: Feed) -> None:
         feed.rechecking = True
         try:
-            await self._pubsub.subscribe(self._keys.member_channel(feed.member))
+            await self._subscribe(feed.member)
         except REDIS_ERRORS:
             log.warning("re-subscribing %s failed", feed.member, exc_info=True)
 
     async def _open(self, feed: Feed) -> None:
-        await self._pubsub.subscribe(self._keys.member_channel(feed.member))
+        await self._subscribe(feed.member)
         async with asyncio.timeout(5):
             await feed.confirmed.wait()
         bal = await self._reads.balance(feed.member)
@@ -312,33 +344,62 @@ class Feeds:
                 log.warning("fan-out connection lost; resubscribing", exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                if self._shards is not None:
+                    await self._renew_broadcast()
                 self._check_all()
                 continue
-            if msg is None:
-                continue
-            kind = msg["type"]
-            if kind == "message":
-                self._on_change(msg["channel"], msg["data"])
-            elif kind == "pmessage":
-                if self._on_broadcast is not None:
-                    self._on_broadcast(msg["channel"].decode(), msg["data"])
-            elif kind == "subscribe":
-                member = self._keys.member_from_channel(msg["channel"].decode())
-                feed = self._feeds.get(member)
-                if feed is not None:
-                    feed.confirmed.set()
-                    if feed.rechecking:
-                        feed.rechecking = False
-                        self._start_check(feed)
-            elif kind == "unsubscribe":
-                # Any order of a closing feed's UNSUBSCRIBE and a new feed's SUBSCRIBE that
-                # still left the channel unsubscribed: subscribe again, then fill the gap.
-                member = self._keys.member_from_channel(msg["channel"].decode())
-                feed = self._feeds.get(member)
-                if feed is not None and feed.confirmed.is_set():
-                    # Replies come in order: after this feed's confirmation, this one means
-                    # its channel is gone (the feed may still be reading its balance).
-                    self._spawn(self._resubscribe_feed(feed))
+            if msg is not None:
+                self._dispatch(msg)
+
+    async def _renew_broadcast(self) -> None:
+        """Cluster: the broadcast subscription's connection is pinned to one node, which may
+        be gone for good (a killed master): a new pub/sub, on a node of the refreshed slot map,
+        subscribes again, and the notices published meanwhile are replayed."""
+        repair_topology(self._redis)
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        self._pubsub = self._redis.pubsub()
+        self._resubscribe = self._pubsub.on_connect
+        self._pubsub.on_connect = self._on_connect  # type: ignore[method-assign]
+        try:
+            await self._pubsub.psubscribe(self._keys.broadcast_channel("*"))
+        except REDIS_ERRORS:
+            return  # the next read fails too: tried again after the backoff
+        self.reconnects += 1
+        if self._on_reconnect is not None:
+            self._spawn(self._on_reconnect())
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if isinstance(kind, bytes):
+            kind = kind.decode()
+        if kind in ("message", "smessage"):
+            self._on_change(msg["channel"], msg["data"])
+        elif kind == "pmessage":
+            if self._on_broadcast is not None:
+                self._on_broadcast(msg["channel"].decode(), msg["data"])
+        elif kind in ("subscribe", "ssubscribe"):
+            member = self._keys.member_from_channel(msg["channel"].decode())
+            feed = self._feeds.get(member)
+            if feed is not None:
+                if kind == "ssubscribe" and feed.confirmed.is_set():
+                    # redis-py moved the channel to its slot's new owner (failover,
+                    # resharding): what was published meanwhile is read from PostgreSQL.
+                    feed.rechecking = True
+                feed.confirmed.set()
+                if feed.rechecking:
+                    feed.rechecking = False
+                    self._start_check(feed)
+        elif kind in ("unsubscribe", "sunsubscribe"):
+            # Any order of a closing feed's UNSUBSCRIBE and a new feed's SUBSCRIBE that
+            # still left the channel unsubscribed, or (cluster) the slot moved away: subscribe
+            # again, then fill the gap.
+            member = self._keys.member_from_channel(msg["channel"].decode())
+            feed = self._feeds.get(member)
+            if feed is not None and feed.confirmed.is_set():
+                # Replies come in order: after this feed's confirmation, this one means
+                # its channel is gone (the feed may still be reading its balance).
+                self._spawn(self._resubscribe_feed(feed))
 
     def _on_change(self, channel: bytes, data: bytes) -> None:
         member = self._keys.member_from_channel(channel.decode())

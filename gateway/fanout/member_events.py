@@ -30,7 +30,7 @@ import msgspec
 from gateway.background import stop
 from gateway.errors import StoreUnavailable
 from gateway.store.keys import PUBLISH_MEMBER_EVENT, Keys
-from gateway.store.redis import REDIS_ERRORS, Redis, translate_errors
+from gateway.store.redis import REDIS_ERRORS, Redis, repair_topology, translate_errors
 from protocol.codec import encode
 from protocol.wallet import Refetch
 
@@ -106,6 +106,17 @@ class MemberEvents:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._pubsub.aclose()
 
+    async def _renew(self) -> None:
+        """Cluster: the subscription's connection is pinned to one node, which may be gone
+        for good (a killed master): subscribe again through a new pub/sub, on a node of the
+        refreshed slot map (the read loop then tells every watcher to refetch)."""
+        repair_topology(self._redis)
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        self._pubsub = self._redis.pubsub()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._pubsub.psubscribe(self._keys.member_events_pattern())
+
     async def _read(self) -> None:
         backoff = 0.05
         lost = False
@@ -120,6 +131,8 @@ class MemberEvents:
                 lost = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                if self._keys.cluster:
+                    await self._renew()
                 continue
             if lost:
                 # redis-py has subscribed again (it does on its reconnect): what was published

@@ -63,9 +63,9 @@ class PresenceBook:
         self.limit = limit
         self.interval = interval
         self.ttl_ms = int(ttl * 1000)
-        self._join = redis.register_script(PRESENCE_JOIN)
-        self._leave = redis.register_script(PRESENCE_LEAVE)
-        self._sweep = redis.register_script(PRESENCE_SWEEP)
+        self._join = redis.register_script(keys.lua(PRESENCE_JOIN))
+        self._leave = redis.register_script(keys.lua(PRESENCE_LEAVE))
+        self._sweep = redis.register_script(keys.lua(PRESENCE_SWEEP))
         #: Local fallback counts (used only while Redis is unavailable).
         self._local: Counter[str] = Counter()
         #: Ids of this node's recorded sessions that have not left: a refresh writes no other.
@@ -190,28 +190,63 @@ class PresenceBook:
             # Sessions that left since the list was taken are not written back (they would be
             # announced online until their entry expired).
             chunk = [(sid, p) for sid, p in sessions[i : i + n] if sid in live]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for sid, p in chunk:
-                    member = p.member
-                    assert member is not None
-                    await self._join(
-                        keys=[k.presence(member), k.member_channel(member)],
-                        args=[sid, self._value(p.channel), now, 0, member, self.ttl_ms * 2],
-                        client=pipe,
-                    )
-                for member in watched[i : i + n]:
-                    await self._sweep(
-                        keys=[k.presence(member), k.member_channel(member)],
-                        args=[now, member],
-                        client=pipe,
-                    )
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pipe.execute()
+            if k.cluster:
+                # A cluster pipeline sends EVALSHA without loading the script first (a master
+                # promoted after a failover has an empty script cache): one call each, all at
+                # once (they go to the shards that own the members' slots).
+                await asyncio.gather(
+                    *(
+                        self._join(
+                            keys=[k.presence(p.member or ""), k.member_channel(p.member or "")],
+                            args=[
+                                sid,
+                                self._value(p.channel),
+                                now,
+                                0,
+                                p.member or "",
+                                self.ttl_ms * 2,
+                            ],
+                        )
+                        for sid, p in chunk
+                    ),
+                    *(
+                        self._sweep(
+                            keys=[k.presence(member), k.member_channel(member)], args=[now, member]
+                        )
+                        for member in watched[i : i + n]
+                    ),
+                    return_exceptions=True,
+                )
+            else:
+                await self._pipelined(chunk, watched[i : i + n], now)
             for sid, p in chunk:
                 if sid not in live:  # left while the pipeline was in flight: delete it again
                     assert p.member is not None
                     self._spawn(self._remove(sid, p.member))
         self.refreshes += 1
+
+    async def _pipelined(
+        self, chunk: list[tuple[str, Principal]], watched: list[str], now: int
+    ) -> None:
+        k = self._keys
+        redis: Any = self._redis  # a single Redis here: its pipeline runs scripts
+        async with redis.pipeline(transaction=False) as pipe:
+            for sid, p in chunk:
+                member = p.member
+                assert member is not None
+                await self._join(
+                    keys=[k.presence(member), k.member_channel(member)],
+                    args=[sid, self._value(p.channel), now, 0, member, self.ttl_ms * 2],
+                    client=pipe,
+                )
+            for member in watched:
+                await self._sweep(
+                    keys=[k.presence(member), k.member_channel(member)],
+                    args=[now, member],
+                    client=pipe,
+                )
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pipe.execute()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

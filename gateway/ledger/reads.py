@@ -100,15 +100,17 @@ class Reads:
             and int(v) >= max(self.versions.known(member), -1 if f is None else int(f))
         ):
             return balances.make_balance(member, int(p), int(h), int(v))
-        epoch = self.epoch.value  # known before the read: see keys.CACHE_EPOCH
+        token = self.epoch.token()  # known before the read: see keys.CACHE_EPOCH
         bal = await self.balance_from_db(member)
         if bal is not None:
+            slot = self._keys.slot(member)
             with contextlib.suppress(*REDIS_ERRORS):
                 self.epoch.learn(
                     await self._fill(
-                        keys=[self._keys.epoch(), key],
-                        args=[epoch, bal.version, bal.posted, bal.held],
-                    )
+                        keys=[self._keys.epoch(slot), key],
+                        args=[self.epoch.at(token, slot), bal.version, bal.posted, bal.held],
+                    ),
+                    slot,
                 )
         return bal
 

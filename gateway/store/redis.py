@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -9,14 +10,18 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
 
-Redis = aioredis.Redis
+#: A single Redis or a Redis Cluster (``GATEWAY_REDIS_CLUSTER``): the same commands, and on a
+#: cluster every script's keys in one slot (``Keys.single_slot``).
+Redis = aioredis.Redis | RedisCluster
 
 #: Redis unreachable, or answering but refusing the command: out of memory under
 #: ``noeviction``, a read-only replica after a failover, writes stopped after a failed
@@ -25,6 +30,8 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     RedisResponseError,
+    ClusterError,
+    RedisClusterException,
     ConnectionError,
     OSError,
     TimeoutError,
@@ -54,16 +61,48 @@ class Breaker:
 
 class CacheEpoch:
     """What this node knows of the cache's epoch (``keys.CACHE_EPOCH``): "" until it is
-    learned from the reply of a script that writes balances. Shared by the node's writers."""
+    learned from the reply of a script that writes balances. Shared by the node's writers.
 
-    __slots__ = ("value",)
+    On a cluster there is one epoch per hash slot (``per_slot``): a shard that lost its data
+    (restarted empty) starts new epochs for its slots only. A writer then takes a ``token``
+    before it reads or commits, and asks ``at(token, slot)`` for the epoch of its slot as it
+    was known then: the slot's epoch if it has not changed since the token, else "" (only
+    floors are raised, as for an unknown epoch). A token is a generation number, so taking
+    one costs nothing whatever the number of slots."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_changed", "_generation", "_slots", "per_slot", "value")
+
+    def __init__(self, per_slot: bool = False) -> None:
         self.value = ""
+        self.per_slot = per_slot
+        self._slots: dict[int, str] = {}
+        self._changed: dict[int, int] = {}
+        self._generation = 0
 
-    def learn(self, reply: bytes | str) -> str:
-        self.value = reply.decode() if isinstance(reply, bytes) else reply
-        return self.value
+    def learn(self, reply: bytes | str, slot: int = -1) -> str:
+        value = reply.decode() if isinstance(reply, bytes) else reply
+        if slot < 0 or not self.per_slot:
+            self.value = value
+        elif self._slots.get(slot) != value:
+            self._generation += 1
+            self._slots[slot] = value
+            self._changed[slot] = self._generation
+        return value
+
+    def token(self) -> str:
+        """What a writer keeps from before its read or commit (the epoch, or a generation)."""
+        return f"#{self._generation}" if self.per_slot else self.value
+
+    def at(self, token: str, slot: int) -> str:
+        """The epoch of ``slot`` as known when ``token`` was taken ("" if unknown then)."""
+        if not self.per_slot or slot < 0:
+            return token
+        if not token.startswith("#"):
+            return ""
+        known = self._slots.get(slot)
+        if known is None or self._changed[slot] > int(token[1:]):
+            return ""
+        return known
 
 
 class _HiredisPacking(AbstractConnection):
@@ -101,7 +140,19 @@ _PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
-def create_client(url: str, timeout: float = 2.0) -> Redis:
+def create_client(url: str, timeout: float = 2.0, cluster: bool = False) -> Redis:
+    """A client of the Redis at ``url``, or with ``cluster`` of the Redis Cluster that ``url``
+    is one node of (redis-py's ``RedisCluster``: it learns the slot map, follows MOVED/ASK and
+    refreshes the map after a failover or a resharding)."""
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            max_connections=64,
+            connection_class=_Connection,
+        )
     client = aioredis.Redis.from_url(
         url,
         socket_timeout=timeout,
@@ -112,6 +163,30 @@ def create_client(url: str, timeout: float = 2.0) -> Redis:
     pool = client.connection_pool
     pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
     return client
+
+
+_repairs: set[asyncio.Task[None]] = set()
+
+
+def repair_topology(redis: Redis) -> None:
+    """After a failed call on a cluster: refresh the slot map in a task of its own. redis-py
+    refreshes it inside a failing command, between retries; a caller that bounds its call
+    (the publisher's 0.5 s) cancels that refresh with it, and after a failover every publish
+    then went on failing against the dead master (``tests/cluster``). One at a time; a no-op
+    on a single Redis, and while redis-py's minimum interval between refreshes runs."""
+    if not isinstance(redis, RedisCluster) or _repairs:
+        return
+    redis._request_refresh()
+    if not redis.nodes_manager._refresh_due(redis.retry):
+        return
+
+    async def run() -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await redis.initialize()
+
+    task = asyncio.get_running_loop().create_task(run())
+    _repairs.add(task)
+    task.add_done_callback(_repairs.discard)
 
 
 @contextlib.contextmanager
