@@ -30,6 +30,7 @@ from gateway import (
     birthdays,
     commands,
     purchases,
+    reorder,
     rewards,
     sessions,
     webhooks,
@@ -71,13 +72,14 @@ log = logging.getLogger(__name__)
 
 #: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
 #: history, a return's state, a granted code, a birthday grant, the purchase aggregates, an
-#: adjustment.
+#: adjustment, a reorder's reward.
 ATTACHMENTS = (
     *purchases.ATTACHMENTS,
     *rewards.ATTACHMENTS,
     *birthdays.ATTACHMENTS,
     *adjustments.ATTACHMENTS,
     *aggregates.ATTACHMENTS,
+    *reorder.ATTACHMENTS,
 )
 #: The statements other packages run over every batch's entries (``ledger.EntryTap``): the
 #: webhooks' points.changed events.
@@ -199,6 +201,9 @@ class Node:
             pool,
             catalogue,
             profiles,
+            ledger,
+            programmes,
+            events,
             secret=self.settings.auth.jwt_secret,
             public_url=self.settings.server.public_url,
             smtp=smtp,

@@ -35,11 +35,17 @@ from gateway.reorder.predict import (
     restocks,
 )
 from gateway.reorder.predictions import PredictionPass, PredictionRows, Predictor
+from gateway.reorder.rewards import REORDER_REWARD, ReorderReward, Rewarder, RewardPass, reward_op
 from gateway.reorder.schedule import LOOKAHEAD, STALE, SchedulePass, Scheduler, control_point
 from gateway.reorder.service import Reorder
 from gateway.reorder.templates import VARIABLES, Rendered, TemplateError, render
 
+#: The row kinds this package writes in the ledger's transactions (the node passes them to
+#: its ledger).
+ATTACHMENTS = (REORDER_REWARD,)
+
 __all__ = [
+    "ATTACHMENTS",
     "LOOKAHEAD",
     "MAX_MESSAGES",
     "MAX_PRODUCTS",
@@ -47,6 +53,7 @@ __all__ = [
     "MIN_OWN_INTERVALS",
     "POPULATION_PERCENTILE",
     "REORDER_INTERVAL",
+    "REORDER_REWARD",
     "SAME_PURCHASE",
     "STALE",
     "VARIABLES",
@@ -77,6 +84,9 @@ __all__ = [
     "ReorderJob",
     "ReorderLoops",
     "ReorderPass",
+    "ReorderReward",
+    "RewardPass",
+    "Rewarder",
     "SchedulePass",
     "Scheduler",
     "TemplateError",
@@ -88,4 +98,5 @@ __all__ = [
     "quiet_until",
     "render",
     "restocks",
+    "reward_op",
 ]

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from gateway.catalogue import Catalogue
 from gateway.errors import Refused
@@ -55,8 +56,8 @@ SELECT member_id, created_at FROM reorder_messages
 _MESSAGE = """
 INSERT INTO reorder_messages (delivery_id, merchant_id, member_id, reminder_id, loop_id, sku,
                               step, channel, to_address, subject, body_text, body_html, state,
-                              next_attempt_at, last_error, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14)
+                              next_attempt_at, last_error, created_at, incentive)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16::jsonb)
 ON CONFLICT (delivery_id) DO NOTHING
 """
 
@@ -274,6 +275,7 @@ class Dispatcher:
             state,
             now,
             error,
+            msgspec.json.encode(spec.incentive).decode(),
         )
         return state
 

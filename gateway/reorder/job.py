@@ -1,6 +1,6 @@
 """The reorder job on one node: every ``interval`` seconds (jittered; 0: only on demand) the
-predictions of the members whose purchases changed, the scheduler's pass, the messages due,
-then the outbox's sends. Nothing in it relies on being the only one: every node runs it (see
+predictions of the members whose purchases changed, the rewards of the reorders they saw, the
+scheduler's pass, the messages due, then the outbox's sends. Nothing in it relies on being the only one: every node runs it (see
 ``predictions``, ``schedule``, ``dispatch`` and ``outbox``)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from gateway.errors import GatewayError
 from gateway.reorder.dispatch import Dispatcher, DispatchPass
 from gateway.reorder.outbox import Outbox, OutboxPass
 from gateway.reorder.predictions import PredictionPass, Predictor
+from gateway.reorder.rewards import Rewarder, RewardPass
 from gateway.reorder.schedule import SchedulePass, Scheduler
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class ReorderPass:
     schedule: SchedulePass
     dispatch: DispatchPass
     outbox: OutboxPass
+    rewards: RewardPass
 
 
 class ReorderJob:
@@ -39,22 +41,27 @@ class ReorderJob:
         scheduler: Scheduler,
         dispatcher: Dispatcher,
         outbox: Outbox,
+        rewarder: Rewarder,
         interval: float = REORDER_INTERVAL,
     ) -> None:
         self.predictor = predictor
         self.scheduler = scheduler
         self.dispatcher = dispatcher
         self.outbox = outbox
+        self.rewarder = rewarder
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
 
     async def run(self, now: datetime | None = None) -> ReorderPass:
         """One pass of each, as of ``now`` (default: this node's clock)."""
+        predictions = await self.predictor.run()
+        rewards = await self.rewarder.run()
         return ReorderPass(
-            await self.predictor.run(),
+            predictions,
             await self.scheduler.run(now),
             await self.dispatcher.run(now),
             await self.outbox.run(now),
+            rewards,
         )
 
     def start(self) -> None:

@@ -30,7 +30,7 @@ from gateway.reorder.predict import (
     Prediction,
     predict,
 )
-from gateway.reorder.schedule import ENDED_BY_PURCHASE
+from gateway.reorder.schedule import ENDED_BY_PURCHASE, OVERTAKEN
 from gateway.store.db import translate_errors
 from gateway.wire import epoch_ms
 
@@ -153,8 +153,10 @@ async def _recompute(conn: Any, merchant: str, members: list[str], min_buyers: i
             [p.predicted_at for p in made],
             [p.method for p in made],
         )
-    # a reminder of an earlier cycle is overtaken by the purchase (any channel)
-    await conn.execute(ENDED_BY_PURCHASE, merchant, members)
+    # a reminder of an earlier cycle is overtaken by the purchase (any channel): it ends, and
+    # its messages not sent yet are not sent
+    ended = [r["id"] for r in await conn.fetch(ENDED_BY_PURCHASE, merchant, members)]
+    await conn.execute(OVERTAKEN, ended)
     return len(made)
 
 

@@ -73,6 +73,13 @@ UPDATE reorder_reminders r
    AND ($2::text[] IS NULL OR r.member_id = ANY($2::text[]))
    AND p.merchant_id = r.merchant_id AND p.member_id = r.member_id AND p.sku = r.sku
    AND p.purchases > r.cycle
+RETURNING r.id
+"""
+
+#: The messages still to send of reminders a purchase ended: the member reordered first.
+OVERTAKEN = """
+UPDATE reorder_messages SET state = 'skipped', last_error = 'the member reordered first'
+ WHERE reminder_id = ANY($1::bigint[]) AND state = 'pending'
 """
 
 _ORPHANS = """
@@ -123,8 +130,9 @@ class Scheduler:
         ``merchant``'s."""
         now = datetime.now(UTC) if now is None else now
         with translate_errors("reorder reminders write"):
-            ended = _count(await self._pool.execute(ENDED_BY_PURCHASE, merchant, None))
-            ended += _count(await self._pool.execute(_ORPHANS, merchant))
+            overtaken = [r["id"] for r in await self._pool.fetch(ENDED_BY_PURCHASE, merchant, None)]
+            await self._pool.execute(OVERTAKEN, overtaken)
+            ended = len(overtaken) + _count(await self._pool.execute(_ORPHANS, merchant))
         created = 0
         for loop in await all_loops(self._pool, merchant):
             if loop.spec.active:
@@ -132,4 +140,12 @@ class Scheduler:
         return SchedulePass(created, ended)
 
 
-__all__ = ["ENDED_BY_PURCHASE", "LOOKAHEAD", "STALE", "SchedulePass", "Scheduler", "control_point"]
+__all__ = [
+    "ENDED_BY_PURCHASE",
+    "LOOKAHEAD",
+    "OVERTAKEN",
+    "STALE",
+    "SchedulePass",
+    "Scheduler",
+    "control_point",
+]

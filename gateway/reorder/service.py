@@ -1,6 +1,6 @@
 """Every part of the reorder loops on one node, built from what they need (the composition
 root builds this one object): the loops, the predictor, the scheduler, the messages'
-dispatcher, the outbox, the cart links and the job that runs them."""
+dispatcher, the outbox, the cart links, the rewards on reorder and the job that runs them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 import asyncpg
 
 from gateway.catalogue import Catalogue
+from gateway.events import MemberEventSink
+from gateway.ledger import Ledger
 from gateway.members import Profiles
+from gateway.programme import Programmes
 from gateway.reorder.carts import Carts
 from gateway.reorder.dispatch import Dispatcher
 from gateway.reorder.job import REORDER_INTERVAL, ReorderJob, ReorderPass
@@ -18,6 +21,7 @@ from gateway.reorder.links import LinkSigner
 from gateway.reorder.loops import ReorderLoops
 from gateway.reorder.outbox import MailSender, Outbox, TextSender
 from gateway.reorder.predictions import PredictionRows, Predictor
+from gateway.reorder.rewards import Rewarder
 from gateway.reorder.schedule import Scheduler
 
 
@@ -27,6 +31,9 @@ class Reorder:
         pool: asyncpg.Pool[Any],
         catalogue: Catalogue,
         profiles: Profiles,
+        ledger: Ledger,
+        programmes: Programmes,
+        events: MemberEventSink,
         *,
         secret: str,
         public_url: str,
@@ -41,9 +48,10 @@ class Reorder:
         self.dispatcher = Dispatcher(pool, catalogue, self.links)
         self.outbox = Outbox(pool, profiles, self.links, smtp, sms)
         self.carts = Carts(pool, catalogue, self.links)
+        self.rewarder = Rewarder(pool, ledger, programmes, events)
         self.rows = PredictionRows(pool)
         self.job = ReorderJob(
-            self.predictor, self.scheduler, self.dispatcher, self.outbox, interval
+            self.predictor, self.scheduler, self.dispatcher, self.outbox, self.rewarder, interval
         )
 
     async def run(self, now: datetime | None = None) -> ReorderPass:

@@ -20,7 +20,9 @@ CREATE TABLE reorder_loops (
 -- messages to come: ``step`` made so far, the next due at ``next_at``), 'done' (the sequence
 -- ended) or 'cancelled' (the member bought the product, or the loop went, before any
 -- message). ``reordered_at``: the purchase of the product that came after it (the latest,
--- when several came before the worker saw them), if one did.
+-- when several came before the worker saw them), if one did; ``reward_state``: whether it
+-- earned the reward promised ('granted'), did not ('none': control, no message sent, outside
+-- the window, no incentive) or the ledger refused it ('refused'); NULL: not decided yet.
 CREATE TABLE reorder_reminders (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     merchant_id      text NOT NULL REFERENCES merchants (id),
@@ -37,6 +39,7 @@ CREATE TABLE reorder_reminders (
     step             smallint NOT NULL DEFAULT 0,
     next_at          timestamptz,
     reordered_at     timestamptz,
+    reward_state     text CHECK (reward_state IN ('granted', 'none', 'refused')),
     created_at       timestamptz NOT NULL DEFAULT now(),
     ended_at         timestamptz,
     UNIQUE (merchant_id, loop_id, member_id, sku, cycle)
@@ -44,6 +47,8 @@ CREATE TABLE reorder_reminders (
 CREATE INDEX reorder_reminders_next ON reorder_reminders (next_at) WHERE state = 'scheduled';
 CREATE INDEX reorder_reminders_open ON reorder_reminders (merchant_id, member_id, sku)
     WHERE reordered_at IS NULL;
+CREATE INDEX reorder_reminders_reward_due ON reorder_reminders (id)
+    WHERE reward_state IS NULL AND reordered_at IS NOT NULL;
 CREATE INDEX reorder_reminders_by_loop ON reorder_reminders (merchant_id, loop_id, created_at);
 
 -- The outbox of reminder messages: one row per reminder and step, made in the transaction
@@ -68,6 +73,8 @@ CREATE TABLE reorder_messages (
     subject         text NOT NULL,
     body_text       text NOT NULL,
     body_html       text,
+    -- the incentive the message promised (LoopSpec's incentive, JSON; null: none)
+    incentive       jsonb,
     state           text NOT NULL
                     CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
     attempts        integer NOT NULL DEFAULT 0,
@@ -95,3 +102,19 @@ CREATE TABLE reorder_clicks (
     clicked_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX reorder_clicks_by_reminder ON reorder_clicks (reminder_id);
+
+-- The reward a reorder earned: one row per reminder, written in the transaction of the ledger
+-- operation that grants it ("~reorder/<reminder>": unique per merchant, so granted once).
+CREATE TABLE reorder_rewards (
+    merchant_id text NOT NULL REFERENCES merchants (id),
+    reminder_id bigint PRIMARY KEY REFERENCES reorder_reminders (id),
+    member_id   text NOT NULL REFERENCES members (id),
+    loop_id     text NOT NULL,
+    op_id       text NOT NULL,
+    grant_kind  text NOT NULL CHECK (grant_kind IN ('points', 'reward')),
+    points      bigint NOT NULL DEFAULT 0,
+    reward_id   text,
+    code        text,
+    granted_at  timestamptz NOT NULL
+);
+CREATE INDEX reorder_rewards_by_loop ON reorder_rewards (merchant_id, loop_id);
