@@ -281,7 +281,7 @@ class Node:
                 expiry=self.expiry,
                 birthdays=self.birthdays,
                 catalogue=self.catalogue,
-                reorder=self.reorder.loops,
+                reorder=self.reorder,
                 adjustments=self.adjustments,
                 webhooks=self.webhooks,
                 segments=self.segments,

@@ -53,7 +53,7 @@ from gateway.members import Members, Merger, Privacy
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
-from gateway.reorder import ReorderLoops
+from gateway.reorder import Reorder
 from gateway.rewards import Rewards
 from gateway.segments import Segments
 from gateway.tiers import Tiers
@@ -207,7 +207,7 @@ class AdminServices:
     expiry: PointsExpiry
     birthdays: Birthdays
     catalogue: Catalogue
-    reorder: ReorderLoops
+    reorder: Reorder
     adjustments: Adjustments
     webhooks: Webhooks
     segments: Segments

@@ -365,7 +365,10 @@ def _operation(method: str, path: str, route: Route, admin_route: bool) -> dict[
         "security": [{"bearer": []}],
         "responses": {
             **{
-                str(s): {"description": "OK", "content": _json(_ref(route.answer))}
+                str(s): {
+                    "description": "OK",
+                    "content": {route.answer_media: {"schema": _ref(route.answer)}},
+                }
                 for s in route.ok
             },
             **_refusals(route, admin_route),

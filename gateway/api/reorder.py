@@ -13,13 +13,16 @@ import msgspec
 from aiohttp import web
 
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
-from gateway.reorder import Loop, LoopSpec, ReorderLoops
+from gateway.reorder import Loop, LoopSpec, Reorder, Report, csv_text, svg
 
 #: Every route: method, path under the admin prefix, and the ``ReorderApi`` method serving it.
 ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/reorder-loops/{loop}", "get_loop"),
     ("PUT", "/reorder-loops/{loop}", "put_loop"),
     ("DELETE", "/reorder-loops/{loop}", "delete_loop"),
+    ("GET", "/reorder-loops/{loop}/report", "get_report"),
+    ("GET", "/reorder-loops/{loop}/report.csv", "get_report_csv"),
+    ("GET", "/reorder-loops/{loop}/report.svg", "get_report_svg"),
 ]
 
 
@@ -60,10 +63,9 @@ class ReorderApi:
     """The routes over ``loops``; ``merchant`` is the admin API's check of the path's merchant
     (it raises when the merchant does not exist)."""
 
-    def __init__(
-        self, loops: ReorderLoops, merchant: Callable[[web.Request], Awaitable[str]]
-    ) -> None:
-        self._loops = loops
+    def __init__(self, reorder: Reorder, merchant: Callable[[web.Request], Awaitable[str]]) -> None:
+        self._reorder = reorder
+        self._loops = reorder.loops
         self._merchant = merchant
 
     def setup(self, app: web.Application, prefix: str) -> None:
@@ -91,6 +93,105 @@ class ReorderApi:
             return _not_found()
         return _json(LoopDeleted(deleted="reorder_loop", loop=loop))
 
+    async def _report(self, request: web.Request) -> Report | None:
+        merchant = await self._merchant(request)
+        return await self._reorder.report(merchant, request.match_info["loop"])
+
+    async def get_report(self, request: web.Request) -> web.Response:
+        r = await self._report(request)
+        return _not_found() if r is None else _json(ReportOut.of(r))
+
+    async def get_report_csv(self, request: web.Request) -> web.Response:
+        r = await self._report(request)
+        if r is None:
+            return _not_found()
+        return web.Response(
+            text=csv_text(r),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{r.loop}-report.csv"'},
+        )
+
+    async def get_report_svg(self, request: web.Request) -> web.Response:
+        r = await self._report(request)
+        if r is None:
+            return _not_found()
+        return web.Response(
+            text=svg(r),
+            content_type="image/svg+xml",
+            headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+        )
+
+
+class GroupOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    reminders: int
+    """Settled reminders of the group (their window ended, or they were repurchased)."""
+    members: int
+    repurchased: int
+    rate: float
+    rate_low: float
+    """The rate's 95 % Wilson score interval."""
+    rate_high: float
+    revenue: int
+    """The product's purchases in the repurchased reminders' windows (minor units)."""
+    revenue_per_member: float
+    points: int
+    """Reward points granted (the control group's are 0)."""
+    points_per_member: float
+
+
+class UpliftOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    absolute: float
+    """Treated rate - control rate."""
+    absolute_low: float
+    """95 % interval: Newcombe's hybrid score method (10)."""
+    absolute_high: float
+    relative: float | None
+    """Treated rate / control rate - 1 (none without a control repurchase)."""
+    relative_low: float | None
+    """95 % interval of the log risk ratio (Katz)."""
+    relative_high: float | None
+    z: float | None
+    """The pooled two-proportion z statistic."""
+    p_value: float | None
+
+
+class MessagesOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    sent: int
+    failed: int
+    skipped: int
+    pending: int
+    unsubscribed: int
+    clicked: int
+    """Reminders whose cart link was opened."""
+    clicks: int
+
+
+class ReportOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    merchant: str
+    loop: str
+    window_days: int
+    at: str
+    open: int
+    """Reminders whose window has not ended yet (not counted)."""
+    treated: GroupOut
+    control: GroupOut
+    uplift: UpliftOut
+    messages: MessagesOut
+
+    @classmethod
+    def of(cls, r: Report) -> ReportOut:
+        return cls(
+            merchant=r.merchant,
+            loop=r.loop,
+            window_days=r.window_days,
+            at=r.at.isoformat(),
+            open=r.open,
+            treated=msgspec.convert(r.treated, GroupOut, from_attributes=True),
+            control=msgspec.convert(r.control, GroupOut, from_attributes=True),
+            uplift=msgspec.convert(r.uplift, UpliftOut, from_attributes=True),
+            messages=msgspec.convert(r.messages, MessagesOut, from_attributes=True),
+        )
+
 
 #: How openapi.json documents the routes.
 DOCS: dict[tuple[str, str], Route] = {
@@ -113,6 +214,24 @@ DOCS: dict[tuple[str, str], Route] = {
     ("DELETE", "/reorder-loops/{loop}"): Route(
         "Delete a reorder loop (404 not_found when there is none)", None, LoopDeleted
     ),
+    ("GET", "/reorder-loops/{loop}/report"): Route(
+        "The loop's uplift report: treated against control reminders, their repurchase rates "
+        "within the attribution window (95 % Wilson intervals), the absolute uplift with "
+        "Newcombe's hybrid score interval, the relative uplift with the log risk ratio's, the "
+        "z-test's p-value, revenue and points cost per member, and the messages sent, failed, "
+        "skipped, unsubscribed and clicked (docs/reorder.md, Uplift report)",
+        None,
+        ReportOut,
+    ),
+    ("GET", "/reorder-loops/{loop}/report.csv"): Route(
+        "The report as CSV: a row per group", None, {"type": "string"}, answer_media="text/csv"
+    ),
+    ("GET", "/reorder-loops/{loop}/report.svg"): Route(
+        "The report at a glance: an SVG chart of both rates with their intervals and the uplift",
+        None,
+        {"type": "string"},
+        answer_media="image/svg+xml",
+    ),
 }
 
-__all__ = ["DOCS", "ROUTES", "LoopDeleted", "LoopOut", "ReorderApi"]
+__all__ = ["DOCS", "ROUTES", "LoopDeleted", "LoopOut", "ReorderApi", "ReportOut"]

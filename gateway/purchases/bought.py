@@ -15,18 +15,22 @@ from gateway.store.db import translate_errors
 
 @dataclass(frozen=True, slots=True)
 class Bought:
-    """``qty`` units of ``sku`` bought by ``member`` in one sale at ``at``."""
+    """``qty`` units of ``sku`` bought by ``member`` in one sale at ``at``, for ``value``
+    (minor units: the lines' quantity x unit price)."""
 
     member: str
     sku: str
     at: datetime
     qty: int
+    value: int = 0
 
 
 # The sales_by_member index finds each member's sales; a sale's lines are unnested in place.
 _BOUGHT = """
-SELECT s.member_id, l.sku, s.created_at, sum(l.qty)::int AS qty
-  FROM sales s CROSS JOIN LATERAL jsonb_to_recordset(s.lines) AS l(sku text, qty int)
+SELECT s.member_id, l.sku, s.created_at, sum(l.qty)::int AS qty,
+       sum(l.qty::int8 * l.price)::int8 AS value
+  FROM sales s
+ CROSS JOIN LATERAL jsonb_to_recordset(s.lines) AS l(sku text, qty int, price int8)
  WHERE s.member_id = ANY($2::text[]) AND s.merchant_id = $1
    AND ($3::text[] IS NULL OR l.sku = ANY($3::text[]))
  GROUP BY s.seq, s.member_id, l.sku, s.created_at
@@ -49,7 +53,7 @@ async def bought(
         rows = await conn.fetch(
             _BOUGHT, merchant, list(members), None if skus is None else list(skus)
         )
-    return [Bought(r["member_id"], r["sku"], r["created_at"], r["qty"]) for r in rows]
+    return [Bought(r["member_id"], r["sku"], r["created_at"], r["qty"], r["value"]) for r in rows]
 
 
 __all__ = ["Bought", "bought"]

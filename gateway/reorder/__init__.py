@@ -7,6 +7,7 @@ reorder_predictions, reorder_population (0121_reorder.sql) and reorder_loops
 outbox). This is its public face."""
 
 from gateway.reorder.carts import Carts, CartView
+from gateway.reorder.chart import svg
 from gateway.reorder.dispatch import Dispatcher, DispatchPass, capped_until, quiet_until
 from gateway.reorder.job import REORDER_INTERVAL, ReorderJob, ReorderPass
 from gateway.reorder.links import CartLink, LinkRefused, LinkSigner, UnsubscribeLink
@@ -35,6 +36,17 @@ from gateway.reorder.predict import (
     restocks,
 )
 from gateway.reorder.predictions import PredictionPass, PredictionRows, Predictor
+from gateway.reorder.report import (
+    Group,
+    Messages,
+    Report,
+    Uplift,
+    csv_text,
+    newcombe,
+    relative,
+    wilson,
+    z_test,
+)
 from gateway.reorder.rewards import REORDER_REWARD, ReorderReward, Rewarder, RewardPass, reward_op
 from gateway.reorder.schedule import LOOKAHEAD, STALE, SchedulePass, Scheduler, control_point
 from gateway.reorder.service import Reorder
@@ -64,12 +76,14 @@ __all__ = [
     "Channel",
     "DispatchPass",
     "Dispatcher",
+    "Group",
     "Incentive",
     "LinkRefused",
     "LinkSigner",
     "Loop",
     "LoopSpec",
     "Message",
+    "Messages",
     "Method",
     "Outbox",
     "OutboxPass",
@@ -85,18 +99,26 @@ __all__ = [
     "ReorderLoops",
     "ReorderPass",
     "ReorderReward",
+    "Report",
     "RewardPass",
     "Rewarder",
     "SchedulePass",
     "Scheduler",
     "TemplateError",
     "UnsubscribeLink",
+    "Uplift",
     "backoff",
     "capped_until",
     "control_point",
+    "csv_text",
+    "newcombe",
     "predict",
     "quiet_until",
+    "relative",
     "render",
     "restocks",
     "reward_op",
+    "svg",
+    "wilson",
+    "z_test",
 ]

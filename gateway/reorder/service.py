@@ -18,9 +18,10 @@ from gateway.reorder.carts import Carts
 from gateway.reorder.dispatch import Dispatcher
 from gateway.reorder.job import REORDER_INTERVAL, ReorderJob, ReorderPass
 from gateway.reorder.links import LinkSigner
-from gateway.reorder.loops import ReorderLoops
+from gateway.reorder.loops import ReorderLoops, get_loop
 from gateway.reorder.outbox import MailSender, Outbox, TextSender
 from gateway.reorder.predictions import PredictionRows, Predictor
+from gateway.reorder.report import Report, report
 from gateway.reorder.rewards import Rewarder
 from gateway.reorder.schedule import Scheduler
 
@@ -41,6 +42,7 @@ class Reorder:
         sms: TextSender | None,
         interval: float = REORDER_INTERVAL,
     ) -> None:
+        self._pool = pool
         self.links = LinkSigner(secret, public_url)
         self.loops = ReorderLoops(pool, catalogue)
         self.predictor = Predictor(pool)
@@ -53,6 +55,11 @@ class Reorder:
         self.job = ReorderJob(
             self.predictor, self.scheduler, self.dispatcher, self.outbox, self.rewarder, interval
         )
+
+    async def report(self, merchant: str, loop: str, now: datetime | None = None) -> Report | None:
+        """The loop's uplift report (None: no such loop)."""
+        found = await get_loop(self._pool, merchant, loop)
+        return None if found is None else await report(self._pool, found, now)
 
     async def run(self, now: datetime | None = None) -> ReorderPass:
         """One pass of everything, as of ``now`` (default: this node's clock)."""
