@@ -17,7 +17,7 @@ from gateway.reorder import control_point, newcombe, relative, wilson, z_test
 from tests.loyalty_support import admin, new_merchant
 from tests.reorder.support import product
 from tests.reorder.test_outbox import put_loop, shopper
-from tests.reorder.test_rewards import sale
+from tests.reorder.test_reorder_rewards import sale
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
