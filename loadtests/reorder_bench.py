@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {
             "GATEWAY_LEDGER_LANES": "1",
             "GATEWAY_RATE_PER_SECOND": "100000",
-            "GATEWAY_REORDER_SECONDS": "1",
+            "GATEWAY_REORDER_SECONDS": str(args.worker_seconds),
         }
         node = Node(scratch, "reorder-bench", env)
         try:
@@ -190,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     on = [x["p99"] for x in rounds if x["trigger"]]
     return {
         "sales_per_round": args.sales,
+        "worker_seconds": args.worker_seconds,
         "lines_per_sale": args.lines,
         "rounds": rounds,
         "p99_median_off": statistics.median(off),
@@ -210,6 +211,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="rounds of off then on")
     p.add_argument("--members", type=int, default=20_000, help="members whose predictions run")
     p.add_argument("--visits", type=int, default=6, help="sales per member over the year")
+    p.add_argument(
+        "--worker-seconds",
+        type=float,
+        default=1.0,
+        help="the node's GATEWAY_REORDER_SECONDS (0: no worker, the trigger's cost alone)",
+    )
     p.add_argument("--json", help="also write the figures to this file")
     return p
 
