@@ -30,13 +30,14 @@ from gateway import (
     birthdays,
     commands,
     purchases,
+    reorder,
     rewards,
     sessions,
     webhooks,
 )
 from gateway.adjustments import AdjustmentRows, Adjustments
 from gateway.aggregates import AggregateRows, Aggregates
-from gateway.api import AdminApi, AdminServices, Broadcasts
+from gateway.api import AdminApi, AdminServices, Broadcasts, ReorderLinks
 from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
 from gateway.catalogue import Catalogue
 from gateway.collector import CollectorPolicy
@@ -49,6 +50,7 @@ from gateway.notify import CodeSenders, HttpSms, Smtp
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
+from gateway.reorder import PredictionRows, Reorder
 from gateway.rewards import CodeRows, Rewards
 from gateway.segments import (
     Recomputed,
@@ -70,13 +72,14 @@ log = logging.getLogger(__name__)
 
 #: Every package's rows that ride on ledger operations (``ledger.AttachmentKind``): a sale's
 #: history, a return's state, a granted code, a birthday grant, the purchase aggregates, an
-#: adjustment.
+#: adjustment, a reorder's reward.
 ATTACHMENTS = (
     *purchases.ATTACHMENTS,
     *rewards.ATTACHMENTS,
     *birthdays.ATTACHMENTS,
     *adjustments.ATTACHMENTS,
     *aggregates.ATTACHMENTS,
+    *reorder.ATTACHMENTS,
 )
 #: The statements other packages run over every batch's entries (``ledger.EntryTap``): the
 #: webhooks' points.changed events.
@@ -172,10 +175,9 @@ class Node:
         self.rewards = Rewards(pool, ledger, programmes, members, events, hooks)
         self.profiles = profiles = Profiles(pool, events)
         n = self.settings.notify
-        senders = CodeSenders(
-            Smtp(n.smtp_url, n.mail_from) if n.smtp_url else None,
-            HttpSms(n.sms_url, n.sms_token) if n.sms_url else None,
-        )
+        smtp = Smtp(n.smtp_url, n.mail_from) if n.smtp_url else None
+        sms = HttpSms(n.sms_url, n.sms_token) if n.sms_url else None
+        senders = CodeSenders(smtp, sms)
         self.contacts = ContactProofs(
             pool, programmes, profiles, senders, self.settings.auth.jwt_secret
         )
@@ -186,6 +188,7 @@ class Node:
             AdjustmentRows(pool),
             AggregateRows(pool),
             SegmentRows(pool),
+            PredictionRows(pool),
         )
         self.merger = Merger(pool, ledger, member_rows, tiers, events, hooks)
         self.privacy = Privacy(pool, members, self.profiles, member_rows, hooks)
@@ -193,6 +196,19 @@ class Node:
         self.adjustments = Adjustments(pool, ledger, members)
         self.birthdays = Birthdays(
             pool, ledger, programmes, events, self.settings.server.birthday_seconds
+        )
+        self.reorder = Reorder(
+            pool,
+            catalogue,
+            profiles,
+            ledger,
+            programmes,
+            events,
+            secret=self.settings.auth.jwt_secret,
+            public_url=self.settings.server.public_url,
+            smtp=smtp,
+            sms=sms,
+            interval=self.settings.server.reorder_seconds,
         )
         self.webhooks = Webhooks(pool, self.settings.webhooks)
         self.deliverer = Deliverer(
@@ -265,6 +281,7 @@ class Node:
                 expiry=self.expiry,
                 birthdays=self.birthdays,
                 catalogue=self.catalogue,
+                reorder=self.reorder,
                 adjustments=self.adjustments,
                 webhooks=self.webhooks,
                 segments=self.segments,
@@ -310,6 +327,7 @@ class Node:
         await self.events.start()
         self.expiry.start()
         self.birthdays.start()
+        self.reorder.start()
         await self.deliverer.start()
         self.relay.start()
         self.sweeper.start()
@@ -329,6 +347,7 @@ class Node:
         await self.heartbeat.close()
         await self.expiry.close()
         await self.birthdays.close()
+        await self.reorder.close()
         with contextlib.suppress(Exception):
             await self.deliverer.close()
         await self.segments.close()
@@ -456,6 +475,7 @@ def build_app(settings: Settings, redis_prefix: str | None = None) -> web.Applic
     app.router.add_post("/admin/broadcast", node.broadcasts.post)
     node.ops.setup(app)
     node.admin.setup(app)
+    ReorderLinks(node.reorder.outbox, node.reorder.carts).setup(app)
     Pages(settings).setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

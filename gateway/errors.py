@@ -48,3 +48,13 @@ class OutcomeUnknown(GatewayError):
     """The commit may or may not have happened (connection lost during COMMIT)."""
 
     code = ErrorCode.TIMEOUT
+
+
+class Undelivered(StoreUnavailable):
+    """A message (an email, an SMS) not handed over; ``permanent``: trying again will not
+    change that (an SMTP 5xx reply, an HTTP 4xx), else it may (an SMTP 4xx, no connection,
+    an HTTP 5xx). Raised by ``gateway.notify``'s senders."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent

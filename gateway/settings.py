@@ -269,6 +269,12 @@ class ServerSettings:
     #: Seconds between birthday-reward passes on each node (jittered; 0: none, cron runs
     #: ``python -m gateway birthdays``). A pass grants each member once a year whatever runs it.
     birthday_seconds: float = 300.0
+    #: Seconds between reorder-prediction passes on each node (jittered; 0: none): the
+    #: members whose purchases changed get their predicted repurchase dates recomputed.
+    reorder_seconds: float = 5.0
+    #: The gateway's public base URL, for the links in reorder messages (the cart page and
+    #: the one-click unsubscribe): what a member's mail client or phone reaches.
+    public_url: str = "http://127.0.0.1:8080"
     #: Largest body of a catalogue import, in bytes (64 MiB: some 400,000 rows); past it the
     #: import is refused with 413 ``body_too_large`` and changes no product.
     catalogue_max_bytes: int = 64 * 1024 * 1024
@@ -311,6 +317,12 @@ class Settings:
                 ),
                 log_format=_choice(e, "GATEWAY_LOG_FORMAT", "TEXT", ("JSON", "TEXT")).lower(),
                 birthday_seconds=_float(e, "GATEWAY_BIRTHDAY_SECONDS", 300.0, 0.0, 86400.0),
+                reorder_seconds=_float(e, "GATEWAY_REORDER_SECONDS", 5.0, 0.0, 86400.0),
+                public_url=_url(
+                    "GATEWAY_PUBLIC_URL",
+                    e.get("GATEWAY_PUBLIC_URL") or "http://127.0.0.1:8080",
+                    ("http", "https"),
+                ).rstrip("/"),
                 catalogue_max_bytes=_int(
                     e, "GATEWAY_CATALOGUE_MAX_BYTES", 64 * 1024 * 1024, 1024, 1 << 32
                 ),

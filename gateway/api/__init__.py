@@ -4,5 +4,6 @@ and every other route a node serves (``openapi.py`` builds it). This is its publ
 
 from gateway.api.admin import AdminApi, AdminServices
 from gateway.api.broadcast import Broadcasts
+from gateway.api.reorder_links import ReorderLinks
 
-__all__ = ["AdminApi", "AdminServices", "Broadcasts"]
+__all__ = ["AdminApi", "AdminServices", "Broadcasts", "ReorderLinks"]

@@ -41,6 +41,7 @@ from gateway.api.bodies import (
     VoidIn,
 )
 from gateway.api.catalogue import CatalogueApi
+from gateway.api.reorder import ReorderApi
 from gateway.api.segments import SegmentApi
 from gateway.api.webhooks import WebhookApi
 from gateway.birthdays import Birthdays
@@ -52,6 +53,7 @@ from gateway.members import Members, Merger, Privacy
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
 from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
+from gateway.reorder import Reorder
 from gateway.rewards import Rewards
 from gateway.segments import Segments
 from gateway.tiers import Tiers
@@ -205,6 +207,7 @@ class AdminServices:
     expiry: PointsExpiry
     birthdays: Birthdays
     catalogue: Catalogue
+    reorder: Reorder
     adjustments: Adjustments
     webhooks: Webhooks
     segments: Segments
@@ -220,6 +223,7 @@ class AdminApi:
         #: Route modules of their own, mounted under the same prefix and authentication.
         self.birthday = BirthdayApi(services.birthdays, self._merchant)
         self.catalogue = CatalogueApi(services.catalogue, self._merchant)
+        self.reorder = ReorderApi(services.reorder, self._merchant)
         self.adjustments = AdjustmentApi(services.adjustments, self._merchant)
         self.webhook = WebhookApi(services.webhooks, self._merchant)
         self.segments = SegmentApi(services.segments, self._merchant)
@@ -231,6 +235,7 @@ class AdminApi:
             app.router.add_route(method, PREFIX + path, getattr(self, name))
         self.birthday.setup(app, PREFIX)
         self.catalogue.setup(app, PREFIX)
+        self.reorder.setup(app, PREFIX)
         self.adjustments.setup(app, PREFIX)
         self.webhook.setup(app, PREFIX)
         self.segments.setup(app, PREFIX)

@@ -29,6 +29,8 @@ from gateway.api import (
     bodies,
     broadcast,
     catalogue,
+    reorder,
+    reorder_links,
     segments,
     webhooks,
 )
@@ -178,6 +180,7 @@ ADMIN: dict[tuple[str, str], Route] = {
         birthdays.BirthdayRuleDeleted,
     ),
     **catalogue.DOCS,
+    **reorder.DOCS,
     **adjustments.DOCS,
     ("POST", "/webhooks"): Route(
         "Add a webhook endpoint: its URL (http or https; a host that is or resolves to a "
@@ -362,7 +365,10 @@ def _operation(method: str, path: str, route: Route, admin_route: bool) -> dict[
         "security": [{"bearer": []}],
         "responses": {
             **{
-                str(s): {"description": "OK", "content": _json(_ref(route.answer))}
+                str(s): {
+                    "description": "OK",
+                    "content": {route.answer_media: {"schema": _ref(route.answer)}},
+                }
                 for s in route.ok
             },
             **_refusals(route, admin_route),
@@ -466,6 +472,7 @@ def build() -> dict[str, Any]:
         *admin.ROUTES,
         *birthdays.ROUTES,
         *catalogue.ROUTES,
+        *reorder.ROUTES,
         *adjustments.ROUTES,
         *webhooks.ROUTES,
         *segments.ROUTES,
@@ -477,6 +484,7 @@ def build() -> dict[str, Any]:
     for (method, path), route in OTHERS.items():
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, route, False)
     paths.update(_ops_paths())
+    paths.update(reorder_links.PATHS)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -523,6 +531,7 @@ _OPS_ANSWERS: dict[tuple[str, str], dict[int, Any]] = {
     ("GET", "/readyz"): {200: out.Readiness, 503: out.Readiness},
     ("GET", "/metrics"): {200: None},
     ("GET", "/ws"): {101: None, 400: None, 403: ("origin_forbidden",)},
+    **reorder_links.ANSWERS,
 }
 
 

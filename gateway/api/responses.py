@@ -138,6 +138,20 @@ class BirthdayGrant(_Out, frozen=True):
     """Grant time, milliseconds since the Unix epoch."""
 
 
+class ReorderPrediction(_Out, frozen=True):
+    """When the member is predicted to run out of a replenishable product
+    (``gateway.reorder``, docs/reorder.md)."""
+
+    sku: str
+    last_purchase: int
+    """The last purchase, milliseconds since the Unix epoch."""
+    units: int
+    """Units bought then."""
+    predicted: int
+    """The predicted date, milliseconds since the Unix epoch."""
+    method: Literal["member", "population", "catalogue"]
+
+
 class AdjustmentLine(_Out, frozen=True):
     """A manual adjustment (``gateway.adjustments``)."""
 
@@ -180,6 +194,7 @@ class Export(_Out, frozen=True):
     codes: list[RewardCode]
     ledger: list[LedgerLine]
     birthday_grants: list[BirthdayGrant]
+    reorder_predictions: list[ReorderPrediction]
     adjustments: list[AdjustmentLine]
     purchase_aggregates: PurchaseAggregates
     segments: list[SegmentMembership]
@@ -226,6 +241,7 @@ __all__ = [
     "MergeResult",
     "Programme",
     "Readiness",
+    "ReorderPrediction",
     "Reward",
     "RewardCode",
     "Rewards",

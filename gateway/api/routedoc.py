@@ -28,6 +28,8 @@ class Route:
     #: a body that is not one JSON document: its media types and their schemas (``body``,
     #: if given, is listed among the document's schemas)
     media: dict[str, dict[str, Any]] | None = None
+    #: the media type of a success's body (a CSV file, an SVG chart)
+    answer_media: str = "application/json"
 
 
 __all__ = ["INVALID", "NOT_FOUND", "Route"]

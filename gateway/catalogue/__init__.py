@@ -28,6 +28,7 @@ from gateway.catalogue.products import (
     get_product,
     line_facts,
     page_products,
+    replenishable_cycles,
 )
 from gateway.catalogue.rows import (
     FIELDS,
@@ -98,4 +99,5 @@ __all__ = [
     "Reason",
     "Rejection",
     "State",
+    "replenishable_cycles",
 ]

@@ -110,6 +110,20 @@ async def line_facts(
     return {r["sku"]: LineFacts(r["category"], r["brand"]) for r in rows}
 
 
+async def replenishable_cycles(
+    conn: asyncpg.Pool[Any] | asyncpg.Connection[Any], merchant: str, skus: Collection[str]
+) -> dict[str, int]:
+    """The usage cycle (days) of those of ``skus`` that are active replenishable products."""
+    with translate_errors("catalogue read"):
+        rows = await conn.fetch(
+            """SELECT sku, cycle_days FROM catalogue_products
+                WHERE merchant_id = $1 AND sku = ANY($2::text[]) AND replenishable AND active""",
+            merchant,
+            list(skus),
+        )
+    return {r["sku"]: r["cycle_days"] for r in rows}
+
+
 __all__ = [
     "LineFacts",
     "Product",
@@ -117,4 +131,5 @@ __all__ = [
     "get_product",
     "line_facts",
     "page_products",
+    "replenishable_cycles",
 ]

@@ -30,7 +30,15 @@ from gateway.members.identity import (
 )
 from gateway.members.merge import Merger, MergeResult
 from gateway.members.migrations import STEPS as DATA_MIGRATIONS
-from gateway.members.profiles import Born, Profiles, birthdays_on, check_birthday, check_time_zone
+from gateway.members.profiles import (
+    Born,
+    Profiles,
+    Reach,
+    birthdays_on,
+    check_birthday,
+    check_time_zone,
+    reach,
+)
 from gateway.members.rows import MemberRows, TierKeeper
 
 __all__ = [
@@ -48,6 +56,7 @@ __all__ = [
     "Privacy",
     "Profile",
     "Profiles",
+    "Reach",
     "TierKeeper",
     "birthdays_on",
     "check_birthday",
@@ -67,6 +76,7 @@ __all__ = [
     "normalise_email",
     "normalise_phone",
     "profile",
+    "reach",
     "resolve",
     "set_tier",
     "tiers_of",

@@ -153,6 +153,52 @@ def profile_of(r: Any) -> Profile:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How a member may be written to: its name, addresses, consent per channel (``None``:
+    never given, as good as no) and time zone."""
+
+    member: str
+    name: str
+    email: str | None
+    phone: str | None
+    consent_email: bool
+    consent_sms: bool
+    time_zone: str | None
+
+
+# Neither erased nor merged into another member: those are written to no more.
+_REACH = """
+SELECT m.id, COALESCE(p.name, '') AS name, p.consent_email, p.consent_sms, p.time_zone,
+       (SELECT value FROM member_identities i WHERE i.member_id = m.id AND i.kind = 'phone') AS phone,
+       (SELECT value FROM member_identities i WHERE i.member_id = m.id AND i.kind = 'email') AS email
+  FROM members m LEFT JOIN member_profiles p ON p.member_id = m.id
+ WHERE m.id = ANY($2::text[]) AND m.merchant_id = $1 AND p.erased_at IS NULL
+   AND NOT EXISTS (SELECT 1 FROM member_merges g WHERE g.source_id = m.id)
+"""
+
+
+async def reach(conn: Any, merchant: str, members: list[str]) -> dict[str, Reach]:
+    """The members of ``members`` that may be written to, read now (a consent withdrawn a
+    moment ago is seen)."""
+    if not members:
+        return {}
+    with translate_errors("profile read"):
+        rows = await conn.fetch(_REACH, merchant, members)
+    return {
+        r["id"]: Reach(
+            member=r["id"],
+            name=r["name"],
+            email=r["email"],
+            phone=r["phone"],
+            consent_email=bool(r["consent_email"]),
+            consent_sms=bool(r["consent_sms"]),
+            time_zone=r["time_zone"],
+        )
+        for r in rows
+    }
+
+
 class Profiles:
     def __init__(self, pool: asyncpg.Pool[Any], events: MemberEventSink) -> None:
         self._pool = pool

@@ -4,6 +4,7 @@ are earned by. Owns the tables sales and sale_returns; a sale's history row and 
 state ride on their ledger operations (``SALE_HISTORY``, ``RETURN_STATE``). This is its
 public face."""
 
+from gateway.purchases.bought import Bought, bought
 from gateway.purchases.earning import Computed, Earning, compute, detail_fingerprint, sale_detail
 from gateway.purchases.goods import Goods, GoodsFacts, GoodsLine
 from gateway.purchases.history import history
@@ -20,6 +21,7 @@ __all__ = [
     "ATTACHMENTS",
     "RETURN_STATE",
     "SALE_HISTORY",
+    "Bought",
     "Computed",
     "Earning",
     "Goods",
@@ -30,6 +32,7 @@ __all__ = [
     "Returns",
     "SaleRow",
     "Sales",
+    "bought",
     "compute",
     "detail_fingerprint",
     "history",
