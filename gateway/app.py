@@ -29,6 +29,7 @@ from gateway import (
     auth,
     birthdays,
     commands,
+    offers,
     purchases,
     rewards,
     sessions,
@@ -46,6 +47,7 @@ from gateway.ledger import Ledger, OutboxRelay, Reads, Sweeper, Versions
 from gateway.members import ContactProofs, Members, Merger, Owners, Privacy, Profiles
 from gateway.metrics import Metrics
 from gateway.notify import CodeSenders, HttpSms, Smtp
+from gateway.offers import Offers
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
@@ -75,6 +77,7 @@ ATTACHMENTS = (
     *purchases.ATTACHMENTS,
     *rewards.ATTACHMENTS,
     *birthdays.ATTACHMENTS,
+    *offers.ATTACHMENTS,
     *adjustments.ATTACHMENTS,
     *aggregates.ATTACHMENTS,
 )
@@ -162,7 +165,8 @@ class Node:
             pool, self.settings.store.database_url, self.settings.server.catalogue_max_bytes
         )
         self.aggregates = facts = Aggregates(pool)
-        self.sales = Sales(pool, ledger, programmes, members, catalogue, facts)
+        self.offers = Offers(pool, segments)
+        self.sales = Sales(pool, ledger, programmes, members, catalogue, facts, self.offers)
         self.returns = Returns(pool, ledger, facts)
         self.tiers = tiers = Tiers(pool, programmes, members, events, hooks)
         self.rewards = Rewards(pool, ledger, programmes, members, events, hooks)
@@ -197,6 +201,25 @@ class Node:
             self.settings.store.command_timeout,
         )
 
+    def _admin_services(self) -> AdminServices:
+        """The domain services the admin API calls."""
+        return AdminServices(
+            config=ProgrammeConfig(self.pool, self.programmes),
+            members=self.members,
+            sales=self.sales,
+            tiers=self.tiers,
+            rewards=self.rewards,
+            merger=self.merger,
+            privacy=self.privacy,
+            expiry=self.expiry,
+            birthdays=self.birthdays,
+            catalogue=self.catalogue,
+            adjustments=self.adjustments,
+            webhooks=self.webhooks,
+            segments=self.segments,
+            offers=self.offers,
+        )
+
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
         s = self.settings
@@ -222,6 +245,7 @@ class Node:
                 subscriptions,
                 self.aggregates,
                 self.segments,
+                self.offers,
             ),
             commands.Wallet(
                 scope,
@@ -234,6 +258,7 @@ class Node:
                 self.programmes,
                 subscriptions,
                 self.events,
+                self.offers,
             ),
         )
         self.endpoint = Endpoint(
@@ -250,21 +275,7 @@ class Node:
             s.server.drain_seconds,
         )
         self.admin = AdminApi(
-            AdminServices(
-                config=ProgrammeConfig(self.pool, self.programmes),
-                members=self.members,
-                sales=self.sales,
-                tiers=self.tiers,
-                rewards=self.rewards,
-                merger=self.merger,
-                privacy=self.privacy,
-                expiry=self.expiry,
-                birthdays=self.birthdays,
-                catalogue=self.catalogue,
-                adjustments=self.adjustments,
-                webhooks=self.webhooks,
-                segments=self.segments,
-            ),
+            self._admin_services(),
             s.auth.admin_token,
             s.auth.merchant_keys,
         )

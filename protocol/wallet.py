@@ -26,6 +26,7 @@ from protocol.loyalty import (
     Phone,
     RewardCode,
     RewardOption,
+    TargetedOffer,
     TierInfo,
 )
 
@@ -217,6 +218,8 @@ class WalletView(_Data, tag="wallet", frozen=True):
     seq: int = 0
     """The member events' ``seq`` this view is current at (see the module doc)."""
     subscribed: bool = True
+    targeted: list[TargetedOffer] = msgspec.field(default_factory=list)
+    """The member's targeted offers (every channel: the app shows the store's too)."""
 
 
 class VerificationSent(_Data, tag="verification", frozen=True):

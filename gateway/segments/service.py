@@ -171,6 +171,11 @@ class Segments:
                     return s
         return None
 
+    async def of_member(self, merchant: str, member: str) -> set[str]:
+        """The segments ``member`` is in now (the stored membership)."""
+        async with self._pool.acquire() as conn:
+            return (await store.memberships(conn, merchant, [member], None)).get(member, set())
+
     async def sizes(self, merchant: str) -> dict[str, int]:
         return await store.sizes(self._pool, merchant)
 

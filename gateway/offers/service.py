@@ -1,0 +1,121 @@
+"""The offers as the rest of the node uses them: the admin API's reads and writes, a member's
+eligible offers (the cashier and wallet views), and the sale's claim (``Sales`` calls it
+through ``purchases.SaleOffers``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import Refused
+from gateway.ledger import Origin
+from gateway.offers import claims, model
+from gateway.offers.claims import Claim
+from gateway.offers.model import Offer, OfferSpec, channel_of
+from gateway.segments import Segments
+from gateway.store.db import translate_errors
+from protocol.codes import ErrorCode
+from protocol.loyalty import TargetedOffer
+from protocol.messages import SaleLine
+
+
+class Offers:
+    def __init__(self, pool: asyncpg.Pool[Any], segments: Segments) -> None:
+        self._pool = pool
+        self._segments = segments
+
+    # ------------------------------------------------------------------ admin
+
+    async def put(self, merchant: str, offer_id: str, spec: OfferSpec) -> Offer:
+        known = [s.id for s in await self._segments.definitions_now(merchant)]
+        return await model.put(self._pool, merchant, offer_id, spec, known)
+
+    async def get(self, merchant: str, offer_id: str) -> Offer | None:
+        return await model.get(self._pool, merchant, offer_id)
+
+    async def listed(self, merchant: str, offer_id: str) -> list[str]:
+        return await model.listed(self._pool, merchant, offer_id)
+
+    async def all(self, merchant: str) -> list[Offer]:
+        return await model.all_offers(self._pool, merchant)
+
+    async def end(self, merchant: str, offer_id: str) -> bool:
+        return await model.end(self._pool, merchant, offer_id)
+
+    async def set_members(self, merchant: str, offer_id: str, members: Sequence[str]) -> bool:
+        """Replace the offer's listed members; False if there is no such offer."""
+        if len(set(members)) > model.MAX_LISTED:
+            raise Refused(f"at most {model.MAX_LISTED} listed members", ErrorCode.INVALID_FIELD)
+        with translate_errors("offer write"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                found = await conn.fetchval(
+                    "SELECT 1 FROM offers WHERE merchant_id = $1 AND id = $2 FOR UPDATE",
+                    merchant,
+                    offer_id,
+                )
+                if not found:
+                    return False
+                await model.set_members(conn, merchant, offer_id, members)
+        return True
+
+    # ------------------------------------------------------------------ members
+
+    async def _member_segments(self, merchant: str, member: str) -> list[str]:
+        return sorted(await self._segments.of_member(merchant, member))
+
+    async def eligible(self, merchant: str, member: str, channel: str | None) -> list[Offer]:
+        """``member``'s offers now, on the session's channel (``pos`` is the store; None:
+        every channel, as the app shows offers for both)."""
+        segs = await self._member_segments(merchant, member)
+        ch = None if channel is None else channel_of(channel)
+        return await claims.eligible(self._pool, merchant, member, ch, segs)
+
+    async def targeted(
+        self, merchant: str, member: str, channel: str | None
+    ) -> list[TargetedOffer]:
+        """``eligible`` as the cashier and wallet views carry them."""
+        return [wire(o) for o in await self.eligible(merchant, member, channel)]
+
+    # ------------------------------------------------------------------ sales
+
+    async def claim(
+        self,
+        origin: Origin,
+        member: str,
+        op: str,
+        offers: Sequence[str],
+        lines: Sequence[SaleLine],
+        base: int,
+    ) -> Claim:
+        segs = await self._member_segments(origin.merchant, member)
+        return await claims.claim(
+            self._pool,
+            origin.merchant,
+            member,
+            op,
+            channel_of(origin.channel),
+            segs,
+            offers,
+            lines,
+            base,
+        )
+
+    async def release(self, origin: Origin, op: str, claim: Claim) -> None:
+        await claims.release(self._pool, origin.merchant, op, claim.new)
+
+
+def wire(o: Offer) -> TargetedOffer:
+    return TargetedOffer(
+        offer=o.id,
+        name=o.name,
+        kind=o.kind,
+        description=o.description,
+        points=o.points or 0,
+        multiplier=str(o.multiplier) if o.multiplier is not None else "1",
+        sku=o.sku,
+        category=o.category,
+        channels=[c for c in ("store", "online") if c in o.channels],
+        ends_at=int(o.ends_at.timestamp() * 1000),
+    )
