@@ -47,7 +47,7 @@ from gateway.ledger import Ledger, OutboxRelay, Reads, Sweeper, Versions
 from gateway.members import ContactProofs, Members, Merger, Owners, Privacy, Profiles
 from gateway.metrics import Metrics
 from gateway.notify import CodeSenders, HttpSms, Smtp
-from gateway.offers import Offers
+from gateway.offers import OfferRows, Offers
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
@@ -186,6 +186,7 @@ class Node:
             AdjustmentRows(pool),
             AggregateRows(pool),
             SegmentRows(pool),
+            OfferRows(pool),
         )
         self.merger = Merger(pool, ledger, member_rows, tiers, events, hooks)
         self.privacy = Privacy(pool, members, self.profiles, member_rows, hooks)

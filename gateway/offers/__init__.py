@@ -8,6 +8,7 @@ offer_members and offer_uses. This is its public face."""
 
 from gateway.offers.claims import OFFER_USE, Claim, Use
 from gateway.offers.model import KINDS, MAX_LISTED, MAX_MULTIPLIER, Channel, Kind, Offer, OfferSpec
+from gateway.offers.rows import OfferRows
 from gateway.offers.service import Offers
 
 #: The row kinds this package writes in the ledger's transactions (the node passes them to
@@ -24,6 +25,7 @@ __all__ = [
     "Claim",
     "Kind",
     "Offer",
+    "OfferRows",
     "OfferSpec",
     "Offers",
     "Use",

@@ -396,3 +396,33 @@ async def test_limits_hold_under_concurrent_sales(http, rn, clients, merchant, p
         assert len(await uses(pg_dsn, merchant, f"r{i}")) == 2
     posted = (await ok(a, {"type": "balance", "member": m})).posted
     assert posted == rounds * (101 + 110)
+
+
+async def test_a_merge_never_frees_a_use_and_the_listing_follows_the_survivor(
+    http, rn, clients, merchant
+):
+    till = await clients.pos(merchant)
+    dup = (await enrol(till, phone=phone())).member
+    survivor = (await enrol(till, phone=phone())).member
+    await offer_of(
+        http, rn, merchant, "one", kind="fixed_bonus", points=9, members=[dup], per_member_limit=1
+    )
+    await offer_of(http, rn, merchant, "two", kind="fixed_bonus", points=9, members=[dup])
+    await sale(till, dup, 100, offers=["one"])
+    status, body = await admin(
+        http,
+        "POST",
+        f"{rn.url}/admin/v1/merchants/{merchant}/members/{survivor}/merge",
+        json={"source": dup, "op": unique("merge")},
+    )
+    assert status == 200, body
+    assert (body["moved"]["offer_uses"], body["moved"]["offer_listings"]) == (1, 2)
+    view = await ok(till, {"type": "cashier_view", "member": survivor})
+    assert [o.offer for o in view.targeted] == ["two"]  # "one" was used by the duplicate
+    e = await err(
+        till,
+        {"type": "sale", "op": unique("s"), "member": survivor, "total": 100, "offers": ["one"]},
+    )
+    assert e.code == "offer_not_eligible"
+    status, got = await admin(http, "GET", url(rn, merchant, "/two"))
+    assert got["members"] == [survivor]
