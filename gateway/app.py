@@ -165,7 +165,7 @@ class Node:
             pool, self.settings.store.database_url, self.settings.server.catalogue_max_bytes
         )
         self.aggregates = facts = Aggregates(pool)
-        self.offers = Offers(pool, segments)
+        self.offers = Offers(pool, segments, events)
         self.sales = Sales(pool, ledger, programmes, members, catalogue, facts, self.offers)
         self.returns = Returns(pool, ledger, facts)
         self.tiers = tiers = Tiers(pool, programmes, members, events, hooks)

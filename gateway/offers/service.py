@@ -4,33 +4,81 @@ through ``purchases.SaleOffers``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from gateway.errors import Refused
+from gateway.errors import GatewayError, Refused
+from gateway.events import MemberEventSink
 from gateway.ledger import Origin
 from gateway.offers import claims, model
 from gateway.offers.claims import Claim
 from gateway.offers.model import Offer, OfferSpec, channel_of
-from gateway.segments import Segments
+from gateway.segments import MembershipChange, Segments, memberships
 from gateway.store.db import translate_errors
 from protocol.codes import ErrorCode
 from protocol.loyalty import TargetedOffer
 from protocol.messages import SaleLine
+from protocol.wallet import OffersChanged
+
+log = logging.getLogger(__name__)
 
 
 class Offers:
-    def __init__(self, pool: asyncpg.Pool[Any], segments: Segments) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], segments: Segments, events: MemberEventSink | None = None
+    ) -> None:
         self._pool = pool
         self._segments = segments
+        self._events = events
+        segments.add_sink(self)
+
+    # ------------------------------------------------------------------ live pushes
+
+    async def announce(self, merchant: str, members: Sequence[str]) -> None:
+        """Push ``offers_changed`` (the member's whole list now) to each member's sessions."""
+        if self._events is None:
+            return
+        for member in dict.fromkeys(members):
+            try:
+                targeted = await self.targeted(merchant, member, None)
+                await self._events.publish(
+                    merchant, member, OffersChanged(member=member, targeted=targeted)
+                )
+            except GatewayError:  # best effort, as every member event: the views read it
+                log.warning("offers_changed for %s not pushed", member, exc_info=True)
+
+    async def changed(self, changes: Sequence[MembershipChange]) -> None:
+        """``MembershipSink``: a member who entered or left a segment that a live offer
+        targets has other offers now. One read per merchant in the batch when no offer
+        targets a segment."""
+        by_merchant: dict[str, list[MembershipChange]] = {}
+        for c in changes:
+            by_merchant.setdefault(c.merchant, []).append(c)
+        for merchant, cs in by_merchant.items():
+            with translate_errors("offers read"):
+                rows = await self._pool.fetch(
+                    """SELECT DISTINCT unnest(segments) FROM offers
+                        WHERE merchant_id = $1 AND active AND ends_at > now()""",
+                    merchant,
+                )
+            targeted = {r[0] for r in rows}
+            if targeted:
+                await self.announce(
+                    merchant,
+                    [c.member for c in cs if targeted & (set(c.entered) | set(c.left))],
+                )
 
     # ------------------------------------------------------------------ admin
 
     async def put(self, merchant: str, offer_id: str, spec: OfferSpec) -> Offer:
         known = [s.id for s in await self._segments.definitions_now(merchant)]
-        return await model.put(self._pool, merchant, offer_id, spec, known)
+        before = await self.listed(merchant, offer_id)
+        o = await model.put(self._pool, merchant, offer_id, spec, known)
+        await self.announce(merchant, [*before, *await self.listed(merchant, offer_id)])
+        return o
 
     async def get(self, merchant: str, offer_id: str) -> Offer | None:
         return await model.get(self._pool, merchant, offer_id)
@@ -42,7 +90,10 @@ class Offers:
         return await model.all_offers(self._pool, merchant)
 
     async def end(self, merchant: str, offer_id: str) -> bool:
-        return await model.end(self._pool, merchant, offer_id)
+        ended = await model.end(self._pool, merchant, offer_id)
+        if ended:
+            await self.announce(merchant, await self.listed(merchant, offer_id))
+        return ended
 
     async def set_members(self, merchant: str, offer_id: str, members: Sequence[str]) -> bool:
         """Replace the offer's listed members; False if there is no such offer."""
@@ -57,13 +108,17 @@ class Offers:
                 )
                 if not found:
                     return False
+                before = await model.listed(conn, merchant, offer_id)
                 await model.set_members(conn, merchant, offer_id, members)
+        await self.announce(merchant, [*before, *members])
         return True
 
     # ------------------------------------------------------------------ members
 
     async def _member_segments(self, merchant: str, member: str) -> list[str]:
-        return sorted(await self._segments.of_member(merchant, member))
+        with translate_errors("segments read"):
+            found = await memberships(self._pool, merchant, [member], None)
+        return sorted(found.get(member, ()))
 
     async def eligible(self, merchant: str, member: str, channel: str | None) -> list[Offer]:
         """``member``'s offers now, on the session's channel (``pos`` is the store; None:

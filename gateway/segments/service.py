@@ -114,6 +114,10 @@ class Segments:
         #: live refreshes dropped because too many members were waiting
         self.dropped = 0
 
+    def add_sink(self, sink: MembershipSink) -> None:
+        """Also tell ``sink`` of every change (one built after segments: offers)."""
+        self._sinks += (sink,)
+
     # ------------------------------------------------------------------ definitions
     async def definitions(self, merchant: str) -> list[Segment]:
         return (await self._cached(merchant)).segments
@@ -170,11 +174,6 @@ class Segments:
                 if s.id == segment:
                     return s
         return None
-
-    async def of_member(self, merchant: str, member: str) -> set[str]:
-        """The segments ``member`` is in now (the stored membership)."""
-        async with self._pool.acquire() as conn:
-            return (await store.memberships(conn, merchant, [member], None)).get(member, set())
 
     async def sizes(self, merchant: str) -> dict[str, int]:
         return await store.sizes(self._pool, merchant)

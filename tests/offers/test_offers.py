@@ -426,3 +426,69 @@ async def test_a_merge_never_frees_a_use_and_the_listing_follows_the_survivor(
     assert e.code == "offer_not_eligible"
     status, got = await admin(http, "GET", url(rn, merchant, "/two"))
     assert got["members"] == [survivor]
+
+
+# ----------------------------------------------------------------------------- live pushes
+
+
+async def test_a_segment_entered_mid_visit_pushes_the_offer_to_the_watching_till(
+    http, rn, clients, merchant
+):
+    from protocol.wallet import OffersChanged
+    from tests.loyalty_support import next_push
+
+    status, _ = await admin(
+        http,
+        "PUT",
+        f"{rn.url}/admin/v1/merchants/{merchant}/segments/big",
+        json={"condition": {"type": "spend", "min": 3_000}},
+    )
+    assert status == 200
+    web = await clients.pos(merchant, terminal="w1", channel="web")
+    till = await clients.pos(merchant, terminal="t1")
+    m = (await enrol(till, phone=phone())).member
+    await offer_of(
+        http,
+        rn,
+        merchant,
+        "bigs",
+        kind="fixed_bonus",
+        points=70,
+        segments=["big"],
+        per_member_limit=1,
+        channels=["store"],
+    )
+    view = await ok(till, {"type": "cashier_view", "member": m})  # the till watches m
+    assert view.targeted == []
+    app = await clients.app(merchant, m)
+    await ok(app, {"type": "wallet", "member": m})
+    # a sale elsewhere (the web shop) puts the member into "big"
+    await ok(web, {"type": "sale", "op": unique("s"), "member": m, "total": 5_000})
+    pushed = await next_push(till, OffersChanged)
+    assert pushed.member == m and [o.offer for o in pushed.targeted] == ["bigs"]
+    assert pushed.seq > 0
+    assert [o.offer for o in (await next_push(app, OffersChanged)).targeted] == ["bigs"]
+    # the till's own sale presents it: applied once; the use pushes the list again (empty)
+    r = await sale(till, m, 1_000, offers=["bigs"])
+    assert offer_lines(r) == {"offer:bigs": 70}
+    assert (await next_push(till, OffersChanged)).targeted == []
+    e = await err(
+        till, {"type": "sale", "op": unique("s"), "member": m, "total": 1_000, "offers": ["bigs"]}
+    )
+    assert e.code == "offer_not_eligible"
+
+
+async def test_an_offer_created_or_withdrawn_is_pushed_to_the_members_it_lists(
+    http, rn, clients, merchant
+):
+    from protocol.wallet import OffersChanged
+    from tests.loyalty_support import next_push
+
+    till = await clients.pos(merchant)
+    m = (await enrol(till, phone=phone())).member
+    app = await clients.app(merchant, m)
+    await ok(app, {"type": "wallet", "member": m})
+    await offer_of(http, rn, merchant, "hi", kind="fixed_bonus", points=5, members=[m])
+    assert [o.offer for o in (await next_push(app, OffersChanged)).targeted] == ["hi"]
+    await admin(http, "DELETE", url(rn, merchant, "/hi"))
+    assert (await next_push(app, OffersChanged)).targeted == []

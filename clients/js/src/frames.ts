@@ -50,6 +50,7 @@ export type ServerFrame =
   | MemberMerged
   | CodeChanged
   | ProfileChanged
+  | OffersChanged
   | Refetch;
 export type ResultData =
   | Balance
@@ -928,6 +929,15 @@ export interface ProfileChanged {
   profile: Profile;
   seq?: number;
   type: "profile_changed";
+}
+/**
+ * The targeted offers of ``member`` changed (it entered or left a segment an offer targets, an offer listing it was created, edited or withdrawn, it used one): ``targeted`` is the whole list now, for every channel (a register keeps those with ``store`` in ``channels``).
+ */
+export interface OffersChanged {
+  member: string;
+  seq?: number;
+  targeted: TargetedOffer[];
+  type: "offers_changed";
 }
 /**
  * Member events of ``member`` may have been missed (the node lost its fan-out connection for a while): ask for the wallet (or the cashier view) again.
