@@ -338,6 +338,7 @@ class Node:
         await self.birthdays.close()
         with contextlib.suppress(Exception):
             await self.deliverer.close()
+        await self.offers.close()
         await self.segments.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (

@@ -86,7 +86,7 @@ class Loyalty:
             if self._segments is not None:
                 self._segments.soon(p.merchant, [f.member], "sale")
             if f.offers and self._offers is not None:  # a use taken: its list changed
-                await self._offers.announce(p.merchant, [f.member])
+                self._offers.announce_soon(p.merchant, [f.member])
         return outcome_frame(f.id, outcome)
 
     async def enrol(self, call: Call, f: Enrol) -> object:

@@ -4,12 +4,14 @@ through ``purchases.SaleOffers``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from gateway.background import stop
 from gateway.errors import GatewayError, Refused
 from gateway.events import MemberEventSink
 from gateway.ledger import Origin
@@ -33,7 +35,20 @@ class Offers:
         self._pool = pool
         self._segments = segments
         self._events = events
+        self._tasks: set[asyncio.Task[None]] = set()
         segments.add_sink(self)
+
+    def announce_soon(self, merchant: str, members: Sequence[str]) -> None:
+        """``announce`` off the caller's path (a sale's reply does not wait for its push)."""
+        if self._events is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.announce(merchant, members))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await stop(task)
 
     # ------------------------------------------------------------------ live pushes
 
