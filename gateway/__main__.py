@@ -140,7 +140,7 @@ async def _rebuild(settings: Settings) -> None:
 
 
 async def _birthdays(settings: Settings) -> None:
-    from gateway.app import birthdays_once
+    from gateway.passes import birthdays_once
 
     done = await birthdays_once(settings)
     print(
@@ -150,7 +150,7 @@ async def _birthdays(settings: Settings) -> None:
 
 
 async def _segments(settings: Settings, merchant: str | None) -> None:
-    from gateway.app import segments_once
+    from gateway.passes import segments_once
 
     for m, done in await segments_once(settings, merchant):
         print(

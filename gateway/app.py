@@ -29,6 +29,7 @@ from gateway import (
     auth,
     birthdays,
     commands,
+    offers,
     purchases,
     reorder,
     rewards,
@@ -38,7 +39,7 @@ from gateway import (
 from gateway.adjustments import AdjustmentRows, Adjustments
 from gateway.aggregates import AggregateRows, Aggregates
 from gateway.api import AdminApi, AdminServices, Broadcasts, ReorderLinks
-from gateway.birthdays import BirthdayPass, BirthdayRows, Birthdays
+from gateway.birthdays import BirthdayRows, Birthdays
 from gateway.catalogue import Catalogue
 from gateway.collector import CollectorPolicy
 from gateway.expiry import PointsExpiry
@@ -47,13 +48,13 @@ from gateway.ledger import Ledger, OutboxRelay, Reads, Sweeper, Versions
 from gateway.members import ContactProofs, Members, Merger, Owners, Privacy, Profiles
 from gateway.metrics import Metrics
 from gateway.notify import CodeSenders, HttpSms, Smtp
+from gateway.offers import OfferRows, Offers
 from gateway.ops import Ops, Readiness
 from gateway.programme import ProgrammeConfig, Programmes
 from gateway.purchases import PurchaseRows, Returns, Sales
 from gateway.reorder import PredictionRows, Reorder
 from gateway.rewards import CodeRows, Rewards
 from gateway.segments import (
-    Recomputed,
     SegmentRows,
     Segments,
     SegmentStream,
@@ -77,6 +78,7 @@ ATTACHMENTS = (
     *purchases.ATTACHMENTS,
     *rewards.ATTACHMENTS,
     *birthdays.ATTACHMENTS,
+    *offers.ATTACHMENTS,
     *adjustments.ATTACHMENTS,
     *aggregates.ATTACHMENTS,
     *reorder.ATTACHMENTS,
@@ -169,7 +171,8 @@ class Node:
             pool, self.settings.store.database_url, self.settings.server.catalogue_max_bytes
         )
         self.aggregates = facts = Aggregates(pool)
-        self.sales = Sales(pool, ledger, programmes, members, catalogue, facts)
+        self.offers = Offers(pool, segments, events)
+        self.sales = Sales(pool, ledger, programmes, members, catalogue, facts, self.offers)
         self.returns = Returns(pool, ledger, facts)
         self.tiers = tiers = Tiers(pool, programmes, members, events, hooks)
         self.rewards = Rewards(pool, ledger, programmes, members, events, hooks)
@@ -189,6 +192,7 @@ class Node:
             AggregateRows(pool),
             SegmentRows(pool),
             PredictionRows(pool),
+            OfferRows(pool),
         )
         self.merger = Merger(pool, ledger, member_rows, tiers, events, hooks)
         self.privacy = Privacy(pool, members, self.profiles, member_rows, hooks)
@@ -217,6 +221,26 @@ class Node:
             self.settings.store.command_timeout,
         )
 
+    def _admin_services(self) -> AdminServices:
+        """The domain services the admin API calls."""
+        return AdminServices(
+            config=ProgrammeConfig(self.pool, self.programmes),
+            members=self.members,
+            sales=self.sales,
+            tiers=self.tiers,
+            rewards=self.rewards,
+            merger=self.merger,
+            privacy=self.privacy,
+            expiry=self.expiry,
+            birthdays=self.birthdays,
+            catalogue=self.catalogue,
+            reorder=self.reorder,
+            adjustments=self.adjustments,
+            webhooks=self.webhooks,
+            segments=self.segments,
+            offers=self.offers,
+        )
+
     def _transports(self) -> None:
         """The websocket endpoint and its commands, the admin API, the ops endpoints."""
         s = self.settings
@@ -242,6 +266,7 @@ class Node:
                 subscriptions,
                 self.aggregates,
                 self.segments,
+                self.offers,
             ),
             commands.Wallet(
                 scope,
@@ -254,6 +279,7 @@ class Node:
                 self.programmes,
                 subscriptions,
                 self.events,
+                self.offers,
             ),
         )
         self.endpoint = Endpoint(
@@ -270,22 +296,7 @@ class Node:
             s.server.drain_seconds,
         )
         self.admin = AdminApi(
-            AdminServices(
-                config=ProgrammeConfig(self.pool, self.programmes),
-                members=self.members,
-                sales=self.sales,
-                tiers=self.tiers,
-                rewards=self.rewards,
-                merger=self.merger,
-                privacy=self.privacy,
-                expiry=self.expiry,
-                birthdays=self.birthdays,
-                catalogue=self.catalogue,
-                reorder=self.reorder,
-                adjustments=self.adjustments,
-                webhooks=self.webhooks,
-                segments=self.segments,
-            ),
+            self._admin_services(),
             s.auth.admin_token,
             s.auth.merchant_keys,
         )
@@ -350,6 +361,7 @@ class Node:
         await self.reorder.close()
         with contextlib.suppress(Exception):
             await self.deliverer.close()
+        await self.offers.close()
         await self.segments.close()
         # The feeds close before the ledger: a batch still finishing delivers to nobody.
         for component in (
@@ -408,55 +420,6 @@ class Node:
             gateway_ledger_shed=self.ledger.stats.shed,
             gateway_gc_reclaimed_objects=self.collector.reclaimed,
         )
-
-
-async def birthdays_once(settings: Settings) -> BirthdayPass:
-    """One birthday pass outside a node (``python -m gateway birthdays``, for cron): its own
-    pool, ledger lanes and publisher, so the grants' pushes reach every node's watchers (a
-    publish that fails is the nodes' outbox relays' to repeat)."""
-    s = settings
-    pool = new_pool(s.store.database_url, 2, s.store.command_timeout)
-    redis = create_client(s.store.redis_url, cluster=s.store.redis_cluster)
-    keys = Keys(s.store.redis_prefix, cluster=s.store.redis_cluster)
-    publisher = Publisher(redis, keys, epoch=CacheEpoch(per_slot=s.store.redis_cluster))
-    ledger = Ledger(s.store.database_url, s.ledger, publisher, attachments=ATTACHMENTS, taps=TAPS)
-    events = MemberEvents(redis, keys, lambda: ())
-    job = Birthdays(pool, ledger, Programmes(pool), events, interval=0)
-    await open_pool(pool)
-    try:
-        await ledger.start()
-        try:
-            done = await job.run()
-            await ledger.published()
-        finally:
-            await ledger.close()
-    finally:
-        with contextlib.suppress(Exception):
-            await redis.aclose()
-        await pool.close()
-    return done
-
-
-async def segments_once(
-    settings: Settings, merchant: str | None = None
-) -> list[tuple[str, Recomputed]]:
-    """A full pass of every merchant's segments (or ``merchant``'s) outside a node (``python
-    -m gateway segments``, nightly from cron): its own pool; changes go to the stream."""
-    s = settings
-    pool = new_pool(s.store.database_url, 3, s.store.command_timeout)
-    redis = create_client(s.store.redis_url, cluster=s.store.redis_cluster)
-    keys = Keys(s.store.redis_prefix, cluster=s.store.redis_cluster)
-    segments = Segments(pool, (SegmentStream(redis, keys),))
-    await open_pool(pool)
-    try:
-        out = []
-        for m in await segments.merchants() if merchant is None else [merchant]:
-            out.append((m, await segments.recompute(m)))
-        return out
-    finally:
-        with contextlib.suppress(Exception):
-            await redis.aclose()
-        await pool.close()
 
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)

@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     VERIFICATION_FAILED = "verification_failed"
     IDENTITY_IN_USE = "identity_in_use"
     TIME_ZONE_UNKNOWN = "time_zone_unknown"
+    OFFER_NOT_ELIGIBLE = "offer_not_eligible"
 
     @property
     def retryable(self) -> bool:
@@ -146,6 +147,11 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.IDENTITY_IN_USE: "The email or phone number already identifies another member.",
     ErrorCode.TIME_ZONE_UNKNOWN: (
         "No IANA time zone of that name (`Europe/Paris`, `America/New_York`, `UTC`)."
+    ),
+    ErrorCode.OFFER_NOT_ELIGIBLE: (
+        "A presented offer does not apply to this sale (unknown, withdrawn, outside its window"
+        " or channel, not targeted at the member, its limits used up, or the sale lacks its"
+        " SKU or category); nothing was applied. Ring the sale again without it."
     ),
 }
 

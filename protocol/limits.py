@@ -54,3 +54,6 @@ Token = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LEN)]
 #: Free text holds no NUL (PostgreSQL text cannot store one).
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX_LEN, pattern="^[^\\x00]*$")]
 Version = Annotated[int, msgspec.Meta(ge=0, le=MAX_VERSION)]
+
+#: The most targeted offers one sale presents.
+MAX_PRESENTED_OFFERS = 10

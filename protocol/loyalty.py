@@ -287,6 +287,26 @@ class Offer(_Item, frozen=True):
     ends_at: int = 0
 
 
+class TargetedOffer(_Item, frozen=True):
+    """An offer targeted at the member (a listed member, or by a segment it is in), live now
+    on the session's channel, with uses left. ``kind``: ``bonus_sku`` (``points`` for a sale
+    with ``sku``), ``bonus_category`` (``points`` for a sale with a line in ``category``),
+    ``fixed_bonus`` (``points`` for any sale), ``multiplier`` (the sale's base points times
+    ``multiplier``, the extra as the offer's line). The cashier presents it in ``sale.offers``."""
+
+    offer: str
+    name: str
+    kind: Literal["bonus_sku", "bonus_category", "fixed_bonus", "multiplier"]
+    description: str = ""
+    points: int = 0
+    multiplier: str = "1"
+    sku: str | None = None
+    category: str | None = None
+    channels: list[Literal["store", "online"]] = msgspec.field(default_factory=list)
+    ends_at: int = 0
+    """Epoch milliseconds."""
+
+
 class Bought(_Item, frozen=True):
     """A category, brand or SKU the member bought: units and spend net of returns, visits
     (sales that included it) and the day of the latest (ISO date, UTC)."""
@@ -325,6 +345,8 @@ class CashierState(_Data, tag="cashier_view", frozen=True):
     subscribed: bool = True
     purchases: PurchaseProfile | None = None
     """The member's purchase aggregates (absent from a node that keeps none)."""
+    targeted: list[TargetedOffer] = msgspec.field(default_factory=list)
+    """The member's targeted offers at this register (``gateway.offers``)."""
 
 
 class TierChanged(_Push, tag="tier_changed", frozen=True):

@@ -13,6 +13,7 @@ import msgspec
 from protocol.limits import (
     HOLD_TTL_DEFAULT_MS,
     MAX_LINES,
+    MAX_PRESENTED_OFFERS,
     Id,
     MinorUnits,
     Points,
@@ -121,6 +122,12 @@ class Sale(_Client, tag="sale", frozen=True):
     lines: Annotated[list[SaleLine], msgspec.Meta(max_length=MAX_LINES)] = msgspec.field(
         default_factory=list
     )
+    offers: Annotated[list[Id], msgspec.Meta(max_length=MAX_PRESENTED_OFFERS)] = msgspec.field(
+        default_factory=list
+    )
+    """Targeted offers the cashier presents (ids from the view's ``targeted``): each applies
+    once, as an ``offer:<id>`` line of the breakdown; one that does not apply refuses the sale
+    (``offer_not_eligible``, nothing applied)."""
 
 
 class Reserve(_Client, tag="reserve", frozen=True):

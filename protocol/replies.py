@@ -61,7 +61,7 @@ REPLIES: dict[type, Reply] = {
     m.Subscribe: Reply((m.Subscribed,), (*_MEMBER, *_STORE, E.TOO_MANY_SUBSCRIPTIONS)),
     m.Unsubscribe: Reply((m.Unsubscribed,), ()),
     m.GetBalance: Reply((m.Balance,), (*_MEMBER, *_STORE)),
-    m.Sale: Reply((m.SaleReceipt,), (*_MEMBER, *_LEDGER, E.MEMBER_MERGED)),
+    m.Sale: Reply((m.SaleReceipt,), (*_MEMBER, *_LEDGER, E.MEMBER_MERGED, E.OFFER_NOT_ELIGIBLE)),
     m.Reserve: Reply((m.HoldState,), (*_MEMBER, *_LEDGER, E.MEMBER_MERGED, E.INSUFFICIENT_POINTS)),
     m.Commit: Reply((m.HoldState,), (*_HOLD, E.COMMIT_EXCEEDS_HOLD)),
     m.Release: Reply((m.HoldState,), _HOLD),

@@ -5,7 +5,8 @@ Like ``protocol.loyalty``, these Structs join the ``ClientFrame``, ``ResultData`
 ``ServerFrame`` unions of ``protocol.messages``, and carry their own base classes.
 
 Live changes: the balance comes as ``balance_changed`` (versioned, as for every watcher); a
-member event (``tier_changed``, ``code_changed``, ``profile_changed``, ``merged``) carries
+member event (``tier_changed``, ``code_changed``, ``profile_changed``, ``offers_changed``,
+``merged``) carries
 ``seq``, one more than the member's previous event. The ``wallet`` reply says the ``seq`` it is
 current at: an event whose ``seq`` is not the next one (one was missed), a ``refetch`` push,
 or a new session, means "ask for the wallet again", never a silently stale view.
@@ -26,6 +27,7 @@ from protocol.loyalty import (
     Phone,
     RewardCode,
     RewardOption,
+    TargetedOffer,
     TierInfo,
 )
 
@@ -217,6 +219,8 @@ class WalletView(_Data, tag="wallet", frozen=True):
     seq: int = 0
     """The member events' ``seq`` this view is current at (see the module doc)."""
     subscribed: bool = True
+    targeted: list[TargetedOffer] = msgspec.field(default_factory=list)
+    """The member's targeted offers (every channel: the app shows the store's too)."""
 
 
 class VerificationSent(_Data, tag="verification", frozen=True):
@@ -244,6 +248,17 @@ class ProfileChanged(_Push, tag="profile_changed", frozen=True):
     seq: int = 0
 
 
+class OffersChanged(_Push, tag="offers_changed", frozen=True):
+    """The targeted offers of ``member`` changed (it entered or left a segment an offer
+    targets, an offer listing it was created, edited or withdrawn, it used one): ``targeted``
+    is the whole list now, for every channel (a register keeps those with ``store`` in
+    ``channels``)."""
+
+    member: str
+    targeted: list[TargetedOffer]
+    seq: int = 0
+
+
 class Refetch(_Push, tag="refetch", frozen=True):
     """Member events of ``member`` may have been missed (the node lost its fan-out connection
     for a while): ask for the wallet (or the cashier view) again."""
@@ -255,7 +270,7 @@ class Refetch(_Push, tag="refetch", frozen=True):
 
 WalletCommand = GetWallet | GetCodes | UpdateProfile | VerifyContact | ConfirmContact
 WalletResult = WalletView | Codes | Profile | VerificationSent
-WalletPush = CodeChanged | ProfileChanged | Refetch
+WalletPush = CodeChanged | ProfileChanged | OffersChanged | Refetch
 
 
 #: Example frames per message (Struct class name), merged into the AsyncAPI document.
@@ -321,6 +336,26 @@ EXAMPLES: dict[str, list[tuple[str, msgspec.Struct]]] = {
             ),
         )
     ],
+    "OffersChanged": [
+        (
+            "entered a segment",
+            OffersChanged(
+                member="m-42",
+                targeted=[
+                    TargetedOffer(
+                        offer="tea-lovers",
+                        name="Tea lovers: +200",
+                        kind="bonus_category",
+                        points=200,
+                        category="tea",
+                        channels=["store", "online"],
+                        ends_at=1_735_776_000_000,
+                    )
+                ],
+                seq=11,
+            ),
+        )
+    ],
     "Refetch": [("reconnected", Refetch(member="m-42", seq=9, reason="fan-out reconnected"))],
 }
 
@@ -340,6 +375,7 @@ __all__ = [
     "Email",
     "GetCodes",
     "GetWallet",
+    "OffersChanged",
     "Phone",
     "Profile",
     "ProfileChanged",

@@ -41,6 +41,7 @@ from gateway.api.bodies import (
     VoidIn,
 )
 from gateway.api.catalogue import CatalogueApi
+from gateway.api.offers import OfferApi
 from gateway.api.reorder import ReorderApi
 from gateway.api.segments import SegmentApi
 from gateway.api.webhooks import WebhookApi
@@ -51,6 +52,7 @@ from gateway.expiry import PointsExpiry
 from gateway.ledger import Origin
 from gateway.members import Members, Merger, Privacy
 from gateway.merchant_keys import ANY_MERCHANT, MerchantKeys, admin_reach
+from gateway.offers import Offers
 from gateway.programme import ProgrammeConfig, Reward, Rule, Tier
 from gateway.purchases import Sales
 from gateway.reorder import Reorder
@@ -81,6 +83,7 @@ _STATUS = {
     ErrorCode.SALE_NOT_FOUND: 404,
     ErrorCode.OPERATION_NOT_FOUND: 404,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.OFFER_NOT_ELIGIBLE: 409,
     ErrorCode.INSUFFICIENT_POINTS: 409,
     ErrorCode.CODE_ALREADY_REDEEMED: 409,
     ErrorCode.CODE_VOIDED: 409,
@@ -211,6 +214,7 @@ class AdminServices:
     adjustments: Adjustments
     webhooks: Webhooks
     segments: Segments
+    offers: Offers
 
 
 class AdminApi:
@@ -227,6 +231,7 @@ class AdminApi:
         self.adjustments = AdjustmentApi(services.adjustments, self._merchant)
         self.webhook = WebhookApi(services.webhooks, self._merchant)
         self.segments = SegmentApi(services.segments, self._merchant)
+        self.offers = OfferApi(services.offers, self._merchant)
 
     def setup(self, app: web.Application) -> None:
         """Mount the admin API on ``app``."""
@@ -239,6 +244,7 @@ class AdminApi:
         self.adjustments.setup(app, PREFIX)
         self.webhook.setup(app, PREFIX)
         self.segments.setup(app, PREFIX)
+        self.offers.setup(app, PREFIX)
         app.router.add_get("/admin/v1/openapi.json", openapi)
 
     async def _merchant(self, request: web.Request) -> str:

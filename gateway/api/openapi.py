@@ -29,6 +29,7 @@ from gateway.api import (
     bodies,
     broadcast,
     catalogue,
+    offers,
     reorder,
     reorder_links,
     segments,
@@ -182,6 +183,35 @@ ADMIN: dict[tuple[str, str], Route] = {
     **catalogue.DOCS,
     **reorder.DOCS,
     **adjustments.DOCS,
+    ("GET", "/offers"): Route("List the merchant's targeted offers", None, offers.OfferList),
+    ("GET", "/offers/{offer}"): Route(
+        "Read a targeted offer (404 not_found when there is none)", None, offers.OfferOut
+    ),
+    ("PUT", "/offers/{offer}"): Route(
+        "Create or replace a targeted offer: bonus points on a SKU or a category, a fixed "
+        "bonus, or a multiplier; for segments and/or listed members; within a window, on "
+        "channels, with per-member and total limits (docs/loyalty.md, Targeted offers). A "
+        "window that ends before it starts or is past, an unknown segment, points or a "
+        "multiplier out of bounds: 400 invalid_field, nothing changed",
+        offers.OfferIn,
+        offers.OfferOut,
+        {400: (INVALID,), 404: (NOT_FOUND, "member_not_found")},
+        body_required=True,
+    ),
+    ("DELETE", "/offers/{offer}"): Route(
+        "Withdraw an offer: it applies to no later sale; its uses stay counted (404 not_found "
+        "when there is none)",
+        None,
+        offers.OfferDeleted,
+    ),
+    ("PUT", "/offers/{offer}/members"): Route(
+        "Replace the members an offer lists (a member that is not the merchant's: 404 "
+        "member_not_found, nothing changed)",
+        offers.OfferMembersIn,
+        offers.OfferOut,
+        {400: (INVALID,), 404: (NOT_FOUND, "member_not_found")},
+        body_required=True,
+    ),
     ("POST", "/webhooks"): Route(
         "Add a webhook endpoint: its URL (http or https; a host that is or resolves to a "
         "loopback, private, link-local or unique-local address is refused unless the node sets "
@@ -476,6 +506,7 @@ def build() -> dict[str, Any]:
         *adjustments.ROUTES,
         *webhooks.ROUTES,
         *segments.ROUTES,
+        *offers.ROUTES,
     ):
         path = admin.PREFIX + suffix
         paths.setdefault(path, {})[method.lower()] = _operation(

@@ -184,6 +184,16 @@ class SegmentMembership(_Out, frozen=True):
     """When the member entered it (ISO 8601)."""
 
 
+class OfferUse(_Out, frozen=True):
+    offer: str
+    op: str
+    """The sale that used it."""
+    points: int
+    applied: bool
+    """False: reserved by a sale whose outcome is not known yet."""
+    at: str
+
+
 class Export(_Out, frozen=True):
     """Everything the programme holds about a member (GDPR right of access)."""
 
@@ -198,6 +208,9 @@ class Export(_Out, frozen=True):
     adjustments: list[AdjustmentLine]
     purchase_aggregates: PurchaseAggregates
     segments: list[SegmentMembership]
+    offers_listed: list[str]
+    """The targeted offers that list the member."""
+    offer_uses: list[OfferUse]
 
 
 class Broadcast(_Out, frozen=True):

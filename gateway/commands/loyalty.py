@@ -17,6 +17,7 @@ from gateway.commands.points import op_id, origin, outcome_frame
 from gateway.errors import GatewayError
 from gateway.ledger import member_balance
 from gateway.members import Members
+from gateway.offers import Offers
 from gateway.programme import Programmes
 from gateway.purchases import Returns, Sales
 from gateway.rewards import Rewards, reward_options
@@ -34,6 +35,7 @@ from protocol.loyalty import (
     PurchaseProfile,
     RedeemReward,
     Return,
+    TargetedOffer,
     UseCode,
     VoidCode,
 )
@@ -57,7 +59,9 @@ class Loyalty:
         subscriptions: Subscriptions,
         aggregates: Aggregates | None = None,
         segments: Segments | None = None,
+        offers: Offers | None = None,
     ) -> None:
+        self._offers = offers
         self._aggregates = aggregates
         self._segments = segments
         self._scope = scope
@@ -81,6 +85,8 @@ class Loyalty:
                 log.warning("tier check after sale %s failed", f.op, exc_info=True)
             if self._segments is not None:
                 self._segments.soon(p.merchant, [f.member], "sale")
+            if f.offers and self._offers is not None:  # a use taken: its list changed
+                self._offers.announce_soon(p.merchant, [f.member])
         return outcome_frame(f.id, outcome)
 
     async def enrol(self, call: Call, f: Enrol) -> object:
@@ -153,11 +159,12 @@ class Loyalty:
         member = await self._members.member(p.merchant, f.member)
         who = member.member
         programme = await self._programmes.get(p.merchant)
-        tier, codes, recent, bought = await asyncio.gather(
+        tier, codes, recent, bought, targeted = await asyncio.gather(
             self._tiers.info(programme, who, member.tier),
             self._rewards.codes(p.merchant, who),
             self._sales.history(p.merchant, who, None, 5),
             self._summary(p.merchant, who),
+            self._targeted(p.merchant, who, p.channel),
         )
         # Subscribe last and build the reply without yielding, as `subscribe` does, so the
         # reply is queued before any later push; its balance is the feed's.
@@ -178,8 +185,14 @@ class Loyalty:
                 recent=recent.purchases,
                 offers=programme.offers(member.tier),
                 purchases=bought,
+                targeted=targeted,
             ),
         )
+
+    async def _targeted(self, merchant: str, member: str, channel: str) -> list[TargetedOffer]:
+        if self._offers is None:
+            return []
+        return await self._offers.targeted(merchant, member, channel)
 
     async def _summary(self, merchant: str, member: str) -> PurchaseProfile | None:
         if self._aggregates is None:

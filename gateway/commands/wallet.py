@@ -11,12 +11,14 @@ from gateway.errors import Refused
 from gateway.fanout import MemberEvents
 from gateway.ledger import member_balance
 from gateway.members import ContactProofs, Members, Profiles
+from gateway.offers import Offers
 from gateway.programme import Programmes
 from gateway.purchases import Sales
 from gateway.rewards import Rewards, reward_options
 from gateway.sessions import Call, Scope, Subscriptions
 from gateway.tiers import Tiers
 from protocol.codes import ErrorCode
+from protocol.loyalty import TargetedOffer
 from protocol.messages import Result, Subscribe
 from protocol.wallet import (
     CODES_DEFAULT_PAGE,
@@ -51,7 +53,9 @@ class Wallet:
         programmes: Programmes,
         subscriptions: Subscriptions,
         events: MemberEvents,
+        offers: Offers | None = None,
     ) -> None:
+        self._offers = offers
         self._scope = scope
         self._members = members
         self._profiles = profiles
@@ -76,11 +80,12 @@ class Wallet:
         current = await self._events.current(who)
         sub = await self._subscriptions.on_behalf(call.session, Subscribe(id=f.id, member=who))
         seq = self._events.seq_at_watch(who, current)
-        profile, tier, codes, history = await asyncio.gather(
+        profile, tier, codes, history, targeted = await asyncio.gather(
             self._profiles.view(p.merchant, who),
             self._tiers.info(programme, who, member.tier),
             self._rewards.list_codes(p.merchant, who, "all", None, CODES_DEFAULT_PAGE),
             self._sales.history(p.merchant, who, None, f.history),
+            self._targeted(p.merchant, who),
         )
         bal = sub.balance
         return Result(
@@ -95,8 +100,15 @@ class Wallet:
                 history=history,
                 profile=profile,
                 seq=seq,
+                targeted=targeted,
             ),
         )
+
+    async def _targeted(self, merchant: str, member: str) -> list[TargetedOffer]:
+        """Every channel's: the app shows the member the store's offers too."""
+        if self._offers is None:
+            return []
+        return await self._offers.targeted(merchant, member, None)
 
     async def codes(self, call: Call, f: GetCodes) -> object:
         p = call.principal

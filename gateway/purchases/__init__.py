@@ -11,7 +11,7 @@ from gateway.purchases.history import history
 from gateway.purchases.qualifying import qualifying_by_member, qualifying_points
 from gateway.purchases.returns import RETURN_STATE, PlannedReturn, Returns, return_fingerprint
 from gateway.purchases.rows import PurchaseRows
-from gateway.purchases.sales import SALE_HISTORY, SaleRow, Sales
+from gateway.purchases.sales import SALE_HISTORY, OfferClaim, SaleOffers, SaleRow, Sales
 
 #: The row kinds this package writes in the ledger's transactions (the node passes them to
 #: its ledger).
@@ -27,9 +27,11 @@ __all__ = [
     "Goods",
     "GoodsFacts",
     "GoodsLine",
+    "OfferClaim",
     "PlannedReturn",
     "PurchaseRows",
     "Returns",
+    "SaleOffers",
     "SaleRow",
     "Sales",
     "bought",

@@ -195,6 +195,8 @@ def _compute(
 
 def sale_detail(sale: Sale) -> bytes:
     """The content that identifies a sale request (for idempotency)."""
+    if sale.offers:  # the presented offers are part of what a retry must repeat
+        return msgspec.json.encode((sale.total, sale.lines, sorted(set(sale.offers))))
     return msgspec.json.encode((sale.total, sale.lines))
 
 

@@ -5,22 +5,25 @@ ledger identifies a sale by what was bought)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
 
 from gateway.catalogue import Catalogue
-from gateway.ledger import AttachmentKind, Earn, Ledger, Origin
+from gateway.errors import Refused
+from gateway.ledger import Attached, AttachmentKind, Earn, Ledger, Origin
 from gateway.members import Members
 from gateway.programme import Programmes
 from gateway.purchases.earning import Earning, detail_fingerprint, sale_detail
 from gateway.purchases.goods import GoodsFacts, sold
 from gateway.purchases.history import history
+from protocol.codes import ErrorCode
+from protocol.limits import MAX_POINTS
 from protocol.loyalty import History, PurchaseLine
-from protocol.messages import Outcome, Sale, SaleLine
+from protocol.messages import Outcome, PointsLine, Sale, SaleLine
 
 #: The purchase-history row of an applied sale, written in its earn's transaction.
 SALE_HISTORY = AttachmentKind(
@@ -74,6 +77,33 @@ class SaleRow:
         }
 
 
+class OfferClaim(Protocol):
+    """The offers a sale presents, as it applies them (``gateway.offers``)."""
+
+    @property
+    def lines(self) -> Sequence[PointsLine]: ...
+    @property
+    def attached(self) -> Sequence[Attached]: ...
+
+
+class SaleOffers(Protocol):
+    """Targeted offers, seen from a sale (``gateway.offers.Offers``, a layer above): reserve
+    one use of each presented offer for the sale's op (idempotent), give the new ones back
+    when the ledger refuses the sale."""
+
+    async def claim(
+        self,
+        origin: Origin,
+        member: str,
+        op: str,
+        offers: Sequence[str],
+        lines: Sequence[SaleLine],
+        base: int,
+    ) -> Any: ...
+
+    async def release(self, origin: Origin, op: str, claim: Any) -> None: ...
+
+
 class Sales:
     def __init__(
         self,
@@ -83,8 +113,10 @@ class Sales:
         members: Members,
         catalogue: Catalogue | None = None,
         facts: GoodsFacts | None = None,
+        offers: SaleOffers | None = None,
     ) -> None:
         self._pool = pool
+        self._offers = offers
         self._facts = facts
         self._ledger = ledger
         self._programmes = programmes
@@ -119,6 +151,20 @@ class Sales:
             tier = await self._members.tier(merchant, frame.member)
         earned = await self.earned_lines(merchant, frame.lines)
         computed = await self.earning.compute(merchant, frame, tier, lines=earned)
+        points, breakdown = computed.points, list(computed.breakdown)
+        claim: Any = None
+        if frame.offers:
+            if self._offers is None:
+                raise Refused("this node has no offers", ErrorCode.OFFER_NOT_ELIGIBLE)
+            base = next((ln.points for ln in computed.breakdown if ln.rule == "base"), 0)
+            claim = await self._offers.claim(
+                origin, frame.member, frame.op, frame.offers, earned, base
+            )
+            breakdown += claim.lines
+            points += sum(ln.points for ln in claim.lines)
+            if points > MAX_POINTS:
+                breakdown.append(PointsLine(rule="cap", points=MAX_POINTS - points))
+                points = MAX_POINTS
         detail = sale_detail(frame)
         lines = [
             PurchaseLine(
@@ -136,7 +182,7 @@ class Sales:
         history_row = SaleRow(
             total=frame.total,
             lines=msgspec.json.encode(lines),
-            breakdown=msgspec.json.encode(list(computed.breakdown)),
+            breakdown=msgspec.json.encode(breakdown),
             fingerprint=detail_fingerprint(detail),
             line_points=(msgspec.json.encode(computed.weights) if computed.weights else None),
         )
@@ -145,17 +191,39 @@ class Sales:
             if self._facts is None
             else self._facts.attach(merchant, sold(origin.channel, frame.total, lines))
         )
+        attached: tuple[Attached, ...] = (history_row,) if facts is None else (history_row, facts)
+        if claim is not None:
+            attached += tuple(claim.attached)
+        try:
+            outcome = await self._execute(origin, frame, points, breakdown, detail, attached)
+        except Refused:  # refused for certain: nothing applied, the new uses given back
+            if claim is not None:
+                await self._offers.release(origin, frame.op, claim)  # type: ignore[union-attr]
+            raise
+        if claim is not None and not outcome.ok:  # refused: nothing applied, uses given back
+            await self._offers.release(origin, frame.op, claim)  # type: ignore[union-attr]
+        return outcome
+
+    async def _execute(
+        self,
+        origin: Origin,
+        frame: Sale,
+        points: int,
+        breakdown: list[PointsLine],
+        detail: bytes,
+        attached: tuple[Attached, ...],
+    ) -> Outcome:
         return await self._ledger.execute(
             Earn(
                 op=frame.op,
                 member=frame.member,
-                points=computed.points,
+                points=points,
                 origin=origin,
                 kind="earn",
-                breakdown=computed.breakdown,
+                breakdown=tuple(breakdown),
                 detail=detail,
                 sale=True,
-                attached=(history_row,) if facts is None else (history_row, facts),
+                attached=attached,
             )
         )
 

@@ -25,7 +25,7 @@ from gateway.segments.events import (
 )
 from gateway.segments.rows import SegmentRows
 from gateway.segments.service import BATCH, DEFINITIONS_TTL, Recomputed, Segments, evaluate
-from gateway.segments.store import Segment
+from gateway.segments.store import Segment, memberships
 from gateway.segments.triggers import SegmentTriggers
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "Segments",
     "evaluate",
     "matches",
+    "memberships",
     "parse",
     "score",
 ]

@@ -114,6 +114,10 @@ class Segments:
         #: live refreshes dropped because too many members were waiting
         self.dropped = 0
 
+    def add_sink(self, sink: MembershipSink) -> None:
+        """Also tell ``sink`` of every change (one built after segments: offers)."""
+        self._sinks += (sink,)
+
     # ------------------------------------------------------------------ definitions
     async def definitions(self, merchant: str) -> list[Segment]:
         return (await self._cached(merchant)).segments

@@ -37,6 +37,10 @@ async def test_every_loyalty_command_is_merchant_scoped(clients, merchant, pg_ds
         ({"type": "history", "member": m}, "member_not_found"),
         ({"type": "sale", "op": unique("s"), "member": m, "total": 100}, "member_not_found"),
         (
+            {"type": "sale", "op": unique("s"), "member": m, "total": 100, "offers": ["o"]},
+            "member_not_found",
+        ),
+        (
             {"type": "redeem_reward", "op": unique("r"), "member": m, "reward": "w"},
             "member_not_found",
         ),

@@ -97,6 +97,8 @@ async def test_merge_moves_everything_and_tells_the_watchers(clients, http, rn, 
         "birthday_grants": 0,
         "adjustments": 0,
         "purchase_days": 2,  # the duplicate's day: its totals and its channel (no lines)
+        "offer_uses": 0,
+        "offer_listings": 0,
     }
 
     # the watcher of the duplicate: its last change and the merged push

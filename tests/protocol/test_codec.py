@@ -121,7 +121,14 @@ SERVER_FRAMES: list[Any] = [
     Notice(notice="n1", merchant="m", kind="offer", payload={"title": "2x"}, at=1),
 ]
 # The loyalty programme's frames (protocol/loyalty.py) and their examples.
-_PUSHES = ("TierChanged", "MemberMerged", "CodeChanged", "ProfileChanged", "Refetch")
+_PUSHES = (
+    "TierChanged",
+    "MemberMerged",
+    "CodeChanged",
+    "ProfileChanged",
+    "OffersChanged",
+    "Refetch",
+)
 for _examples in (loyalty.EXAMPLES, wallet.EXAMPLES):  # and the wallet's (protocol/wallet.py)
     CLIENT_FRAMES += [f for name, ex in _examples.items() if name not in _PUSHES for _, f in ex]
     SERVER_FRAMES += [f for name, ex in _examples.items() if name in _PUSHES for _, f in ex]

@@ -21,6 +21,7 @@ import {
   type Presence,
   type Profile,
   type ProfileChanged,
+  type OffersChanged,
   type CodeChanged,
   type Refreshed,
   type ResultData,
@@ -135,6 +136,7 @@ export interface ClientEvents {
   tier_changed: TierChanged;
   code_changed: CodeChanged;
   profile_changed: ProfileChanged;
+  offers_changed: OffersChanged;
   merged: MemberMerged;
   presence: Presence;
   notice: Notice;
@@ -162,7 +164,7 @@ export class GatewayError extends Error {
   }
 }
 
-type MemberEvent = TierChanged | CodeChanged | ProfileChanged | MemberMerged;
+type MemberEvent = TierChanged | CodeChanged | ProfileChanged | OffersChanged | MemberMerged;
 
 interface Pending {
   command: Command;
@@ -198,7 +200,13 @@ interface Watch {
 // with its code answers as the first did); these are not (a code sent twice is a second code;
 // pings and refreshes belong to a session).
 const NOT_RESENT = new Set(["verify_contact", "ping", "refresh"]);
-const MEMBER_EVENTS = new Set(["tier_changed", "code_changed", "profile_changed", "merged"]);
+const MEMBER_EVENTS = new Set([
+  "tier_changed",
+  "code_changed",
+  "profile_changed",
+  "offers_changed",
+  "merged",
+]);
 
 const noop = (): void => {};
 
@@ -856,6 +864,8 @@ export class Client {
       s.view = { ...v, codes: { ...v.codes, codes } };
     } else if (v && e.type === "profile_changed") {
       s.view = { ...v, profile: e.profile };
+    } else if (v && e.type === "offers_changed") {
+      s.view = { ...v, targeted: e.targeted };
     }
     if (e.type === "merged") this.watches.delete(w.member);
     this.emit(e.type, e as never);

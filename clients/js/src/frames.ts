@@ -50,6 +50,7 @@ export type ServerFrame =
   | MemberMerged
   | CodeChanged
   | ProfileChanged
+  | OffersChanged
   | Refetch;
 export type ResultData =
   | Balance
@@ -133,6 +134,23 @@ export interface Sale {
    */
   lines?: SaleLine[];
   member: string;
+  /**
+   * Targeted offers the cashier presents (ids from the view's ``targeted``): each applies once, as an ``offer:<id>`` line of the breakdown; one that does not apply refuses the sale (``offer_not_eligible``, nothing applied).
+   *
+   * @maxItems 10
+   */
+  offers?:
+    | []
+    | [string]
+    | [string, string]
+    | [string, string, string]
+    | [string, string, string, string]
+    | [string, string, string, string, string]
+    | [string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string];
   op: string;
   /**
    * Amount paid in minor currency units, after discounts.
@@ -647,6 +665,10 @@ export interface CashierState {
   recent: Purchase[];
   rewards: RewardOption[];
   subscribed?: boolean;
+  /**
+   * The member's targeted offers at this register (``gateway.offers``).
+   */
+  targeted?: TargetedOffer[];
   tier: TierInfo;
 }
 export interface Offer {
@@ -694,6 +716,24 @@ export interface RewardOption {
   sku?: string | null;
   value?: number;
 }
+/**
+ * An offer targeted at the member (a listed member, or by a segment it is in), live now on the session's channel, with uses left. ``kind``: ``bonus_sku`` (``points`` for a sale with ``sku``), ``bonus_category`` (``points`` for a sale with a line in ``category``), ``fixed_bonus`` (``points`` for any sale), ``multiplier`` (the sale's base points times ``multiplier``, the extra as the offer's line). The cashier presents it in ``sale.offers``.
+ */
+export interface TargetedOffer {
+  category?: string | null;
+  channels?: ("online" | "store")[];
+  description?: string;
+  /**
+   * Epoch milliseconds.
+   */
+  ends_at?: number;
+  kind: "bonus_category" | "bonus_sku" | "fixed_bonus" | "multiplier";
+  multiplier?: string;
+  name: string;
+  offer: string;
+  points?: number;
+  sku?: string | null;
+}
 export interface TierInfo {
   multiplier?: string;
   name?: string;
@@ -739,6 +779,10 @@ export interface WalletView {
    */
   seq?: number;
   subscribed?: boolean;
+  /**
+   * The member's targeted offers (every channel: the app shows the store's too).
+   */
+  targeted?: TargetedOffer[];
   tier: TierInfo;
 }
 export interface Codes {
@@ -887,6 +931,15 @@ export interface ProfileChanged {
   type: "profile_changed";
 }
 /**
+ * The targeted offers of ``member`` changed (it entered or left a segment an offer targets, an offer listing it was created, edited or withdrawn, it used one): ``targeted`` is the whole list now, for every channel (a register keeps those with ``store`` in ``channels``).
+ */
+export interface OffersChanged {
+  member: string;
+  seq?: number;
+  targeted: TargetedOffer[];
+  type: "offers_changed";
+}
+/**
  * Member events of ``member`` may have been missed (the node lost its fan-out connection for a while): ask for the wallet (or the cashier view) again.
  */
 export interface Refetch {
@@ -944,6 +997,8 @@ export const ErrorCode = {
   MEMBER_SESSIONS_FULL: "member_sessions_full",
   /** Send `hello` with a valid token before any other command. */
   NOT_AUTHENTICATED: "not_authenticated",
+  /** A presented offer does not apply to this sale (unknown, withdrawn, outside its window or channel, not targeted at the member, its limits used up, or the sale lacks its SKU or category); nothing was applied. Ring the sale again without it. */
+  OFFER_NOT_ELIGIBLE: "offer_not_eligible",
   /** No operation with that id is recorded (yet: send the command again with the same op to settle it). */
   OPERATION_NOT_FOUND: "operation_not_found",
   /** Too many commands on this session; slow down and retry. */
@@ -1026,6 +1081,7 @@ export const Limits = {
   MAX_NESTING: 500,
   MAX_NESTING_READ: 1000,
   MAX_POINTS: 10000000,
+  MAX_PRESENTED_OFFERS: 10,
   TEXT_MAX_LEN: 200,
   TOKEN_MAX_LEN: 4096,
 } as const;
