@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.adjustments import Adjusted, Adjustment, Adjustments
+from gateway.api.answers import json_answer as _json
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from gateway.merchant_keys import ANY_MERCHANT
 from protocol.limits import MAX_POINTS, Id
@@ -96,12 +97,6 @@ DOCS: dict[tuple[str, str], Route] = {
         ),
     ),
 }
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
-    )
 
 
 def _bad(message: str) -> web.Response:

@@ -28,6 +28,8 @@ from aiohttp import web
 from gateway import logs
 from gateway.adjustments import Adjustments
 from gateway.api.adjustments import REACH, AdjustmentApi
+from gateway.api.answers import json_answer as _json
+from gateway.api.answers import refusal as _error
 from gateway.api.birthdays import BirthdayApi
 from gateway.api.bodies import (
     EnrolIn,
@@ -95,16 +97,6 @@ _STATUS = {
 }
 
 _ID = __import__("re").compile(ID_PATTERN)
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
-    )
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return _json({"error": code, "message": message}, status)
 
 
 async def _body(request: web.Request, typ: type[Any]) -> Any:

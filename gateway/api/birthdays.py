@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from gateway.api.answers import json_answer as _json
 from gateway.birthdays import BirthdayRule, Birthdays, RuleSpec
 from protocol.limits import MAX_POINTS, Id
 from protocol.wallet import TimeZone
@@ -84,12 +85,6 @@ def rule_out(r: BirthdayRule) -> BirthdayRuleOut:
         time_zone=r.time_zone,
         since=r.since.isoformat(),
         updated_at=r.updated_at.isoformat(),
-    )
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
     )
 
 

@@ -21,6 +21,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from gateway.api.answers import json_answer as _json
+from gateway.api.answers import refusal as _error
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from gateway.catalogue import (
     MAX_ROW_BYTES,
@@ -162,16 +164,6 @@ def product_out(p: Product) -> ProductOut:
         active=p.active,
         updated_at=p.updated_at.isoformat(),
     )
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
-    )
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return _json({"error": code, "message": message}, status)
 
 
 _ID = __import__("re").compile(ID_PATTERN)

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from gateway.api.answers import json_answer as _json
 from gateway.offers import MAX_LISTED, Offer, Offers, OfferSpec
 from protocol.limits import ID_PATTERN, MAX_POINTS, Id, Text
 
@@ -121,12 +122,6 @@ def offer_out(o: Offer, members: list[str]) -> OfferOut:
         used=o.used,
         active=o.active,
         updated_at=o.updated_at.isoformat(),
-    )
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
     )
 
 

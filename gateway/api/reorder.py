@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
+from gateway.api.answers import json_answer as _json
 from gateway.api.routedoc import INVALID, NOT_FOUND, Route
 from gateway.reorder import Loop, LoopSpec, Reorder, Report, csv_text, svg
 
@@ -46,12 +47,6 @@ def loop_out(r: Loop) -> LoopOut:
         spec=r.spec,
         created_at=r.created_at.isoformat(),
         updated_at=r.updated_at.isoformat(),
-    )
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
     )
 
 

@@ -12,6 +12,8 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from gateway.api.answers import json_answer as _json
+from gateway.api.answers import refusal as _error
 from gateway.segments import Condition, Segment, Segments, parse
 from protocol.limits import ID_MAX_LEN, Id
 
@@ -82,16 +84,6 @@ class RecomputeOut(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     entered: int
     left: int
     seconds: float
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
-    )
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return _json({"error": code, "message": message}, status)
 
 
 def _out(s: Segment, size: int) -> SegmentOut:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 from aiohttp import web
 
+from gateway.api.answers import json_answer as _json
 from gateway.webhooks import MAX_DESCRIPTION, MAX_OVERLAP, Delivery, Endpoint, Webhooks
 
 #: Every route: method, path under the admin prefix, and the ``WebhookApi`` method serving it.
@@ -159,12 +160,6 @@ def delivery_out(d: Delivery) -> DeliveryOut:
         last_error=d.last_error,
         last_at=_iso(d.last_at),
         delivered_at=_iso(d.delivered_at),
-    )
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
     )
 
 

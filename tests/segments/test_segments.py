@@ -205,7 +205,7 @@ async def test_another_merchants_token_or_an_unknown_merchant_is_not_found(
 async def test_the_nightly_pass_from_cron_recomputes_every_merchant(
     clients, http, rn, merchant, pg_dsn
 ):
-    from gateway.app import segments_once
+    from gateway.passes import segments_once
 
     till = await clients.pos(merchant)
     m = (await enrol(till, phone=phone())).member
