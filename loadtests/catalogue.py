@@ -33,7 +33,9 @@ from typing import Any
 import aiohttp
 
 from loadtests.nodes import Node, Scratch, rss_kb
+from loadtests.report import emit
 from loadtests.speed import probe_ms, spread
+from loadtests.timed import TimedRequests
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 #: Bytes of the generated body per chunk sent.
@@ -104,17 +106,7 @@ async def _sales(url: str, merchant: str, member: str, n: int, lines: int) -> di
         aiohttp.ClientSession() as http,
         http.ws_connect(url.replace("http", "ws") + "/ws") as ws,
     ):
-        rid = 0
-
-        async def request(frame: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-            nonlocal rid
-            rid += 1
-            t = time.perf_counter()
-            await ws.send_str(json.dumps({**frame, "id": str(rid)}))
-            while True:
-                msg = json.loads((await ws.receive()).data)
-                if msg.get("id") == str(rid):
-                    return (time.perf_counter() - t) * 1000, msg
+        request = TimedRequests(ws)
 
         _, hello = await request({"type": "hello", "versions": [1], "token": token})
         assert hello["type"] == "welcome", hello
@@ -238,11 +230,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.json)
     return 0
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +25,7 @@ import aiohttp
 
 from loadtests.nodes import Scratch, cluster
 from loadtests.speed import probe_ms
+from loadtests.timed import TimedRequests
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 
@@ -59,17 +59,7 @@ async def run(admin_dsn: str, redis_url: str, sales: int, offers: int) -> dict[s
             http.ws_connect(nodes[0].url.replace("http", "ws") + "/ws") as ws,
         ):
             url = nodes[0].url
-            rid = 0
-
-            async def request(frame: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-                nonlocal rid
-                rid += 1
-                t = time.perf_counter()
-                await ws.send_str(json.dumps({**frame, "id": str(rid)}))
-                while True:
-                    msg = json.loads((await ws.receive()).data)
-                    if msg.get("id") == str(rid):
-                        return (time.perf_counter() - t) * 1000, msg
+            request = TimedRequests(ws)
 
             token = auth.mint_pos(DEV_JWT_SECRET, merchant, "s1", "bench", 3600)
             _, hello = await request({"type": "hello", "versions": [1], "token": token})

@@ -37,6 +37,7 @@ import aiohttp
 from aiohttp import web
 
 from loadtests.nodes import Node, Scratch, free_port
+from loadtests.report import emit
 from loadtests.speed import probe_ms
 
 #: Debian's chromium (Playwright's own browser downloads are not used): ``CHROMIUM`` overrides.
@@ -256,11 +257,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.json)
     return 0 if result["missing"] == 0 else 1
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -27,7 +26,9 @@ import asyncpg
 
 from loadtests.catalogue import _pct
 from loadtests.nodes import Node, Scratch
+from loadtests.report import emit
 from loadtests.speed import probe_ms, spread
+from loadtests.timed import TimedRequests
 
 
 async def _products(dsn: str, merchant: str, n: int = 50) -> None:
@@ -66,17 +67,7 @@ async def _round(url: str, merchant: str, members: list[str], n: int, lines: int
         aiohttp.ClientSession() as http,
         http.ws_connect(url.replace("http", "ws") + "/ws") as ws,
     ):
-        rid = 0
-
-        async def request(frame: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-            nonlocal rid
-            rid += 1
-            t = time.perf_counter()
-            await ws.send_str(json.dumps({**frame, "id": str(rid)}))
-            while True:
-                msg = json.loads((await ws.receive()).data)
-                if msg.get("id") == str(rid):
-                    return (time.perf_counter() - t) * 1000, msg
+        request = TimedRequests(ws)
 
         _, hello = await request({"type": "hello", "versions": [1], "token": token})
         assert hello["type"] == "welcome", hello
@@ -224,11 +215,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.json)
     return 0
 
 

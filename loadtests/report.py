@@ -96,3 +96,11 @@ def text(report: dict[str, Any]) -> str:
         lines.append(f"  SLO {s['slo']}: {s['status'].upper()} (actual {s['actual']})")
     lines.append(f"status: {report['status']} (exit {report['exit_code']})")
     return "\n".join(lines)
+
+
+def emit(result: dict[str, Any], path: str | None) -> None:
+    """A bench's figures: printed as JSON and, with ``path`` (``--json``), written there too."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")

@@ -35,6 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from loadtests.nodes import Node, Scratch, free_port
+from loadtests.report import emit
 from loadtests.speed import probe_ms
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
@@ -345,11 +346,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.json)
     t = result["throughput"]
     return 0 if t["delivered"] == t["deliveries"] and not any(result["refused"].values()) else 1
 
