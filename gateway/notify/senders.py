@@ -57,23 +57,34 @@ class Smtp:
     def __repr__(self) -> str:  # the URL may hold a password
         return f"Smtp({self._host}:{self._port})"
 
-    async def send(self, to: str, subject: str, text: str) -> None:
+    def _message(
+        self, to: str, subject: str, headers: Mapping[str, str] | None = None
+    ) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self._sender
         msg["To"] = to
         msg["Subject"] = subject
+        for name, value in (headers or {}).items():
+            msg[name] = value
+        return msg
+
+    async def _hand_over(self, msg: EmailMessage) -> None:
+        await aiosmtplib.send(
+            msg,
+            hostname=self._host,
+            port=self._port,
+            use_tls=self._tls,
+            start_tls=None if not self._tls else False,
+            username=self._user,
+            password=self._password,
+            timeout=SEND_TIMEOUT,
+        )
+
+    async def send(self, to: str, subject: str, text: str) -> None:
+        msg = self._message(to, subject)
         msg.set_content(text)
         try:
-            await aiosmtplib.send(
-                msg,
-                hostname=self._host,
-                port=self._port,
-                use_tls=self._tls,
-                start_tls=None if not self._tls else False,
-                username=self._user,
-                password=self._password,
-                timeout=SEND_TIMEOUT,
-            )
+            await self._hand_over(msg)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"the mail could not be sent: {type(exc).__name__}") from exc
 
@@ -87,26 +98,12 @@ class Smtp:
     ) -> None:
         """A message with a text part and, if given, an HTML alternative, and ``headers``
         (``Message-ID``, ``List-Unsubscribe``, ...); ``Undelivered`` if it is not handed over."""
-        msg = EmailMessage()
-        msg["From"] = self._sender
-        msg["To"] = to
-        msg["Subject"] = subject
-        for name, value in (headers or {}).items():
-            msg[name] = value
+        msg = self._message(to, subject, headers)
         msg.set_content(text)
         if html is not None:
             msg.add_alternative(html, subtype="html")
         try:
-            await aiosmtplib.send(
-                msg,
-                hostname=self._host,
-                port=self._port,
-                use_tls=self._tls,
-                start_tls=None if not self._tls else False,
-                username=self._user,
-                password=self._password,
-                timeout=SEND_TIMEOUT,
-            )
+            await self._hand_over(msg)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise _smtp_failure(exc) from exc
 
